@@ -1,0 +1,175 @@
+"""``python -m engine``: list methods and datasets, train, resume and list runs — the same engine the app drives.
+
+Exit codes: 0 success; 1 the run failed or was cancelled; 2 a user error (bad dataset, method, K, …), printed as one
+``error:`` line on stderr without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from .errors import RunCancelled, TrainingError, UserError
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values: JSON when it parses (numbers, true/false, null), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("list", help="registered methods and datasets")
+    listing.add_argument("--json", action="store_true")
+
+    train = commands.add_parser("train", help="train one method on one dataset")
+    train.add_argument("--method", required=True)
+    train.add_argument("--dataset", default="digits", help="NAME, NAME:train, NAME:test or folder:PATH")
+    train.add_argument("--preset", default="fast", help="fast (minutes on a CPU) or paper (the paper's schedule)")
+    train.add_argument("--clusters", type=int, help="K, the number of clusters (default: the preset's)")
+    train.add_argument("--epochs", type=int, help="epochs of every training stage")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any method setting, e.g. --set entropy_weight=3 (repeatable)")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--data-root", help="folder holding the dataset's files (no download needed)")
+    train.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    train.add_argument("--runs-dir", help="run store folder (default $DCE_RUNS_DIR or ./runs)")
+    train.add_argument("--json", action="store_true", help="end with one JSON line describing the run")
+
+    resume = commands.add_parser("resume", help="continue an interrupted, cancelled or failed run")
+    resume.add_argument("run_id")
+    resume.add_argument("--runs-dir")
+    resume.add_argument("--json", action="store_true")
+
+    runs = commands.add_parser("runs", help="list stored runs")
+    runs.add_argument("--runs-dir")
+    runs.add_argument("--json", action="store_true")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .methods import get_method
+
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = _parse_value(value)
+    if args.clusters is not None:
+        overrides["n_clusters"] = args.clusters
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.epochs is not None:
+        config = get_method(args.method).Config()
+        overrides.update({name: args.epochs for name in vars(config) if name.endswith("epochs")})
+    return overrides
+
+
+def _progress_printer(store, run_id: str):
+    """Print stage changes and losses to stderr while a foreground run trains."""
+    from .methods import Event
+
+    def on_event(event: Event) -> None:
+        if event.kind == "stage":
+            print(f"[{event.stage}] {event.total} steps", file=sys.stderr, flush=True)
+        elif event.kind == "step" and event.losses:
+            losses = " ".join(f"{k}={v:.4f}" for k, v in event.losses.items())
+            print(f"[{event.stage}] step {event.step}/{event.total} {losses}", file=sys.stderr, flush=True)
+        elif event.kind == "info":
+            print(f"[{event.stage}] {event.message}", file=sys.stderr, flush=True)
+    return on_event
+
+
+def _run_in_foreground(store, run_id: str, as_json: bool) -> int:
+    from .runs import execute_run
+
+    code = 0
+    try:
+        execute_run(store, run_id, observer=_progress_printer(store, run_id))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except (TrainingError, RunCancelled) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    except Exception as exc:  # noqa: BLE001 — recorded in the run's error.log by execute_run
+        print(f"error: {store.get(run_id).error or exc}", file=sys.stderr)
+        code = 1
+    record = store.get(run_id)
+    if as_json:
+        print(json.dumps(_run_json(record)))
+    else:
+        print(f"run {record.id}: {record.status}" + (f" — {record.error}" if record.error else ""))
+        for key in ("acc", "nmi", "ari"):
+            if record.summary.get(key) is not None:
+                print(f"  {key.upper()} {record.summary[key]:.4f}")
+    return code
+
+
+def _run_json(record) -> dict[str, Any]:
+    summary = record.summary
+    return {
+        "run_id": record.id, "method": record.method, "dataset": record.dataset, "preset": record.preset,
+        "status": record.status, "error": record.error,
+        "n_images": summary.get("n_images"), "n_skipped": summary.get("n_skipped"),
+        "acc": summary.get("acc"), "nmi": summary.get("nmi"), "ari": summary.get("ari"),
+        "neighbor_purity": summary.get("neighbor_purity"),
+        "seconds": summary.get("seconds", record.seconds), "device": summary.get("device", record.device),
+    }
+
+
+def _list(as_json: bool) -> None:
+    from .data import describe_datasets
+    from .methods import get_method, list_methods
+
+    methods = [get_method(name).describe() for name in list_methods()]
+    datasets = describe_datasets()
+    if as_json:
+        print(json.dumps({"methods": methods, "datasets": datasets}))
+        return
+    print("methods:")
+    for m in methods:
+        print(f"  {m['name']:<8} {m['summary']}  stages: {', '.join(s['name'] for s in m['stages'])}")
+    print("datasets:")
+    for d in datasets:
+        print(f"  {d['name']:<14} {d.get('description', '')}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            _list(args.json)
+            return 0
+        from .runs import RunRequest, RunStore, create_run
+
+        store = RunStore(args.runs_dir)
+        if args.command == "runs":
+            records = store.list()
+            if args.json:
+                print(json.dumps([_run_json(r) for r in records]))
+            for r in records if not args.json else []:
+                acc = r.summary.get("acc")
+                print(f"{r.id}  {r.status:<11} {r.dataset:<12} " + (f"ACC {acc:.3f}" if acc is not None else ""))
+            return 0
+        if args.command == "resume":
+            record = store.get(args.run_id)
+            if record.status in ("queued", "running", "finished"):
+                raise UserError(f"run {args.run_id} is {record.status}; only stopped runs resume")
+            store.requeue(args.run_id)
+            return _run_in_foreground(store, args.run_id, args.json)
+        request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
+                             args.data_root, args.download)
+        run_id = create_run(store, request)
+        return _run_in_foreground(store, run_id, args.json)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,499 @@
+"""Load the user's own images: a folder, or a .zip/.tar(.gz) archive of one.
+
+Three layouts are understood, in an archive as on disk:
+
+* class folders — ``root/<class>/**/<image>``: labels are the sorted class-folder names, 0..C-1;
+* a flat folder — ``root/**/<image>`` with no sub-folder: no labels;
+* a split folder — ``root/train/<class>/…`` and ``root/test/<class>/…`` (the official-split copies of
+  CIFAR-10 and friends): ``split`` picks one side; the class list is the union over both sides so labels
+  agree between ``train`` and ``test``.
+
+Every image is decoded with Pillow, flattened to RGB or L (alpha composited over white, palettes and 16-bit
+gray mapped to 8 bits) and resized to one square size. A file that cannot be read is skipped and reported in
+``ImageSet.skipped``; it never stops the load. Decoded arrays are cached, so the second load of a 60k-image
+folder takes a moment instead of a minute.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+import tempfile
+import threading
+import warnings
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from engine.data.imageset import ImageSet
+from engine.errors import ConfigError, DatasetError
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+SPLITS = ("train", "test")
+
+# Bump when the cached arrays would come out differently for the same files.
+_CACHE_FORMAT = 1
+# Files handed to one worker at a time: small enough to balance, large enough that a 60k-file set does not
+# drown in futures.
+_CHUNK = 256
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA"})
+_NOT_IN_CLASS = "not inside a class folder"
+# Images up to this many pixels are decoded once, during the size survey; beyond _KEEP_BUDGET_BYTES of them
+# (a very large set) every image is opened twice instead.
+_SMALL_PIXELS = 96 * 96
+_KEEP_BUDGET_BYTES = 2 << 30
+# Warning filters are process-wide, so two loads running at once must not interleave their set/restore.
+_DECODE_LOCK = threading.Lock()
+
+
+def default_cache_dir() -> Path:
+    """Where decoded datasets are kept: ``$DCE_CACHE_DIR`` or ``~/.cache/deep-clustering-explorer``."""
+    return Path(os.environ.get("DCE_CACHE_DIR") or "~/.cache/deep-clustering-explorer").expanduser()
+
+
+def is_archive(path: str | Path) -> bool:
+    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One file of the dataset tree.
+
+    ``parts`` is its place in the tree as the layout sees it (after unwrapping an archive's wrapper folder);
+    ``name`` is the path shown to the user; ``source`` is a file path on disk or an archive member's bytes.
+    """
+
+    parts: tuple[str, ...]
+    name: str
+    source: Path | bytes
+
+
+def load_folder(path: str | Path, *, image_size: int | None = None, channels: int | None = None,
+                split: str | None = None) -> ImageSet:
+    """Decode a folder or archive of images into an :class:`ImageSet`.
+
+    Args:
+        path: a folder, or a ``.zip``/``.tar``/``.tar.gz``/``.tgz`` archive of one (read in memory, never
+            extracted).
+        image_size: side of the square every image is resized to (shorter side to ``image_size``, then a
+            centre crop). Default: the shorter side of the most common image size.
+        channels: 1 (gray) or 3 (RGB). Default: 3 if any readable image is in colour, else 1.
+        split: ``"train"`` or ``"test"`` for a folder split into ``train/`` and ``test/``; None loads both,
+            train first.
+
+    Raises:
+        DatasetError: the path does not exist, holds no file, holds no readable image, or ``split`` names a
+            side the folder does not have.
+
+    Examples:
+        >>> pets = load_folder("~/photos/pets", image_size=64)   # doctest: +SKIP
+        >>> pets.class_names, pets.image_shape                    # doctest: +SKIP
+        (['cats', 'dogs'], (64, 64, 3))
+    """
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
+    if split not in (None, *SPLITS):
+        raise DatasetError(f"unknown split {split!r}; use 'train', 'test', or none for both")
+
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DatasetError(f"{root} does not exist; give a folder of images (one sub-folder per class, or "
+                           f"all in one folder) or a .zip/.tar/.tar.gz archive of one")
+    root = root.resolve()
+    if root.is_file() and not is_archive(root):
+        raise DatasetError(f"{root} is a file; give a folder of images or a "
+                           f"{'/'.join(ARCHIVE_SUFFIXES)} archive of one")
+
+    if root.is_dir():
+        files = _walk_folder(root)
+        fingerprint = [len(files), sum(size for _, size, _ in files),
+                       max([mtime for _, _, mtime in files] + [root.stat().st_mtime_ns])]
+    else:
+        info = root.stat()
+        fingerprint = [info.st_size, info.st_mtime_ns]
+    cache_file = _cache_file(root, fingerprint, image_size, channels, split)
+    cached = _read_cache(cache_file, source=f"folder:{root}")
+    if cached is not None:
+        return cached
+
+    if root.is_dir():
+        entries = [_Entry(parts, "/".join(parts), root.joinpath(*parts)) for parts, _, _ in files]
+        skipped: list[tuple[str, str]] = []
+    else:
+        entries, skipped = _read_archive(root)
+        entries = _unwrap_single_folder(entries)
+    if not entries and not skipped:
+        raise DatasetError(f"{root} holds no files; put images in it, one sub-folder per class or all "
+                           f"in the folder itself")
+
+    items, class_names, stray = _arrange(entries, split, root)
+    skipped += stray
+    images, kept, decode_skips = _decode_all([entry for entry, _ in items], image_size, channels)
+    skipped += decode_skips
+    if not kept:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped[:3])
+        raise DatasetError(f"no readable image in {root}: {len(skipped)} file(s) skipped ({reasons}"
+                           f"{'; …' if len(skipped) > 3 else ''}). Pillow must be able to open the files "
+                           f"(PNG, JPEG, GIF, BMP, TIFF, WebP, …)")
+
+    labels = None
+    if class_names is not None:
+        labels = np.array([items[i][1] for i in kept], dtype=np.int64)
+    result = ImageSet(images=torch.from_numpy(images), labels=labels, class_names=class_names or [],
+                      source=f"folder:{root}", paths=[items[i][0].name for i in kept], skipped=skipped)
+    _write_cache(cache_file, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- listing
+
+def _is_hidden(name: str) -> bool:
+    # macOS adds __MACOSX/ to zips and ._* / .DS_Store everywhere; none of it is the user's data.
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _walk_folder(root: Path) -> list[tuple[tuple[str, ...], int, int]]:
+    """(parts, size, mtime_ns) of every visible file under ``root``; folder mtimes count too, so a rename
+    changes the newest mtime even though no file changed."""
+    found: list[tuple[tuple[str, ...], int, int]] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not _is_hidden(d)]
+        base = Path(folder)
+        rel = base.relative_to(root).parts
+        folder_mtime = base.stat().st_mtime_ns
+        for name in names:
+            if _is_hidden(name):
+                continue
+            try:
+                info = (base / name).stat()
+                size, mtime = info.st_size, info.st_mtime_ns
+            except OSError:  # a dangling symlink: the decoder reports it
+                size, mtime = 0, 0
+            found.append(((*rel, name), size, max(mtime, folder_mtime)))
+    found.sort()
+    return found
+
+
+def _member_parts(name: str) -> tuple[str, ...] | None:
+    """The path components of an archive member, or None when the name escapes the archive."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        return None
+    return parts
+
+
+def _read_archive(archive: Path) -> tuple[list[_Entry], list[tuple[str, str]]]:
+    """Every visible regular file of a zip or tar archive, read into memory.
+
+    A tar.gz can only be read front to back efficiently, so members are read in one pass here rather than
+    opened on demand by the decoding threads.
+    """
+    entries: list[_Entry] = []
+    skipped: list[tuple[str, str]] = []
+
+    def add(name: str, read: Callable[[], bytes] | None) -> None:
+        """``read`` is None for a link, which could point outside the archive."""
+        parts = _member_parts(name)
+        if parts is None:
+            skipped.append((name, "unsafe path in archive (absolute or with '..')"))
+        elif any(_is_hidden(p) for p in parts):
+            return
+        elif read is None:
+            skipped.append((name, "link in archive"))
+        else:
+            entries.append(_Entry(parts, "/".join(parts), read()))
+
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    if info.is_dir():
+                        continue
+                    # Zips made on Unix keep the file's st_mode in the high 16 bits of external_attr.
+                    is_link = stat.S_ISLNK(info.external_attr >> 16)
+                    add(info.filename, None if is_link else lambda info=info: zf.read(info))
+        else:
+            with tarfile.open(archive, "r|*") as tf:  # streaming: one pass, no seeking back in the gzip
+                for member in tf:
+                    if member.isfile():
+                        add(member.name, lambda member=member: tf.extractfile(member).read())
+                    elif member.issym() or member.islnk():
+                        add(member.name, None)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+        raise DatasetError(f"cannot read the archive {archive}: {error}; check that the file is complete "
+                           f"(re-download or re-create it)") from error
+    entries.sort(key=lambda e: e.parts)
+    return entries, skipped
+
+
+def _unwrap_single_folder(entries: list[_Entry]) -> list[_Entry]:
+    """Archives usually wrap everything in one folder named after the archive; the layout starts below it."""
+    while entries and all(len(e.parts) > 1 for e in entries) and len({e.parts[0] for e in entries}) == 1:
+        entries = [_Entry(e.parts[1:], e.name, e.source) for e in entries]
+    return entries
+
+
+def _arrange(entries: list[_Entry], split: str | None, root: Path
+             ) -> tuple[list[tuple[_Entry, int]], list[str] | None, list[tuple[str, str]]]:
+    """Order the files and give each its label (-1 when unlabelled); files outside every class folder of a
+    labelled layout are returned as skipped."""
+    top = {e.parts[0] for e in entries if len(e.parts) > 1}
+    if top and top <= set(SPLITS):
+        if split is not None and split not in top:
+            raise DatasetError(f"{root} has no {split}/ folder (it has {', '.join(sorted(t + '/' for t in top))}); "
+                               f"ask for another split or none")
+        chosen = [s for s in SPLITS if s in top and split in (None, s)]
+        by_split = {s: [_Entry(e.parts[1:], e.name, e.source) for e in entries if len(e.parts) > 1 and e.parts[0] == s]
+                    for s in top}
+        stray = [(e.name, "not inside train/ or test/") for e in entries if len(e.parts) == 1]
+        classes = sorted({e.parts[0] for side in by_split.values() for e in side if len(e.parts) > 1})
+        items: list[tuple[_Entry, int]] = []
+        for s in chosen:
+            side_items, side_stray = _label(by_split[s], classes or None)
+            items += side_items
+            stray += side_stray
+        return items, classes or None, stray
+    if split is not None:
+        raise DatasetError(f"{root} is not split into train/ and test/ folders, so split={split!r} cannot be "
+                           f"honoured; load it without a split")
+    classes = sorted(top)
+    items, stray = _label(entries, classes or None)
+    return items, classes or None, stray
+
+
+def _label(entries: list[_Entry], classes: list[str] | None
+           ) -> tuple[list[tuple[_Entry, int]], list[tuple[str, str]]]:
+    if classes is None:
+        return [(e, -1) for e in sorted(entries, key=lambda e: e.parts)], []
+    index = {name: i for i, name in enumerate(classes)}
+    inside = sorted((e for e in entries if len(e.parts) > 1), key=lambda e: (index[e.parts[0]], e.parts))
+    return [(e, index[e.parts[0]]) for e in inside], [(e.name, _NOT_IN_CLASS) for e in entries if len(e.parts) == 1]
+
+
+# --------------------------------------------------------------------------------------------------- decoding
+
+def _open(source: Path | bytes) -> Image.Image:
+    if isinstance(source, bytes):
+        if not source:
+            raise ValueError("empty file (0 bytes)")
+        return Image.open(io.BytesIO(source))
+    if source.stat().st_size == 0:
+        raise ValueError("empty file (0 bytes)")
+    return Image.open(source)
+
+
+def _skip_reason(error: Exception) -> str:
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"too many pixels, refused as a possible decompression bomb ({error})"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image Pillow can read"
+    if isinstance(error, FileNotFoundError):
+        return "file vanished or is a broken link"
+    if isinstance(error, ValueError):
+        return str(error)
+    return f"cannot decode: {error}"
+
+
+def _is_colour(im: Image.Image) -> bool:
+    if im.mode in _GRAY_MODES:
+        return False
+    if im.mode in ("P", "PA"):
+        palette = im.getpalette() or []
+        used = {c[0] if isinstance(c, tuple) else c for _, c in im.getcolors(256) or []}  # PA: (index, alpha)
+        return any(len(set(palette[3 * i:3 * i + 3])) > 1 for i in used)
+    return True
+
+
+class _Probe(NamedTuple):
+    size: tuple[int, int]
+    colour: bool
+    pixels: np.ndarray | None  # the flattened image, for small ones, so they are opened only once
+
+
+def _probe_image(source: Path | bytes, keep_pixels: bool) -> _Probe:
+    """Size and colour of an image; with ``keep_pixels``, small images are decoded right away too."""
+    with _open(source) as im:
+        size, colour = im.size, _is_colour(im)
+        small = size[0] * size[1] <= _SMALL_PIXELS
+        return _Probe(size, colour, np.asarray(_flatten(im)) if keep_pixels and small else None)
+
+
+def _high_depth_to_gray(im: Image.Image) -> Image.Image:
+    # Pillow's own convert("L") clips 16-bit values at 255, which turns most 16-bit scans white.
+    values = np.asarray(im)
+    if im.mode == "F":
+        values = values * 255.0 if values.max(initial=0.0) <= 1.0 else values
+    elif im.mode.startswith("I;16") or values.max(initial=0) > 255:
+        top = 65535 if values.max(initial=0) <= 65535 else values.max()
+        values = values.astype(np.float64) * (255.0 / top)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """The image as RGB or L: transparency over white, palettes expanded, other colour spaces to RGB."""
+    if im.mode in _HIGH_DEPTH_MODES:
+        return _high_depth_to_gray(im)
+    gray = not _is_colour(im)
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    elif im.mode in ("La", "RGBa"):  # premultiplied alpha: undo it before compositing
+        im = im.convert("LA" if im.mode == "La" else "RGBA")
+    if im.mode in _ALPHA_MODES:
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im.convert("RGBA"))
+    if gray:
+        return im if im.mode == "L" else im.convert("L")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _decode_image(source: Path | bytes, side: int, channels: int) -> np.ndarray:
+    """One image as a uint8 side×side×channels array."""
+    with _open(source) as opened:
+        opened.draft(None, (side, side))  # JPEG: let the decoder scale down by up to 8× for free
+        return _to_square(_flatten(opened), side, channels)
+
+
+def _to_square(im: Image.Image, side: int, channels: int) -> np.ndarray:
+    im = im.convert("L" if channels == 1 else "RGB")  # convert copies, even to the same mode
+    width, height = im.size
+    if (width, height) != (side, side):
+        # Crop the centre square, then resize: the same picture as "shorter side to `side`, then centre crop",
+        # but the filter cannot blend in pixels from the cropped-off margins.
+        crop = min(width, height)
+        left, top = (width - crop) // 2, (height - crop) // 2
+        im = im.crop((left, top, left + crop, top + crop)).resize((side, side), Image.Resampling.BILINEAR)
+    pixels = np.asarray(im, dtype=np.uint8)
+    return pixels[..., None] if channels == 1 else pixels
+
+
+def _workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(32, cores + 4)
+
+
+def _run_parallel(task: Callable[[int], object], count: int) -> list[object]:
+    """``task(i)`` for i in range(count) on threads (Pillow releases the GIL while decoding)."""
+    def run_chunk(start: int) -> list[object]:
+        return [task(i) for i in range(start, min(start + _CHUNK, count))]
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        return [r for chunk in pool.map(run_chunk, range(0, count, _CHUNK)) for r in chunk]
+
+
+def _decode_all(entries: Sequence[_Entry], image_size: int | None, channels: int | None
+                ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode every entry to one square size; returns the stacked images, the indices kept and the skips."""
+    skipped: dict[int, str] = {}
+    # Small images are kept decoded from the probe onwards (opening a file costs more than decoding a
+    # 32×32 JPEG); the budget bounds what that may hold.
+    keep_pixels = len(entries) * _SMALL_PIXELS * 3 <= _KEEP_BUDGET_BYTES
+
+    def probe(i: int) -> _Probe | None:
+        try:
+            return _probe_image(entries[i].source, keep_pixels)
+        except Exception as error:  # any failure of one file only skips that file
+            skipped[i] = _skip_reason(error)
+            return None
+
+    with _DECODE_LOCK, warnings.catch_warnings():
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; such files are skipped like bigger ones.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        probes = _run_parallel(probe, len(entries))
+        readable = [p for p in probes if p is not None]
+        if not readable:
+            return np.empty((0, 1, 1, 1), np.uint8), [], [(entries[i].name, r) for i, r in sorted(skipped.items())]
+        if image_size is None:
+            (width, height), _ = Counter(p.size for p in readable).most_common(1)[0]
+            image_size = min(width, height)
+        if channels is None:
+            channels = 3 if any(p.colour for p in readable) else 1
+
+        out = np.empty((len(entries), image_size, image_size, channels), dtype=np.uint8)
+
+        def decode(i: int) -> None:
+            found = probes[i]
+            if found is None:
+                return
+            try:
+                if found.pixels is None:
+                    out[i] = _decode_image(entries[i].source, image_size, channels)
+                elif found.pixels.shape in (out.shape[1:], out.shape[1:3] if channels == 1 else None):
+                    out[i] = found.pixels.reshape(out.shape[1:])
+                else:
+                    out[i] = _to_square(Image.fromarray(found.pixels), image_size, channels)
+            except Exception as error:  # truncated data shows only now, when the pixels are read
+                skipped[i] = _skip_reason(error)
+            probes[i] = found._replace(pixels=None)  # free the memory as the output fills
+
+        _run_parallel(decode, len(entries))
+
+    kept = [i for i in range(len(entries)) if i not in skipped]
+    images = out if len(kept) == len(entries) else out[kept]
+    return images, kept, [(entries[i].name, reason) for i, reason in sorted(skipped.items())]
+
+
+# ------------------------------------------------------------------------------------------------------ cache
+
+def _cache_file(root: Path, fingerprint: list[int], image_size: int | None, channels: int | None,
+                split: str | None) -> Path:
+    key = json.dumps({"path": str(root), "tree": fingerprint, "image_size": image_size, "channels": channels,
+                      "split": split, "format": _CACHE_FORMAT}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return default_cache_dir() / "folders" / f"{root.name[:40]}-{digest}.npz"
+
+
+def _read_cache(file: Path, source: str) -> ImageSet | None:
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as saved:
+            return ImageSet(
+                images=torch.from_numpy(saved["images"]),
+                labels=saved["labels"] if bool(saved["has_labels"]) else None,
+                class_names=saved["class_names"].tolist(),
+                source=source,
+                paths=saved["paths"].tolist(),
+                skipped=list(zip(saved["skipped_paths"].tolist(), saved["skipped_reasons"].tolist())),
+            )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # a damaged cache file is rebuilt, not trusted
+
+
+def _write_cache(file: Path, data: ImageSet) -> None:
+    """Write atomically: a reader never sees half a file, even with two loads racing."""
+    tmp: Path | None = None
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=file.parent, prefix=file.stem, suffix=".tmp", delete=False) as out:
+            tmp = Path(out.name)
+            np.savez(out, images=data.images.numpy(),
+                     labels=data.labels if data.labels is not None else np.empty(0, np.int64),
+                     has_labels=np.array(data.labels is not None),
+                     class_names=np.array(data.class_names, dtype=str),
+                     paths=np.array(data.paths, dtype=str),
+                     skipped_paths=np.array([p for p, _ in data.skipped], dtype=str),
+                     skipped_reasons=np.array([r for _, r in data.skipped], dtype=str))
+        os.replace(tmp, file)
+    except OSError as error:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not cache decoded images in {file.parent} ({error}); the next load will decode "
+                      f"again. Set DCE_CACHE_DIR to a writable folder to fix this.", stacklevel=3)

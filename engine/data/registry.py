@@ -1,0 +1,228 @@
+"""The datasets the engine knows by name, and :func:`load_dataset` that turns a spec into an :class:`ImageSet`.
+
+A spec is ``NAME`` (train and test together, as clustering papers report), ``NAME:train``, ``NAME:test`` or
+``folder:PATH`` for the user's own images. The CLI ``list`` command and the UI read :data:`DATASETS` instead of
+hard-coding names.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.data.folder import SPLITS, default_cache_dir, is_archive, load_folder
+from engine.data.imageset import ImageSet
+from engine.errors import ConfigError, DatasetError
+
+FOLDER_PREFIX = "folder:"
+
+# CIFAR-100's 20 super-classes and the 5 fine classes in each (Krizhevsky, 2009, Appendix D). The fine→coarse
+# table is derived from this by class name, so it cannot drift out of step with torchvision's fine-label order.
+CIFAR100_SUPERCLASSES: dict[str, tuple[str, ...]] = {
+    "aquatic_mammals": ("beaver", "dolphin", "otter", "seal", "whale"),
+    "fish": ("aquarium_fish", "flatfish", "ray", "shark", "trout"),
+    "flowers": ("orchid", "poppy", "rose", "sunflower", "tulip"),
+    "food_containers": ("bottle", "bowl", "can", "cup", "plate"),
+    "fruit_and_vegetables": ("apple", "mushroom", "orange", "pear", "sweet_pepper"),
+    "household_electrical_devices": ("clock", "keyboard", "lamp", "telephone", "television"),
+    "household_furniture": ("bed", "chair", "couch", "table", "wardrobe"),
+    "insects": ("bee", "beetle", "butterfly", "caterpillar", "cockroach"),
+    "large_carnivores": ("bear", "leopard", "lion", "tiger", "wolf"),
+    "large_man-made_outdoor_things": ("bridge", "castle", "house", "road", "skyscraper"),
+    "large_natural_outdoor_scenes": ("cloud", "forest", "mountain", "plain", "sea"),
+    "large_omnivores_and_herbivores": ("camel", "cattle", "chimpanzee", "elephant", "kangaroo"),
+    "medium_mammals": ("fox", "porcupine", "possum", "raccoon", "skunk"),
+    "non-insect_invertebrates": ("crab", "lobster", "snail", "spider", "worm"),
+    "people": ("baby", "boy", "girl", "man", "woman"),
+    "reptiles": ("crocodile", "dinosaur", "lizard", "snake", "turtle"),
+    "small_mammals": ("hamster", "mouse", "rabbit", "shrew", "squirrel"),
+    "trees": ("maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"),
+    "vehicles_1": ("bicycle", "bus", "motorcycle", "pickup_truck", "train"),
+    "vehicles_2": ("lawn_mower", "rocket", "streetcar", "tank", "tractor"),
+}
+CIFAR100_COARSE_OF_FINE: dict[str, int] = {fine: coarse for coarse, members in
+                                           enumerate(CIFAR100_SUPERCLASSES.values()) for fine in members}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a named dataset is. Sizes are for the full spec (train+test); None where the user's data decides.
+
+    ``source`` is ``bundled`` (ships with scikit-learn), ``torchvision`` (downloaded, or found under
+    ``--data-root``) or ``local`` (the user's files).
+    """
+
+    name: str
+    description: str
+    n_images: int | None
+    image_size: int | None
+    channels: int | None
+    n_classes: int | None
+    source: str
+    class_names: tuple[str, ...] = ()
+
+
+_DIGIT_NAMES = tuple(str(d) for d in range(10))
+
+DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
+    DatasetInfo("digits", "scikit-learn's handwritten digits, 8×8 gray (always available, no download; "
+                "has no official split, so digits:train and digits:test are the whole set)",
+                1797, 8, 1, 10, "bundled", _DIGIT_NAMES),
+    DatasetInfo("mnist", "MNIST handwritten digits, 28×28 gray (60k train + 10k test)",
+                70000, 28, 1, 10, "torchvision", _DIGIT_NAMES),
+    DatasetInfo("fashion-mnist", "Fashion-MNIST clothing, 28×28 gray (60k train + 10k test)",
+                70000, 28, 1, 10, "torchvision",
+                ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot")),
+    DatasetInfo("cifar10", "CIFAR-10 objects, 32×32 colour (50k train + 10k test); --data-root may also point "
+                "at a train/<class>/ test/<class>/ image-folder copy or an archive of one",
+                60000, 32, 3, 10, "torchvision",
+                ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    DatasetInfo("cifar100-20", "CIFAR-100 labelled with its 20 super-classes, 32×32 colour (50k train + 10k test)",
+                60000, 32, 3, 20, "torchvision", tuple(CIFAR100_SUPERCLASSES)),
+    DatasetInfo("stl10", "STL-10 labelled images, 96×96 colour (5k train + 8k test)",
+                13000, 96, 3, 10, "torchvision",
+                ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")),
+    DatasetInfo("folder:PATH", "your own images: one sub-folder per class (labelled) or a flat folder "
+                "(unlabelled), or a .zip/.tar/.tar.gz of either", None, None, None, None, "local"),
+)}
+
+
+def describe_datasets() -> list[dict]:
+    """One plain dict per known dataset, for the CLI ``list`` command and the UI's picker."""
+    return [dataclasses.asdict(info) for info in DATASETS.values()]
+
+
+def load_dataset(spec: str, *, data_root: str | None = None, download: bool = False,
+                 image_size: int | None = None) -> ImageSet:
+    """Load the dataset a spec names.
+
+    Args:
+        spec: ``NAME``, ``NAME:train``, ``NAME:test`` or ``folder:PATH`` (see :data:`DATASETS`).
+        data_root: where torchvision's files are (or go, with ``download``); default
+            ``<cache dir>/torchvision``. For an image-folder copy (``train/<class>/…``, ``test/<class>/…``,
+            or an archive of that), the folder is decoded instead.
+        download: let torchvision fetch missing files (needs a network).
+        image_size: resize every image to this square side (bilinear) after loading.
+
+    Raises:
+        DatasetError: unknown name or split, files missing, or a folder with no readable image.
+
+    Examples:
+        >>> digits = load_dataset("digits")
+        >>> len(digits), digits.image_shape, digits.class_names[:3]
+        (1797, (8, 8, 1), ['0', '1', '2'])
+    """
+    spec = spec.strip()
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    if spec.startswith(FOLDER_PREFIX):
+        path = spec[len(FOLDER_PREFIX):]
+        if not path:
+            raise DatasetError("folder: needs a path, e.g. folder:/data/my-photos")
+        return dataclasses.replace(load_folder(path, image_size=image_size), source=spec)
+
+    name, _, split = spec.partition(":")
+    name = name.lower()
+    if name not in DATASETS or DATASETS[name].source == "local":
+        raise DatasetError(f"unknown dataset {spec!r}; known: {', '.join(DATASETS)} (e.g. cifar10:test)")
+    if split not in ("", *SPLITS):
+        raise DatasetError(f"unknown split {split!r} in {spec!r}; use {name}, {name}:train or {name}:test")
+    info = DATASETS[name]
+
+    if name == "digits":
+        images = _load_digits()
+    elif data_root is not None and _is_image_folder_copy(Path(data_root).expanduser()):
+        images = _load_folder_copy(info, Path(data_root).expanduser(), split or None, image_size)
+    else:
+        images = _load_torchvision(info, data_root, download, split or None)
+    return dataclasses.replace(_resize(images, image_size), source=spec)
+
+
+def _load_digits() -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # Pixel values are counts 0..16 of set bits in 4×4 blocks; stretch them to the usual 0..255.
+    pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return ImageSet(images=torch.from_numpy(pixels), labels=bunch.target.astype(np.int64),
+                    class_names=list(_DIGIT_NAMES), source="digits")
+
+
+def _is_image_folder_copy(root: Path) -> bool:
+    if root.is_file():
+        return is_archive(root)
+    return any((root / s).is_dir() and any(p.is_dir() for p in (root / s).iterdir()) for s in SPLITS)
+
+
+def _load_folder_copy(info: DatasetInfo, root: Path, split: str | None, image_size: int | None) -> ImageSet:
+    """An image-folder copy of a named dataset; its labels are put in the dataset's own class order."""
+    loaded = load_folder(root, image_size=image_size, channels=info.channels, split=split)
+    canonical = list(info.class_names)
+    if set(loaded.class_names) == set(canonical):
+        mapping = [canonical.index(c) for c in loaded.class_names]
+    elif info.name == "cifar100-20" and set(loaded.class_names) == set(CIFAR100_COARSE_OF_FINE):
+        mapping = [CIFAR100_COARSE_OF_FINE[c] for c in loaded.class_names]
+    else:
+        raise DatasetError(f"{root} holds the classes {loaded.class_names[:12]}, not the {len(canonical)} "
+                           f"classes of {info.name}; load it as folder:{root} instead")
+    labels = np.asarray(mapping, dtype=np.int64)[loaded.labels]
+    return dataclasses.replace(loaded, labels=labels, class_names=canonical)
+
+
+def _load_torchvision(info: DatasetInfo, data_root: str | None, download: bool, split: str | None) -> ImageSet:
+    import torchvision.datasets as tvd
+
+    root = Path(data_root).expanduser() if data_root else default_cache_dir() / "torchvision"
+    parts_images, parts_labels = [], []
+    for side in [split] if split else list(SPLITS):
+        try:
+            if info.name == "stl10":
+                ds = tvd.STL10(str(root), split=side, download=download)
+            else:
+                cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10,
+                       "cifar100-20": tvd.CIFAR100}[info.name]
+                ds = cls(str(root), train=side == "train", download=download)
+        except (RuntimeError, OSError) as error:
+            if download:
+                raise DatasetError(f"could not download {info.name} into {root} ({error}); on a machine "
+                                   f"without network, fetch the files elsewhere and pass --data-root DIR") from error
+            raise DatasetError(f"{info.name} is not in {root}; pass --data-root DIR pointing at the extracted "
+                               f"torchvision files (or an image-folder copy), or --download on a machine with "
+                               f"network") from error
+        images, labels = _arrays_of(info, ds)
+        parts_images.append(images)
+        parts_labels.append(labels)
+    images = np.concatenate(parts_images)
+    return ImageSet(images=torch.from_numpy(np.ascontiguousarray(images)),
+                    labels=np.concatenate(parts_labels).astype(np.int64),
+                    class_names=list(info.class_names), source=info.name)
+
+
+def _arrays_of(info: DatasetInfo, ds) -> tuple[np.ndarray, np.ndarray]:
+    """(N×H×W×C uint8 images, N labels) out of a torchvision dataset object, without going through PIL."""
+    if info.name in ("mnist", "fashion-mnist"):
+        return ds.data.numpy()[..., None], ds.targets.numpy()
+    if info.name == "stl10":
+        return ds.data.transpose(0, 2, 3, 1), np.asarray(ds.labels)
+    labels = np.asarray(ds.targets)
+    if info.name == "cifar100-20":
+        coarse = np.array([CIFAR100_COARSE_OF_FINE[name] for name in ds.classes], dtype=np.int64)
+        labels = coarse[labels]
+    return ds.data, labels
+
+
+def _resize(data: ImageSet, image_size: int | None) -> ImageSet:
+    """Bilinear (antialiased when shrinking) resize to image_size×image_size, in chunks to bound memory."""
+    if image_size is None or data.image_shape[:2] == (image_size, image_size):
+        return data
+    chunks = []
+    for batch in data.images.split(4096):
+        x = batch.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+        chunks.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous())
+    return dataclasses.replace(data, images=torch.cat(chunks))

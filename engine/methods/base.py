@@ -1,0 +1,160 @@
+"""The contract every clustering method follows, and the registry the CLI and UI list methods from.
+
+A method is a class with a config dataclass (hyper-parameters, the paper's defaults), named presets that override
+it (``paper``: the paper's schedule; ``fast``: minutes on a CPU), the stages it runs with their loss names, and
+``fit``. After ``fit`` it exposes scikit-learn-style results: ``labels_``, ``probs_`` (N×K), ``features_`` (N×D,
+what the maps are drawn from) and, for neighbour-based methods, ``neighbors_`` (N×k).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..data.imageset import ImageSet
+from ..errors import ConfigError, TrainingError
+from .context import FitContext
+
+COLLAPSE_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a method: its name, the loss terms it records and one line on what it does."""
+
+    name: str
+    losses: tuple[str, ...]
+    description: str
+
+
+@dataclass
+class MethodConfig:
+    """Settings every method has. Subclasses add their paper's hyper-parameters."""
+
+    n_clusters: int = 10
+    seed: int = 0
+
+    def validate(self, n_images: int | None = None) -> None:
+        """Raise ConfigError for values no run can use; ``n_images`` enables the checks against the data."""
+        if self.n_clusters < 2:
+            raise ConfigError(f"the number of clusters K must be at least 2, got {self.n_clusters}")
+        if n_images is not None and self.n_clusters > n_images:
+            raise ConfigError(f"K={self.n_clusters} clusters asked for but the dataset has only {n_images} "
+                              "images; choose K ≤ the number of images")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if f.name.endswith("epochs") and value < 0:
+                raise ConfigError(f"{f.name} must be ≥ 0, got {value}")
+            if (f.name.endswith("batch_size") or f.name.endswith("lr") or f.name.startswith("n_")) and value <= 0:
+                raise ConfigError(f"{f.name} must be positive, got {value}")
+
+
+class Method:
+    """Base class: holds the config, checks it, and offers the result attributes.
+
+    Subclasses set ``name``, ``paper``, ``Config``, ``stages``, ``presets`` and implement ``_fit``.
+    """
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    stages: ClassVar[tuple[Stage, ...]]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "fast": {}}
+
+    def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
+        config = config or self.Config()
+        self.config = self._apply(config, overrides)
+        self.labels_: np.ndarray | None = None
+        self.probs_: np.ndarray | None = None
+        self.features_: np.ndarray | None = None
+        self.neighbors_: np.ndarray | None = None
+
+    @classmethod
+    def from_preset(cls, preset: str = "fast", **overrides: Any) -> "Method":
+        if preset not in cls.presets:
+            raise ConfigError(f"method '{cls.name}' has no preset {preset!r}; choose one of "
+                              f"{', '.join(cls.presets)}")
+        return cls(cls._apply(cls.Config(), cls.presets[preset]), **overrides)
+
+    @classmethod
+    def _apply(cls, config: MethodConfig, overrides: dict[str, Any]) -> MethodConfig:
+        known = {f.name: f for f in dataclasses.fields(config)}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ConfigError(f"method '{cls.name}' has no setting {', '.join(unknown)}; its settings are "
+                              f"{', '.join(known)}")
+        return dataclasses.replace(config, **overrides)
+
+    def get_params(self) -> dict[str, Any]:
+        """The full config as a plain dict: enough to reproduce the run."""
+        return dataclasses.asdict(self.config)
+
+    def fit(self, images: ImageSet, context: FitContext | None = None) -> "Method":
+        """Train on ``images``; the results land in ``labels_``, ``probs_``, ``features_`` (and ``neighbors_``)."""
+        self.config.validate(len(images))
+        self._fit(images, context or FitContext())
+        check_not_collapsed(self.labels_, self.config.n_clusters)
+        return self
+
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        raise NotImplementedError
+
+    def predict_proba(self, images: ImageSet) -> np.ndarray:
+        """Soft assignments N×K for (possibly new) images."""
+        raise NotImplementedError(f"{self.name} cannot assign new images")
+
+    def predict(self, images: ImageSet) -> np.ndarray:
+        return self.predict_proba(images).argmax(axis=1)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """What the CLI's ``list`` and the UI show: stages, losses, presets, defaults and the paper."""
+        defaults = dataclasses.asdict(cls.Config())
+        return {
+            "name": cls.name,
+            "paper": cls.paper,
+            "summary": (inspect.getdoc(cls) or "").split("\n")[0],
+            "stages": [dataclasses.asdict(s) for s in cls.stages],
+            "presets": {name: {**defaults, **over} for name, over in cls.presets.items()},
+        }
+
+
+def check_not_collapsed(labels: np.ndarray | None, n_clusters: int) -> None:
+    """Stop with a clear error when one cluster holds more than 90 % of the data (a degenerate solution)."""
+    if labels is None or len(labels) == 0:
+        raise TrainingError("the method produced no cluster assignments")
+    share = np.bincount(labels, minlength=n_clusters).max() / len(labels)
+    if share > COLLAPSE_SHARE:
+        raise TrainingError(f"the clustering collapsed: one cluster holds {share:.0%} of the images; try a larger "
+                            "entropy weight, a smaller learning rate or another seed")
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"method {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def list_methods() -> list[str]:
+    return list(_REGISTRY)
+
+
+def create_method(name: str, preset: str = "fast", **overrides: Any) -> Method:
+    """``create_method('scan', 'fast', n_clusters=10)``: the registered class built from a preset."""
+    return get_method(name).from_preset(preset, **overrides)

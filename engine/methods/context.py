@@ -1,0 +1,143 @@
+"""What a running method talks to: its device, an event sink, the cancel flag and its checkpoints.
+
+A method never knows whether a CLI, a background job or a test drives it; it reports through a ``FitContext``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import RunCancelled, TrainingError, UserError
+
+
+@dataclass
+class Event:
+    """One thing that happened during a fit.
+
+    kind: ``stage`` (a stage started; ``total`` = its steps), ``step`` (losses at ``step``), ``info`` (a message),
+    ``stage_done``.
+    """
+
+    kind: str
+    stage: str
+    step: int = 0
+    total: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    time: float = field(default_factory=time.time)
+
+
+EventSink = Callable[[Event], None]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` → the GPU when one is visible, else the CPU; ``cuda`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+class FitContext:
+    """Device, events, cancellation and stage checkpoints for one fit.
+
+    Args:
+        device: where tensors live during training.
+        on_event: receives every :class:`Event` (the job runner writes them to the run store).
+        cancel: set by another thread to stop the fit at the next step (cooperative cancel).
+        checkpoint_dir: where stage checkpoints go; None keeps nothing (tests, one-off fits).
+        runs_root: the folder holding other runs, to reuse their stored stages (e.g. a finished pretext).
+        checkpoint_every_s: at most one mid-stage checkpoint per this many seconds.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", on_event: EventSink | None = None,
+                 cancel: threading.Event | None = None, checkpoint_dir: Path | None = None,
+                 runs_root: Path | None = None, checkpoint_every_s: float = 60.0) -> None:
+        self.device = torch.device(device)
+        self._on_event = on_event
+        self._cancel = cancel or threading.Event()
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.runs_root = Path(runs_root) if runs_root else None
+        self.checkpoint_every_s = checkpoint_every_s
+        self._last_checkpoint = time.monotonic()
+        self.messages: list[str] = []
+
+    def emit(self, event: Event) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def start_stage(self, stage: str, total_steps: int) -> None:
+        self.check_cancelled()
+        self.emit(Event("stage", stage, 0, total_steps))
+
+    def end_stage(self, stage: str) -> None:
+        self.emit(Event("stage_done", stage))
+
+    def info(self, stage: str, message: str) -> None:
+        self.messages.append(message)
+        self.emit(Event("info", stage, message=message))
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise RunCancelled("cancelled by the user")
+
+    def step(self, stage: str, step: int, total: int, losses: dict[str, Any] | None = None) -> None:
+        """Report progress; with ``losses`` (tensors or floats) also record them and stop on NaN/Inf.
+
+        Call it every step for progress and cancel; pass losses only every few steps: reading a GPU tensor
+        waits for the GPU.
+        """
+        self.check_cancelled()
+        values: dict[str, float] = {}
+        for name, value in (losses or {}).items():
+            value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+            if not math.isfinite(value):
+                raise TrainingError(f"the {name} loss became {value} in stage '{stage}' at step {step}; "
+                                    "try a smaller learning rate")
+            values[name] = value
+        self.emit(Event("step", stage, step, total, values))
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+    def _path(self, stage: str, run_dir: Path | None = None) -> Path | None:
+        folder = (run_dir / "checkpoints") if run_dir else self.checkpoint_dir
+        return None if folder is None else folder / f"{stage}.pt"
+
+    def save_stage(self, stage: str, state: dict[str, Any], *, done: bool, force: bool = False) -> None:
+        """Store a stage's state (atomically). Mid-stage saves are throttled to ``checkpoint_every_s``."""
+        path = self._path(stage)
+        if path is None:
+            return
+        now = time.monotonic()
+        if not (done or force or now - self._last_checkpoint >= self.checkpoint_every_s):
+            return
+        self._last_checkpoint = now
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"done": done, "state": state}, tmp)
+        os.replace(tmp, path)
+
+    def load_stage(self, stage: str, *, from_run: str | None = None) -> tuple[dict[str, Any], bool] | None:
+        """The stored (state, done) of a stage of this run, or of run ``from_run``; None when there is none."""
+        if from_run is not None:
+            if self.runs_root is None:
+                raise UserError("cannot reuse another run's stage: no runs folder is known to this fit")
+            path = self._path(stage, self.runs_root / from_run)
+            if path is None or not path.exists():
+                raise UserError(f"run {from_run} has no stored '{stage}' stage to reuse; pick a run whose "
+                                f"{stage} finished")
+        else:
+            path = self._path(stage)
+            if path is None or not path.exists():
+                return None
+        stored = torch.load(path, map_location=self.device, weights_only=True)
+        return stored["state"], bool(stored["done"])

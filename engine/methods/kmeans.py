@@ -1,0 +1,129 @@
+"""K-means: the baseline every deep method must beat.
+
+Lloyd's algorithm with k-means++ seeding (Arthur & Vassilvitskii 2007) and several restarts, keeping the restart
+with the lowest inertia Σ_i ‖x_i − μ_{c(i)}‖². Written in torch so it runs on the GPU when the data is there.
+Input is raw pixels (scaled to [0, 1]) or the stored features of an earlier run (``features_from``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data.imageset import ImageSet
+from ..errors import UserError
+from .base import Method, MethodConfig, Stage, register_method
+from .context import FitContext
+
+
+def _squared_distances(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    return (x.pow(2).sum(1, keepdim=True) - 2 * x @ centres.t() + centres.pow(2).sum(1)).clamp_min(0)
+
+
+def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding: each next centre drawn with probability ∝ D(x)², the squared distance to the nearest
+    centre so far."""
+    first = torch.randint(len(x), (1,), generator=generator).item()
+    centres = [x[first]]
+    nearest = _squared_distances(x, x[first:first + 1]).squeeze(1)
+    for _ in range(1, k):
+        weights = nearest / nearest.sum() if nearest.sum() > 0 else torch.full_like(nearest, 1 / len(x))
+        index = torch.multinomial(weights.cpu(), 1, generator=generator).item()
+        centres.append(x[index])
+        nearest = torch.minimum(nearest, _squared_distances(x, x[index:index + 1]).squeeze(1))
+    return torch.stack(centres)
+
+
+def lloyd(x: torch.Tensor, centres: torch.Tensor, max_iter: int = 300, tol: float = 1e-4
+          ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Alternate assignment and mean updates until the centres move less than ``tol`` (relative to the data
+    variance, as scikit-learn does). Returns (centres, assignments, inertia)."""
+    threshold = tol * x.var(0).mean().item()
+    for _ in range(max_iter):
+        assign = _squared_distances(x, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=len(centres)).unsqueeze(1)
+        # an emptied cluster keeps its old centre rather than becoming NaN
+        updated = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+        shift = (updated - centres).pow(2).sum().item()
+        centres = updated
+        if shift <= threshold:
+            break
+    distances = _squared_distances(x, centres)
+    assign = distances.argmin(1)
+    return centres, assign, distances.gather(1, assign[:, None]).sum().item()
+
+
+def fit_kmeans(x: torch.Tensor, k: int, n_init: int = 10, seed: int = 0, max_iter: int = 300,
+               on_restart: Callable[[int, float], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best of ``n_init`` k-means++ restarts on the rows of ``x``; returns (centres K×D, assignments N).
+
+    ``on_restart(i, inertia)`` is called after each restart (progress, cancellation)."""
+    generator = torch.Generator().manual_seed(seed)
+    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+    for restart in range(n_init):
+        centres, assign, inertia = lloyd(x, kmeans_plus_plus(x, k, generator), max_iter)
+        if best is None or inertia < best[0]:
+            best = (inertia, centres, assign)
+        if on_restart is not None:
+            on_restart(restart, inertia)
+    assert best is not None
+    return best[1], best[2]
+
+
+def soft_assignments(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Softmax over negative squared distances scaled by the mean distance: a confidence for the maps and
+    galleries, not part of K-means itself."""
+    distances = _squared_distances(x, centres)
+    return torch.softmax(-distances / distances.mean().clamp_min(1e-12) * 10, dim=1)
+
+
+@dataclass
+class KMeansConfig(MethodConfig):
+    n_init: int = 10
+    max_iter: int = 300
+    features_from: str | None = None  # run id whose stored features to cluster; None → raw pixels
+
+
+@register_method
+class KMeans(Method):
+    """K-means with k-means++ and restarts, on raw pixels or on another run's features."""
+
+    name = "kmeans"
+    paper = "Lloyd 1982; k-means++: Arthur & Vassilvitskii 2007"
+    Config = KMeansConfig
+    stages = (Stage("cluster", ("inertia",), "k-means++ seeding, Lloyd iterations, best of n_init restarts"),)
+    presets = {"paper": {}, "fast": {"n_init": 10}}
+
+    def _inputs(self, images: ImageSet, context: FitContext) -> torch.Tensor:
+        if self.config.features_from is None:
+            return images.images.reshape(len(images), -1).to(context.device).float() / 255
+        if context.runs_root is None:
+            raise UserError("features_from needs a runs folder to read the other run's features from")
+        path = context.runs_root / self.config.features_from / "features.npy"
+        if not path.exists():
+            raise UserError(f"run {self.config.features_from} has no stored features to cluster")
+        features = np.load(path)
+        if len(features) != len(images):
+            raise UserError(f"run {self.config.features_from} has features for {len(features)} images, "
+                            f"this dataset has {len(images)}")
+        return torch.from_numpy(features.astype(np.float32)).to(context.device)
+
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        x = self._inputs(images, context)
+        context.start_stage("cluster", self.config.n_init)
+        centres, assign = fit_kmeans(
+            x, self.config.n_clusters, self.config.n_init, self.config.seed, self.config.max_iter,
+            on_restart=lambda i, inertia: context.step("cluster", i + 1, self.config.n_init,
+                                                       {"inertia": inertia / len(x)}))
+        context.end_stage("cluster")
+        self.cluster_centers_ = centres
+        self.labels_ = assign.cpu().numpy()
+        self.probs_ = soft_assignments(x, centres).cpu().numpy()
+        self.features_ = x.cpu().numpy().astype(np.float16)
+
+    def predict_proba(self, images: ImageSet) -> np.ndarray:
+        x = images.images.reshape(len(images), -1).float().to(self.cluster_centers_.device) / 255
+        return soft_assignments(x, self.cluster_centers_).cpu().numpy()

@@ -1,0 +1,103 @@
+"""Training-loop pieces the methods share: seeding, batching a device-resident dataset, optimisers, schedules,
+and embedding a whole dataset."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.augment import build_augment
+from ..data.imageset import ImageSet
+from ..errors import ConfigError
+
+NO_FLIP_SOURCES = ("digits", "mnist")  # mirrored digits are other glyphs (or none): never flip them
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, numpy and torch; return a CPU generator for batch order."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """How a dataset is fed to a network: output side, channels, whether flips are allowed, normalisation."""
+
+    size: int
+    channels: int
+    flip: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, images: ImageSet, size: int | None = None) -> "ImageGeometry":
+        h, w, c = images.image_shape
+        sample = images.images[:: max(1, len(images) // 2000)]  # statistics from ≤ ~2000 images: cheap, stable
+        pixels = sample.reshape(-1, c).float() / 255
+        mean = pixels.mean(0).tolist()
+        std = pixels.std(0).clamp_min(1e-3).tolist()
+        flip = not images.source.split(":")[0] in NO_FLIP_SOURCES
+        return cls(size or min(h, w), c, flip, tuple(mean), tuple(std))
+
+    def augment(self, kind: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A batched augmentation (``eval``, ``weak``, ``simclr`` or ``strong``) for uint8 N×H×W×C batches;
+        ``options`` go to the pipeline (e.g. ``crop_scale``)."""
+        if kind != "eval":
+            options["flip"] = self.flip
+        return build_augment(kind, self.size, self.channels, mean=self.mean, std=self.std, **options)
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device,
+                  drop_last: bool = True) -> Iterator[torch.Tensor]:
+    """Shuffled index batches over n samples. ``drop_last`` keeps batch-norm statistics sane; when n is smaller
+    than one batch the whole set is one batch."""
+    batch_size = min(batch_size, n)
+    order = torch.randperm(n, generator=generator).to(device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        yield order[start:start + batch_size]
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
+    batch_size = min(batch_size, n)
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float = 0.9
+                   ) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; use sgd, adam or adamw")
+
+
+def set_cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total_steps: int,
+                  final_fraction: float = 0.1) -> None:
+    """Cosine decay from ``base_lr`` to ``final_fraction·base_lr`` over ``total_steps`` (SCAN's schedule)."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    lr = base_lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images_u8: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
+          batch_size: int = 512) -> torch.Tensor:
+    """Run ``model`` in eval mode over every image (no augmentation beyond ``transform``); returns its outputs
+    concatenated along the sample axis (N×D, or heads×N×K for cluster heads)."""
+    was_training = model.training
+    model.eval()
+    outputs = [model(transform(images_u8[start:start + batch_size]))
+               for start in range(0, len(images_u8), batch_size)]
+    model.train(was_training)
+    return torch.cat(outputs, dim=-2)

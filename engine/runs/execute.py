@@ -1,0 +1,156 @@
+"""Running one run end to end: load its data, fit its method, store results and metrics, record the outcome.
+
+The CLI calls ``execute_run`` in the foreground; the JobManager calls it from its worker thread. Either way the
+run store ends with one of ``finished``, ``failed`` or ``cancelled`` and a message a user can act on.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..analysis.metrics import clustering_scores, mean_neighbor_purity
+from ..data import load_dataset
+from ..errors import RunCancelled, TrainingError, UserError
+from ..methods.context import EventSink
+from ..methods import Event, FitContext, get_method, pick_device
+from ..methods.base import Method
+from .store import RunStore
+
+
+@dataclass
+class RunRequest:
+    """What a user asks for: a method with a preset and overrides, a dataset, and where to run it."""
+
+    method: str
+    dataset: str = "digits"
+    preset: str = "fast"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    data_root: str | None = None
+    download: bool = False
+
+    def build_method(self) -> Method:
+        """The configured method; raises ConfigError for an unknown method, preset or setting."""
+        method = get_method(self.method).from_preset(self.preset, **self.overrides)
+        method.config.validate()
+        return method
+
+
+def create_run(store: RunStore, request: RunRequest) -> str:
+    """Check the request and record it as a queued run; returns the run id."""
+    method = request.build_method()
+    pick_device(request.device)
+    options = {"device": request.device, "data_root": request.data_root, "download": request.download}
+    return store.create_run(request.method, request.dataset, method.get_params(), request.preset, options)
+
+
+class _Recorder:
+    """Turns a fit's events into run-store rows: losses always, progress/ETA at most every 0.5 s."""
+
+    def __init__(self, store: RunStore, run_id: str, stage_names: list[str]) -> None:
+        self.store, self.run_id, self.stage_names = store, run_id, stage_names
+        self.stage_started = time.time()
+        self.last_write = 0.0
+
+    def __call__(self, event: Event) -> None:
+        index = self.stage_names.index(event.stage) if event.stage in self.stage_names else 0
+        if event.kind == "stage":
+            self.stage_started = time.time()
+            self.store.update(self.run_id, stage=event.stage, stage_index=index,
+                              progress=index / len(self.stage_names), eta_s=None)
+        elif event.kind == "info":
+            self.store.add_message(self.run_id, event.stage, event.message)
+        elif event.kind == "step":
+            if event.losses:
+                self.store.add_metrics(self.run_id, event.stage, event.step, event.losses)
+            now = time.time()
+            if now - self.last_write >= 0.5 or event.step == event.total:
+                self.last_write = now
+                fraction = event.step / max(event.total, 1)
+                elapsed = now - self.stage_started
+                eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
+                self.store.update(self.run_id, progress=(index + fraction) / len(self.stage_names), eta_s=eta)
+
+
+def _summary(method: Method, images, seconds: float, device: torch.device) -> dict[str, Any]:
+    labels = method.labels_
+    summary: dict[str, Any] = {
+        "n_images": len(images), "n_skipped": len(images.skipped), "n_clusters": method.config.n_clusters,
+        "seconds": round(seconds, 2), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else "cpu", "cluster_sizes": np.bincount(labels, minlength=method.config.n_clusters).tolist(),
+    }
+    summary.update(clustering_scores(images.labels, labels))
+    summary["neighbor_purity"] = (mean_neighbor_purity(method.neighbors_, images.labels)
+                                  if method.neighbors_ is not None and images.labels is not None else None)
+    return summary
+
+
+def _save_results(store: RunStore, run_id: str, method: Method, images) -> None:
+    store.save_array(run_id, "assign", method.labels_.astype(np.int32))
+    store.save_array(run_id, "probs", method.probs_.astype(np.float32))
+    if method.features_ is not None:
+        store.save_array(run_id, "features", method.features_.astype(np.float16))
+    if method.neighbors_ is not None:
+        store.save_array(run_id, "neighbors", method.neighbors_.astype(np.int32))
+    if images.labels is not None:
+        store.save_array(run_id, "labels", images.labels.astype(np.int64))
+
+
+def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = None,
+                observer: EventSink | None = None) -> dict[str, Any]:
+    """Run a queued (or resumed) run to its end; returns its summary. ``observer`` also receives every event.
+
+    Records the outcome in the store, then re-raises user errors (``UserError``), training failures
+    (``TrainingError``) and cancellation (``RunCancelled``) so a caller can report them; other exceptions are
+    recorded as internal errors with their traceback in ``<run>/error.log`` and re-raised.
+    """
+    record = store.get(run_id)
+    started = time.time()
+    store.update(run_id, status="running", started=started, finished=None, error=None)
+    try:
+        device = pick_device(record.options.get("device", "auto"))
+        store.claim(run_id, str(device))
+        method_cls = get_method(record.method)
+        method = method_cls(method_cls.Config(**record.config))
+        images = load_dataset(record.dataset, data_root=record.options.get("data_root"),
+                              download=bool(record.options.get("download")))
+        for path, reason in images.skipped:
+            store.add_message(run_id, "data", f"skipped {path}: {reason}")
+        recorder = _Recorder(store, run_id, [s.name for s in method.stages])
+
+        def on_event(event: Event) -> None:
+            recorder(event)
+            if observer is not None:
+                observer(event)
+
+        context = FitContext(device, on_event, cancel,
+                             checkpoint_dir=store.run_dir(run_id) / "checkpoints", runs_root=store.root)
+        method.fit(images, context)
+        _save_results(store, run_id, method, images)
+        summary = _summary(method, images, time.time() - started, device)
+        store.update(run_id, status="finished", finished=time.time(), progress=1.0, eta_s=0.0, summary=summary)
+        return summary
+    except RunCancelled:
+        store.update(run_id, status="cancelled", finished=time.time(), error="cancelled by the user")
+        raise
+    except torch.cuda.OutOfMemoryError as exc:
+        torch.cuda.empty_cache()
+        message = ("out of GPU memory: use a smaller batch size (the *_batch_size settings) or a smaller "
+                   "image size, or run on the CPU")
+        store.update(run_id, status="failed", finished=time.time(), error=message)
+        raise TrainingError(message) from exc
+    except (UserError, TrainingError) as exc:
+        store.update(run_id, status="failed", finished=time.time(), error=str(exc))
+        raise
+    except Exception as exc:
+        (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
+        store.update(run_id, status="failed", finished=time.time(),
+                     error=f"internal error ({type(exc).__name__}: {exc}); details in {run_id}/error.log")
+        raise
+

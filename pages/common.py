@@ -1,0 +1,72 @@
+"""UI pieces several pages share: the server's JobManager and the live view of one run."""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import streamlit as st
+
+from engine.runs import JobManager, RunRecord
+
+
+@st.cache_resource(show_spinner=False)
+def _manager_for(runs_dir: str) -> JobManager:
+    return JobManager(runs_dir)
+
+
+def job_manager() -> JobManager:
+    """The one JobManager of this server process for the runs folder ``$DCE_RUNS_DIR`` (default ``runs``)."""
+    return _manager_for(os.environ.get("DCE_RUNS_DIR", "runs"))
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def loss_figure(rows: list[dict], stage: str):
+    """A plotly figure of every recorded value of one stage, one line per loss term."""
+    import plotly.graph_objects as go
+
+    series: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for row in rows:
+        if row["stage"] == stage:
+            series[row["name"]][0].append(row["step"])
+            series[row["name"]][1].append(row["value"])
+    figure = go.Figure([go.Scatter(x=x, y=y, mode="lines+markers", name=name) for name, (x, y) in series.items()])
+    figure.update_layout(title=stage, height=260, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
+    return figure
+
+
+def show_run(record: RunRecord, manager: JobManager) -> None:
+    """Status, progress with ETA, loss curves per stage, messages, and final scores of one run."""
+    st.markdown(f"**{record.id}** — `{record.method}` on `{record.dataset}` ({record.preset}) · status "
+                f"**{record.status}**" + (f" · device {record.device}" if record.device else ""))
+    if record.status in ("queued", "running"):
+        label = f"stage {record.stage or '…'} · ETA for this stage {format_seconds(record.eta_s)}"
+        st.progress(min(max(record.progress or 0.0, 0.0), 1.0), text=label)
+    if record.status == "failed":
+        st.error(record.error or "the run failed")
+    elif record.status in ("cancelled", "interrupted"):
+        st.warning(record.error or record.status)
+    if record.status == "finished":
+        summary = record.summary
+        columns = st.columns(5)
+        for column, key in zip(columns, ("acc", "nmi", "ari", "neighbor_purity")):
+            value = summary.get(key)
+            column.metric(key.upper().replace("NEIGHBOR_PURITY", "Neighbour purity"),
+                          "n/a" if value is None else f"{value:.3f}")
+        columns[4].metric("Time", format_seconds(summary.get("seconds")))
+        st.caption(f"{summary.get('n_images')} images, {summary.get('n_skipped')} skipped · cluster sizes "
+                   f"{summary.get('cluster_sizes')}")
+    rows = manager.store.metrics(record.id)
+    stages = list(dict.fromkeys(row["stage"] for row in rows))
+    for column, stage in zip(st.columns(max(len(stages), 1)), stages):
+        column.plotly_chart(loss_figure(rows, stage), key=f"loss-{record.id}-{stage}")
+    messages = manager.store.messages(record.id)
+    if messages:
+        with st.expander(f"Messages ({len(messages)})"):
+            for message in messages[-200:]:
+                st.text(f"[{message['stage']}] {message['message']}")

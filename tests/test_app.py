@@ -1,0 +1,43 @@
+"""The Streamlit app, driven headless with AppTest: it renders, and a digits K-means run started from the Train
+page finishes and shows its scores."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import REPO
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+
+
+def test_app_opens_on_the_train_page_with_digits_preselected():
+    at = app().run()
+    assert not at.exception
+    assert at.title[0].value == "Train"
+    dataset = next(box for box in at.selectbox if box.label == "Dataset")
+    assert dataset.value == "digits"
+    assert any("No runs yet" in info.value for info in at.info)
+
+
+def test_a_kmeans_run_started_from_the_train_page_finishes_and_shows_its_scores():
+    at = app().run()
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans")
+    next(button for button in at.button if button.label == "Start").click()
+    at.run()
+    assert not at.exception
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        at.run()
+        if any(metric.label == "ACC" for metric in at.metric):
+            break
+        time.sleep(0.5)
+    assert not at.exception
+    acc = next(metric for metric in at.metric if metric.label == "ACC")
+    assert 0.7 < float(acc.value) < 0.85
+    assert any("finished" in md.value for md in at.markdown)

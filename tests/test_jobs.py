@@ -1,0 +1,143 @@
+"""Background runs: queueing, live progress, cancel, and a run orphaned by a killed process resuming."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from engine.errors import UserError
+from engine.runs import JobManager, RunRequest, RunStore
+
+TINY_SCAN = {"pretext_epochs": 3, "cluster_epochs": 2, "selflabel_epochs": 1}
+
+
+def wait_for(condition, timeout: float = 120, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def manager(tmp_path):
+    jobs = JobManager(tmp_path / "runs")
+    yield jobs
+    jobs.shutdown()
+
+
+def test_a_queued_kmeans_run_finishes_with_scores_arrays_and_metrics(manager):
+    run_id = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    record = manager.wait(run_id, timeout=60)
+    assert record.status == "finished", record.error
+    assert record.summary["n_images"] == 1797 and 0.7 < record.summary["acc"] < 0.85
+    assert len(manager.store.load_array(run_id, "assign")) == 1797
+    assert manager.store.load_array(run_id, "probs").shape == (1797, 10)
+    assert [row["name"] for row in manager.store.metrics(run_id)] == ["inertia"] * 10
+
+
+def test_runs_execute_one_at_a_time_in_submission_order(manager):
+    first = manager.submit(RunRequest("scan", "digits", overrides=TINY_SCAN, device="cpu"))
+    second = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    wait_for(lambda: manager.store.get(first).status == "running")
+    assert manager.store.get(second).status == "queued"
+    assert manager.pending() == [first, second]
+    assert manager.wait(second, timeout=300).status == "finished"
+    assert manager.store.get(first).finished <= manager.store.get(second).started
+
+
+def test_cancel_stops_a_running_run_and_keeps_its_partial_metrics(manager):
+    run_id = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
+    wait_for(lambda: manager.store.metrics(run_id))  # at least one epoch recorded
+    manager.cancel(run_id)
+    record = manager.wait(run_id, timeout=60)
+    assert record.status == "cancelled"
+    assert record.stage == "pretext"
+    assert manager.store.metrics(run_id)
+
+
+def test_cancel_of_a_queued_run_is_immediate(manager):
+    blocker = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
+    queued = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    manager.cancel(queued)
+    assert manager.store.get(queued).status == "cancelled"
+    manager.cancel(blocker)
+    assert manager.wait(blocker, timeout=60).status == "cancelled"
+    assert manager.store.get(queued).started is None
+
+
+def test_a_bad_request_is_rejected_before_it_is_queued(manager):
+    with pytest.raises(UserError, match="at least 2"):
+        manager.submit(RunRequest("kmeans", "digits", overrides={"n_clusters": 1}))
+    with pytest.raises(UserError, match="unknown method"):
+        manager.submit(RunRequest("nope", "digits"))
+    assert manager.store.list() == []
+
+
+def test_a_failing_run_is_recorded_failed_with_its_message(manager):
+    run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
+    record = manager.wait(run_id, timeout=60)
+    assert record.status == "failed" and "does not exist" in record.error
+
+
+def test_a_run_killed_with_its_process_is_interrupted_then_resumes_from_its_checkpoints(tmp_path):
+    runs = tmp_path / "runs"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "train", "--method", "scan", "--dataset", "digits", "--device", "cpu",
+         "--runs-dir", str(runs), "--set", "pretext_epochs=4", "--set", "cluster_epochs=10"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        store = RunStore(runs)
+        run = wait_for(lambda: next((r for r in store.list() if r.stage == "cluster"), None), timeout=180)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        process.kill()
+    assert store.get(run.id).status == "running"  # nobody has looked yet
+
+    manager = JobManager(runs)
+    try:
+        assert manager.interrupted_at_start == [run.id]
+        assert store.get(run.id).status == "interrupted"
+        pretext_rows = [r for r in store.metrics(run.id) if r["stage"] == "pretext"]
+        manager.resume(run.id)
+        record = manager.wait(run.id, timeout=300)
+    finally:
+        manager.shutdown()
+    assert record.status == "finished", record.error
+    assert [r for r in store.metrics(run.id) if r["stage"] == "pretext"] == pretext_rows  # pretext not redone
+    assert any("resumed pretext" in m["message"] for m in store.messages(run.id))
+    assert np.load(runs / run.id / "neighbors.npy").shape == (1797, 20)
+
+
+def test_a_finished_pretext_is_reused_by_a_later_run(manager):
+    first = manager.submit(RunRequest("scan", "digits", overrides=TINY_SCAN, device="cpu"))
+    assert manager.wait(first, timeout=300).status == "finished"
+    second = manager.submit(RunRequest("scan", "digits", overrides={**TINY_SCAN, "pretext_from": first},
+                                       device="cpu"))
+    record = manager.wait(second, timeout=300)
+    assert record.status == "finished", record.error
+    assert not [r for r in manager.store.metrics(second) if r["stage"] == "pretext"]
+    assert any(f"reused from run {first}" in m["message"] for m in manager.store.messages(second))
+
+
+def test_reusing_a_pretext_of_another_dataset_fails_with_a_clear_message(manager, tmp_path):
+    first = manager.submit(RunRequest("scan", "digits", overrides=TINY_SCAN, device="cpu"))
+    assert manager.wait(first, timeout=300).status == "finished"
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    second = manager.submit(RunRequest("scan", f"folder:{folder}", overrides={
+        **TINY_SCAN, "pretext_from": first, "n_clusters": 2, "n_neighbors": 5}, device="cpu"))
+    record = manager.wait(second, timeout=120)
+    assert record.status == "failed" and "pretext was trained on" in record.error
