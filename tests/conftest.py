@@ -22,3 +22,38 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
     """``python -m engine ARGS`` in a fresh process from the repository root."""
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's bundled digits as an ImageSet (1,797 gray 8×8 images, 10 classes)."""
+    from engine.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def kmeans_digits_acc(digits) -> float:
+    """ACC of K-means (k-means++, 10 restarts) on digits pixels: the baseline every method must beat."""
+    from engine.analysis.metrics import cluster_accuracy
+    from engine.methods import create_method
+
+    return cluster_accuracy(digits.labels, create_method("kmeans", "fast").fit(digits).labels_)
+
+
+def fit_on_digits(method_name: str, digits, **overrides):
+    """Fit a method's ``fast`` preset on digits on the CPU; returns (method, events) with every event recorded."""
+    from engine.methods import FitContext, create_method
+
+    events = []
+    method = create_method(method_name, "fast", **overrides).fit(digits, FitContext("cpu", events.append))
+    return method, events
+
+
+def recorded_losses(events) -> dict[str, set[str]]:
+    """stage → names of the loss values recorded in it."""
+    losses: dict[str, set[str]] = {}
+    for event in events:
+        if event.kind == "step" and event.losses:
+            losses.setdefault(event.stage, set()).update(event.losses)
+    return losses

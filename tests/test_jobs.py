@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import REPO
 from engine.errors import UserError
@@ -117,9 +118,18 @@ def test_a_run_killed_with_its_process_is_interrupted_then_resumes_from_its_chec
     assert np.load(runs / run.id / "neighbors.npy").shape == (1797, 20)
 
 
-def test_a_finished_pretext_is_reused_by_a_later_run(manager):
-    first = manager.submit(RunRequest("scan", "digits", overrides=TINY_SCAN, device="cpu"))
-    assert manager.wait(first, timeout=300).status == "finished"
+@pytest.fixture(scope="module")
+def finished_scan(tmp_path_factory):
+    """A runs folder holding one finished tiny SCAN run on digits; yields (manager, run id)."""
+    jobs = JobManager(tmp_path_factory.mktemp("pretext-runs"))
+    run_id = jobs.submit(RunRequest("scan", "digits", overrides=TINY_SCAN, device="cpu"))
+    assert jobs.wait(run_id, timeout=300).status == "finished"
+    yield jobs, run_id
+    jobs.shutdown()
+
+
+def test_a_finished_pretext_is_reused_by_a_later_run(finished_scan):
+    manager, first = finished_scan
     second = manager.submit(RunRequest("scan", "digits", overrides={**TINY_SCAN, "pretext_from": first},
                                        device="cpu"))
     record = manager.wait(second, timeout=300)
@@ -128,12 +138,10 @@ def test_a_finished_pretext_is_reused_by_a_later_run(manager):
     assert any(f"reused from run {first}" in m["message"] for m in manager.store.messages(second))
 
 
-def test_reusing_a_pretext_of_another_dataset_fails_with_a_clear_message(manager, tmp_path):
-    first = manager.submit(RunRequest("scan", "digits", overrides=TINY_SCAN, device="cpu"))
-    assert manager.wait(first, timeout=300).status == "finished"
+def test_reusing_a_pretext_of_another_dataset_fails_with_a_clear_message(finished_scan, tmp_path):
+    manager, first = finished_scan
     folder = tmp_path / "imgs"
     folder.mkdir()
-    from PIL import Image
     rng = np.random.default_rng(0)
     for i in range(40):
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")

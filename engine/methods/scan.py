@@ -80,7 +80,7 @@ class Scan(Method):
         # minutes on a CPU: Adam instead of SGD's long schedule, milder crops, a faster SCAN step
         "fast": {"pretext_epochs": 30, "pretext_batch_size": 256, "pretext_optimizer": "adam",
                  "pretext_lr": 1e-3, "pretext_weight_decay": 1e-5, "temperature": 0.2, "crop_min_scale": 0.5,
-                 "cluster_epochs": 20, "cluster_lr": 1e-3, "n_heads": 3, "selflabel_epochs": 10,
+                 "cluster_epochs": 30, "cluster_lr": 1e-3, "n_heads": 3, "selflabel_epochs": 10,
                  "selflabel_batch_size": 500},
     }
 

@@ -1,0 +1,130 @@
+"""The engine as a library: light imports, the method registry and contract, K-means, shared losses."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from engine.analysis.metrics import cluster_accuracy
+from engine.errors import ConfigError, TrainingError
+from engine.methods import FitContext, create_method, get_method, list_methods
+from engine.methods.base import check_not_collapsed
+from engine.methods.kmeans import fit_kmeans
+from engine.nn import class_balanced_cross_entropy, ema_update, entropy, nt_xent_loss, scan_loss
+
+HEAVY_UI_MODULES = ("streamlit", "plotly", "faiss", "umap", "pacmap")
+
+
+def test_importing_the_engine_core_pulls_in_no_ui_or_optional_library():
+    code = ("import sys, engine, engine.methods, engine.runs, engine.analysis, engine.data, engine.cli; "
+            f"print([m for m in {HEAVY_UI_MODULES!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_registered_method_declares_stages_and_both_presets():
+    for name in list_methods():
+        method = get_method(name)
+        assert method.stages and all(stage.losses for stage in method.stages), name
+        assert {"paper", "fast"} <= set(method.presets), name
+        described = method.describe()
+        assert described["name"] == name and described["paper"]
+
+
+def test_unknown_settings_and_presets_are_config_errors():
+    with pytest.raises(ConfigError, match="no setting"):
+        create_method("kmeans", "fast", not_a_setting=1)
+    with pytest.raises(ConfigError, match="no preset"):
+        create_method("kmeans", "turbo")
+    with pytest.raises(ConfigError, match="unknown method"):
+        get_method("dbscan-but-deep")
+
+
+def test_config_validation_rejects_impossible_values(digits):
+    with pytest.raises(ConfigError, match="at least 2"):
+        create_method("kmeans", "fast", n_clusters=1).fit(digits)
+    with pytest.raises(ConfigError, match="only 1797 images"):
+        create_method("kmeans", "fast", n_clusters=1798).fit(digits)
+    with pytest.raises(ConfigError, match="must be ≥ 0"):
+        create_method("scan", "fast", pretext_epochs=-1).config.validate()
+    with pytest.raises(ConfigError, match="must be positive"):
+        create_method("scan", "fast", cluster_lr=-0.1).config.validate()
+
+
+def test_kmeans_finds_well_separated_blobs_exactly():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10]], dtype=np.float32)
+    truth = np.repeat(np.arange(3), 50)
+    points = torch.from_numpy(centres[truth] + rng.normal(0, 0.5, (150, 2)).astype(np.float32))
+    _, assign = fit_kmeans(points, 3, n_init=3, seed=0)
+    assert cluster_accuracy(truth, assign.numpy()) == 1.0
+
+
+def test_kmeans_on_digits_pixels_matches_the_known_baseline(kmeans_digits_acc):
+    assert 0.74 < kmeans_digits_acc < 0.82  # scikit-learn's K-means on the same pixels: ≈ 0.79
+
+
+def test_kmeans_records_one_inertia_per_restart_and_can_be_cancelled(digits):
+    events = []
+    create_method("kmeans", "fast").fit(digits, FitContext("cpu", events.append))
+    assert [e.step for e in events if e.kind == "step"] == list(range(1, 11))
+    import threading
+
+    cancelled = threading.Event()
+    cancelled.set()
+    from engine.errors import RunCancelled
+
+    with pytest.raises(RunCancelled):
+        create_method("kmeans", "fast").fit(digits, FitContext("cpu", cancel=cancelled))
+
+
+def test_nt_xent_is_low_for_matching_views_and_log_2n_minus_1_for_identical_points():
+    z = torch.randn(16, 8)
+    assert nt_xent_loss(z, z, 0.1) < nt_xent_loss(z, torch.randn(16, 8), 0.1)
+    same = torch.ones(4, 3)  # every similarity equal → −log(1 / (2N−1))
+    assert nt_xent_loss(same, same, 0.5).item() == pytest.approx(np.log(7), rel=1e-5)
+
+
+def test_scan_loss_rewards_confident_agreeing_neighbours_and_balanced_clusters():
+    agree = torch.tensor([[10.0, 0.0], [0.0, 10.0]])
+    total, consistency, mean_entropy = scan_loss(agree, agree, entropy_weight=5.0)
+    assert consistency.item() == pytest.approx(0.0, abs=1e-3)
+    assert mean_entropy.item() == pytest.approx(np.log(2), rel=1e-4)
+    assert total.item() == pytest.approx(consistency.item() - 5 * np.log(2), rel=1e-4)
+    collapsed = torch.tensor([[10.0, 0.0], [10.0, 0.0]])
+    assert scan_loss(collapsed, collapsed)[0] > total
+
+
+def test_entropy_of_uniform_is_log_k():
+    assert entropy(torch.full((4,), 0.25)).item() == pytest.approx(np.log(4))
+
+
+def test_class_balanced_cross_entropy_weighs_rare_classes_up():
+    logits = torch.zeros(4, 2, requires_grad=True)
+    targets = torch.tensor([0, 0, 0, 1])
+    class_balanced_cross_entropy(logits, targets, 2).backward()
+    # the lone class-1 sample pulls as hard as the three class-0 samples together
+    assert logits.grad[3, 1].abs().item() == pytest.approx(3 * logits.grad[0, 0].abs().item(), rel=1e-5)
+
+
+def test_ema_update_moves_target_towards_online():
+    online, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = target.weight.detach().clone()
+    ema_update(target, online, momentum=0.9)
+    assert torch.allclose(target.weight, 0.9 * before + 0.1 * online.weight)
+
+
+def test_a_collapsed_clustering_is_a_training_error():
+    with pytest.raises(TrainingError, match="collapsed"):
+        check_not_collapsed(np.array([0] * 95 + [1] * 5), 10)
+    check_not_collapsed(np.array([0] * 50 + [1] * 50), 2)
+
+
+def test_nan_loss_stops_the_fit_naming_stage_and_step():
+    with pytest.raises(TrainingError, match="stage 'pretext' at step 7"):
+        FitContext("cpu").step("pretext", 7, 10, {"nt_xent": torch.tensor(float("nan"))})
