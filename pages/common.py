@@ -1,4 +1,4 @@
-"""UI pieces several pages share: the server's JobManager and the live view of one run."""
+"""UI pieces several pages share: the server's JobManager, run pickers, and the live view of one run."""
 from __future__ import annotations
 
 import os
@@ -6,6 +6,8 @@ from collections import defaultdict
 
 import streamlit as st
 
+from engine.analysis.results import RunResults, load_results
+from engine.errors import UserError
 from engine.runs import JobManager, RunRecord
 
 
@@ -17,6 +19,47 @@ def _manager_for(runs_dir: str) -> JobManager:
 def job_manager() -> JobManager:
     """The one JobManager of this server process for the runs folder ``$DCE_RUNS_DIR`` (default ``runs``)."""
     return _manager_for(os.environ.get("DCE_RUNS_DIR", "runs"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _results(runs_dir: str, run_id: str, finished: float) -> RunResults:
+    return load_results(job_manager().store, run_id)
+
+
+def run_label(record: RunRecord) -> str:
+    acc = record.summary.get("acc")
+    score = f" · ACC {acc:.3f}" if acc is not None else ""
+    return f"{record.id} · {record.method} on {record.dataset}{score}"
+
+
+def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | None = None) -> RunResults | None:
+    """A select box of finished runs (defaulting to the page-wide selection); returns the chosen run's results."""
+    manager = job_manager()
+    finished = [r for r in manager.store.list("finished") if r.id != exclude]
+    if not finished:
+        st.info("No finished run yet: start one on the Train page (digits + kmeans takes a second).")
+        return None
+    ids = [r.id for r in finished]
+    wanted = st.session_state.get(key)
+    labels = {r.id: run_label(r) for r in finished}
+    chosen = st.selectbox(label, ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get,
+                          key=f"pick-{key}")
+    st.session_state[key] = chosen
+    record = next(r for r in finished if r.id == chosen)
+    try:
+        results = _results(str(manager.store.root), chosen, record.finished or 0.0)
+        results.images  # load now so a changed dataset is reported here, once
+    except UserError as exc:
+        st.error(str(exc))
+        return None
+    return results
+
+
+def class_name(results: RunResults, label: int | None) -> str:
+    if label is None:
+        return "—"
+    names = results.class_names
+    return names[label] if label < len(names) else str(label)
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -54,10 +97,10 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
     if record.status == "finished":
         summary = record.summary
         columns = st.columns(5)
-        for column, key in zip(columns, ("acc", "nmi", "ari", "neighbor_purity")):
+        for column, (key, title) in zip(columns, (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"),
+                                                  ("neighbor_purity", "Neighbour purity"))):
             value = summary.get(key)
-            column.metric(key.upper().replace("NEIGHBOR_PURITY", "Neighbour purity"),
-                          "n/a" if value is None else f"{value:.3f}")
+            column.metric(title, "n/a" if value is None else f"{value:.3f}")
         columns[4].metric("Time", format_seconds(summary.get("seconds")))
         st.caption(f"{summary.get('n_images')} images, {summary.get('n_skipped')} skipped · cluster sizes "
                    f"{summary.get('cluster_sizes')}")

@@ -66,6 +66,14 @@ def cluster_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     return float(table[rows, cols].sum() / y_true.shape[0])
 
 
+def matched_pairs(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[int, int]:
+    """The one-to-one cluster → class pairs of the Hungarian matching (surplus clusters or classes absent)."""
+    y_true, y_pred = _check_labels(labels_true, labels_pred)
+    table, clusters, classes = _contingency(y_true, y_pred)
+    rows, cols = _hungarian(table)
+    return {clusters[c].item(): classes[t].item() for c, t in zip(rows, cols)}
+
+
 def match_clusters(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[int, int]:
     """Cluster → class map of the Hungarian matching used by :func:`cluster_accuracy`.
 
@@ -73,10 +81,9 @@ def match_clusters(labels_true: ArrayLike, labels_pred: ArrayLike) -> dict[int, 
     (more clusters than classes) map to their majority class ``argmax_t L[c, t]``, so the map can relabel
     predictions for display; :func:`cluster_accuracy` still counts those clusters as wrong.
     """
+    mapping = matched_pairs(labels_true, labels_pred)
     y_true, y_pred = _check_labels(labels_true, labels_pred)
     table, clusters, classes = _contingency(y_true, y_pred)
-    rows, cols = _hungarian(table)
-    mapping = {clusters[c].item(): classes[t].item() for c, t in zip(rows, cols)}
     for c in range(clusters.size):
         key = clusters[c].item()
         if key not in mapping:

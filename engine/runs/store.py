@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import time
@@ -185,6 +186,16 @@ class RunStore:
                         error="the process running it stopped (server restart?); resume it to continue from "
                               "its last checkpoint")
         return orphans
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run that is not queued or running: its rows and its folder."""
+        record = self.get(run_id)
+        if record.status in ACTIVE:
+            raise UserError(f"run {run_id} is {record.status}; cancel it before deleting it")
+        with self._connect() as db:
+            for table, column in (("metrics", "run_id"), ("messages", "run_id"), ("runs", "id")):
+                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     # -- metrics and messages -----------------------------------------------------------------------------------
     def add_metrics(self, run_id: str, stage: str, step: int, values: dict[str, float]) -> None:

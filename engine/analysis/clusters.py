@@ -1,0 +1,70 @@
+"""Per-cluster views of a clustering: galleries ordered by confidence, the cluster × class confusion matrix after
+Hungarian matching, and the agreement between two runs on the same images."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import matched_pairs
+
+
+@dataclass
+class ClusterSummary:
+    """One cluster: its members, most confident first, and (with labels) its majority class and purity."""
+
+    cluster: int
+    members: np.ndarray
+    confidence: np.ndarray
+    majority_label: int | None
+    purity: float | None
+
+    @property
+    def size(self) -> int:
+        return int(len(self.members))
+
+
+def cluster_summaries(assign: np.ndarray, confidence: np.ndarray, n_clusters: int,
+                      labels: np.ndarray | None = None) -> list[ClusterSummary]:
+    """One summary per cluster id 0..K−1 (empty clusters included, so a gallery shows all K)."""
+    summaries = []
+    for cluster in range(n_clusters):
+        members = np.flatnonzero(assign == cluster)
+        order = members[np.argsort(-confidence[members], kind="stable")]
+        majority, purity = None, None
+        if labels is not None and len(members):
+            counts = np.bincount(labels[members])
+            majority, purity = int(counts.argmax()), float(counts.max() / len(members))
+        summaries.append(ClusterSummary(cluster, order, confidence[order], majority, purity))
+    return summaries
+
+
+def matched_confusion(labels: np.ndarray, assign: np.ndarray, n_clusters: int, n_classes: int
+                      ) -> tuple[np.ndarray, list[int]]:
+    """Confusion counts (clusters × classes) with clusters reordered so cluster row i is the one matched to
+    class i by the Hungarian matching (unmatched clusters last); returns (matrix, cluster id of each row)."""
+    mapping = matched_pairs(labels, assign)
+    matched = sorted(mapping, key=lambda c: mapping[c])
+    order = matched + [c for c in range(n_clusters) if c not in mapping]
+    matrix = np.zeros((n_clusters, n_classes), dtype=np.int64)
+    np.add.at(matrix, (assign, labels), 1)
+    return matrix[order], order
+
+
+def run_agreement(assign_a: np.ndarray, assign_b: np.ndarray) -> tuple[dict[int, int], dict[int, float], float]:
+    """Match run B's clusters to run A's (Hungarian on their co-occurrence) and measure the overlap.
+
+    Returns (cluster of A → matched cluster of B, per A-cluster share of its members that B put in the matched
+    cluster, overall share of images on which the matched runs agree).
+    """
+    if len(assign_a) != len(assign_b):
+        raise ValueError(f"the runs clustered different numbers of images ({len(assign_a)} and {len(assign_b)})")
+    # A plays the "classes" and B the "clusters" of the usual matching
+    a_to_b = {a: b for b, a in matched_pairs(assign_a, assign_b).items()}
+    overlap = {}
+    for a in np.unique(assign_a):
+        members = assign_a == a
+        b = a_to_b.get(int(a))
+        overlap[int(a)] = float(np.mean(assign_b[members] == b)) if b is not None else 0.0
+    matched_b = np.array([a_to_b.get(int(a), -1) for a in range(int(assign_a.max()) + 1)])
+    return a_to_b, overlap, float(np.mean(matched_b[assign_a] == assign_b))

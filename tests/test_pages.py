@@ -1,0 +1,102 @@
+"""Every page of the app, driven headless with AppTest against a runs folder holding a finished digits run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from engine.runs import JobManager, RunRequest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A runs folder with two finished K-means runs on digits (seeds 0 and 1); yields (folder, store, ids)."""
+    folder = tmp_path_factory.mktemp("page-runs")
+    manager = JobManager(folder)
+    ids = [manager.submit(RunRequest("kmeans", "digits", overrides={"seed": seed}, device="cpu"))
+           for seed in (0, 1)]
+    for run_id in ids:
+        assert manager.wait(run_id, timeout=120).status == "finished"
+    manager.shutdown()
+    return folder, manager.store, ids
+
+
+@pytest.fixture
+def page(runs, monkeypatch):
+    folder, _, _ = runs
+    monkeypatch.setenv("DCE_RUNS_DIR", str(folder))
+
+    def open_page(path: str) -> AppTest:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page(path)
+        return at.run()
+    return open_page
+
+
+def test_map_page_draws_every_point_and_offers_label_colourings(page, runs):
+    at = page("pages/map.py")
+    assert not at.exception
+    colour = next(radio for radio in at.radio if radio.label == "Colour by")
+    assert colour.options == ["cluster", "confidence", "true label", "correct / incorrect"]
+    _, store, _ = runs
+    shown = store.list("finished")[0].id  # the newest run is preselected
+    assert np.load(store.run_dir(shown) / "map_pacmap.npy").shape == (1797, 2)
+    colour.set_value("correct / incorrect").run()
+    assert not at.exception
+
+
+def test_neighbours_page_shows_purity_for_the_chosen_image(page, runs):
+    at = page("pages/neighbours.py")
+    assert not at.exception
+    assert any("nearest in its features" in caption.value for caption in at.caption)
+    purity = next(metric for metric in at.metric if metric.label.startswith("Purity@20"))
+    _, store, _ = runs
+    shown = store.list("finished")[0].id
+    knn, labels = store.load_array(shown, "knn"), store.load_array(shown, "labels")
+    assert float(purity.value) == pytest.approx((labels[knn] == labels[:, None]).mean(), abs=1e-3)
+    next(radio for radio in at.radio if radio.label == "Order").set_value("worst purity first").run()
+    assert not at.exception
+
+
+def test_clusters_page_shows_one_gallery_per_cluster_and_the_confusion_matrix(page):
+    at = page("pages/clusters.py")
+    assert not at.exception
+    headers = [md.value for md in at.markdown if md.value.startswith("**Cluster ")]
+    assert len(headers) == 10
+    assert sum(int(h.split(" · ")[1].split()[0]) for h in headers) == 1797
+
+
+def test_clusters_page_compares_two_runs_side_by_side(page):
+    at = page("pages/clusters.py")
+    at.toggle[0].set_value(True).run()
+    assert not at.exception
+    agreement = next(metric for metric in at.metric if metric.label.startswith("Images on which"))
+    assert 0.5 < float(agreement.value.rstrip("%")) / 100 <= 1.0
+    assert len([md for md in at.markdown if md.value.startswith("**Cluster ")]) == 20
+
+
+def test_compare_page_table_equals_the_run_store(page, runs):
+    at = page("pages/compare.py")
+    assert not at.exception
+    table = at.dataframe[0].value
+    _, store, ids = runs
+    assert sorted(table["run"]) == sorted(ids)
+    for run_id in ids:
+        row = table[table["run"] == run_id].iloc[0]
+        assert row["ACC"] == pytest.approx(store.get(run_id).summary["acc"])
+        assert row["status"] == "finished"
+
+
+def test_export_page_writes_the_chosen_formats(page, runs):
+    at = page("pages/export.py")
+    assert not at.exception
+    next(button for button in at.button if button.label == "Export").click().run()
+    assert not at.exception
+    _, store, _ = runs
+    exported = store.run_dir(store.list("finished")[0].id) / "exports"
+    assert (exported / "gallery.html").exists() and (exported / "assignments.csv").exists()
+    assert len(list(exported.glob("cluster_*.png"))) == 10
