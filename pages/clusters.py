@@ -58,7 +58,7 @@ if results is not None:
                                           y=[f"cluster {r}" for r in rows], colorscale="Blues",
                                           text=matrix, texttemplate="%{text}"))
             figure.update_layout(title="Clusters × true labels (clusters ordered by their Hungarian match)",
-                                 height=max(300, 28 * len(rows)), yaxis=dict(autorange="reversed"),
+                                 height=max(300, 28 * len(rows)), yaxis=dict(autorange="reversed"), xaxis=dict(type="category"),
                                  margin=dict(l=10, r=10, t=40, b=10))
             st.plotly_chart(figure)
         gallery(results)
