@@ -113,3 +113,26 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
         with st.expander(f"Messages ({len(messages)})"):
             for message in messages[-200:]:
                 st.text(f"[{message['stage']}] {message['message']}")
+
+
+def how_it_works(method_name: str, current_stage: str | None = None) -> None:
+    """The method's stages as a timeline with their objectives and key hyper-parameters, taken from the method
+    class itself; the stage a run is in is highlighted."""
+    from engine.methods import get_method
+
+    description = get_method(method_name).describe()
+    st.markdown(f"**{method_name}** — {description['summary']}  \n*{description['paper']}*")
+    stages = description["stages"]
+    st.markdown(" → ".join(f"**:blue-background[{s['name']}]**" if s["name"] == current_stage else s["name"]
+                           for s in stages))
+    for number, stage in enumerate(stages, 1):
+        marker = " ← running now" if stage["name"] == current_stage else ""
+        st.markdown(f"{number}. **{stage['name']}**{marker} — {stage['description']} "
+                    f"(recorded: {', '.join(stage['losses'])})")
+        if stage["equation"]:
+            st.latex(stage["equation"])
+    paper = description["presets"]["paper"]
+    keys = description["key_settings"] or list(paper)
+    st.caption("Key hyper-parameters (paper preset → fast preset)")
+    st.table({"setting": keys, "paper": [str(paper.get(k)) for k in keys],
+              "fast": [str(description["presets"]["fast"].get(k)) for k in keys]})

@@ -7,50 +7,73 @@ from engine.data import DATASETS
 from engine.errors import UserError
 from engine.methods import get_method, list_methods
 from engine.runs import RunRequest
-from pages.common import job_manager, show_run
+from pages.common import how_it_works, job_manager, run_label, show_run
 
 manager = job_manager()
 st.title("Train")
 
-with st.form("new-run"):
-    left, right = st.columns(2)
-    dataset_names = list(DATASETS)
-    dataset = left.selectbox("Dataset", dataset_names + ["folder:…"], index=dataset_names.index("digits"),
-                             help="built-in, torchvision (needs the files or a download) or your own folder")
-    folder = left.text_input("Image folder or archive (for folder:…)", "")
-    data_root = left.text_input("Data root for torchvision datasets (optional)", "")
-    method_name = right.selectbox("Method", list_methods(), index=list_methods().index("scan"))
-    preset = right.radio("Preset", ["fast", "paper"], horizontal=True,
-                         help="fast: minutes on a CPU; paper: the paper's schedule (GPU)")
-    n_clusters = right.number_input("Clusters K", min_value=2, max_value=1000, value=10)
-    seed = right.number_input("Seed", min_value=0, value=0)
-    submitted = st.form_submit_button("Start", type="primary")
+methods = list_methods()
+dataset_names = list(DATASETS)
+left, right = st.columns(2)
+dataset = left.selectbox("Dataset", dataset_names + ["folder:…"], index=dataset_names.index("digits"),
+                         help="built-in, torchvision (needs the files or a download) or your own folder")
+folder = left.text_input("Image folder or archive", "", disabled=dataset != "folder:…",
+                         help="class sub-folders (labels known) or a flat folder; .zip/.tar.gz work too")
+data_root = left.text_input("Data root for torchvision datasets (optional)", "")
+method_name = right.selectbox("Method", methods, index=methods.index("scan") if "scan" in methods else 0)
+preset = right.radio("Preset", ["fast", "paper"], horizontal=True,
+                     help="fast: minutes on a CPU; paper: the paper's schedule (GPU)")
+n_clusters = right.number_input("Clusters K", min_value=2, max_value=1000, value=10)
+seed = right.number_input("Seed", min_value=0, value=0)
 
-if submitted:
-    spec = f"folder:{folder.strip()}" if dataset == "folder:…" else dataset
-    request = RunRequest(method_name, spec, preset, {"n_clusters": int(n_clusters), "seed": int(seed)},
-                         data_root=data_root.strip() or None)
+method = get_method(method_name)
+defaults = method.describe()["presets"][preset]
+spec = f"folder:{folder.strip()}" if dataset == "folder:…" else dataset
+overrides: dict = {"n_clusters": int(n_clusters), "seed": int(seed)}
+with st.expander("Settings (the preset's values; change any)"):
+    columns = st.columns(3)
+    for i, key in enumerate(method.key_settings):
+        value = defaults.get(key)
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        widget = columns[i % 3].number_input(key, value=value, key=f"setting-{method_name}-{key}",
+                                             format="%g" if isinstance(value, float) else "%d")
+        if widget != value:
+            overrides[key] = widget
+if "pretext_from" in defaults:
+    reusable = [r for r in manager.store.list("finished")
+                if r.method == method_name and r.dataset == spec and not r.config.get("pretext_from")]
+    choice = st.selectbox("Reuse pretext from run", [None] + [r.id for r in reusable],
+                          format_func=lambda run_id: "no — train a new pretext" if run_id is None else run_id,
+                          help="skip the self-supervised stage by reusing a finished run's backbone")
+    if choice:
+        overrides["pretext_from"] = choice
+
+if st.button("Start", type="primary"):
+    request = RunRequest(method_name, spec, preset, overrides, data_root=data_root.strip() or None)
     try:
         st.session_state["run_id"] = manager.submit(request)
     except UserError as exc:
         st.error(str(exc))
 
-with st.expander(f"How {method_name} works"):
-    description = get_method(method_name).describe()
-    st.markdown(f"*{description['paper']}*")
-    for number, stage in enumerate(description["stages"], 1):
-        st.markdown(f"{number}. **{stage['name']}** — {stage['description']} (losses: "
-                    f"{', '.join(stage['losses'])})")
-
 runs = manager.store.list()
-if runs:
+if not runs:
+    with st.expander(f"How {method_name} works"):
+        how_it_works(method_name)
+    st.info("No runs yet: pick a dataset and a method and press Start. The bundled digits need no download.")
+else:
     ids = [run.id for run in runs]
+    labels = {run.id: run_label(run) for run in runs}
     current = st.session_state.get("run_id", ids[0])
-    selected = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0)
-    st.session_state["run_id"] = selected
+    st.session_state["run_id"] = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
+                                              format_func=labels.get)
 
     @st.fragment(run_every=1.0)
     def live_view() -> None:
+        pending = manager.pending()
+        if pending:
+            st.caption("Queue: " + " → ".join(f"{run_id} ({manager.store.get(run_id).status})"
+                                              for run_id in pending))
         record = manager.store.get(st.session_state["run_id"])
         if record.status in ("queued", "running"):
             if st.button("Cancel run", key=f"cancel-{record.id}"):
@@ -65,7 +88,7 @@ if runs:
                 except UserError as exc:
                     st.error(str(exc))
         show_run(record, manager)
+        with st.expander(f"How {record.method} works", expanded=record.status == "running"):
+            how_it_works(record.method, record.stage if record.status == "running" else None)
 
     live_view()
-else:
-    st.info("No runs yet: pick a dataset and a method and press Start. The bundled digits need no download.")

@@ -41,3 +41,22 @@ def test_a_kmeans_run_started_from_the_train_page_finishes_and_shows_its_scores(
     acc = next(metric for metric in at.metric if metric.label == "ACC")
     assert 0.7 < float(acc.value) < 0.85
     assert any("finished" in md.value for md in at.markdown)
+
+
+def test_how_it_works_panel_renders_the_methods_own_stages_and_equations():
+    at = app().run()
+    from engine.methods import get_method
+
+    scan = get_method("scan")
+    latex = [element.value.strip("$\n") for element in at.latex]  # st.latex wraps in $$…$$
+    assert latex == [stage.equation for stage in scan.stages if stage.equation]
+    table = at.table[0].value
+    assert list(table["setting"]) == list(scan.key_settings)
+    assert table.set_index("setting").loc["pretext_epochs", "paper"] == "500"
+
+
+def test_scan_offers_reusing_a_pretext_and_kmeans_does_not():
+    at = app().run()
+    assert any(box.label == "Reuse pretext from run" for box in at.selectbox)
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans").run()
+    assert not any(box.label == "Reuse pretext from run" for box in at.selectbox)

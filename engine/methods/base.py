@@ -23,11 +23,13 @@ COLLAPSE_SHARE = 0.9
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of a method: its name, the loss terms it records and one line on what it does."""
+    """One stage of a method: its name, the loss terms it records, one line on what it does and, for teaching,
+    its objective as a LaTeX equation."""
 
     name: str
     losses: tuple[str, ...]
     description: str
+    equation: str = ""
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Method:
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     stages: ClassVar[tuple[Stage, ...]]
     presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "fast": {}}
+    key_settings: ClassVar[tuple[str, ...]] = ()  # the hyper-parameters the UI shows first
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         config = config or self.Config()
@@ -121,6 +124,7 @@ class Method:
             "summary": (inspect.getdoc(cls) or "").split("\n")[0],
             "stages": [dataclasses.asdict(s) for s in cls.stages],
             "presets": {name: {**defaults, **over} for name, over in cls.presets.items()},
+            "key_settings": list(cls.key_settings),
         }
 
 

@@ -94,7 +94,9 @@ class KMeans(Method):
     name = "kmeans"
     paper = "Lloyd 1982; k-means++: Arthur & Vassilvitskii 2007"
     Config = KMeansConfig
-    stages = (Stage("cluster", ("inertia",), "k-means++ seeding, Lloyd iterations, best of n_init restarts"),)
+    stages = (Stage("cluster", ("inertia",), "k-means++ seeding, Lloyd iterations, best of n_init restarts",
+                    r"\min_{\mu_1..\mu_K} \sum_i \min_k \lVert x_i - \mu_k \rVert^2"),)
+    key_settings = ("n_init", "max_iter", "features_from")
     presets = {"paper": {}, "fast": {"n_init": 10}}
 
     def _inputs(self, images: ImageSet, context: FitContext) -> torch.Tensor:

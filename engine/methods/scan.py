@@ -68,13 +68,22 @@ class Scan(Method):
     paper = "Van Gansbeke et al., SCAN: Learning to Classify Images without Labels, ECCV 2020"
     Config = ScanConfig
     stages = (
-        Stage("pretext", ("nt_xent",), "SimCLR: two augmented views of an image should embed alike"),
-        Stage("mine", ("neighbor_purity",), "k nearest neighbours of every image in the pretext embedding"),
+        Stage("pretext", ("nt_xent",), "SimCLR: two augmented views of an image should embed alike",
+              r"\ell_{i,j} = -\log \frac{\exp(\mathrm{sim}(z_i,z_j)/\tau)}"
+              r"{\sum_{k \ne i} \exp(\mathrm{sim}(z_i,z_k)/\tau)}"),
+        Stage("mine", ("neighbor_purity",), "k nearest neighbours of every image in the pretext embedding",
+              r"\mathcal{N}_X = \operatorname{top-}k_{Y \ne X}\ \cos(\Phi(X), \Phi(Y))"),
         Stage("cluster", ("total", "consistency", "entropy"),
-              "an image and its neighbours should get the same cluster; all clusters should be used"),
+              "an image and its neighbours should get the same cluster; all clusters should be used",
+              r"\Lambda = -\frac{1}{|D|}\sum_{X}\sum_{k \in \mathcal{N}_X} \log \langle \Phi(X), "
+              r"\Phi(k) \rangle + \lambda \sum_c \Phi'_c \log \Phi'_c"),
         Stage("selflabel", ("cross_entropy", "confident_share"),
-              "confident predictions become labels for strongly augmented views"),
+              "confident predictions become labels for strongly augmented views",
+              r"\mathcal{L} = -\sum_{i:\ \max p(x_i) > 0.99} w_{\hat y_i} \log p_{\hat y_i}"
+              r"(\mathrm{strong}(x_i))"),
     )
+    key_settings = ("pretext_epochs", "pretext_batch_size", "pretext_lr", "temperature", "n_neighbors",
+                    "cluster_epochs", "entropy_weight", "n_heads", "selflabel_epochs", "confidence_threshold")
     presets = {
         "paper": {},
         # minutes on a CPU: Adam instead of SGD's long schedule, milder crops, a faster SCAN step
