@@ -51,6 +51,24 @@ def _parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="list stored runs")
     runs.add_argument("--runs-dir")
     runs.add_argument("--json", action="store_true")
+
+    export = commands.add_parser("export", help="write a finished run's cluster sheets, gallery and assignments")
+    export.add_argument("run_id")
+    export.add_argument("--out", required=True, help="folder to write the files to (created if missing)")
+    export.add_argument("--format", help="comma-separated subset of png,html,csv,zip (default: all)")
+    export.add_argument("--runs-dir")
+    bench = commands.add_parser("bench", help="speed and quality benchmarks → results.json + RESULTS.md")
+    bench.add_argument("--methods", default="scan", help="comma-separated methods to train (default: scan)")
+    bench.add_argument("--dataset", default="digits")
+    bench.add_argument("--preset", default="paper")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--data-root")
+    bench.add_argument("--budget-minutes", type=float, default=10.0, help="stop each run after this long")
+    bench.add_argument("--micro", action="store_true", help="time the augmentation and one training step")
+    bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro")
+    bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
+    bench.add_argument("--runs-dir", default="bench-runs")
+    bench.add_argument("--out", default="benchmarks")
     return parser
 
 
@@ -143,12 +161,33 @@ def _list(as_json: bool) -> None:
         print(f"  {d['name']:<14} {d.get('description', '')}")
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import bench
+    from .methods import pick_device
+
+    device = pick_device(args.device)
+    if args.micro:
+        rows = bench.micro(device, args.batch_size)
+    elif args.map:
+        rows = [bench.map_rerender(args.map)]
+    else:
+        rows = bench.train_rows(args.methods.split(","), args.dataset, args.preset, args.device,
+                                args.budget_minutes, args.data_root, Path(args.runs_dir))
+    for path in bench.write_results(rows, Path(args.out)):
+        print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
             _list(args.json)
             return 0
+        if args.command == "bench":
+            return _bench(args)
         from .runs import RunRequest, RunStore, create_run
 
         store = RunStore(args.runs_dir)
@@ -159,6 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in records if not args.json else []:
                 acc = r.summary.get("acc")
                 print(f"{r.id}  {r.status:<11} {r.dataset:<12} " + (f"ACC {acc:.3f}" if acc is not None else ""))
+            return 0
+        if args.command == "export":
+            from .analysis.export import FORMATS, export_run
+            from .analysis.results import load_results
+
+            written = export_run(load_results(store, args.run_id), args.out, args.format or FORMATS)
+            for path in (path for paths in written.values() for path in paths):
+                print(path)
             return 0
         if args.command == "resume":
             record = store.get(args.run_id)

@@ -1,0 +1,259 @@
+"""Export a finished run for people without the app: a PNG contact sheet per cluster, one self-contained HTML
+gallery, a CSV of every image's assignment, and a zip of them all.
+
+Everything is written to a temporary file first and renamed into place, so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import ConfigError, UserError
+from .clusters import ClusterSummary, cluster_summaries
+from .results import RunResults
+from .thumbnails import contact_sheet, png_bytes, thumbnail
+
+FORMATS = ("png", "html", "csv", "zip")
+SHEET_COLUMNS = 10
+CELL = 64  # pixels per thumbnail, in the sheets and the gallery alike
+SCORE_LABELS = {"acc": "ACC", "nmi": "NMI", "ari": "ARI", "neighbor_purity": "neighbour purity"}
+OFF_MAJORITY_RGB = (220, 30, 30)
+
+
+def safe_filename(name: str, fallback: str = "run") -> str:
+    """``name`` reduced to letters, digits, ``.``, ``_`` and ``-`` (no separators, no leading dot)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    return cleaned[:120] or fallback
+
+
+def check_formats(formats: Iterable[str] | str) -> list[str]:
+    """The requested formats, lower-cased and de-duplicated in order (a string may list them with commas).
+
+    Raises:
+        UserError: a format is not one of :data:`FORMATS`, or none is given.
+    """
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    chosen: list[str] = []
+    for fmt in formats:
+        name = fmt.strip().lower()
+        if name not in FORMATS:
+            raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise UserError(f"no export format given; choose from {', '.join(FORMATS)}")
+    return chosen
+
+
+@dataclass
+class _Export:
+    """What every format draws on: the run, its clusters (most confident first) and its images."""
+
+    results: RunResults
+    summaries: list[ClusterSummary]
+    pixels: np.ndarray
+    paths: list[str]
+    class_names: list[str]
+    max_per_cluster: int
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.results.labels
+
+    def class_name(self, label: int) -> str:
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
+
+    def label_name(self, index: int) -> str:
+        return self.class_name(int(self.labels[index]))
+
+    def shown(self, summary: ClusterSummary) -> np.ndarray:
+        return summary.members[:self.max_per_cluster]
+
+    def off_majority(self, summary: ClusterSummary) -> list[bool] | None:
+        """Per shown member: does its label differ from the cluster's majority (None without labels)."""
+        if self.labels is None:
+            return None
+        return [bool(flag) for flag in self.labels[self.shown(summary)] != summary.majority_label]
+
+
+def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] = FORMATS,
+               max_per_cluster: int = 100) -> dict[str, list[Path]]:
+    """Write a finished run's clusters to ``out_dir`` in the chosen formats; returns format → written files.
+
+    * ``png``: ``cluster_<k>.png`` per cluster, its ``max_per_cluster`` most confident members captioned with
+      their index (and label name); with labels, members outside the cluster's majority class are outlined.
+    * ``html``: ``gallery.html``, one page with every image inlined (opens offline): the run's scores, then one
+      section per cluster, empty ones included.
+    * ``csv``: ``assignments.csv``, one row per image: index, path, cluster, confidence, and label, label_name
+      when the run has labels.
+    * ``zip``: ``<run id>.zip`` of the three above (written too when not asked for separately).
+
+    Raises:
+        UserError: an unknown format, the run's dataset can no longer be loaded, or ``out_dir`` is not
+            writable.
+
+    Examples:
+        >>> results = load_results(RunStore(), "20240501-101500-scan-1a2b")    # doctest: +SKIP
+        >>> export_run(results, Path("export"), ["csv"])                       # doctest: +SKIP
+        {'csv': [PosixPath('export/assignments.csv')]}
+    """
+    chosen = check_formats(formats)
+    if max_per_cluster < 1:
+        raise ConfigError(f"max_per_cluster must be at least 1, got {max_per_cluster}")
+    out_dir = Path(out_dir).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the export folder {out_dir}: {exc.strerror}") from exc
+
+    images = results.images
+    pixels = np.asarray(images.images)
+    paths = list(images.paths) if len(images.paths) == len(pixels) else [""] * len(pixels)
+    export = _Export(results, cluster_summaries(results.assign, results.confidence, results.n_clusters,
+                                                results.labels),
+                     pixels, paths, list(images.class_names), max_per_cluster)
+
+    makers = {"png": _sheets, "html": _gallery, "csv": _assignments}
+    needed = set(makers) if "zip" in chosen else set(chosen)
+    written: dict[str, list[Path]] = {}
+    for fmt, make in makers.items():
+        if fmt in needed:
+            written[fmt] = [_write_atomic(out_dir / name, data) for name, data in make(export)]
+    if "zip" in chosen:
+        members = [path for fmt in makers for path in written[fmt]]
+        written["zip"] = [_write_zip(out_dir / f"{safe_filename(results.run_id)}.zip", members)]
+    return written
+
+
+# ------------------------------------------------------------------------------------------------------ formats
+
+def _sheets(export: _Export) -> list[tuple[str, bytes]]:
+    files = []
+    for summary in export.summaries:
+        shown = export.shown(summary)
+        captions = [str(i) if export.labels is None else f"{i}: {export.label_name(i)}" for i in shown]
+        sheet = contact_sheet(export.pixels[shown], SHEET_COLUMNS, CELL, captions, export.off_majority(summary),
+                              OFF_MAJORITY_RGB)
+        files.append((f"cluster_{summary.cluster}.png", png_bytes(sheet)))
+    return files
+
+
+def _assignments(export: _Export) -> list[tuple[str, bytes]]:
+    results = export.results
+    labelled = export.labels is not None
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["index", "path", "cluster", "confidence"] + (["label", "label_name"] if labelled else []))
+    confidence = results.confidence
+    for i in range(len(results.assign)):
+        row = [i, export.paths[i], int(results.assign[i]), f"{float(confidence[i]):.6f}"]
+        if labelled:
+            row += [int(export.labels[i]), export.label_name(i)]
+        writer.writerow(row)
+    return [("assignments.csv", text.getvalue().encode("utf-8"))]
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; background: #fafafa; }
+header h1 { font-size: 1.4rem; margin: 0 0 .3rem; }
+dl { display: grid; grid-template-columns: max-content auto; gap: .1rem 1rem; margin: .5rem 0; }
+dt { color: #666; } dd { margin: 0; }
+nav a { display: inline-block; margin: 0 .6rem .3rem 0; color: #2255aa; }
+section.cluster { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .6rem 1rem;
+                  margin: 1rem 0; }
+section.cluster h2 { font-size: 1.1rem; margin: 0 0 .2rem; }
+.facts, .more, .legend { color: #555; margin: .2rem 0 .5rem; }
+.grid { display: flex; flex-wrap: wrap; gap: 4px; }
+.grid img { width: 64px; height: 64px; object-fit: contain; image-rendering: pixelated;
+            border: 3px solid transparent; background: #fff; }
+.grid img.off { border-color: rgb(220, 30, 30); }
+"""
+
+
+def _gallery(export: _Export) -> list[tuple[str, bytes]]:
+    results, record = export.results, export.results.record
+    esc = html.escape
+    facts = [("run", record.id), ("method", record.method), ("dataset", record.dataset),
+             ("preset", record.preset), ("clusters", results.n_clusters), ("images", len(results.assign)),
+             ("device", record.summary.get("device", record.device))]
+    facts += [(label, f"{record.summary[key]:.4f}") for key, label in SCORE_LABELS.items()
+              if record.summary.get(key) is not None]
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f"<title>{esc(record.id)} — clusters</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+             "<header>", f"<h1>Run {esc(record.id)}</h1>", "<dl>"]
+    parts += [f"<dt>{esc(name)}</dt><dd>{esc(str(value))}</dd>" for name, value in facts if value is not None]
+    parts.append("</dl>")
+    if export.labels is not None:
+        parts.append('<p class="legend">Outlined in red: images whose label is not their cluster\'s majority '
+                     "label. Images are ordered most confident first.</p>")
+    parts.append("<nav>" + "".join(f'<a href="#cluster-{s.cluster}">{s.cluster} ({s.size})</a>'
+                                   for s in export.summaries) + "</nav>")
+    parts.append("</header>")
+    for summary in export.summaries:
+        parts += _cluster_section(export, summary)
+    parts += ["</body>", "</html>", ""]
+    return [("gallery.html", "\n".join(parts).encode("utf-8"))]
+
+
+def _cluster_section(export: _Export, summary: ClusterSummary) -> list[str]:
+    esc = html.escape
+    facts = f"{summary.size} images" if summary.size else "empty: no image was assigned to this cluster"
+    if summary.purity is not None:
+        facts += (f" · purity {summary.purity:.3f} · majority label "
+                  f"{esc(export.class_name(summary.majority_label))}")
+    lines = [f'<section class="cluster" id="cluster-{summary.cluster}">', f"<h2>Cluster {summary.cluster}</h2>",
+             f'<p class="facts">{facts}</p>', '<div class="grid">']
+    shown = export.shown(summary)
+    off = export.off_majority(summary) or [False] * len(shown)
+    for index, confidence, is_off in zip(shown, summary.confidence, off):
+        title = f"image {index} · confidence {confidence:.3f}"
+        if export.labels is not None:
+            title += f" · label {export.label_name(index)}"
+        if export.paths[index]:
+            title += f" · {export.paths[index]}"
+        data = base64.b64encode(png_bytes(thumbnail(export.pixels[index], CELL))).decode("ascii")
+        css_class = ' class="off"' if is_off else ""
+        lines.append(f'<img{css_class} src="data:image/png;base64,{data}" alt="image {index}" '
+                     f'title="{esc(title)}">')
+    lines.append("</div>")
+    if len(shown) < summary.size:
+        lines.append(f'<p class="more">Showing the {len(shown)} most confident of {summary.size}.</p>')
+    lines.append("</section>")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror}") from exc
+    return path
+
+
+def _write_zip(path: Path, members: list[Path]) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for member in members:
+                archive.write(member, arcname=member.name)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror}") from exc
+    return path

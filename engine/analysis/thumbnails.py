@@ -1,0 +1,146 @@
+"""Small pictures of a dataset's images: RGB conversion, thumbnails, contact sheets (grids with captions and
+outlines) and PNG encoding. Pure numpy + Pillow, so the pages and the exporter share one way of drawing images.
+
+Examples:
+    >>> digits = np.zeros((23, 8, 8, 1), dtype=np.uint8)
+    >>> contact_sheet(digits, n_cols=10, cell=32).shape      # 3 rows of 10 cells of 32×32
+    (96, 320, 3)
+"""
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+BACKGROUND = 255
+BORDER = 3  # pixels of the outline frame; images keep clear of it whether or not a cell is outlined
+CAPTION_COLOUR = (40, 40, 40)
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """An H×W×3 uint8 copy of a gray (H×W or H×W×1), RGB or RGBA (alpha dropped) uint8 image."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"an image must be H×W, H×W×1, H×W×3 or H×W×4, got shape {image.shape}")
+    if image.shape[-1] == 1:
+        return np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def upscale(image: np.ndarray, min_side: int = 64) -> np.ndarray:
+    """Repeat every pixel by the smallest whole factor that makes the shorter side at least ``min_side``.
+
+    Nearest-neighbour keeps an 8×8 digit's pixels sharp instead of blurring them; images already that large are
+    returned unchanged.
+    """
+    height, width = image.shape[:2]
+    factor = max(1, -(-min_side // max(1, min(height, width))))
+    if factor == 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
+    """An H×W×3 image whose longer side fits in ``size``: small images grow by a whole factor (nearest
+    neighbour), large ones shrink smoothly; the aspect ratio is kept."""
+    rgb = to_rgb_uint8(image)
+    height, width = rgb.shape[:2]
+    longer = max(height, width)
+    if longer <= size:
+        factor = size // longer
+        return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1) if factor > 1 else rgb
+    scale = size / longer
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(new_size, Image.Resampling.LANCZOS))
+
+
+@lru_cache(maxsize=1)
+def _caption_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default()
+
+
+def _caption_height() -> int:
+    return int(_caption_font().getbbox("Ag")[3]) + 4
+
+
+def _fit_text(text: str, width: int) -> str:
+    """``text`` shortened with "..." until it fits ``width`` pixels in the caption font."""
+    font = _caption_font()
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..." if text else ""
+
+
+def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions: list[str] | None = None,
+                  outline: list[bool] | None = None, outline_rgb: tuple[int, int, int] = (220, 30, 30)
+                  ) -> np.ndarray:
+    """A grid of images as one H×W×3 uint8 picture, filled row by row.
+
+    Every cell is ``cell`` × ``cell`` pixels with the image centred in it (scaled as :func:`thumbnail` does to
+    fit inside a ``BORDER``-pixel margin); with ``captions`` each cell gets a text line under it. Cells whose
+    ``outline`` entry is true get an ``outline_rgb`` frame in that margin (the Neighbours page marks neighbours
+    with another label this way). The sheet is ``min(n_cols, N)`` cells wide and ``ceil(N / n_cols)`` tall; no
+    image gives one blank cell, so an empty cluster still has a sheet.
+
+    Raises:
+        ValueError: images are not uint8 N×H×W×C, or ``captions``/``outline`` do not have one entry per image.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 N×H×W×C, got {images.dtype} {images.shape}")
+    if n_cols < 1:
+        raise ValueError(f"n_cols must be at least 1, got {n_cols}")
+    if cell <= 2 * BORDER:
+        raise ValueError(f"cell must be more than {2 * BORDER} pixels, got {cell}")
+    count = len(images)
+    for name, values in (("captions", captions), ("outline", outline)):
+        if values is not None and len(values) != count:
+            raise ValueError(f"{name} has {len(values)} entries for {count} images")
+
+    cols = min(n_cols, max(count, 1))
+    rows = max(1, -(-count // n_cols))
+    caption_h = _caption_height() if captions is not None else 0
+    cell_h = cell + caption_h
+    sheet = np.full((rows * cell_h, cols * cell, 3), BACKGROUND, dtype=np.uint8)
+    for i, image in enumerate(images):
+        top, left = (i // cols) * cell_h, (i % cols) * cell
+        thumb = thumbnail(image, cell - 2 * BORDER)
+        y = top + (cell - thumb.shape[0]) // 2
+        x = left + (cell - thumb.shape[1]) // 2
+        sheet[y:y + thumb.shape[0], x:x + thumb.shape[1]] = thumb
+        if outline is not None and outline[i]:
+            frame = sheet[top:top + cell, left:left + cell]
+            frame[:BORDER], frame[-BORDER:] = outline_rgb, outline_rgb
+            frame[:, :BORDER], frame[:, -BORDER:] = outline_rgb, outline_rgb
+
+    if captions is not None and count:
+        picture = Image.fromarray(sheet)
+        draw = ImageDraw.Draw(picture)
+        font = _caption_font()
+        for i, caption in enumerate(captions):
+            text = _fit_text(str(caption), cell - 2)
+            top, left = (i // cols) * cell_h, (i % cols) * cell
+            x = left + (cell - font.getlength(text)) / 2
+            draw.text((x, top + cell + 1), text, fill=CAPTION_COLOUR, font=font)
+        sheet = np.array(picture)
+    return sheet
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """The image encoded as PNG (gray H×W / H×W×1 stays gray; RGB stays RGB)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {image.dtype}")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()

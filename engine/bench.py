@@ -1,0 +1,179 @@
+"""``python -m engine bench``: speed and quality figures written as ``results.json`` and ``RESULTS.md``.
+
+Modes:
+* default — train each chosen method's preset on a dataset end to end (data loading included) and record
+  epochs, wall time, pretext throughput, peak GPU memory and ACC/NMI/ARI next to the paper's numbers. A run
+  that would outlast ``--budget-minutes`` is stopped there and recorded as incomplete, never extrapolated.
+* ``--micro`` — time the pieces of a training step: the SimCLR augmentation alone and a full SimCLR step
+  (augment, forward, backward, optimiser) at a given batch, with warm-up and the median of many repeats (CUDA
+  events on a GPU). CPU figures are reported as ratios to the augmentation time measured in the same run.
+* ``--map N`` — compute a PaCMAP map of N×512 features once, then time reading it back from the cache and
+  building the Map page's WebGL figure from it (what a page re-render costs).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+PAPER_CIFAR10 = {  # DESIGN.md §3: reported CIFAR-10 ACC/NMI/ARI (%), for the table beside ours
+    "scan": (88.3, 79.7, 77.2), "dec": (30.1, 25.7, 16.1), "jule": (27.2, 19.2, 13.8),
+    "pica": (69.6, 59.1, 51.2), "cc": (79.0, 70.5, 63.7), "spice": (92.6, 86.5, 85.2),
+}
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Seconds per call of ``fn``: ``warmup`` untimed calls, then ``repeats`` timed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, repeats: int = 20,
+          warmup: int = 3, backbone: str = "resnet18") -> list[dict[str, Any]]:
+    """Median time of the SimCLR augmentation and of a whole SimCLR step on random CIFAR-sized uint8 images."""
+    from .data.augment import build_augment
+    from .methods.simclr import ContrastiveModel
+    from .nn import build_backbone, nt_xent_loss
+
+    images = torch.randint(0, 256, (batch_size, image_size, image_size, 3), dtype=torch.uint8, device=device)
+    augment = build_augment("simclr", image_size, 3)
+    model = ContrastiveModel(build_backbone(backbone, image_size, 3), 128).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def step() -> None:
+        loss = nt_xent_loss(model(augment(images)), model(augment(images)), 0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    augment_times = _timed(lambda: augment(images), device, repeats, warmup)
+    step_times = _timed(step, device, max(3, repeats // 4), warmup)
+    aug, full = statistics.median(augment_times), statistics.median(step_times)
+    rows = [{"piece": "simclr augmentation (one view)", "seconds": aug, "views_per_s": batch_size / aug},
+            {"piece": f"simclr step {backbone} (two views)", "seconds": full, "views_per_s": 2 * batch_size / full}]
+    for row in rows:
+        row.update(device=device_name(device), batch_size=batch_size, image_size=image_size,
+                   ratio_to_augmentation=row["seconds"] / aug)
+    return rows
+
+
+def map_rerender(n_points: int, dim: int = 512, seed: int = 0, workdir: Path | None = None) -> dict[str, Any]:
+    """Compute (once) and re-read a PaCMAP map of n_points×dim clustered features; time the page's work."""
+    import tempfile
+
+    from .analysis.maps import compute_map
+    from .analysis.results import RunResults
+    from .runs import RunStore
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, dim)).astype(np.float32)
+    assign = rng.integers(0, 10, n_points)
+    features = (centres[assign] + 0.5 * rng.normal(size=(n_points, dim))).astype(np.float16)
+    probs = np.eye(10, dtype=np.float32)[assign]
+    store = RunStore(workdir or tempfile.mkdtemp(prefix="dce-bench-"))
+    run_id = store.create_run("kmeans", f"bench:{n_points}", {})
+    store.update(run_id, status="finished")
+    results = RunResults(store.get(run_id), store, assign, probs, features, None, None)
+    t0 = time.perf_counter()
+    compute_map(results, "pacmap")
+    first = time.perf_counter() - t0
+
+    def rerender() -> None:
+        import plotly.graph_objects as go
+
+        coords = compute_map(results, "pacmap")
+        figure = go.Figure([go.Scattergl(x=coords[assign == c, 0], y=coords[assign == c, 1], mode="markers")
+                            for c in range(10)])
+        figure.to_json()  # what Streamlit serialises for the browser
+
+    times = _timed(rerender, torch.device("cpu"), repeats=5, warmup=1)
+    return {"piece": f"map page re-render from cache, {n_points} points", "seconds": statistics.median(times),
+            "first_compute_seconds": first, "device": "cpu", "n_points": n_points}
+
+
+def train_rows(methods: list[str], dataset: str, preset: str, device: str, budget_minutes: float,
+               data_root: str | None, runs_dir: Path) -> list[dict[str, Any]]:
+    """Train each method end to end through the run store; one result row each."""
+    from .runs import RunRequest, RunStore, create_run, execute_run
+
+    store = RunStore(runs_dir)
+    rows = []
+    for method in methods:
+        run_id = create_run(store, RunRequest(method, dataset, preset, device=device, data_root=data_root))
+        cancel = threading.Event()
+        timer = threading.Timer(budget_minutes * 60, cancel.set)
+        timer.start()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        try:
+            execute_run(store, run_id, cancel)
+        except Exception:  # noqa: BLE001 — the outcome is in the store and goes into the row
+            pass
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - t0
+        record = store.get(run_id)
+        metrics = store.metrics(run_id)
+        pretext_epochs = record.config.get("pretext_epochs")
+        pretext_rows = [m for m in metrics if m["stage"] == "pretext"]
+        pretext_seconds = (pretext_rows[-1]["time"] - record.started) if pretext_rows and record.started else None
+        epochs_done = len({m["step"] for m in pretext_rows}) if pretext_rows else None
+        n_images = record.summary.get("n_images")
+        views_per_s = (2 * n_images * epochs_done / pretext_seconds
+                       if n_images and epochs_done and pretext_seconds else None)
+        paper = PAPER_CIFAR10.get(method) if dataset.startswith("cifar10") else None
+        rows.append({
+            "method": method, "dataset": dataset, "preset": preset, "run_id": run_id,
+            "protocol": "train+test" if ":" not in dataset else dataset.split(":")[1],
+            "device": record.summary.get("device", record.device), "status": record.status,
+            "complete": record.status == "finished", "error": record.error,
+            "epochs": {k: v for k, v in record.config.items() if k.endswith("epochs")},
+            "pretext_epochs_done": epochs_done if pretext_epochs else None,
+            "pretext_s_per_epoch": pretext_seconds / epochs_done if epochs_done and pretext_seconds else None,
+            "views_per_s": views_per_s, "seconds": seconds,
+            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+            "acc": record.summary.get("acc"), "nmi": record.summary.get("nmi"), "ari": record.summary.get("ari"),
+            "paper_acc_nmi_ari": paper,
+        })
+    return rows
+
+
+def write_results(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
+    """``results.json`` (the rows) and ``RESULTS.md`` (a table of them) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    columns = sorted({key for row in rows for key in row}, key=lambda k: (k not in ("method", "piece"), k))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            cells.append(f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    return out / "results.json", out / "RESULTS.md"

@@ -1,0 +1,289 @@
+"""Export of a finished run: PNG sheets per cluster, a self-contained HTML gallery, a CSV of assignments, a zip of
+them all, and the ``export`` command; plus the contact-sheet drawing they share."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from engine.analysis.export import FORMATS, export_run, safe_filename
+from engine.analysis.results import load_results
+from engine.analysis.thumbnails import BORDER, contact_sheet, png_bytes, to_rgb_uint8, upscale
+from engine.cli import main
+from engine.errors import UserError
+from engine.runs import JobManager, RunRequest, RunStore
+
+SCRIPT_CLASS = "<script>"
+COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220))
+
+
+def write_pngs(folder: Path, count: int, colours, seed: int) -> None:
+    """``count`` 12×12 PNGs, each a noisy square of one of ``colours`` (in turn), so K-means can split them."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = np.clip(np.array(colours[i % len(colours)]) + rng.integers(-20, 20, (12, 12, 3)), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img_{i:02d}.png")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three finished K-means runs in one store: labelled digits, an unlabelled flat folder of 30 images (K=3) and
+    a labelled folder whose first class is named ``<script>`` (K=2)."""
+    root = tmp_path_factory.mktemp("export")
+    write_pngs(root / "flat", 30, COLOURS, seed=0)
+    write_pngs(root / "labelled" / SCRIPT_CLASS, 8, COLOURS[:1], seed=1)
+    write_pngs(root / "labelled" / "plain", 8, COLOURS[1:2], seed=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DCE_CACHE_DIR", str(root / "cache"))
+        manager = JobManager(root / "runs")
+        ids = {
+            "digits": manager.submit(RunRequest("kmeans", "digits", device="cpu")),
+            "flat": manager.submit(RunRequest("kmeans", f"folder:{root / 'flat'}", overrides={"n_clusters": 3},
+                                              device="cpu")),
+            "labelled": manager.submit(RunRequest("kmeans", f"folder:{root / 'labelled'}",
+                                                  overrides={"n_clusters": 2}, device="cpu")),
+        }
+        for run_id in ids.values():
+            record = manager.wait(run_id, timeout=120)
+            assert record.status == "finished", record.error
+        manager.shutdown()
+        yield {name: load_results(manager.store, run_id) for name, run_id in ids.items()}
+
+
+def sections(page: str) -> list[str]:
+    return re.findall(r'<section class="cluster" id="cluster-(\d+)">', page)
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+# ------------------------------------------------------------------------------------------------------- PNG
+
+def test_png_export_writes_one_readable_sheet_per_cluster(runs, tmp_path):
+    results = runs["digits"]
+    written = export_run(results, tmp_path, ["png"])
+    assert list(written) == ["png"]
+    assert sorted(p.name for p in written["png"]) == sorted(f"cluster_{k}.png" for k in range(10))
+    sizes = np.bincount(results.assign, minlength=10)
+    for k in range(10):
+        with Image.open(tmp_path / f"cluster_{k}.png") as sheet:
+            sheet.load()
+            shown = min(int(sizes[k]), 100)
+            assert sheet.width == min(shown, 10) * 64  # 10 columns of 64-pixel cells
+            assert sheet.height % -(-shown // 10) == 0  # whole rows of cell + caption
+
+
+def test_max_per_cluster_caps_the_sheets_and_the_gallery(runs, tmp_path):
+    written = export_run(runs["digits"], tmp_path, ["png", "html"], max_per_cluster=5)
+    with Image.open(written["png"][0]) as sheet:
+        assert sheet.width == 5 * 64
+    page = written["html"][0].read_text(encoding="utf-8")
+    assert len(re.findall(r"<img\b", page)) == 10 * 5
+    assert "Showing the 5 most confident of" in page
+
+
+# ------------------------------------------------------------------------------------------------------ HTML
+
+def test_html_gallery_has_one_section_per_cluster_and_only_inline_images(runs, tmp_path):
+    results = runs["digits"]
+    (path,) = export_run(results, tmp_path, ["html"])["html"]
+    page = path.read_text(encoding="utf-8")
+    assert path.name == "gallery.html"
+    assert sections(page) == [str(k) for k in range(10)]
+    assert "http://" not in page and "https://" not in page and 'src="/' not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == sum(min(int(n), 100) for n in np.bincount(results.assign, minlength=10))
+    assert results.run_id in page and "kmeans" in page and f"{results.record.summary['acc']:.4f}" in page
+    assert re.search(r'title="image \d+ · confidence [01]\.\d{3} · label \d"', page)
+
+
+def test_html_and_png_show_every_cluster_even_an_empty_one(runs, tmp_path):
+    results = runs["digits"]
+    assign = results.assign.copy()
+    assign[assign == 9] = 0
+    emptied = dataclasses.replace(results, assign=assign)
+    written = export_run(emptied, tmp_path, ["html", "png"])
+    page = written["html"][0].read_text(encoding="utf-8")
+    assert sections(page) == [str(k) for k in range(10)]
+    assert "empty" in page.split('id="cluster-9"')[1]
+    assert len(written["png"]) == 10
+    with Image.open(tmp_path / "cluster_9.png") as blank:
+        assert blank.width == 64
+
+
+def test_html_escapes_class_names_and_run_fields_from_the_data(runs, tmp_path):
+    results = runs["labelled"]
+    assert SCRIPT_CLASS in results.class_names
+    page = export_run(results, tmp_path, ["html"])["html"][0].read_text(encoding="utf-8")
+    assert "<script" not in page
+    assert "&lt;script&gt;" in page
+    assert sections(page) == ["0", "1"]
+
+
+def test_unlabelled_gallery_has_no_purity_or_label(runs, tmp_path):
+    page = export_run(runs["flat"], tmp_path, ["html"])["html"][0].read_text(encoding="utf-8")
+    assert sections(page) == ["0", "1", "2"]
+    assert "purity" not in page and "label" not in page.split("</header>")[1]
+
+
+# ------------------------------------------------------------------------------------------------------- CSV
+
+def test_csv_of_a_labelled_run_has_one_row_per_image_with_labels(runs, tmp_path):
+    results = runs["digits"]
+    rows = read_csv(export_run(results, tmp_path, ["csv"])["csv"][0])
+    assert rows[0] == ["index", "path", "cluster", "confidence", "label", "label_name"]
+    assert len(rows) == 1797 + 1
+    body = rows[1:]
+    assert [int(r[0]) for r in body] == list(range(1797))
+    assert all(r[1] == "" for r in body)  # digits is not file-backed
+    assert np.array_equal([int(r[2]) for r in body], results.assign)
+    assert np.allclose([float(r[3]) for r in body], results.confidence, atol=1e-6)
+    assert [r[5] for r in body] == [str(label) for label in results.labels]
+
+
+def test_csv_of_an_unlabelled_run_has_no_label_columns(runs, tmp_path):
+    results = runs["flat"]
+    rows = read_csv(export_run(results, tmp_path, ["csv"])["csv"][0])
+    assert rows[0] == ["index", "path", "cluster", "confidence"]
+    assert len(rows) == 30 + 1 and all(len(r) == 4 for r in rows)
+    assert sorted(r[1] for r in rows[1:]) == [f"img_{i:02d}.png" for i in range(30)]
+
+
+# ------------------------------------------------------------------------------------------------------- zip
+
+def test_zip_holds_the_other_files_byte_for_byte(runs, tmp_path):
+    results = runs["flat"]
+    written = export_run(results, tmp_path)
+    assert list(written) == list(FORMATS)
+    (archive,) = written["zip"]
+    assert archive.name == f"{results.run_id}.zip"
+    others = [p for fmt in ("png", "html", "csv") for p in written[fmt]]
+    assert len(others) == 3 + 1 + 1
+    with zipfile.ZipFile(archive) as zipped:
+        assert sorted(zipped.namelist()) == sorted(p.name for p in others)
+        for path in others:
+            assert zipped.read(path.name) == path.read_bytes()
+
+
+def test_zip_alone_writes_the_files_it_holds_first(runs, tmp_path):
+    written = export_run(runs["flat"], tmp_path, ["zip"])
+    assert set(written) == {"png", "html", "csv", "zip"}
+    with zipfile.ZipFile(written["zip"][0]) as zipped:
+        assert len(zipped.namelist()) == 5
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_odd_run_ids_become_safe_file_names(runs, tmp_path):
+    results = runs["flat"]
+    odd = dataclasses.replace(results, record=dataclasses.replace(results.record, id="../up/and <away>"))
+    (archive,) = export_run(odd, tmp_path / "out", ["zip"])["zip"]
+    assert archive.parent == tmp_path / "out"
+    assert re.fullmatch(r"[A-Za-z0-9._-]+\.zip", archive.name) and not archive.name.startswith(".")
+    assert safe_filename("..") == "run" and "/" not in safe_filename("a/b\\c")
+
+
+def test_unknown_format_is_a_user_error_naming_the_valid_ones(runs, tmp_path):
+    with pytest.raises(UserError, match="png, html, csv, zip"):
+        export_run(runs["flat"], tmp_path, ["png", "pdf"])
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+def test_cli_export_writes_the_files_it_prints(runs, tmp_path):
+    results = runs["digits"]
+    out = tmp_path / "export"
+    result = run_cli("export", results.run_id, "--out", str(out), "--format", "csv,html",
+                     "--runs-dir", str(results.store.root))
+    assert result.returncode == 0, result.stderr
+    printed = [Path(line) for line in result.stdout.splitlines()]
+    assert sorted(p.name for p in printed) == ["assignments.csv", "gallery.html"]
+    assert all(p.is_file() and p.parent == out for p in printed)
+
+
+def test_cli_export_of_an_unknown_run_exits_2_with_one_error_line(tmp_path):
+    result = run_cli("export", "no-such-run", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["queued run", "unknown format"])
+def test_cli_export_refuses_unfinished_runs_and_unknown_formats(case, runs, tmp_path, capsys):
+    store = RunStore(tmp_path / "runs")
+    if case == "queued run":
+        run_id, runs_dir, fmt = store.create_run("kmeans", "digits", {"n_clusters": 10}), store.root, "csv"
+    else:
+        run_id, runs_dir, fmt = runs["flat"].run_id, runs["flat"].store.root, "csv,pdf"
+    code = main(["export", run_id, "--out", str(tmp_path / "out"), "--format", fmt, "--runs-dir", str(runs_dir)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------ thumbnails
+
+@pytest.mark.parametrize("n, n_cols, cell, shape", [
+    (23, 10, 32, (96, 320, 3)),   # 3 rows, 10 columns
+    (3, 10, 64, (64, 192, 3)),    # fewer images than columns: one short row
+    (20, 5, 16, (64, 80, 3)),     # exactly 4 full rows
+    (0, 10, 64, (64, 64, 3)),     # nothing: one blank cell
+])
+def test_contact_sheet_is_rows_by_columns_of_cells(n, n_cols, cell, shape):
+    images = np.zeros((n, 8, 8, 1), dtype=np.uint8)
+    assert contact_sheet(images, n_cols=n_cols, cell=cell).shape == shape
+
+
+def test_captions_add_one_text_band_under_every_row():
+    images = np.zeros((12, 8, 8, 3), dtype=np.uint8)
+    plain = contact_sheet(images, n_cols=5, cell=40)
+    captioned = contact_sheet(images, n_cols=5, cell=40, captions=[f"{i}: cat" for i in range(12)])
+    band = (captioned.shape[0] - plain.shape[0]) // 3
+    assert band > 0 and captioned.shape == (plain.shape[0] + 3 * band, 200, 3)
+    below_first_cell = captioned[40:40 + band, :40]
+    assert (below_first_cell < 255).any()  # text was drawn
+
+
+def test_outlined_cells_get_a_coloured_frame_and_the_others_none():
+    images = np.full((4, 8, 8, 1), 128, dtype=np.uint8)
+    sheet = contact_sheet(images, n_cols=2, cell=32, outline=[True, False, False, True], outline_rgb=(220, 30, 30))
+    for row, col, outlined in [(0, 0, True), (0, 1, False), (1, 0, False), (1, 1, True)]:
+        cell = sheet[row * 32:(row + 1) * 32, col * 32:(col + 1) * 32]
+        frame = np.concatenate([cell[:BORDER].reshape(-1, 3), cell[-BORDER:].reshape(-1, 3),
+                                cell[:, :BORDER].reshape(-1, 3), cell[:, -BORDER:].reshape(-1, 3)])
+        expected = (220, 30, 30) if outlined else (255, 255, 255)
+        assert (frame == expected).all()
+        assert (cell[16, 16] == 128).all()  # the image itself is untouched
+
+
+def test_contact_sheet_rejects_mismatched_captions():
+    with pytest.raises(ValueError, match="captions"):
+        contact_sheet(np.zeros((3, 8, 8, 1), dtype=np.uint8), captions=["a", "b"])
+
+
+def test_upscale_repeats_pixels_by_a_whole_factor():
+    digit = np.arange(64, dtype=np.uint8).reshape(8, 8, 1)
+    big = upscale(digit, min_side=64)
+    assert big.shape == (64, 64, 1)
+    assert np.array_equal(big[::8, ::8], digit) and np.array_equal(big[7::8, 7::8], digit)
+    photo = np.zeros((100, 120, 3), dtype=np.uint8)
+    assert upscale(photo, min_side=64) is photo
+
+
+def test_gray_images_become_three_equal_channels_and_png_round_trips():
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8, 1)
+    rgb = to_rgb_uint8(gray)
+    assert rgb.shape == (8, 8, 3) and (rgb == gray).all()
+    with Image.open(io.BytesIO(png_bytes(rgb))) as decoded:
+        assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), rgb)
