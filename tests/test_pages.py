@@ -100,3 +100,38 @@ def test_export_page_writes_the_chosen_formats(page, runs):
     exported = store.run_dir(store.list("finished")[0].id) / "exports"
     assert (exported / "gallery.html").exists() and (exported / "assignments.csv").exists()
     assert len(list(exported.glob("cluster_*.png"))) == 10
+
+
+@pytest.fixture(scope="module")
+def unlabelled_runs(tmp_path_factory):
+    """A runs folder with one finished K-means run (K=3) on a flat folder of 40 generated images (no labels)."""
+    from PIL import Image
+
+    images = tmp_path_factory.mktemp("flat")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(images / f"img{i:02d}.png")
+    folder = tmp_path_factory.mktemp("unlabelled-runs")
+    manager = JobManager(folder)
+    run_id = manager.submit(RunRequest("kmeans", f"folder:{images}", overrides={"n_clusters": 3}, device="cpu"))
+    assert manager.wait(run_id, timeout=120).status == "finished"
+    manager.shutdown()
+    return folder
+
+
+@pytest.mark.parametrize("path", ["pages/map.py", "pages/neighbours.py", "pages/clusters.py",
+                                  "pages/compare.py", "pages/export.py"])
+def test_every_page_works_for_a_run_without_labels(unlabelled_runs, monkeypatch, path):
+    monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(path)
+    at.run()
+    assert not at.exception
+    if path == "pages/map.py":
+        assert next(r for r in at.radio if r.label == "Colour by").options == ["cluster", "confidence"]
+    if path == "pages/clusters.py":
+        headers = [md.value for md in at.markdown if md.value.startswith("**Cluster ")]
+        assert len(headers) == 3 and not any("purity" in h for h in headers)
+    if path == "pages/compare.py":
+        assert at.dataframe[0].value["ACC"].isna().all()
