@@ -52,8 +52,13 @@ class MethodConfig:
                 continue
             if f.name.endswith("epochs") and value < 0:
                 raise ConfigError(f"{f.name} must be ≥ 0, got {value}")
-            if (f.name.endswith("batch_size") or f.name.endswith("lr") or f.name.startswith("n_")) and value <= 0:
+            positive = ("batch_size", "lr", "temperature")
+            if (f.name.endswith(positive) or f.name.startswith("n_")) and value <= 0:
                 raise ConfigError(f"{f.name} must be positive, got {value}")
+            if f.name.endswith(("weight_decay", "_weight")) and value < 0:
+                raise ConfigError(f"{f.name} must be ≥ 0, got {value}")
+            if f.name.endswith("crop_min_scale") and not 0 < value <= 1:
+                raise ConfigError(f"{f.name} must be in (0, 1], got {value}")
 
 
 class Method:

@@ -14,6 +14,7 @@ from torch import nn
 from ..data.augment import build_augment
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
+from .context import FitContext
 
 NO_FLIP_SOURCES = ("digits", "mnist")  # mirrored digits are other glyphs (or none): never flip them
 
@@ -101,3 +102,21 @@ def embed(model: nn.Module, images_u8: torch.Tensor, transform: Callable[[torch.
                for start in range(0, len(images_u8), batch_size)]
     model.train(was_training)
     return torch.cat(outputs, dim=-2)
+
+
+def resume_stage(context: FitContext, stage: str, model: nn.Module,
+                 optimizer: torch.optim.Optimizer | None = None) -> tuple[int, bool]:
+    """Load a stage's stored checkpoint (``model``, ``optimizer``, ``epoch`` keys) if this run has one.
+
+    Returns (epoch to continue from, whether the stage had finished); (0, False) when nothing was stored.
+    """
+    stored = context.load_stage(stage)
+    if stored is None:
+        return 0, False
+    state, done = stored
+    model.load_state_dict(state["model"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    epoch = int(state.get("epoch", 0))
+    context.info(stage, f"{'reloaded finished' if done else 'resumed'} {stage} stage at epoch {epoch}")
+    return epoch, done
