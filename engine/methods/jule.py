@@ -1,0 +1,533 @@
+"""JULE: Joint Unsupervised Learning of Deep Representations and Image Clusters (Yang, Parikh & Batra, CVPR 2016).
+
+Agglomerative clustering is unrolled as a recurrent process over CNN features: every timestep merges two
+clusters (the forward pass), and after each *period* of timesteps the CNN is updated from the clusters found so
+far (the backward pass), until K clusters remain.
+
+Stages:
+1. ``init`` — many small clusters: the connected components of the 1-nearest-neighbour graph of the raw pixels
+   (L2-normalised), as the official code starts.
+2. ``unroll`` — periods. Each period first trains the CNN for ``period_epochs`` epochs with the weighted triplet
+   loss built from the current clusters: max(0, γ‖x_i − x_j‖² − ‖x_i − x_k‖² + m) with x_i, x_j from one
+   cluster and x_k from another, on L2-normalised embeddings. It then embeds every image, builds the K_s-NN graph
+   w_ij = exp(−‖x_i − x_j‖²/σ²) (j among i's K_s neighbours, σ² the mean of those squared distances) and merges
+   ⌈η·n_c⌉ times (η the unfolding rate, n_c the clusters at the period's start; never below K). Each timestep
+   merges the cluster C_i maximising the paper's merge criterion (its loss at one timestep, negated),
+       A(C_i, N¹) + λ/(K_c − 1) Σ_{k=2..K_c} (A(C_i, N¹) − A(C_i, Nᵏ)),
+   with its nearest neighbour cluster N¹, where Nᵏ are C_i's K_c nearest clusters by the graph-degree-linkage
+   affinity (GDL, Zhang et al., ECCV 2012)
+       A(C_a, C_b) = 1/|C_a|² · 1ᵀW_{a,b}W_{b,a}1 + 1/|C_b|² · 1ᵀW_{b,a}W_{a,b}1.
+   The stage ends when K clusters remain (the CNN is not trained after the last merge); those clusters are the
+   result.
+
+Defaults (``paper`` preset): the paper's and its official Torch code's: K_s = 20, K_c = 5, λ = 1, η = 0.9 (the
+value the authors use for all but the face datasets), 20 epochs per period, SGD lr 0.01, momentum 0.9, weight
+decay 5e-5, the "inv" lr policy lr·(1 + 10⁻⁴·iter)^−0.75, batch 100, triplet margin 0.2, positive weight γ = 1,
+160-d L2-normalised embedding (the MNIST network's).
+
+Readings we had to make:
+- The CNN: ``backbone`` (the small ConvNet for small gray images, ResNet-18 otherwise) + a linear layer to the
+  160-d embedding, L2-normalised; the paper designs one small CNN per dataset (and the official code draws its
+  initial weights from N(0, 0.01²); we keep PyTorch's initialisation).
+- The end: the official Torch code finally re-clusters the learned embedding from scratch (1-NN components, then
+  merges without CNN updates); we keep the clusters of the recurrent process, as the paper describes it (on
+  digits the re-clustering was no better: ACC 0.88/0.82/0.89 against 0.88/0.95/0.89 over seeds 0/1/2).
+- Triplets: the official code takes, inside each random batch of 100, all same-cluster pairs as (anchor,
+  positive) and random other-cluster images of the batch as negatives. With thousands of clusters of 2–4 images,
+  a random batch holds almost no positive pair, so each batch here is half anchors (cycling through a random order
+  of the images whose cluster has ≥ 2 images), half a random positive of each anchor's cluster; every image of
+  the batch from another cluster is a negative, and the loss is the mean hinge over all those triplets. An epoch
+  is N / batch steps, as many images as one pass over the data. The paper
+  derives its loss with negatives from the K_c neighbouring clusters; like the official code we take them at
+  random (early on the neighbouring clusters are mostly fragments of the same class).
+- The affinity is kept exact while merging (the in- and out-weights of every cluster are kept as sparse vectors),
+  rather than the official code's approximate "fast" update; no dense N×N or n_c×n_c matrix is built.
+- Clusters with no graph affinity to any other cannot be chosen by the criterion; while more than 20·K clusters remain
+  they are merged into the cluster with the nearest centroid (as the official code does), and when no pair with
+  positive affinity is left the smallest cluster joins its nearest centroid.
+- ``probs_`` is not part of JULE (it gives hard clusters): softmax(−10·d²/s) over the squared distances d² of an
+  embedding to the cluster centroids, s the mean of those distances on the training images (the K-means
+  baseline's confidence, with its scale fixed at fit time so new images are scored alike).
+- Collapse: the 1/|C|² normalisation of the affinity favours merging small clusters, and merging stops at K; the
+  shared guard still stops a run that ends with one cluster > 90 % of the data.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from operator import itemgetter
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from scipy.sparse.csgraph import connected_components
+from torch import nn
+
+from ..analysis.neighbors import mine_neighbors
+from ..data.imageset import ImageSet
+from ..errors import ConfigError
+from ..nn import build_backbone, resolve_backbone
+from .base import Method, MethodConfig, Stage, register_method
+from .context import FitContext
+from .training import ImageGeometry, embed, make_optimizer, seed_everything
+
+ISOLATED_MERGE_FACTOR = 20  # isolated clusters join their nearest centroid while > 20·K clusters remain
+
+
+# -- the loss ----------------------------------------------------------------------------------------------------
+def weighted_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor,
+                          is_negative: torch.Tensor, margin: float = 0.2, positive_weight: float = 1.0
+                          ) -> torch.Tensor:
+    """JULE's weighted triplet loss: the mean over valid triplets (i, j, k) of
+    max(0, γ‖x_i − x_j‖² − ‖x_i − x_k‖² + m).
+
+    Args:
+        anchor, positive: B×D embeddings; row b of each comes from one cluster.
+        candidates: M×D embeddings that may serve as negatives.
+        is_negative: B×M bool, True where candidate m is in another cluster than anchor b.
+        margin: m. positive_weight: γ, the weight of the positive pair.
+
+    Examples:
+        >>> a, p = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 0.5]])
+        >>> n = torch.tensor([[1.0, 0.0], [0.0, 0.1]])
+        >>> round(float(weighted_triplet_loss(a, p, n, torch.tensor([[True, True]]), margin=0.2)), 4)  # (0+0.44)/2
+        0.22
+    """
+    if anchor.shape != positive.shape or anchor.ndim != 2:
+        raise ValueError(f"anchor and positive must be B×D of one shape, got {tuple(anchor.shape)} and "
+                         f"{tuple(positive.shape)}")
+    if is_negative.shape != (anchor.shape[0], candidates.shape[0]):
+        raise ValueError(f"is_negative must be {anchor.shape[0]}×{candidates.shape[0]}, got "
+                         f"{tuple(is_negative.shape)}")
+    positive_distance = (anchor - positive).pow(2).sum(1, keepdim=True)
+    negative_distance = (anchor.unsqueeze(1) - candidates.unsqueeze(0)).pow(2).sum(-1)
+    hinge = F.relu(positive_weight * positive_distance - negative_distance + margin)
+    mask = is_negative.to(hinge.dtype)
+    return (hinge * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# -- the forward pass: agglomerative clustering with graph degree linkage ------------------------------------------
+def knn_graph(features: torch.Tensor, n_neighbors: int) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The directed K_s-NN graph of L2-normalised features with Gaussian weights exp(−d²/σ²), σ² the mean squared
+    distance to the K_s neighbours (a = 1 in the paper's notation).
+
+    Returns (neighbour indices N×K_s, sparse weights N×N)."""
+    n = len(features)
+    k = min(n_neighbors, n - 1)
+    neighbors = mine_neighbors(features, k)
+    index = torch.from_numpy(neighbors).long().to(features.device)
+    blocks = []
+    for start in range(0, n, 4096):
+        cosine = (features[start:start + 4096].unsqueeze(1) * features[index[start:start + 4096]]).sum(-1)
+        blocks.append((2 - 2 * cosine).clamp_min(0))  # ‖x_i − x_j‖² of unit vectors
+    squared = torch.cat(blocks).cpu().double().numpy()
+    weights = np.exp(-squared / max(squared.mean(), 1e-12))
+    graph = sp.csr_matrix((weights.ravel(), neighbors.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    return neighbors, graph
+
+
+def nearest_neighbor_components(features: torch.Tensor) -> np.ndarray:
+    """Initial clusters: connected components of the graph linking every sample to its nearest neighbour."""
+    n = len(features)
+    nearest = mine_neighbors(features, 1)[:, 0]
+    graph = sp.csr_matrix((np.ones(n), nearest, np.arange(n + 1)), shape=(n, n))
+    return connected_components(graph, directed=True, connection="weak")[1]
+
+
+def _add_sparse(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of two sparse vectors given as (sorted indices, values)."""
+    index = np.concatenate([a[0], b[0]])
+    unique, inverse = np.unique(index, return_inverse=True)
+    return unique, np.bincount(inverse, weights=np.concatenate([a[1], b[1]]), minlength=len(unique))
+
+
+class GraphDegreeLinkage:
+    """Agglomerative clustering of a fixed K_s-NN graph with the GDL affinity and JULE's merge criterion.
+
+    With S(a, b) = 1ᵀW_{a,b}W_{b,a}1 = Σ_{j∈b} in_a(j)·out_a(j) (the weight of the 2-paths a → b → a, where
+    in_a(j) = Σ_{i∈a} w_ij and out_a(j) = Σ_{i∈a} w_ji), A(a, b) = S(a, b)/|a|² + S(b, a)/|b|². A merge of a and b
+    adds their in/out vectors, recomputes S(a∪b, ·) from them, and S(c, a∪b) = S(c, a) + S(c, b) for the rest:
+    exact, with memory linear in the graph's size. Clusters keep their K_c strongest affinities and their score;
+    a merge only rescores the clusters whose top K_c it can change.
+
+    Args:
+        features: N×D L2-normalised features (for centroids when a cluster has no affinity to any other).
+        graph: N×N sparse graph weights w_ij. labels: N initial cluster ids.
+    """
+
+    def __init__(self, features: np.ndarray, graph: sp.csr_matrix, labels: np.ndarray, n_cluster_neighbors: int,
+                 merge_lambda: float) -> None:
+        self.features = features
+        self.k_c = n_cluster_neighbors
+        self.merge_lambda = merge_lambda
+        _, self.labels = np.unique(labels, return_inverse=True)
+        n, c = len(self.labels), int(self.labels.max()) + 1
+        membership = sp.csr_matrix((np.ones(n), self.labels, np.arange(n + 1)), shape=(n, c))
+        out_weights = (graph @ membership).tocsc()  # out_a(j), column a
+        in_weights = (graph.T @ membership).tocsc()  # in_a(j), column a
+        paths = (in_weights.multiply(out_weights).T @ membership).tocoo()  # S, c×c
+        self.sizes = np.bincount(self.labels, minlength=c).astype(np.float64)
+        order = np.argsort(self.labels, kind="stable")
+        self.members = dict(enumerate(np.split(order, np.cumsum(self.sizes[:-1].astype(np.int64)))))
+        self.in_vec = {a: self._column(in_weights, a) for a in range(c)}
+        self.out_vec = {a: self._column(out_weights, a) for a in range(c)}
+        self.ends: dict[int, dict[int, float]] = {a: {} for a in range(c)}  # ends[a][b] = S(a, b)
+        self.mids: dict[int, set[int]] = {a: set() for a in range(c)}  # mids[b] = {a : S(a, b) > 0}
+        for a, b, value in zip(paths.row.tolist(), paths.col.tolist(), paths.data.tolist()):
+            if a != b and value > 0:
+                self.ends[a][b] = value
+                self.mids[b].add(a)
+        self.affinity: dict[int, dict[int, float]] = {a: {} for a in range(c)}
+        for a in range(c):
+            for b in self.ends[a].keys() | self.mids[a]:
+                self.affinity[a][b] = self._gdl(a, b)
+        self.top: dict[int, list[tuple[int, float]]] = {}  # the K_c strongest (neighbour, affinity), best first
+        self.top_ids: dict[int, set[int]] = {}
+        self.score = np.full(c, -np.inf)
+        for a in range(c):
+            self._rescore(a)
+        self.n_clusters = c
+
+    @staticmethod
+    def _column(matrix: sp.csc_matrix, a: int) -> tuple[np.ndarray, np.ndarray]:
+        start, stop = matrix.indptr[a], matrix.indptr[a + 1]
+        return matrix.indices[start:stop].astype(np.int64), matrix.data[start:stop].astype(np.float64)
+
+    def _gdl(self, a: int, b: int) -> float:
+        return (self.ends[a].get(b, 0.0) / self.sizes[a] ** 2 + self.ends[b].get(a, 0.0) / self.sizes[b] ** 2)
+
+    def _rescore(self, a: int) -> None:
+        """Cluster a's K_c strongest affinities and its merge criterion (missing neighbours count as 0)."""
+        top = heapq.nlargest(self.k_c, self.affinity[a].items(), key=itemgetter(1))
+        self.top[a] = top
+        self.top_ids[a] = {b for b, _ in top}
+        if not top:
+            self.score[a] = -np.inf
+            return
+        best = top[0][1]
+        local = sum(best - value for _, value in top[1:]) + best * (self.k_c - len(top))
+        self.score[a] = best + (self.merge_lambda / (self.k_c - 1) * local if self.k_c > 1 else 0.0)
+
+    def _nearest_by_centroid(self, clusters: list[int]) -> list[int]:
+        """For each given cluster, the other live cluster whose centroid is nearest to its own."""
+        ids = np.fromiter(self.members, dtype=np.int64)
+        position = np.full(len(self.sizes), -1)
+        position[ids] = np.arange(len(ids))
+        membership = sp.csr_matrix((np.ones(len(self.labels)), position[self.labels], np.arange(len(self.labels) + 1)),
+                                   shape=(len(self.labels), len(ids)))
+        centroids = (membership.T @ self.features) / self.sizes[ids, None]
+        squared_norms = (centroids ** 2).sum(1)
+        partners = []
+        for start in range(0, len(clusters), 1024):
+            rows = position[np.asarray(clusters[start:start + 1024])]
+            distances = squared_norms[rows, None] - 2 * centroids[rows] @ centroids.T + squared_norms[None, :]
+            distances[np.arange(len(rows)), rows] = np.inf
+            partners.extend(ids[distances.argmin(1)].tolist())
+        return partners
+
+    def merge(self, a: int, b: int) -> None:
+        """Merge clusters a and b (the larger keeps its id) and update affinities, top lists and scores."""
+        keep, gone = (a, b) if self.sizes[a] >= self.sizes[b] else (b, a)
+        touched = (self.affinity[keep].keys() | self.affinity.pop(gone).keys()) - {keep, gone}
+        for c in touched:
+            self.affinity[c].pop(keep, None)
+            self.affinity[c].pop(gone, None)
+        self.affinity[keep] = {}
+
+        self.labels[self.members[gone]] = keep
+        self.members[keep] = np.concatenate([self.members[keep], self.members.pop(gone)])
+        self.sizes[keep] += self.sizes[gone]
+        self.sizes[gone] = 0
+        self.in_vec[keep] = _add_sparse(self.in_vec[keep], self.in_vec.pop(gone))
+        self.out_vec[keep] = _add_sparse(self.out_vec[keep], self.out_vec.pop(gone))
+
+        # paths through the merged cluster: S(c, keep ∪ gone) = S(c, keep) + S(c, gone)
+        for c in self.ends[keep]:
+            self.mids[c].discard(keep)
+        for c in self.ends.pop(gone):
+            self.mids[c].discard(gone)
+        for c in self.mids.pop(gone):
+            if c != keep:
+                self.ends[c][keep] = self.ends[c].get(keep, 0.0) + self.ends[c].pop(gone)
+                self.mids[keep].add(c)
+        # paths from the merged cluster: recomputed exactly from its in/out vectors
+        (in_index, in_value), (out_index, out_value) = self.in_vec[keep], self.out_vec[keep]
+        common, in_at, out_at = np.intersect1d(in_index, out_index, assume_unique=True, return_indices=True)
+        through = self.labels[common]
+        clusters, inverse = np.unique(through, return_inverse=True)
+        totals = np.bincount(inverse, weights=in_value[in_at] * out_value[out_at], minlength=len(clusters))
+        self.ends[keep] = {c: v for c, v in zip(clusters.tolist(), totals.tolist()) if c != keep and v > 0}
+        for c in self.ends[keep]:
+            self.mids[c].add(keep)
+
+        for c in self.ends[keep].keys() | self.mids[keep]:
+            value = self._gdl(keep, c)
+            if value > 0:
+                self.affinity[keep][c] = value
+                self.affinity[c][keep] = value
+        self.score[gone] = -np.inf
+        self.top.pop(gone, None)
+        self.top_ids.pop(gone, None)
+        self._rescore(keep)
+        for c in touched | self.affinity[keep].keys():  # only these clusters' affinities changed
+            ids = self.top_ids[c]
+            if (keep in ids or gone in ids or len(ids) < self.k_c
+                    or self.affinity[c].get(keep, 0.0) > self.top[c][-1][1]):
+                self._rescore(c)
+        self.n_clusters -= 1
+
+    def merge_isolated(self, min_clusters: int) -> int:
+        """Merge every cluster with no affinity to any other into the cluster with the nearest centroid (centroids
+        as they are before these merges)."""
+        isolated = [a for a in self.members if not self.affinity[a]]
+        if not isolated:
+            return 0
+        representative = {b: self.members[b][0] for b in self.members}
+        merged = 0
+        for a, partner in zip(isolated, self._nearest_by_centroid(isolated)):
+            if self.n_clusters <= min_clusters:
+                break
+            a, partner = int(self.labels[representative[a]]), int(self.labels[representative[partner]])
+            if a != partner:
+                self.merge(a, partner)
+                merged += 1
+        return merged
+
+    def run(self, n_merges: int, min_clusters: int) -> None:
+        """``n_merges`` timesteps, each merging the best pair by the criterion, never below ``min_clusters``."""
+        for _ in range(min(n_merges, self.n_clusters - min_clusters)):
+            a = int(self.score.argmax())
+            if self.score[a] == -np.inf:  # no pair with affinity left: the smallest cluster joins its nearest
+                a = min(self.members, key=lambda c: self.sizes[c])
+                self.merge(a, self._nearest_by_centroid([a])[0])
+            else:
+                self.merge(a, self.top[a][0][0])
+
+    def compact_labels(self) -> np.ndarray:
+        return np.unique(self.labels, return_inverse=True)[1]
+
+
+def merges_in_period(n_clusters: int, target: int, unfolding_rate: float) -> int:
+    """Timesteps of one period: ⌈η·n_c⌉, but never past the target number of clusters.
+
+    Examples:
+        >>> merges_in_period(500, 10, 0.9), merges_in_period(50, 10, 0.9)
+        (450, 40)
+    """
+    return max(0, min(math.ceil(unfolding_rate * n_clusters), n_clusters - target))
+
+
+def agglomerate(features: torch.Tensor, labels: np.ndarray, n_merges: int, cfg: "JuleConfig"
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One period of the forward pass on ``features``: build the graph, merge; returns (labels, neighbours)."""
+    neighbors, graph = knn_graph(features, cfg.n_neighbors)
+    gdl = GraphDegreeLinkage(features.cpu().numpy(), graph, labels, cfg.n_cluster_neighbors, cfg.merge_lambda)
+    if gdl.n_clusters > ISOLATED_MERGE_FACTOR * cfg.n_clusters:
+        gdl.merge_isolated(cfg.n_clusters)
+    gdl.run(n_merges, cfg.n_clusters)
+    return gdl.compact_labels(), neighbors
+
+
+# -- the network -------------------------------------------------------------------------------------------------
+class JuleNet(nn.Module):
+    """Backbone + linear embedding, L2-normalised (the official networks end in Linear → Normalize(2))."""
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.embedding = nn.Linear(backbone.out_dim, embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.embedding(self.backbone(x)), dim=1)
+
+
+@dataclass
+class JuleConfig(MethodConfig):
+    backbone: str = "auto"
+    image_size: int | None = None  # None → the dataset's own size
+    embedding_dim: int = 160
+    n_neighbors: int = 20  # K_s
+    n_cluster_neighbors: int = 5  # K_c
+    merge_lambda: float = 1.0  # λ
+    unfolding_rate: float = 0.9  # η
+    period_epochs: int = 20
+    unroll_batch_size: int = 100
+    unroll_optimizer: str = "sgd"
+    unroll_lr: float = 0.01
+    unroll_weight_decay: float = 5e-5
+    lr_decay_gamma: float = 1e-4  # "inv" policy: lr·(1 + gamma·iter)^−power
+    lr_decay_power: float = 0.75
+    triplet_margin: float = 0.2
+    positive_weight: float = 1.0  # γ
+
+    def validate(self, n_images: int | None = None) -> None:
+        super().validate(n_images)
+        if not 0 < self.unfolding_rate <= 1:
+            raise ConfigError(f"unfolding_rate η must be in (0, 1], got {self.unfolding_rate}")
+        if self.unroll_batch_size < 4:
+            raise ConfigError(f"unroll_batch_size must be at least 4 (anchors, positives and negatives), got "
+                              f"{self.unroll_batch_size}")
+        if self.triplet_margin < 0 or self.positive_weight <= 0 or self.merge_lambda < 0:
+            raise ConfigError("triplet_margin and merge_lambda must be ≥ 0 and positive_weight > 0")
+
+
+@register_method
+class Jule(Method):
+    """JULE: agglomerative clustering unrolled over CNN features, the CNN trained from the clusters by triplets."""
+
+    name = "jule"
+    paper = ("Yang, Parikh & Batra, Joint Unsupervised Learning of Deep Representations and Image Clusters, "
+             "CVPR 2016")
+    Config = JuleConfig
+    stages = (
+        Stage("init", ("n_clusters",), "small initial clusters: components of the raw pixels' 1-NN graph"),
+        Stage("unroll", ("triplet", "n_clusters"),
+              "periods: train the CNN on the clusters (weighted triplets), then merge clusters by GDL affinity"),
+    )
+    presets = {
+        "paper": {},
+        # about a minute on a CPU: Adam and few epochs per period
+        "fast": {"period_epochs": 5, "unroll_optimizer": "adam", "unroll_lr": 1e-3},
+    }
+
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        cfg = self.config
+        generator = seed_everything(cfg.seed)
+        geometry = ImageGeometry.of(images, cfg.image_size)
+        data = images.images.to(context.device)
+        backbone = build_backbone(resolve_backbone(cfg.backbone, geometry.size, geometry.channels), geometry.size,
+                                  geometry.channels)
+        model = JuleNet(backbone, cfg.embedding_dim).to(context.device)
+        evaluate = geometry.augment("eval")
+
+        labels = self._init(data, context)
+        labels, neighbors = self._unroll(model, data, labels, evaluate, context, generator)
+        features = embed(model, data, evaluate)
+
+        self.model_, self.evaluate_ = model, evaluate
+        label_index = torch.from_numpy(labels).to(features.device)
+        centres = torch.zeros(cfg.n_clusters, features.shape[1], device=features.device)
+        centres.index_add_(0, label_index, features)
+        self.cluster_centers_ = centres / torch.bincount(label_index, minlength=cfg.n_clusters).clamp_min(1)[:, None]
+        self.features_ = features.cpu().numpy().astype(np.float16)
+        self.distance_scale_ = float(torch.cdist(features, self.cluster_centers_).pow(2).mean())
+        self.probs_ = self._confidence(features)
+        self.labels_ = labels
+        self.neighbors_ = neighbors.astype(np.int32)
+
+    def _init(self, data: torch.Tensor, context: FitContext) -> np.ndarray:
+        stored = context.load_stage("init")
+        if stored is not None and stored[1]:
+            return stored[0]["labels"].cpu().numpy()
+        context.start_stage("init", 1)
+        pixels = F.normalize(data.reshape(len(data), -1).float(), dim=1)
+        labels = nearest_neighbor_components(pixels)
+        n_clusters = int(labels.max()) + 1
+        context.step("init", 1, 1, {"n_clusters": n_clusters})
+        context.info("init", f"{n_clusters} initial clusters from the raw pixels' nearest-neighbour graph")
+        context.save_stage("init", {"labels": torch.from_numpy(labels)}, done=True)
+        context.end_stage("init")
+        return labels
+
+    def _periods(self, n_clusters: int) -> int:
+        periods = 0
+        while n_clusters > self.config.n_clusters:
+            n_clusters -= merges_in_period(n_clusters, self.config.n_clusters, self.config.unfolding_rate)
+            periods += 1
+        return periods
+
+    def _unroll(self, model: JuleNet, data: torch.Tensor, labels: np.ndarray, evaluate, context: FitContext,
+                generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Periods of CNN updates and merges until K clusters remain; returns (labels, the last K_s-NN graph)."""
+        cfg = self.config
+        n_steps = max(1, len(data) // cfg.unroll_batch_size)
+        optimizer = make_optimizer(cfg.unroll_optimizer, model.parameters(), cfg.unroll_lr, cfg.unroll_weight_decay)
+        period, iteration, neighbors = 0, 0, None
+        stored = context.load_stage("unroll")
+        if stored is not None:
+            state, done = stored
+            model.load_state_dict(state["model"])
+            labels, period, iteration = state["labels"].cpu().numpy(), int(state["period"]), int(state["iteration"])
+            if done:
+                return labels, state["neighbors"].cpu().numpy()
+            optimizer.load_state_dict(state["optimizer"])
+            context.info("unroll", f"resumed at period {period} with {int(labels.max()) + 1} clusters")
+        total = (period + self._periods(int(labels.max()) + 1)) * cfg.period_epochs * n_steps
+        context.start_stage("unroll", total)
+        while (n_clusters := int(labels.max()) + 1) > cfg.n_clusters:
+            self._train_period(model, optimizer, data, labels, evaluate, context, generator, iteration, total)
+            iteration += cfg.period_epochs * n_steps
+            labels, neighbors = agglomerate(embed(model, data, evaluate), labels,
+                                            merges_in_period(n_clusters, cfg.n_clusters, cfg.unfolding_rate), cfg)
+            period += 1
+            context.step("unroll", iteration, total, {"n_clusters": int(labels.max()) + 1})
+            context.info("unroll", f"period {period}: {n_clusters} → {int(labels.max()) + 1} clusters")
+            context.save_stage("unroll", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "labels": torch.from_numpy(labels), "period": period,
+                                          "iteration": iteration}, done=False, force=True)
+        if neighbors is None:  # nothing to merge (resumed at the end, or ≤ K initial clusters)
+            neighbors, _ = knn_graph(embed(model, data, evaluate), cfg.n_neighbors)
+        context.save_stage("unroll", {"model": model.state_dict(), "labels": torch.from_numpy(labels),
+                                      "neighbors": torch.from_numpy(neighbors), "period": period,
+                                      "iteration": iteration}, done=True)
+        context.end_stage("unroll")
+        return labels, neighbors
+
+    def _train_period(self, model: JuleNet, optimizer: torch.optim.Optimizer, data: torch.Tensor,
+                      labels: np.ndarray, evaluate, context: FitContext, generator: torch.Generator,
+                      iteration: int, total: int) -> None:
+        """The backward pass of one period: ``period_epochs`` epochs of the weighted triplet loss on ``labels``."""
+        cfg = self.config
+        n_steps = max(1, len(data) // cfg.unroll_batch_size)
+        label_tensor = torch.from_numpy(labels).long().to(context.device)
+        model.train()
+        for _ in range(cfg.period_epochs):
+            loss_sum = torch.zeros((), device=context.device)
+            for anchors, positives in self._triplet_batches(label_tensor, n_steps, generator, context.device):
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.unroll_lr * (1 + cfg.lr_decay_gamma * iteration) ** -cfg.lr_decay_power
+                batch = torch.cat([anchors, positives])
+                embedding = model(evaluate(data[batch]))
+                is_negative = label_tensor[anchors].unsqueeze(1) != label_tensor[batch].unsqueeze(0)
+                loss = weighted_triplet_loss(embedding[:len(anchors)], embedding[len(anchors):], embedding,
+                                             is_negative, cfg.triplet_margin, cfg.positive_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+                iteration += 1
+                context.step("unroll", min(iteration, total), total)
+            context.step("unroll", min(iteration, total), total, {"triplet": loss_sum / n_steps})
+
+    def _triplet_batches(self, labels: torch.Tensor, n_steps: int, generator: torch.Generator,
+                         device: torch.device):
+        """``n_steps`` batches of (anchors, positives): anchors cycle through a random order of the images whose
+        cluster has another image; each positive is a random other member of the anchor's cluster."""
+        sizes = torch.bincount(labels)
+        order = torch.argsort(labels, stable=True)
+        starts = torch.cumsum(sizes, 0) - sizes
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=order.device) - starts[labels[order]]
+        eligible = torch.nonzero(sizes[labels] > 1).squeeze(1)
+        if len(eligible) == 0:
+            return
+        half = self.config.unroll_batch_size // 2
+        needed = n_steps * half
+        picks = torch.cat([eligible[torch.randperm(len(eligible), generator=generator).to(device)]
+                           for _ in range(math.ceil(needed / len(eligible)))])[:needed]
+        for anchors in picks.view(n_steps, half):
+            cluster = labels[anchors]
+            offset = (torch.rand(len(anchors), generator=generator).to(device) * (sizes[cluster] - 1)).long()
+            offset = offset + (offset >= rank[anchors]).long()  # skip the anchor itself
+            yield anchors, order[starts[cluster] + offset]
+
+    def predict_proba(self, images: ImageSet) -> np.ndarray:
+        data = images.images.to(self.cluster_centers_.device)
+        return self._confidence(embed(self.model_, data, self.evaluate_))
+
+    def _confidence(self, features: torch.Tensor) -> np.ndarray:
+        squared = torch.cdist(features, self.cluster_centers_).pow(2)
+        return torch.softmax(-10 * squared / max(self.distance_scale_, 1e-12), dim=1).cpu().numpy()

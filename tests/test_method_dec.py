@@ -1,0 +1,80 @@
+"""DEC (Xie et al., ICML 2016): autoencoder pretraining, then self-training on a sharpened Student's t assignment."""
+import pytest
+import torch
+
+from conftest import fit_on_digits, recorded_losses
+from engine.analysis.metrics import cluster_accuracy
+from engine.data.imageset import ImageSet
+from engine.methods import get_method
+from engine.methods.dec import dec_loss, student_t_assignment, target_distribution
+
+
+@pytest.fixture(scope="module")
+def dec_fit(digits):
+    """One fast-preset fit on digits (CPU, seed 0), shared by the tests that need a trained model.
+
+    One intra-op thread: on a shared 2-core machine torch's second thread mostly spins (5× the CPU time)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fit_on_digits("dec", digits, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_dec_beats_kmeans_on_digits(dec_fit, digits, kmeans_digits_acc):
+    method, _ = dec_fit
+    n = len(digits)
+    assert method.labels_.shape == (n,)
+    assert method.probs_.shape == (n, 10)
+    assert method.features_.shape == (n, 10)  # the autoencoder's 10-d embedding
+    assert cluster_accuracy(digits.labels, method.labels_) >= kmeans_digits_acc + 0.03
+
+
+def test_dec_records_every_stage_loss(dec_fit):
+    _, events = dec_fit
+    assert recorded_losses(events) == {stage.name: set(stage.losses) for stage in get_method("dec").stages}
+
+
+def test_dec_assigns_new_images_like_the_training_ones(dec_fit, digits):
+    method, _ = dec_fit
+    probs = method.predict_proba(ImageSet(digits.images[:50], None, [], digits.source))
+    assert probs.shape == (50, 10)
+    assert probs == pytest.approx(method.probs_[:50], abs=1e-5)
+
+
+def test_student_t_assignment_and_target_distribution_by_hand():
+    z = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    q = student_t_assignment(z, centres, alpha=1.0)
+    # kernels (1 + d²)^−1: row 0 → 1, 1/2; row 1 → 1/10, 1/5
+    assert q.flatten().tolist() == pytest.approx([2 / 3, 1 / 3, 1 / 3, 2 / 3])
+    p = target_distribution(q)
+    # f = (1, 1): p ∝ q², so 4:1 and 1:4
+    assert p.flatten().tolist() == pytest.approx([0.8, 0.2, 0.2, 0.8])
+
+
+def test_target_distribution_discounts_large_clusters():
+    q = torch.tensor([[0.5, 0.5], [0.9, 0.1], [0.9, 0.1]])  # cluster 0 holds most of the mass
+    p = target_distribution(q)
+    assert p[0, 1] > p[0, 0]  # an undecided sample is pushed towards the smaller cluster
+
+
+def test_dec_loss_is_the_kl_divergence():
+    q = torch.tensor([[0.5, 0.5]])
+    p = torch.tensor([[0.8, 0.2]])
+    expected = 0.8 * torch.log(torch.tensor(1.6)) + 0.2 * torch.log(torch.tensor(0.4))
+    assert float(dec_loss(q, p)) == pytest.approx(float(expected))
+    assert float(dec_loss(p, p)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_dec_paper_preset_matches_the_paper():
+    config = get_method("dec").from_preset("paper").config
+    assert (*config.hidden_dims, config.embedding_dim) == (500, 500, 2000, 10)
+    assert config.dropout == 0.2
+    assert (config.pretrain_optimizer, config.pretrain_lr, config.pretrain_batch_size) == ("sgd", 0.1, 256)
+    assert config.pretrain_lr_drop_steps == 20000 and config.pretrain_weight_decay == 0.0
+    assert (config.cluster_lr, config.cluster_momentum, config.cluster_batch_size) == (0.01, 0.9, 256)
+    assert config.alpha == 1.0
+    assert config.tolerance == 0.001
+    assert config.kmeans_restarts == 20
