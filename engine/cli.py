@@ -87,7 +87,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["seed"] = args.seed
     if args.epochs is not None:
         config = get_method(args.method).Config()
-        overrides.update({name: args.epochs for name in vars(config) if name.endswith("epochs")})
+        # a warm-up is a part of a stage, not a stage: it keeps its own length
+        overrides.update({name: args.epochs for name in vars(config)
+                          if name.endswith("epochs") and not name.startswith("warmup")})
     return overrides
 
 

@@ -11,15 +11,8 @@ from engine.methods.dec import dec_loss, student_t_assignment, target_distributi
 
 @pytest.fixture(scope="module")
 def dec_fit(digits):
-    """One fast-preset fit on digits (CPU, seed 0), shared by the tests that need a trained model.
-
-    One intra-op thread: on a shared 2-core machine torch's second thread mostly spins (5× the CPU time)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fit_on_digits("dec", digits, seed=0)
-    finally:
-        torch.set_num_threads(threads)
+    """One fast-preset fit on digits (CPU, seed 0), shared by the tests that need a trained model."""
+    return fit_on_digits("dec", digits, seed=0)
 
 
 def test_dec_beats_kmeans_on_digits(dec_fit, digits, kmeans_digits_acc):

@@ -14,15 +14,8 @@ from engine.methods.jule import (GraphDegreeLinkage, knn_graph, merges_in_period
 
 @pytest.fixture(scope="module")
 def jule_fit(digits):
-    """One fast-preset fit on digits (CPU, seed 0), shared by the tests that need a trained model.
-
-    One intra-op thread: on a shared 2-core machine torch's second thread mostly spins (5× the CPU time)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fit_on_digits("jule", digits, seed=0)
-    finally:
-        torch.set_num_threads(threads)
+    """One fast-preset fit on digits (CPU, seed 0), shared by the tests that need a trained model."""
+    return fit_on_digits("jule", digits, seed=0)
 
 
 def test_jule_beats_kmeans_on_digits(jule_fit, digits, kmeans_digits_acc):

@@ -16,15 +16,8 @@ from engine.methods.pica import SobelFilter, partition_uncertainty_index, pica_l
 
 @pytest.fixture(scope="module")
 def fitted(digits):
-    """One fast-preset fit on digits (seed 0), shared by the tests that need a trained model. It runs on one
-    thread: the trajectory measured in development (thread count changes float summation order, and a short
-    end-to-end clustering run is sensitive to it), and no oversubscription of small shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fit_on_digits("pica", digits, seed=0)
-    finally:
-        torch.set_num_threads(threads)
+    """One fast-preset fit on digits (seed 0), shared by the tests that need a trained model."""
+    return fit_on_digits("pica", digits, seed=0)
 
 
 def test_pica_beats_kmeans_on_digits(fitted, digits, kmeans_digits_acc):

@@ -46,12 +46,16 @@ class MethodConfig:
         if n_images is not None and self.n_clusters > n_images:
             raise ConfigError(f"K={self.n_clusters} clusters asked for but the dataset has only {n_images} "
                               "images; choose K ≤ the number of images")
+        epochs: dict[str, float] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            if f.name.endswith("epochs") and value < 0:
-                raise ConfigError(f"{f.name} must be ≥ 0, got {value}")
+            if f.name.endswith("epochs"):
+                if not f.name.startswith("warmup"):  # a warm-up is part of a stage, not a stage of its own
+                    epochs[f.name] = value
+                if value < 0:
+                    raise ConfigError(f"{f.name} must be ≥ 0, got {value}")
             positive = ("batch_size", "lr", "temperature")
             if (f.name.endswith(positive) or f.name.startswith("n_")) and value <= 0:
                 raise ConfigError(f"{f.name} must be positive, got {value}")
@@ -59,6 +63,10 @@ class MethodConfig:
                 raise ConfigError(f"{f.name} must be ≥ 0, got {value}")
             if f.name.endswith("crop_min_scale") and not 0 < value <= 1:
                 raise ConfigError(f"{f.name} must be in (0, 1], got {value}")
+        # A single stage at 0 epochs is a way to skip it; all of them at 0 would train nothing at all.
+        if epochs and not any(epochs.values()):
+            raise ConfigError(f"every training stage is set to 0 epochs ({', '.join(epochs)}), so nothing would "
+                              "be trained; give at least one of them 1 epoch or more")
 
 
 class Method:
@@ -77,6 +85,7 @@ class Method:
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         config = config or self.Config()
         self.config = self._apply(config, overrides)
+        self.explicit_settings = frozenset(overrides)  # what the user set, as opposed to the preset's values
         self.labels_: np.ndarray | None = None
         self.probs_: np.ndarray | None = None
         self.features_: np.ndarray | None = None
@@ -105,6 +114,7 @@ class Method:
     def fit(self, images: ImageSet, context: FitContext | None = None) -> "Method":
         """Train on ``images``; the results land in ``labels_``, ``probs_``, ``features_`` (and ``neighbors_``)."""
         self.config.validate(len(images))
+        check_batch_sizes(self.config, len(images), self.explicit_settings)
         self._fit(images, context or FitContext())
         check_not_collapsed(self.labels_, self.config.n_clusters)
         return self
@@ -131,6 +141,20 @@ class Method:
             "presets": {name: {**defaults, **over} for name, over in cls.presets.items()},
             "key_settings": list(cls.key_settings),
         }
+
+
+def check_batch_sizes(config: MethodConfig, n_images: int, explicit: frozenset[str]) -> None:
+    """Refuse a batch size the user set (one of ``explicit``) that is larger than the dataset.
+
+    A preset's batch size is only an upper bound, reduced by the method to the dataset's size, so a small folder
+    works with every preset; a batch size typed by the user is taken at its word.
+    """
+    for name in sorted(explicit):
+        value = getattr(config, name, None)
+        if name.endswith("batch_size") and isinstance(value, int) and value > n_images:
+            raise ConfigError(f"{name}={value} is larger than the dataset ({n_images} images); choose {name} ≤ "
+                              f"{n_images}, or leave it at the preset's value, which is reduced to the dataset's "
+                              "size")
 
 
 def check_not_collapsed(labels: np.ndarray | None, n_clusters: int) -> None:

@@ -5,7 +5,6 @@ A method never knows whether a CLI, a background job or a test drives it; it rep
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..atomic import atomic_path
 from ..errors import RunCancelled, TrainingError, UserError
 
 
@@ -122,9 +122,8 @@ class FitContext:
             return
         self._last_checkpoint = now
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"done": done, "state": state}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"done": done, "state": state}, tmp)
 
     def load_stage(self, stage: str, *, from_run: str | None = None) -> tuple[dict[str, Any], bool] | None:
         """The stored (state, done) of a stage of this run, or of run ``from_run``; None when there is none."""

@@ -142,10 +142,17 @@ class Dec(Method):
     Config = DecConfig
     stages = (
         Stage("pretrain", ("layer_reconstruction", "reconstruction"),
-              "stacked denoising autoencoder: greedy layer-wise, then fine-tuned end to end"),
+              "stacked denoising autoencoder: greedy layer-wise, then fine-tuned end to end",
+              r"\min_{f, g} \sum_i \lVert x_i - g(f(\tilde x_i)) \rVert^2,\quad \tilde x_i = \mathrm{dropout}(x_i)"),
         Stage("cluster", ("kl", "label_change"),
-              "K-means on the embedding, then KL(P‖Q) self-training until < 0.1 % of labels change"),
+              "K-means on the embedding, then KL(P‖Q) self-training until < 0.1 % of labels change",
+              r"q_{ij} = \frac{(1 + \lVert z_i - \mu_j \rVert^2/\alpha)^{-\frac{\alpha+1}{2}}}"
+              r"{\sum_{j'} (1 + \lVert z_i - \mu_{j'} \rVert^2/\alpha)^{-\frac{\alpha+1}{2}}},\ "
+              r"p_{ij} = \frac{q_{ij}^2 / f_j}{\sum_{j'} q_{ij'}^2 / f_{j'}},\ "
+              r"L = \mathrm{KL}(P \Vert Q) = \sum_i \sum_j p_{ij} \log \frac{p_{ij}}{q_{ij}}"),
     )
+    key_settings = ("hidden_dims", "embedding_dim", "dropout", "layerwise_epochs", "finetune_epochs", "pretrain_lr",
+                    "cluster_lr", "update_interval", "tolerance")
     presets = {
         "paper": {},
         # about a minute on a CPU: Adam instead of the long SGD schedule, few epochs, a short refresh interval

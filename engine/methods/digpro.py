@@ -251,8 +251,14 @@ class DigPro(Method):
     stages = (
         Stage(STAGE, LOSS_NAMES,
               "BYOL views agree; per-cluster prototypes of the two views match and repel other clusters; "
-              "samples follow momentum-updated groups; K-means pseudo-labels refreshed every epoch"),
+              "samples follow momentum-updated groups; K-means pseudo-labels refreshed every epoch",
+              r"\mathcal{L} = \big(2 - 2\cos(q(z^a + \sigma\epsilon), t^b)\big) + \lambda_p \mathcal{L}_{proto}"
+              r" + \lambda_g \mathcal{L}_{group},\ \mathcal{L}_{proto} = -\frac{1}{K}\sum_k \log "
+              r"\frac{e^{\mu_k \cdot \mu'_k/\tau_p}}{e^{\mu_k \cdot \mu'_k/\tau_p} + \sum_{j \ne k} "
+              r"e^{\mu_k \cdot \mu_j/\tau_p}}"),
     )
+    key_settings = ("epochs", "warmup_epochs", "batch_size", "lr", "prototype_weight", "prototype_temperature",
+                    "group_weight", "group_temperature", "target_momentum", "backbone")
     presets = {
         "paper": {},
         # a CPU minute on digits: a short schedule with a short warm-up, Adam, a small MLP, milder crops

@@ -385,8 +385,13 @@ class Jule(Method):
     stages = (
         Stage("init", ("n_clusters",), "small initial clusters: components of the raw pixels' 1-NN graph"),
         Stage("unroll", ("triplet", "n_clusters"),
-              "periods: train the CNN on the clusters (weighted triplets), then merge clusters by GDL affinity"),
+              "periods: train the CNN on the clusters (weighted triplets), then merge clusters by GDL affinity",
+              r"\mathcal{L} = \sum_{(i,j,k)} \max\big(0,\ \gamma \lVert x_i - x_j \rVert^2 - \lVert x_i - x_k \rVert^2"
+              r" + m\big),\quad \text{merge}\ \arg\max_{C_i} \mathcal{A}(C_i, \mathcal{N}^1) + \frac{\lambda}{K_c - 1}"
+              r"\sum_{k=2}^{K_c} \big(\mathcal{A}(C_i, \mathcal{N}^1) - \mathcal{A}(C_i, \mathcal{N}^k)\big)"),
     )
+    key_settings = ("embedding_dim", "n_neighbors", "n_cluster_neighbors", "merge_lambda", "unfolding_rate",
+                    "period_epochs", "unroll_lr", "triplet_margin")
     presets = {
         "paper": {},
         # about a minute on a CPU: Adam and few epochs per period

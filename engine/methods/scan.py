@@ -59,6 +59,66 @@ class ScanConfig(MethodConfig):
     selflabel_weight_decay: float = 1e-4
     confidence_threshold: float = 0.99
 
+SCAN_LOSS_EQUATION = (r"\Lambda = -\frac{1}{|D|}\sum_{X}\sum_{k \in \mathcal{N}_X} \log \langle \Phi(X), "
+                      r"\Phi(k) \rangle + \lambda \sum_c \Phi'_c \log \Phi'_c")
+
+
+@dataclass(frozen=True)
+class ScanHeadSettings:
+    """The SCAN step's hyper-parameters; methods that run it name their config fields alike."""
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    entropy_weight: float
+
+    @classmethod
+    def of(cls, config: MethodConfig) -> "ScanHeadSettings":
+        return cls(config.cluster_epochs, config.cluster_batch_size, config.cluster_lr, config.cluster_weight_decay,
+                   config.entropy_weight)
+
+
+def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: torch.Tensor, geometry: ImageGeometry,
+                     settings: ScanHeadSettings, context: FitContext, generator: torch.Generator,
+                     stage: str = "cluster") -> None:
+    """The ``cluster`` stage: train every head of ``model`` with the SCAN loss (eq. 2) on strongly augmented
+    images and a random one of their mined ``neighbors``, then keep the head with the lowest loss over the last
+    epoch. Records ``total``, ``consistency`` and ``entropy`` (means over heads); a finished stage is reloaded."""
+    stored = context.load_stage(stage)
+    if stored is not None and stored[1]:
+        model.heads.keep_only(0)
+        model.load_state_dict(stored[0]["model"])
+        return
+    augment = geometry.augment("strong")
+    optimizer = make_optimizer("adam", model.parameters(), settings.lr, settings.weight_decay)
+    n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
+    total = settings.epochs * n_steps
+    context.start_stage(stage, total)
+    head_losses = torch.zeros(model.heads.n_heads, device=context.device)
+    model.train()
+    for epoch in range(settings.epochs):
+        sums = torch.zeros(3, device=context.device)
+        head_losses.zero_()
+        for i, idx in enumerate(index_batches(len(images_u8), settings.batch_size, generator, context.device)):
+            pick = torch.randint(neighbors.shape[1], (len(idx),), generator=generator).to(context.device)
+            anchor_logits = model(augment(images_u8[idx]))
+            neighbor_logits = model(augment(images_u8[neighbors[idx, pick]]))
+            terms = torch.stack([torch.stack(scan_loss(a, n, settings.entropy_weight))
+                                 for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
+            optimizer.zero_grad(set_to_none=True)
+            terms[:, 0].sum().backward()
+            optimizer.step()
+            head_losses += terms[:, 0].detach()
+            sums += terms.detach().mean(0)
+            context.step(stage, epoch * n_steps + i + 1, total)
+        context.step(stage, (epoch + 1) * n_steps, total,
+                     dict(zip(("total", "consistency", "entropy"), sums / n_steps)))
+    best_head = int(head_losses.argmin()) if settings.epochs else 0
+    model.heads.keep_only(best_head)
+    context.info(stage, f"kept head {best_head} of {len(head_losses)} (lowest SCAN loss)")
+    context.save_stage(stage, {"model": model.state_dict()}, done=True)
+    context.end_stage(stage)
+
 
 @register_method
 class Scan(Method):
@@ -75,8 +135,7 @@ class Scan(Method):
               r"\mathcal{N}_X = \operatorname{top-}k_{Y \ne X}\ \cos(\Phi(X), \Phi(Y))"),
         Stage("cluster", ("total", "consistency", "entropy"),
               "an image and its neighbours should get the same cluster; all clusters should be used",
-              r"\Lambda = -\frac{1}{|D|}\sum_{X}\sum_{k \in \mathcal{N}_X} \log \langle \Phi(X), "
-              r"\Phi(k) \rangle + \lambda \sum_c \Phi'_c \log \Phi'_c"),
+              SCAN_LOSS_EQUATION),
         Stage("selflabel", ("cross_entropy", "confident_share"),
               "confident predictions become labels for strongly augmented views",
               r"\mathcal{L} = -\sum_{i:\ \max p(x_i) > 0.99} w_{\hat y_i} \log p_{\hat y_i}"
@@ -112,7 +171,7 @@ class Scan(Method):
 
         neighbors = self._mine(contrastive, data, geometry, images, context)
         model = ClusterModel(contrastive.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
-        self._cluster(model, data, neighbors, geometry, context, generator)
+        train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
         self._selflabel(model, data, geometry, context, generator)
 
         evaluate = geometry.augment("eval")
@@ -138,45 +197,6 @@ class Scan(Method):
         context.save_stage("mine", {"neighbors": neighbors.int()}, done=True)
         context.end_stage("mine")
         return neighbors
-
-    def _cluster(self, model: ClusterModel, data: torch.Tensor, neighbors: torch.Tensor, geometry: ImageGeometry,
-                 context: FitContext, generator: torch.Generator) -> None:
-        cfg = self.config
-        stored = context.load_stage("cluster")
-        if stored is not None and stored[1]:
-            model.heads.keep_only(0)
-            model.load_state_dict(stored[0]["model"])
-            return
-        augment = geometry.augment("strong")
-        optimizer = make_optimizer("adam", model.parameters(), cfg.cluster_lr, cfg.cluster_weight_decay)
-        n_steps = steps_per_epoch(len(data), cfg.cluster_batch_size)
-        total = cfg.cluster_epochs * n_steps
-        context.start_stage("cluster", total)
-        head_losses = torch.zeros(cfg.n_heads, device=context.device)
-        model.train()
-        for epoch in range(cfg.cluster_epochs):
-            sums = torch.zeros(3, device=context.device)
-            head_losses.zero_()
-            for i, idx in enumerate(index_batches(len(data), cfg.cluster_batch_size, generator, context.device)):
-                pick = torch.randint(neighbors.shape[1], (len(idx),), generator=generator).to(context.device)
-                neighbor_idx = neighbors[idx, pick]
-                anchor_logits = model(augment(data[idx]))
-                neighbor_logits = model(augment(data[neighbor_idx]))
-                terms = torch.stack([torch.stack(scan_loss(a, n, cfg.entropy_weight))
-                                     for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
-                optimizer.zero_grad(set_to_none=True)
-                terms[:, 0].sum().backward()
-                optimizer.step()
-                head_losses += terms[:, 0].detach()
-                sums += terms.detach().mean(0)
-                context.step("cluster", epoch * n_steps + i + 1, total)
-            context.step("cluster", (epoch + 1) * n_steps, total,
-                         dict(zip(("total", "consistency", "entropy"), sums / n_steps)))
-        best_head = int(head_losses.argmin()) if cfg.cluster_epochs else 0
-        model.heads.keep_only(best_head)
-        context.info("cluster", f"kept head {best_head} of {cfg.n_heads} (lowest SCAN loss)")
-        context.save_stage("cluster", {"model": model.state_dict()}, done=True)
-        context.end_stage("cluster")
 
     def _selflabel(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
                    generator: torch.Generator) -> None:

@@ -46,14 +46,15 @@ from ..analysis.metrics import mean_neighbor_purity
 from ..analysis.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import ClusterModel, build_backbone, ema_update, mlp_projector, resolve_backbone, scan_loss
-from ..nn.memory_queue import FeatureQueue, cosine_momentum, queue_info_nce_loss
+from ..nn import ClusterModel, build_backbone, ema_update, mlp_projector, resolve_backbone
+from ..nn.memory_queue import cosine_momentum, queue_info_nce_loss
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .kmeans import fit_kmeans
-from .simclr import load_reused_pretext, pretext_identity
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, set_cosine_lr,
-                       steps_per_epoch)
+from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
+from .scan import SCAN_LOSS_EQUATION, ScanHeadSettings, train_scan_heads
+from .simclr import ContrastiveModel, load_reused_pretext, pretext_identity
+from .training import ImageGeometry, embed, seed_everything
 
 CANDIDATE_FACTOR = 4  # feature-space candidates per neighbour kept (4q)
 STRONG_FACTOR = 2  # candidates kept after the strong view (2q)
@@ -93,28 +94,6 @@ class SmcConfig(MethodConfig):
             raise ConfigError(f"n_neighbors={self.n_neighbors} needs more images than the dataset's {n_images}")
 
 
-class ProjectedEncoder(nn.Module):
-    """Backbone + projector (Linear–BN–ReLU–Linear)."""
-
-    def __init__(self, backbone: nn.Module, projection_dim: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projector = mlp_projector(backbone.out_dim, projection_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(x))
-
-
-class OnlineTarget(nn.Module):
-    """The online encoder with its predictor, and the target encoder: the online encoder's EMA, no gradients."""
-
-    def __init__(self, backbone: nn.Module, projection_dim: int) -> None:
-        super().__init__()
-        self.online = ProjectedEncoder(backbone, projection_dim)
-        self.predictor = mlp_projector(projection_dim, projection_dim, hidden_dim=backbone.out_dim)
-        self.target = copy.deepcopy(self.online).requires_grad_(False)
-
-
 def symmetric_queue_info_nce(prediction_a: torch.Tensor, prediction_b: torch.Tensor, target_a: torch.Tensor,
                              target_b: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2
                              ) -> torch.Tensor:
@@ -130,6 +109,29 @@ def symmetric_queue_info_nce(prediction_a: torch.Tensor, prediction_b: torch.Ten
     """
     return (queue_info_nce_loss(prediction_a, target_b, queue, temperature)
             + queue_info_nce_loss(prediction_b, target_a, queue, temperature)) / 2
+
+
+class OnlineTarget(QueueContrastModel):
+    """The online encoder (backbone + projector) with its predictor, and the target encoder: the online encoder's
+    EMA, no gradients, its momentum rising from ``base_momentum`` to 1 on a cosine (BYOL §3.2)."""
+
+    def __init__(self, backbone: nn.Module, projection_dim: int, base_momentum: float) -> None:
+        super().__init__()
+        self.online = ContrastiveModel(backbone, projection_dim)
+        self.predictor = mlp_projector(projection_dim, projection_dim, hidden_dim=backbone.out_dim)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.base_momentum = base_momentum
+
+    def contrast(self, view_a: torch.Tensor, view_b: torch.Tensor, negatives: torch.Tensor, temperature: float,
+                 step: int, total_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The symmetrised queued InfoNCE of both views' online predictions against the other view's target
+        projection; both target projections are the keys to enqueue."""
+        with torch.no_grad():
+            ema_update(self.target, self.online, cosine_momentum(step, total_steps, self.base_momentum))
+            target_a, target_b = self.target(view_a), self.target(view_b)
+        loss = symmetric_queue_info_nce(self.predictor(self.online(view_a)), self.predictor(self.online(view_b)),
+                                        target_a, target_b, negatives, temperature)
+        return loss, torch.cat([target_a, target_b])
 
 
 def three_view_neighbors(features: torch.Tensor, strong_features: torch.Tensor, weak_probs: torch.Tensor,
@@ -174,12 +176,19 @@ class Smc(Method):
     Config = SmcConfig
     stages = (
         Stage("pretext", ("info_nce",),
-              "each view's online prediction should find the other view's target projection among queued ones"),
+              "each view's online prediction should find the other view's target projection among queued ones",
+              QUEUE_INFO_NCE_EQUATION + r",\quad q = \mathrm{pred}(z^a),\ k_+ = \bar z^b"),
         Stage("mine", ("neighbor_purity",),
-              "neighbours close in features, close under strong augmentation and alike in cluster probabilities"),
+              "neighbours close in features, close under strong augmentation and alike in cluster probabilities",
+              r"\mathcal{N}_i = \operatorname{top-}q_{\,j}\ \langle p_i, p_j \rangle\ \text{among}\ "
+              r"\operatorname{top-}2q_{\,j}\ \cos(\tilde z_i, \tilde z_j)\ \text{among}\ "
+              r"\operatorname{top-}4q_{\,j}\ \cos(z_i, z_j)"),
         Stage("cluster", ("total", "consistency", "entropy"),
-              "an image and its neighbours should get the same cluster; all clusters should be used"),
+              "an image and its neighbours should get the same cluster; all clusters should be used",
+              SCAN_LOSS_EQUATION),
     )
+    key_settings = ("pretext_epochs", "pretext_batch_size", "pretext_lr", "temperature", "base_momentum",
+                    "queue_size", "n_neighbors", "cluster_epochs", "entropy_weight", "n_heads")
     presets = {
         "paper": {},
         # minutes on a CPU: Adam and milder crops, a small queue for a small dataset, a shorter SCAN step at a
@@ -198,16 +207,19 @@ class Smc(Method):
                     "projection_dim": cfg.projection_dim}
         data = images.images.to(context.device)
 
-        pretext = OnlineTarget(build_backbone(backbone_name, geometry.size, geometry.channels),
-                               cfg.projection_dim).to(context.device)
+        pretext = OnlineTarget(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,
+                               cfg.base_momentum).to(context.device)
         if cfg.pretext_from:
             load_reused_pretext(pretext, context, cfg.pretext_from, identity)
         else:
-            self._pretext(pretext, data, geometry, context, generator, identity)
+            train_queue_pretext(pretext, data, geometry, QueuePretextSettings(
+                cfg.pretext_epochs, cfg.pretext_batch_size, cfg.pretext_optimizer, cfg.pretext_lr,
+                cfg.pretext_weight_decay, cfg.temperature, cfg.queue_size, cfg.projection_dim, cfg.crop_min_scale),
+                context, generator, identity)
 
         neighbors = self._mine(pretext.online, data, geometry, images, context)
         model = ClusterModel(pretext.online.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
-        self._cluster(model, data, neighbors, geometry, context, generator)
+        train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
 
         evaluate = geometry.augment("eval")
         self.model_, self.geometry_ = model, geometry
@@ -216,62 +228,7 @@ class Smc(Method):
         self.labels_ = self.probs_.argmax(1)
         self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
 
-    def _pretext(self, pretext: OnlineTarget, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
-                 generator: torch.Generator, identity: dict) -> None:
-        cfg = self.config
-        n_steps = steps_per_epoch(len(data), cfg.pretext_batch_size)
-        queue_size = min(cfg.queue_size, max(1, len(data) - min(cfg.pretext_batch_size, len(data))))
-        if queue_size < cfg.queue_size:
-            context.info("pretext", f"queue shortened to {queue_size} keys for {len(data)} images")
-        queue = FeatureQueue(cfg.projection_dim, queue_size).to(context.device)
-        augment = geometry.augment("simclr", crop_scale=(cfg.crop_min_scale, 1.0))
-        trained = [p for name, p in pretext.named_parameters() if not name.startswith("target.")]
-        optimizer = make_optimizer(cfg.pretext_optimizer, trained, cfg.pretext_lr, cfg.pretext_weight_decay)
-        total = cfg.pretext_epochs * n_steps
-        start_epoch = 0
-        stored = context.load_stage("pretext")
-        if stored is not None:
-            state, _ = stored
-            pretext.load_state_dict(state["model"])
-            queue.load_state_dict(state["queue"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            context.info("pretext", f"resumed pretext at epoch {start_epoch}/{cfg.pretext_epochs}")
-
-        def save(epoch: int) -> None:
-            context.save_stage("pretext", {"model": pretext.state_dict(), "queue": queue.state_dict(),
-                                           "optimizer": optimizer.state_dict(), "epoch": epoch,
-                                           "identity": identity}, done=epoch >= cfg.pretext_epochs)
-
-        context.start_stage("pretext", total)
-        pretext.train()
-        for epoch in range(start_epoch, cfg.pretext_epochs):
-            loss_sum = torch.zeros((), device=context.device)
-            for i, idx in enumerate(index_batches(len(data), cfg.pretext_batch_size, generator, context.device)):
-                step = epoch * n_steps + i
-                set_cosine_lr(optimizer, cfg.pretext_lr, step, total, final_fraction=0.0)
-                batch = data[idx]
-                view_a, view_b = augment(batch), augment(batch)
-                prediction_a = pretext.predictor(pretext.online(view_a))
-                prediction_b = pretext.predictor(pretext.online(view_b))
-                with torch.no_grad():
-                    target_a, target_b = pretext.target(view_a), pretext.target(view_b)
-                loss = symmetric_queue_info_nce(prediction_a, prediction_b, target_a, target_b, queue.features,
-                                                cfg.temperature)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                ema_update(pretext.target, pretext.online, cosine_momentum(step, total, cfg.base_momentum))
-                queue.enqueue(torch.cat([target_a, target_b]))
-                loss_sum += loss.detach()
-                context.step("pretext", step + 1, total)
-            context.step("pretext", (epoch + 1) * n_steps, total, {"info_nce": loss_sum / n_steps})
-            save(epoch + 1)
-        if start_epoch >= cfg.pretext_epochs:
-            save(cfg.pretext_epochs)
-        context.end_stage("pretext")
-
-    def _mine(self, encoder: ProjectedEncoder, data: torch.Tensor, geometry: ImageGeometry, images: ImageSet,
+    def _mine(self, encoder: ContrastiveModel, data: torch.Tensor, geometry: ImageGeometry, images: ImageSet,
               context: FitContext) -> torch.Tensor:
         cfg = self.config
         stored = context.load_stage("mine")
@@ -297,44 +254,6 @@ class Smc(Method):
         context.save_stage("mine", {"neighbors": neighbors.int()}, done=True)
         context.end_stage("mine")
         return neighbors
-
-    def _cluster(self, model: ClusterModel, data: torch.Tensor, neighbors: torch.Tensor, geometry: ImageGeometry,
-                 context: FitContext, generator: torch.Generator) -> None:
-        cfg = self.config
-        stored = context.load_stage("cluster")
-        if stored is not None and stored[1]:
-            model.heads.keep_only(0)
-            model.load_state_dict(stored[0]["model"])
-            return
-        augment = geometry.augment("strong")
-        optimizer = make_optimizer("adam", model.parameters(), cfg.cluster_lr, cfg.cluster_weight_decay)
-        n_steps = steps_per_epoch(len(data), cfg.cluster_batch_size)
-        total = cfg.cluster_epochs * n_steps
-        context.start_stage("cluster", total)
-        head_losses = torch.zeros(cfg.n_heads, device=context.device)
-        model.train()
-        for epoch in range(cfg.cluster_epochs):
-            sums = torch.zeros(3, device=context.device)
-            head_losses.zero_()
-            for i, idx in enumerate(index_batches(len(data), cfg.cluster_batch_size, generator, context.device)):
-                pick = torch.randint(neighbors.shape[1], (len(idx),), generator=generator).to(context.device)
-                anchor_logits = model(augment(data[idx]))
-                neighbor_logits = model(augment(data[neighbors[idx, pick]]))
-                terms = torch.stack([torch.stack(scan_loss(a, n, cfg.entropy_weight))
-                                     for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
-                optimizer.zero_grad(set_to_none=True)
-                terms[:, 0].sum().backward()
-                optimizer.step()
-                head_losses += terms[:, 0].detach()
-                sums += terms.detach().mean(0)
-                context.step("cluster", epoch * n_steps + i + 1, total)
-            context.step("cluster", (epoch + 1) * n_steps, total,
-                         dict(zip(("total", "consistency", "entropy"), sums / n_steps)))
-        best_head = int(head_losses.argmin()) if cfg.cluster_epochs else 0
-        model.heads.keep_only(best_head)
-        context.info("cluster", f"kept head {best_head} of {cfg.n_heads} (lowest SCAN loss)")
-        context.save_stage("cluster", {"model": model.state_dict()}, done=True)
-        context.end_stage("cluster")
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         data = images.images.to(next(self.model_.parameters()).device)

@@ -172,8 +172,13 @@ class SocNet(Method):
     stages = (
         Stage(STAGE, ("total", "assignment", "balance"),
               "backbone and SOCH layers learn together: each view's soft assignment follows the other view's hard "
-              "assignment in every layer, with all centres kept in use"),
+              "assignment in every layer, with all centres kept in use",
+              r"p_l(h) = \mathrm{softmax}\big(\cos(h, W_l)/\tau\big),\ "
+              r"\mathcal{L} = \frac{1}{L}\sum_{l} \tfrac12\big[\mathrm{CE}(p_l(h^a), y_l^b) + "
+              r"\mathrm{CE}(p_l(h^b), y_l^a)\big] + \frac{\lambda}{L}\sum_{l} \big(\log n_l - H(\bar p_l)\big)"),
     )
+    key_settings = ("epochs", "batch_size", "lr", "hidden_soch_sizes", "temperature", "balance_weight",
+                    "crop_min_scale", "backbone")
     presets = {
         "paper": {},
         # a CPU minute on digits: a short schedule, milder crops, one small over-clustering layer

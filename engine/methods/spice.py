@@ -68,12 +68,12 @@ from ..analysis.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, ema_update, resolve_backbone
-from ..nn.memory_queue import FeatureQueue, queue_info_nce_loss
+from ..nn.memory_queue import queue_info_nce_loss
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
+from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
 from .simclr import load_reused_pretext, pretext_identity
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, set_cosine_lr,
-                       steps_per_epoch)
+from .training import ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch
 
 SEMI_INITS = ("scratch", "self")
 
@@ -148,13 +148,24 @@ class Encoder(nn.Module):
         return self.head(self.backbone(x))
 
 
-class MoCo(nn.Module):
+class MoCo(QueueContrastModel):
     """The query encoder and its momentum (EMA) copy, the key encoder, which gets no gradients."""
 
-    def __init__(self, backbone: nn.Module, projection_dim: int) -> None:
+    def __init__(self, backbone: nn.Module, projection_dim: int, momentum: float) -> None:
         super().__init__()
         self.query = Encoder(backbone, projection_dim)
         self.key = copy.deepcopy(self.query).requires_grad_(False)
+        self.momentum = momentum
+
+    def contrast(self, view_a: torch.Tensor, view_b: torch.Tensor, negatives: torch.Tensor, temperature: float,
+                 step: int, total_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """MoCo's step: the key encoder moves towards the query encoder (constant m), encodes view b as the
+        positive key of view a's query; InfoNCE against the queue (eq. 1)."""
+        query = self.query(view_a)
+        with torch.no_grad():
+            ema_update(self.key, self.query, self.momentum)
+            key = self.key(view_b)
+        return queue_info_nce_loss(query, key, negatives, temperature), key
 
 
 class ClusterMLPHeads(nn.Module):
@@ -330,12 +341,21 @@ class Spice(Method):
     paper = "Niu, Shan, Wang, SPICE: Semantic Pseudo-labeling for Image Clustering, IEEE TIP 2022"
     Config = SpiceConfig
     stages = (
-        Stage("pretext", ("info_nce",), "MoCo v2: a query should match its momentum-encoded key among queued keys"),
+        Stage("pretext", ("info_nce",), "MoCo v2: a query should match its momentum-encoded key among queued keys",
+              QUEUE_INFO_NCE_EQUATION),
         Stage("self", ("cross_entropy",),
-              "frozen backbone; cluster heads learn prototype pseudo-labels on strong views"),
+              "frozen backbone; cluster heads learn prototype pseudo-labels on strong views",
+              r"\mathcal{L} = \frac{1}{|S|}\sum_{(i,c) \in S} \mathrm{CE}\big(h(\mathrm{strong}(x_i)), c\big),"
+              r"\quad S = \{(i, c) : i \in \operatorname{top-}\tfrac{B}{K}\ \cos(f(x_i), \bar f_c)\}"),
         Stage("semi", ("total", "labeled_ce", "unlabeled_ce", "confident_share", "reliable_share"),
-              "locally consistent labels train the whole network FixMatch-style"),
+              "locally consistent labels train the whole network FixMatch-style",
+              r"\mathcal{L} = \frac{1}{B}\sum_{x \in \mathrm{reliable}} \mathrm{CE}(p(\mathrm{weak}(x)), \hat y)"
+              r" + \frac{\lambda_u}{\mu B}\sum_{u} \mathbb{1}[\max p(\mathrm{weak}(u)) \ge 0.95]\,"
+              r"\mathrm{CE}\big(p(\mathrm{strong}(u)), \arg\max p(\mathrm{weak}(u))\big)"),
     )
+    key_settings = ("pretext_epochs", "pretext_batch_size", "pretext_lr", "temperature", "self_epochs",
+                    "self_batch_size", "center_ratio", "reliable_neighbors", "reliable_confidence", "semi_steps",
+                    "fixmatch_threshold")
     presets = {
         "paper": {},
         # minutes on a CPU: Adam and milder crops for the pretext, a small queue for a small dataset, milder
@@ -357,12 +377,15 @@ class Spice(Method):
                     "projection_dim": cfg.projection_dim}
         data = images.images.to(context.device)
 
-        moco = MoCo(build_backbone(backbone_name, geometry.size, geometry.channels),
-                    cfg.projection_dim).to(context.device)
+        moco = MoCo(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,
+                    cfg.moco_momentum).to(context.device)
         if cfg.pretext_from:
             load_reused_pretext(moco, context, cfg.pretext_from, identity)
         else:
-            self._pretext(moco, data, geometry, context, generator, identity)
+            train_queue_pretext(moco, data, geometry, QueuePretextSettings(
+                cfg.pretext_epochs, cfg.pretext_batch_size, cfg.pretext_optimizer, cfg.pretext_lr,
+                cfg.pretext_weight_decay, cfg.temperature, cfg.queue_size, cfg.projection_dim, cfg.crop_min_scale),
+                context, generator, identity)
         backbone = moco.query.backbone.requires_grad_(False).eval()
 
         evaluate = geometry.augment("eval")
@@ -376,59 +399,6 @@ class Spice(Method):
         self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
         self.probs_ = F.softmax(embed(model, data, evaluate), dim=1).cpu().numpy()
         self.labels_ = self.probs_.argmax(1)
-
-    # -- stage 1 -------------------------------------------------------------------------------------------------
-    def _pretext(self, moco: MoCo, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
-                 generator: torch.Generator, identity: dict) -> None:
-        cfg = self.config
-        queue_size = min(cfg.queue_size, max(1, len(data) - min(cfg.pretext_batch_size, len(data))))
-        if queue_size < cfg.queue_size:
-            context.info("pretext", f"queue shortened to {queue_size} keys for {len(data)} images")
-        queue = FeatureQueue(cfg.projection_dim, queue_size).to(context.device)
-        augment = geometry.augment("simclr", crop_scale=(cfg.crop_min_scale, 1.0))
-        optimizer = make_optimizer(cfg.pretext_optimizer, moco.query.parameters(), cfg.pretext_lr,
-                                   cfg.pretext_weight_decay)
-        n_steps = steps_per_epoch(len(data), cfg.pretext_batch_size)
-        total = cfg.pretext_epochs * n_steps
-        start_epoch = 0
-        stored = context.load_stage("pretext")
-        if stored is not None:
-            state, _ = stored
-            moco.load_state_dict(state["model"])
-            queue.load_state_dict(state["queue"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            context.info("pretext", f"resumed pretext at epoch {start_epoch}/{cfg.pretext_epochs}")
-
-        def save(epoch: int) -> None:
-            context.save_stage("pretext", {"model": moco.state_dict(), "queue": queue.state_dict(),
-                                           "optimizer": optimizer.state_dict(), "epoch": epoch,
-                                           "identity": identity}, done=epoch >= cfg.pretext_epochs)
-
-        context.start_stage("pretext", total)
-        moco.train()
-        for epoch in range(start_epoch, cfg.pretext_epochs):
-            loss_sum = torch.zeros((), device=context.device)
-            for i, idx in enumerate(index_batches(len(data), cfg.pretext_batch_size, generator, context.device)):
-                step = epoch * n_steps + i
-                set_cosine_lr(optimizer, cfg.pretext_lr, step, total, final_fraction=0.0)
-                batch = data[idx]
-                query = moco.query(augment(batch))
-                with torch.no_grad():
-                    ema_update(moco.key, moco.query, cfg.moco_momentum)
-                    key = moco.key(augment(batch))
-                loss = queue_info_nce_loss(query, key, queue.features, cfg.temperature)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                queue.enqueue(key)
-                loss_sum += loss.detach()
-                context.step("pretext", step + 1, total)
-            context.step("pretext", (epoch + 1) * n_steps, total, {"info_nce": loss_sum / n_steps})
-            save(epoch + 1)
-        if start_epoch >= cfg.pretext_epochs:
-            save(cfg.pretext_epochs)
-        context.end_stage("pretext")
 
     # -- stage 2 -------------------------------------------------------------------------------------------------
     def _self(self, backbone: nn.Module, embeddings: torch.Tensor, data: torch.Tensor, geometry: ImageGeometry,

@@ -22,6 +22,10 @@ class ClusterHeads(nn.Module):
         super().__init__()
         self.heads = nn.ModuleList(nn.Linear(in_dim, n_clusters) for _ in range(n_heads))
 
+    @property
+    def n_heads(self) -> int:
+        return len(self.heads)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.stack([head(features) for head in self.heads])
 

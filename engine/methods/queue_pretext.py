@@ -1,0 +1,118 @@
+"""Momentum-contrast pretext stage with a queue of negatives, shared by SPICE (MoCo v2) and the super-multi-class
+model (BYOL-style online/target networks with queued negatives).
+
+Both train an online network against a slowly moving target network (its EMA): the online network sees one view,
+the target network encodes the other, and the target's keys of past batches wait in a FIFO queue to serve as
+negatives (MoCo, He et al. 2020, §3.2). What differs between the two — which network produces the query, how the
+momentum evolves, whether the loss is symmetrised — is the pretext model's :meth:`QueueContrastModel.contrast`;
+this module owns the loop, the queue, the checkpoints and resuming.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..nn.memory_queue import FeatureQueue
+from .context import FitContext
+from .training import ImageGeometry, index_batches, make_optimizer, set_cosine_lr, steps_per_epoch
+
+STAGE = "pretext"
+QUEUE_INFO_NCE_EQUATION = (r"\mathcal{L}_q = -\log \frac{\exp(q \cdot k_+/\tau)}"
+                           r"{\exp(q \cdot k_+/\tau) + \sum_{k_- \in \mathrm{queue}} \exp(q \cdot k_-/\tau)}")
+
+
+@dataclass(frozen=True)
+class QueuePretextSettings:
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    temperature: float
+    queue_size: int
+    projection_dim: int
+    crop_min_scale: float
+
+
+class QueueContrastModel(nn.Module):
+    """An online network trained against its EMA copy with queued negatives.
+
+    Subclasses hold the networks and implement :meth:`contrast`; their target network's parameters must have
+    ``requires_grad`` off, so the optimizer only sees the online side (:meth:`trainable_parameters`).
+    """
+
+    def contrast(self, view_a: torch.Tensor, view_b: torch.Tensor, negatives: torch.Tensor, temperature: float,
+                 step: int, total_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update the target network's EMA, then return (loss, keys to enqueue) for one batch of two views."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def usable_queue_size(requested: int, n_images: int, batch_size: int) -> int:
+    """A queue longer than the dataset minus one batch would hold old keys of the very images it is contrasted
+    with, so it is shortened to that (CIFAR-10: 60 000 images, batches of 128, 65 536 → 59 872 keys).
+
+    Examples:
+        >>> usable_queue_size(65536, 60000, 128)
+        59872
+        >>> usable_queue_size(1024, 60000, 128)
+        1024
+    """
+    return min(requested, max(1, n_images - min(batch_size, n_images)))
+
+
+def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geometry: ImageGeometry,
+                        settings: QueuePretextSettings, context: FitContext, generator: torch.Generator,
+                        identity: dict[str, Any]) -> None:
+    """Train ``model`` for ``settings.epochs`` epochs (SGD/Adam with a cosine learning rate), enqueueing the keys
+    of every step, checkpointing model, queue and optimizer each epoch and resuming from this run's checkpoint.
+    Records ``info_nce`` (the epoch's mean loss)."""
+    queue_size = usable_queue_size(settings.queue_size, len(images_u8), settings.batch_size)
+    if queue_size < settings.queue_size:
+        context.info(STAGE, f"queue shortened to {queue_size} keys for {len(images_u8)} images")
+    queue = FeatureQueue(settings.projection_dim, queue_size).to(context.device)
+    augment = geometry.augment("simclr", crop_scale=(settings.crop_min_scale, 1.0))
+    optimizer = make_optimizer(settings.optimizer, model.trainable_parameters(), settings.lr, settings.weight_decay)
+    n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
+    total = settings.epochs * n_steps
+    start_epoch = 0
+    stored = context.load_stage(STAGE)
+    if stored is not None:
+        state, _ = stored
+        model.load_state_dict(state["model"])
+        queue.load_state_dict(state["queue"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        context.info(STAGE, f"resumed pretext at epoch {start_epoch}/{settings.epochs}")
+
+    def save(epoch: int) -> None:
+        context.save_stage(STAGE, {"model": model.state_dict(), "queue": queue.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "epoch": epoch, "identity": identity},
+                           done=epoch >= settings.epochs)
+
+    context.start_stage(STAGE, total)
+    model.train()
+    for epoch in range(start_epoch, settings.epochs):
+        loss_sum = torch.zeros((), device=context.device)
+        for i, idx in enumerate(index_batches(len(images_u8), settings.batch_size, generator, context.device)):
+            step = epoch * n_steps + i
+            set_cosine_lr(optimizer, settings.lr, step, total, final_fraction=0.0)
+            batch = images_u8[idx]
+            loss, keys = model.contrast(augment(batch), augment(batch), queue.features, settings.temperature,
+                                        step, total)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            queue.enqueue(keys)
+            loss_sum += loss.detach()
+            context.step(STAGE, step + 1, total)
+        context.step(STAGE, (epoch + 1) * n_steps, total, {"info_nce": loss_sum / n_steps})
+        save(epoch + 1)
+    if start_epoch >= settings.epochs:
+        save(settings.epochs)
+    context.end_stage(STAGE)
