@@ -19,3 +19,7 @@ class TrainingError(Exception):
 
 class RunCancelled(Exception):
     """Raised inside a method when the user cancelled its run; the job thread records ``cancelled``."""
+
+
+class DiskFullError(UserError):
+    """A write failed because the disk (or the user's quota) is full; the earlier file, if any, is unchanged."""

@@ -4,21 +4,40 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.data import DATASETS
-from engine.errors import UserError
+from engine.data.registry import FOLDER_PREFIX
+from engine.data.roots import check_inside_data_roots, default_upload_dir, save_upload
+from engine.errors import DatasetError, UserError
 from engine.methods import get_method, list_methods
 from engine.runs import RunRequest
 from pages.common import how_it_works, job_manager, run_label, show_run
 
 manager = job_manager()
+upload_dir = default_upload_dir(manager.store.root)
 st.title("Train")
+UPLOAD = "upload an archive…"
 
 methods = list_methods()
 dataset_names = list(DATASETS)
 left, right = st.columns(2)
-dataset = left.selectbox("Dataset", dataset_names + ["folder:…"], index=dataset_names.index("digits"),
-                         help="built-in, torchvision (needs the files or a download) or your own folder")
+dataset = left.selectbox("Dataset", dataset_names + ["folder:…", UPLOAD], index=dataset_names.index("digits"),
+                         help="built-in, torchvision (needs the files or a download), a folder on the server or "
+                              "an archive you upload")
 folder = left.text_input("Image folder or archive", "", disabled=dataset != "folder:…",
                          help="class sub-folders (labels known) or a flat folder; .zip/.tar.gz work too")
+uploaded_spec = None
+if dataset == UPLOAD:
+    uploaded = left.file_uploader(
+        "Archive of your image folder", type=["zip", "tar", "gz", "tgz", "bz2", "tbz2", "xz", "txz"],
+        help=f"a .zip/.tar/.tar.gz of class sub-folders or of a flat folder, at most "
+             f"{st.get_option('server.maxUploadSize')} MB")
+    saved = st.session_state.setdefault("uploads", {})  # file id → stored path: each upload is stored once
+    if uploaded is not None and uploaded.file_id not in saved:
+        try:
+            saved[uploaded.file_id] = str(save_upload(uploaded.name, uploaded, upload_dir))
+        except UserError as exc:
+            st.error(str(exc))
+    if uploaded is not None and uploaded.file_id in saved:
+        uploaded_spec = f"{FOLDER_PREFIX}{saved[uploaded.file_id]}"
 data_root = left.text_input("Data root for torchvision datasets (optional)", "")
 method_name = right.selectbox("Method", methods, index=methods.index("scan") if "scan" in methods else 0)
 preset = right.radio("Preset", ["fast", "paper"], horizontal=True,
@@ -28,7 +47,7 @@ seed = right.number_input("Seed", min_value=0, value=0)
 
 method = get_method(method_name)
 defaults = method.describe()["presets"][preset]
-spec = f"folder:{folder.strip()}" if dataset == "folder:…" else dataset
+spec = {"folder:…": f"{FOLDER_PREFIX}{folder.strip()}", UPLOAD: uploaded_spec}.get(dataset, dataset)
 overrides: dict = {"n_clusters": int(n_clusters), "seed": int(seed)}
 with st.expander("Settings (the preset's values; change any)"):
     columns = st.columns(3)
@@ -50,8 +69,15 @@ if "pretext_from" in defaults:
         overrides["pretext_from"] = choice
 
 if st.button("Start", type="primary"):
-    request = RunRequest(method_name, spec, preset, overrides, data_root=data_root.strip() or None)
     try:
+        if spec is None:
+            raise DatasetError("choose an archive to upload first")
+        # On a shared server ($DCE_DATA_ROOTS set) typed paths must stay inside the data roots.
+        if spec.startswith(FOLDER_PREFIX):
+            check_inside_data_roots(spec[len(FOLDER_PREFIX):], also_allowed=(upload_dir,))
+        if data_root.strip():
+            check_inside_data_roots(data_root.strip())
+        request = RunRequest(method_name, spec, preset, overrides, data_root=data_root.strip() or None)
         st.session_state["run_id"] = manager.submit(request)
     except UserError as exc:
         st.error(str(exc))

@@ -181,7 +181,7 @@ def test_zip_alone_writes_the_files_it_holds_first(runs, tmp_path):
     assert set(written) == {"png", "html", "csv", "zip"}
     with zipfile.ZipFile(written["zip"][0]) as zipped:
         assert len(zipped.namelist()) == 5
-    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
 def test_odd_run_ids_become_safe_file_names(runs, tmp_path):

@@ -1,7 +1,8 @@
 """Export a finished run for people without the app: a PNG contact sheet per cluster, one self-contained HTML
 gallery, a CSV of every image's assignment, and a zip of them all.
 
-Everything is written to a temporary file first and renamed into place, so a reader never sees half a file.
+Everything is written to a temporary file first and renamed into place (:mod:`engine.atomic`), so a reader never
+sees half a file and a full disk leaves the files of an earlier export as they were.
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import base64
 import csv
 import html
 import io
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..atomic import atomic_path, write_atomic
 from ..errors import ConfigError, UserError
 from .clusters import ClusterSummary, cluster_summaries
 from .results import RunResults
@@ -101,7 +102,7 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
 
     Raises:
         UserError: an unknown format, the run's dataset can no longer be loaded, or ``out_dir`` is not
-            writable.
+            writable (``DiskFullError`` when its disk is full).
 
     Examples:
         >>> results = load_results(RunStore(), "20240501-101500-scan-1a2b")    # doctest: +SKIP
@@ -129,7 +130,7 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
     written: dict[str, list[Path]] = {}
     for fmt, make in makers.items():
         if fmt in needed:
-            written[fmt] = [_write_atomic(out_dir / name, data) for name, data in make(export)]
+            written[fmt] = [write_atomic(out_dir / name, data) for name, data in make(export)]
     if "zip" in chosen:
         members = [path for fmt in makers for path in written[fmt]]
         written["zip"] = [_write_zip(out_dir / f"{safe_filename(results.run_id)}.zip", members)]
@@ -235,25 +236,9 @@ def _cluster_section(export: _Export, summary: ClusterSummary) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------------ writing
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror}") from exc
-    return path
-
-
 def _write_zip(path: Path, members: list[Path]) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for member in members:
                 archive.write(member, arcname=member.name)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror}") from exc
     return path

@@ -3,11 +3,11 @@ global structure) or UMAP (McInnes et al. 2018). Computed once per run and kind,
 ``<run>/map_<kind>.npy``. pacmap and umap are imported only here, when a map is first computed."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import UserError
 from .results import RunResults
 
@@ -42,7 +42,6 @@ def compute_map(results: RunResults, kind: str = "pacmap", seed: int = 0) -> np.
     if len(features) < 4:
         raise UserError("a map needs at least 4 images")
     coords = _project(np.ascontiguousarray(features, dtype=np.float32), kind, seed)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, coords)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, coords)
     return coords

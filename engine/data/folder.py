@@ -10,8 +10,10 @@ Three layouts are understood, in an archive as on disk:
 
 Every image is decoded with Pillow, flattened to RGB or L (alpha composited over white, palettes and 16-bit
 gray mapped to 8 bits) and resized to one square size. A file that cannot be read is skipped and reported in
-``ImageSet.skipped``; it never stops the load. Decoded arrays are cached, so the second load of a 60k-image
-folder takes a moment instead of a minute.
+``ImageSet.skipped``; it never stops the load. An image over Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89
+megapixels) is skipped before its pixels are decoded, as a possible decompression bomb; an archive over
+:func:`archive_limits` is refused before its members are read. Decoded arrays are cached, so the second load
+of a 60k-image folder takes a moment instead of a minute.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ import json
 import os
 import stat
 import tarfile
-import tempfile
 import threading
 import warnings
 import zipfile
@@ -30,17 +31,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from engine.data.imageset import ImageSet
-from engine.errors import ConfigError, DatasetError
+from engine.atomic import atomic_path
+from engine.errors import ConfigError, DatasetError, UserError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 SPLITS = ("train", "test")
+DEFAULT_MAX_ARCHIVE_FILES = 200_000
+DEFAULT_MAX_ARCHIVE_BYTES = 4 << 30
 
 # Bump when the cached arrays would come out differently for the same files.
 _CACHE_FORMAT = 1
@@ -95,8 +99,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
             train first.
 
     Raises:
-        DatasetError: the path does not exist, holds no file, holds no readable image, or ``split`` names a
-            side the folder does not have.
+        DatasetError: the path does not exist, holds no file, holds no readable image, ``split`` names a
+            side the folder does not have, or an archive has more files or bytes than :func:`archive_limits`.
 
     Examples:
         >>> pets = load_folder("~/photos/pets", image_size=64)   # doctest: +SKIP
@@ -200,14 +204,69 @@ def _member_parts(name: str) -> tuple[str, ...] | None:
     return parts
 
 
+def archive_limits() -> tuple[int, int]:
+    """(most members, most uncompressed bytes) an archive may hold: ``$DCE_MAX_ARCHIVE_FILES`` (default
+    200,000) and ``$DCE_MAX_ARCHIVE_BYTES`` (default 4 GiB). Archives are read into memory, so the byte limit is
+    also the most memory their files take."""
+    return (_positive_env("DCE_MAX_ARCHIVE_FILES", DEFAULT_MAX_ARCHIVE_FILES),
+            _positive_env("DCE_MAX_ARCHIVE_BYTES", DEFAULT_MAX_ARCHIVE_BYTES))
+
+
+def _positive_env(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={text!r} is not a positive whole number; set it to one or unset it "
+                          f"(default {default})")
+    return value
+
+
+class _ArchiveBudget:
+    """Counts an archive's members and their declared sizes against :func:`archive_limits` before they are read,
+    and reads each member no further than its declared size: a zip bomb is refused, not unpacked."""
+
+    def __init__(self, archive: Path) -> None:
+        self.archive = archive
+        self.max_files, self.max_bytes = archive_limits()
+        self.files = self.bytes = 0
+
+    def count(self, declared_size: int) -> None:
+        self.files += 1
+        self.bytes += max(declared_size, 0)
+        if self.files > self.max_files:
+            raise DatasetError(f"the archive {self.archive} holds more than {self.max_files:,} files, the limit "
+                               f"(DCE_MAX_ARCHIVE_FILES); split it into smaller archives, or raise the limit")
+        if self.bytes > self.max_bytes:
+            raise DatasetError(f"the archive {self.archive} unpacks to more than {_gib(self.max_bytes)}, the "
+                               f"limit (DCE_MAX_ARCHIVE_BYTES; a zip bomb looks like this too); split it, or "
+                               f"raise the limit if the data is genuine")
+
+    @staticmethod
+    def read(stream: IO[bytes], declared_size: int) -> bytes:
+        """A member's bytes, never more than its declared size, the size :meth:`count` checked."""
+        with stream:
+            return stream.read(declared_size)
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.3g} GiB" if size >= 1 << 30 else f"{size:,} bytes"
+
+
 def _read_archive(archive: Path) -> tuple[list[_Entry], list[tuple[str, str]]]:
-    """Every visible regular file of a zip or tar archive, read into memory.
+    """Every visible regular file of a zip or tar archive, read into memory, within :func:`archive_limits`.
 
     A tar.gz can only be read front to back efficiently, so members are read in one pass here rather than
-    opened on demand by the decoding threads.
+    opened on demand by the decoding threads. A zip's sizes are all checked before any member is read; a tar's
+    as its headers stream by.
     """
     entries: list[_Entry] = []
     skipped: list[tuple[str, str]] = []
+    budget = _ArchiveBudget(archive)
 
     def add(name: str, read: Callable[[], bytes] | None) -> None:
         """``read`` is None for a link, which could point outside the archive."""
@@ -224,17 +283,22 @@ def _read_archive(archive: Path) -> tuple[list[_Entry], list[tuple[str, str]]]:
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
+                members = zf.infolist()
+                for info in members:
+                    budget.count(info.file_size)
+                for info in members:
                     if info.is_dir():
                         continue
                     # Zips made on Unix keep the file's st_mode in the high 16 bits of external_attr.
                     is_link = stat.S_ISLNK(info.external_attr >> 16)
-                    add(info.filename, None if is_link else lambda info=info: zf.read(info))
+                    add(info.filename, None if is_link else
+                        lambda info=info: budget.read(zf.open(info), info.file_size))
         else:
             with tarfile.open(archive, "r|*") as tf:  # streaming: one pass, no seeking back in the gzip
                 for member in tf:
+                    budget.count(member.size if member.isfile() else 0)
                     if member.isfile():
-                        add(member.name, lambda member=member: tf.extractfile(member).read())
+                        add(member.name, lambda member=member: budget.read(tf.extractfile(member), member.size))
                     elif member.issym() or member.islnk():
                         add(member.name, None)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
@@ -479,21 +543,16 @@ def _read_cache(file: Path, source: str) -> ImageSet | None:
 
 def _write_cache(file: Path, data: ImageSet) -> None:
     """Write atomically: a reader never sees half a file, even with two loads racing."""
-    tmp: Path | None = None
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=file.parent, prefix=file.stem, suffix=".tmp", delete=False) as out:
-            tmp = Path(out.name)
-            np.savez(out, images=data.images.numpy(),
+        with atomic_path(file) as tmp:
+            np.savez(tmp, images=data.images.numpy(),
                      labels=data.labels if data.labels is not None else np.empty(0, np.int64),
                      has_labels=np.array(data.labels is not None),
                      class_names=np.array(data.class_names, dtype=str),
                      paths=np.array(data.paths, dtype=str),
                      skipped_paths=np.array([p for p, _ in data.skipped], dtype=str),
                      skipped_reasons=np.array([r for _, r in data.skipped], dtype=str))
-        os.replace(tmp, file)
-    except OSError as error:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+    except (OSError, UserError) as error:
         warnings.warn(f"could not cache decoded images in {file.parent} ({error}); the next load will decode "
                       f"again. Set DCE_CACHE_DIR to a writable folder to fix this.", stacklevel=3)

@@ -9,17 +9,19 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..analysis.metrics import clustering_scores, mean_neighbor_purity
-from ..data import load_dataset
-from ..errors import RunCancelled, TrainingError, UserError
+from ..atomic import disk_full_message, is_disk_full
+from ..data import DATASETS, load_dataset
+from ..errors import DiskFullError, RunCancelled, TrainingError, UserError
 from ..methods.context import EventSink
 from ..methods import Event, FitContext, get_method, pick_device
-from ..methods.base import Method
+from ..methods.base import Method, check_batch_sizes
 from .store import RunStore
 
 
@@ -36,17 +38,30 @@ class RunRequest:
     download: bool = False
 
     def build_method(self) -> Method:
-        """The configured method; raises ConfigError for an unknown method, preset or setting."""
+        """The configured method; raises ConfigError for an unknown method, preset or setting, and for K or a
+        batch size larger than the dataset when the dataset's size is known without loading it."""
         method = get_method(self.method).from_preset(self.preset, **self.overrides)
-        method.config.validate()
+        n_images = _known_size(self.dataset)
+        method.config.validate(n_images)
+        if n_images is not None:
+            check_batch_sizes(method.config, n_images, method.explicit_settings)
         return method
+
+
+def _known_size(spec: str) -> int | None:
+    """The number of images a named dataset spec without a split holds; None for folders and single splits."""
+    info = DATASETS.get(spec.strip().lower())
+    return info.n_images if info is not None else None
 
 
 def create_run(store: RunStore, request: RunRequest) -> str:
     """Check the request and record it as a queued run; returns the run id."""
     method = request.build_method()
     pick_device(request.device)
-    options = {"device": request.device, "data_root": request.data_root, "download": request.download}
+    # The names of the settings the user set travel with the run: checks against the data (a batch size
+    # larger than the dataset) treat them differently from the preset's values.
+    options = {"device": request.device, "data_root": request.data_root, "download": request.download,
+               "explicit": sorted(method.explicit_settings)}
     return store.create_run(request.method, request.dataset, method.get_params(), request.preset, options)
 
 
@@ -107,8 +122,9 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
     """Run a queued (or resumed) run to its end; returns its summary. ``observer`` also receives every event.
 
     Records the outcome in the store, then re-raises user errors (``UserError``), training failures
-    (``TrainingError``) and cancellation (``RunCancelled``) so a caller can report them; other exceptions are
-    recorded as internal errors with their traceback in ``<run>/error.log`` and re-raised.
+    (``TrainingError``) and cancellation (``RunCancelled``) so a caller can report them; a full disk, wherever
+    the write happened (results, checkpoints), becomes a ``DiskFullError`` naming the folder; other exceptions
+    are recorded as internal errors with their traceback in ``<run>/error.log`` and re-raised.
     """
     record = store.get(run_id)
     started = time.time()
@@ -117,7 +133,9 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         device = pick_device(record.options.get("device", "auto"))
         store.claim(run_id, str(device))
         method_cls = get_method(record.method)
-        method = method_cls(method_cls.Config(**record.config))
+        explicit = {name: record.config[name] for name in record.options.get("explicit", ())
+                    if name in record.config}
+        method = method_cls(method_cls.Config(**record.config), **explicit)
         images = load_dataset(record.dataset, data_root=record.options.get("data_root"),
                               download=bool(record.options.get("download")))
         for path, reason in images.skipped:
@@ -149,8 +167,15 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         store.update(run_id, status="failed", finished=time.time(), error=str(exc))
         raise
     except Exception as exc:
-        (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
+        if is_disk_full(exc, store.run_dir(run_id)):
+            filename = getattr(exc, "filename", None)
+            message = disk_full_message(Path(filename).parent if filename else store.run_dir(run_id))
+            store.update(run_id, status="failed", finished=time.time(), error=message)
+            raise DiskFullError(message) from exc
+        try:
+            (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
+        except OSError:
+            pass  # the failure is still recorded below; only the traceback file is missing
         store.update(run_id, status="failed", finished=time.time(),
                      error=f"internal error ({type(exc).__name__}: {exc}); details in {run_id}/error.log")
         raise
-

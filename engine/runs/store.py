@@ -1,8 +1,8 @@
 """The run store: one SQLite file (runs, metrics) plus one folder per run for its arrays and checkpoints.
 
 SQLite runs in WAL mode and every write is one short transaction, so the job thread, the UI's polling and a CLI
-in another process can share a store. Arrays are written to a temporary file and renamed into place, so a
-half-written file is never taken for a finished one.
+in another process can share a store. Arrays are written to a temporary file and renamed into place
+(:mod:`engine.atomic`), so a half-written file is never taken for a finished one.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import UserError
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
@@ -226,11 +227,10 @@ class RunStore:
         return self.root / run_id
 
     def save_array(self, run_id: str, name: str, array: np.ndarray) -> Path:
-        """Write ``<run>/<name>.npy`` atomically."""
+        """Write ``<run>/<name>.npy`` atomically; a full disk raises DiskFullError and keeps the earlier file."""
         path = self.run_dir(run_id) / f"{name}.npy"
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, array)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, array)
         return path
 
     def load_array(self, run_id: str, name: str) -> np.ndarray | None:

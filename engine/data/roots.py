@@ -1,0 +1,96 @@
+"""Where a shared app may read a user's images from: the configured data roots, and the folder uploads go to.
+
+``$DCE_DATA_ROOTS`` (folders separated by ``os.pathsep``) confines the folder paths typed into the app: a path
+that resolves, after ``~``, ``..`` and symlinks, outside every root is refused. Unset, any path the server can
+read is accepted — right for one person running the app on their own machine, wrong for a shared server. The
+command line never applies the roots: whoever runs it can read the files anyway.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from engine.atomic import atomic_path, disk_full_message, is_disk_full
+from engine.data.folder import ARCHIVE_SUFFIXES
+from engine.errors import DatasetError, DiskFullError, UserError
+
+
+def configured_data_roots() -> list[Path] | None:
+    """The resolved folders of ``$DCE_DATA_ROOTS``, or None when it is unset or empty (no confinement)."""
+    text = os.environ.get("DCE_DATA_ROOTS", "")
+    roots = [Path(part).expanduser().resolve() for part in text.split(os.pathsep) if part.strip()]
+    return roots or None
+
+
+def check_inside_data_roots(path: str | Path, also_allowed: tuple[Path, ...] = ()) -> Path:
+    """``path`` resolved (``~``, ``..``, symlinks), after checking it lies inside a configured data root.
+
+    Args:
+        path: a folder or archive a user typed.
+        also_allowed: folders accepted besides the roots (the app's uploads folder).
+
+    Raises:
+        DatasetError: ``$DCE_DATA_ROOTS`` is set and ``path`` resolves outside every root and ``also_allowed``.
+
+    Examples:
+        >>> os.environ["DCE_DATA_ROOTS"] = "/srv/data"                    # doctest: +SKIP
+        >>> check_inside_data_roots("/srv/data/pets/../../etc")           # doctest: +SKIP
+        Traceback (most recent call last):
+        DatasetError: /srv/data/pets/../../etc is outside the folders this server may read …
+    """
+    resolved = Path(path).expanduser().resolve()
+    roots = configured_data_roots()
+    if roots is None:
+        return resolved
+    allowed = roots + [Path(folder).expanduser().resolve() for folder in also_allowed]
+    if any(resolved.is_relative_to(root) for root in allowed):
+        return resolved
+    raise DatasetError(f"{path} is outside the folders this server may read ({', '.join(map(str, roots))}); "
+                       f"put your images under one of them or upload an archive. The server's DCE_DATA_ROOTS "
+                       f"setting lists these folders")
+
+
+def default_upload_dir(runs_root: Path) -> Path:
+    """Where uploaded archives are kept: ``$DCE_UPLOAD_DIR``, else ``<runs folder>/uploads``."""
+    return Path(os.environ.get("DCE_UPLOAD_DIR") or Path(runs_root) / "uploads").expanduser()
+
+
+def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
+    """Store an uploaded archive in a fresh folder of its own under ``upload_dir``; returns its path.
+
+    Only the last component of ``filename`` is kept, reduced to letters, digits, ``.``, ``_`` and ``-``, so a
+    name like ``../../x.zip`` cannot place the file elsewhere. Its contents are checked when it is loaded, with
+    the limits every archive gets (:func:`engine.data.folder.archive_limits`).
+
+    Raises:
+        DatasetError: the name does not end in one of the archive suffixes.
+        UserError: the file cannot be stored (``DiskFullError`` when the disk of ``upload_dir`` is full); nothing
+            is left behind.
+    """
+    base = PurePosixPath(filename.replace("\\", "/")).name
+    suffix = next((s for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if base.lower().endswith(s)), None)
+    if suffix is None:
+        raise DatasetError(f"{filename!r} is not an archive; upload a {', '.join(ARCHIVE_SUFFIXES)} of your "
+                           f"image folder")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base[:-len(suffix)]).strip("._-")[:100] or "upload"
+    folder = Path(upload_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
+    target = folder / f"{stem}{suffix}"
+    try:
+        folder.mkdir(parents=True)
+        with atomic_path(target) as tmp, open(tmp, "wb") as out:
+            shutil.copyfileobj(data, out, 1 << 20)
+    except OSError as exc:
+        full = is_disk_full(exc, upload_dir)
+        shutil.rmtree(folder, ignore_errors=True)
+        if full:
+            raise DiskFullError(disk_full_message(folder.parent)) from exc
+        raise UserError(f"cannot store the upload in {folder.parent}: {exc.strerror or exc}") from exc
+    except UserError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return target

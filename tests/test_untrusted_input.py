@@ -1,0 +1,215 @@
+"""Input from people who do not run the server: folder paths confined to ``$DCE_DATA_ROOTS``, uploaded archives
+stored under a safe name, and no code path that hands a run's settings to a shell, eval or pickle."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from engine.data.roots import check_inside_data_roots, configured_data_roots, default_upload_dir, save_upload
+from engine.errors import DatasetError
+from engine.runs import RunStore
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+OUTSIDE = "outside the folders this server may read"
+
+
+def write_images(folder: Path, count: int = 6) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new("RGB", (8, 8), (220, 20, 20) if i % 2 else (20, 20, 220)).save(folder / f"{i}.png")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- data roots
+
+def test_without_data_roots_any_path_is_accepted_as_before(tmp_path, monkeypatch):
+    monkeypatch.delenv("DCE_DATA_ROOTS", raising=False)
+    assert configured_data_roots() is None
+    assert check_inside_data_roots(tmp_path / "a" / ".." / "b") == (tmp_path / "b").resolve()
+    monkeypatch.setenv("DCE_DATA_ROOTS", "")
+    assert configured_data_roots() is None
+
+
+def test_paths_are_confined_to_the_data_roots_after_resolving_dots_and_symlinks(tmp_path, monkeypatch):
+    roots = [tmp_path / "shared", tmp_path / "scratch"]
+    for root in roots:
+        root.mkdir()
+    (tmp_path / "secret").mkdir()
+    (roots[0] / "escape").symlink_to(tmp_path / "secret")
+    monkeypatch.setenv("DCE_DATA_ROOTS", os.pathsep.join(map(str, roots)))
+
+    assert configured_data_roots() == [r.resolve() for r in roots]
+    assert check_inside_data_roots(roots[0] / "pets") == (roots[0] / "pets").resolve()
+    assert check_inside_data_roots(roots[1] / "x.zip") == (roots[1] / "x.zip").resolve()
+    for sneaky in (tmp_path / "secret", roots[0] / ".." / "secret", roots[0] / "escape", Path("/etc"),
+                   roots[0] / "escape" / "deeper"):
+        with pytest.raises(DatasetError, match=OUTSIDE):
+            check_inside_data_roots(sneaky)
+    with pytest.raises(DatasetError, match="DCE_DATA_ROOTS"):
+        check_inside_data_roots(tmp_path / "shared-but-not-really")  # a name prefix is not containment
+    assert check_inside_data_roots(tmp_path / "secret", also_allowed=(tmp_path / "secret",))
+
+
+# ------------------------------------------------------------------------------------------------- uploads
+
+def test_an_upload_is_stored_under_a_fresh_folder_with_a_sanitised_name(tmp_path):
+    uploads = tmp_path / "uploads"
+    first = save_upload("../../etc/My Pets (2024)!.TAR.GZ", io.BytesIO(b"data"), uploads)
+    second = save_upload("..\\..\\My Pets (2024)!.tar.gz", io.BytesIO(b"other"), uploads)
+    assert first.name == second.name == "My_Pets_2024.tar.gz"
+    for stored in (first, second):
+        assert stored.parent.parent == uploads and stored.is_file()
+    assert first.parent != second.parent and first.read_bytes() == b"data"
+    assert save_upload(".zip", io.BytesIO(b""), uploads).name == "upload.zip"
+    assert [p for p in uploads.rglob(".*")] == []
+
+
+def test_an_upload_that_is_not_an_archive_is_refused_and_leaves_nothing(tmp_path):
+    with pytest.raises(DatasetError, match="not an archive"):
+        save_upload("photo.png", io.BytesIO(b"x"), tmp_path / "uploads")
+    assert not (tmp_path / "uploads").exists()
+
+
+def test_uploads_go_to_dce_upload_dir_or_into_the_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("DCE_UPLOAD_DIR", raising=False)
+    assert default_upload_dir(tmp_path / "runs") == tmp_path / "runs" / "uploads"
+    monkeypatch.setenv("DCE_UPLOAD_DIR", str(tmp_path / "elsewhere"))
+    assert default_upload_dir(tmp_path / "runs") == tmp_path / "elsewhere"
+
+
+# ---------------------------------------------------------------------------------------- the Train page
+
+def train_page() -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans")
+    next(box for box in at.number_input if box.label == "Clusters K").set_value(2)
+    return at.run()
+
+
+def start(at: AppTest) -> AppTest:
+    next(button for button in at.button if button.label == "Start").click()
+    return at.run()
+
+
+def type_folder(at: AppTest, path: Path | str) -> AppTest:
+    next(box for box in at.selectbox if box.label == "Dataset").select("folder:…")
+    at.run()
+    next(box for box in at.text_input if box.label == "Image folder or archive").input(str(path))
+    return at.run()
+
+
+def test_the_train_page_refuses_a_folder_outside_the_data_roots_and_submits_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
+    write_images(tmp_path / "allowed" / "pets")
+    outside = write_images(tmp_path / "private")
+    for typed in (outside, tmp_path / "allowed" / ".." / "private"):
+        at = start(type_folder(train_page(), typed))
+        assert not at.exception
+        assert any(OUTSIDE in error.value for error in at.error), [e.value for e in at.error]
+    assert RunStore(os.environ["DCE_RUNS_DIR"]).list() == []
+
+
+def test_the_train_page_refuses_a_torchvision_data_root_outside_the_data_roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
+    at = train_page()
+    next(box for box in at.text_input if box.label.startswith("Data root")).input(str(tmp_path / "elsewhere"))
+    at = start(at.run())
+    assert any(OUTSIDE in error.value for error in at.error)
+    assert RunStore(os.environ["DCE_RUNS_DIR"]).list() == []
+
+
+def test_the_train_page_submits_a_folder_inside_the_data_roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
+    pets = write_images(tmp_path / "allowed" / "pets")
+    at = start(type_folder(train_page(), pets))
+    assert not at.exception and not at.error
+    assert [run.dataset for run in RunStore(os.environ["DCE_RUNS_DIR"]).list()] == [f"folder:{pets}"]
+
+
+def test_an_archive_uploaded_on_the_train_page_is_stored_once_and_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))  # uploads are allowed besides the roots
+    images = write_images(tmp_path / "pets")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(images.iterdir()):
+            zf.write(path, f"pets/{path.name}")
+    at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("upload an archive…")
+    at.run()
+    uploader = at.get("file_uploader")[0]
+    assert set(uploader.allowed_type) >= {".zip", ".tar", ".gz", ".tgz"}
+    uploader.set_value(("../../pets.zip", archive.getvalue(), "application/zip"))
+    at = start(at.run())
+    at.run()  # a rerun must not store the same upload again
+    assert not at.exception and not at.error
+
+    uploads = Path(os.environ["DCE_RUNS_DIR"]) / "uploads"
+    (stored,) = uploads.glob("*/*")
+    assert stored.name == "pets.zip" and stored.read_bytes() == archive.getvalue()
+    store = RunStore(os.environ["DCE_RUNS_DIR"])
+    (run,) = store.list()
+    assert run.dataset == f"folder:{stored}"
+    deadline = time.monotonic() + 60
+    while store.get(run.id).status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    record = store.get(run.id)
+    assert record.status == "finished", record.error
+    assert record.summary["n_images"] == 6
+
+
+def test_start_without_an_uploaded_archive_says_to_upload_one(tmp_path):
+    at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("upload an archive…")
+    at = start(at.run())
+    assert any("choose an archive to upload first" in error.value for error in at.error)
+    assert RunStore(os.environ["DCE_RUNS_DIR"]).list() == []
+
+
+# ------------------------------------------------------------------------------------- nothing is executed
+
+SOURCES = sorted([*REPO.glob("engine/**/*.py"), *REPO.glob("pages/*.py"), REPO / "app.py"])
+FORBIDDEN = {
+    "eval(": re.compile(r"(?<![\w.])eval\("),  # a method call such as model.eval() is fine
+    "exec(": re.compile(r"(?<![\w.])exec\("),
+    "os.system": re.compile(r"\bos\.(system|popen)\("),
+    "shell=True": re.compile(r"shell\s*=\s*True"),
+    "pickle.load": re.compile(r"\b(c?pickle|dill|joblib)\.loads?\("),
+    "allow_pickle=True": re.compile(r"allow_pickle\s*=\s*True"),
+}
+
+
+def call_arguments(text: str, start: int) -> str:
+    """The text between the parenthesis opening at ``start`` and its match."""
+    depth = 0
+    for end in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[end], 0)
+        if depth == 0:
+            return text[start + 1:end]
+    return text[start + 1:]
+
+
+def test_the_sources_never_eval_exec_shell_out_or_unpickle():
+    assert len(SOURCES) > 20
+    found = [f"{path.relative_to(REPO)}:{text.count(chr(10), 0, match.start()) + 1}: {name}"
+             for path in SOURCES for text in [path.read_text(encoding="utf-8")]
+             for name, pattern in FORBIDDEN.items() for match in pattern.finditer(text)]
+    assert found == []
+
+
+def test_every_torch_load_is_weights_only():
+    calls = [(path, call_arguments(text, match.end() - 1)) for path in SOURCES
+             for text in [path.read_text(encoding="utf-8")] for match in re.finditer(r"\btorch\.load\(", text)]
+    assert calls, "checkpoints are loaded somewhere; the scan must find that call"
+    unsafe = [str(path.relative_to(REPO)) for path, arguments in calls
+              if not re.search(r"\bweights_only\s*=\s*True\b", arguments)]
+    assert unsafe == []
