@@ -53,8 +53,8 @@ with st.expander("Settings (the preset's values; change any)"):
     columns = st.columns(3)
     for i, key in enumerate(method.key_settings):
         value = defaults.get(key)
-        if isinstance(value, bool) or value is None or isinstance(value, str):
-            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # numbers only: names, switches and layer-size tuples stay at the preset's value
         widget = columns[i % 3].number_input(key, value=value, key=f"setting-{method_name}-{key}",
                                              format="%g" if isinstance(value, float) else "%d")
         if widget != value:

@@ -60,3 +60,21 @@ def test_scan_offers_reusing_a_pretext_and_kmeans_does_not():
     assert any(box.label == "Reuse pretext from run" for box in at.selectbox)
     next(box for box in at.selectbox if box.label == "Method").select("kmeans").run()
     assert not any(box.label == "Reuse pretext from run" for box in at.selectbox)
+
+
+@pytest.mark.parametrize("preset", ["fast", "paper"])
+def test_the_train_page_offers_every_method_with_its_numeric_settings_and_objectives(preset):
+    from engine.methods import get_method, list_methods
+
+    at = app().run()
+    next(radio for radio in at.radio if radio.label == "Preset").set_value(preset).run()
+    for name in list_methods():
+        next(box for box in at.selectbox if box.label == "Method").select(name).run()
+        assert not at.exception, name
+        method = get_method(name)
+        values = method.describe()["presets"][preset]
+        numeric = [key for key in method.key_settings
+                   if isinstance(values[key], (int, float)) and not isinstance(values[key], bool)]
+        assert sorted(box.label for box in at.number_input if box.label in numeric) == sorted(numeric), name
+        latex = [element.value.strip("$\n") for element in at.latex]
+        assert latex == [stage.equation for stage in method.stages if stage.equation], name
