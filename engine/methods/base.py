@@ -18,6 +18,8 @@ from ..data.imageset import ImageSet
 from ..errors import ConfigError, TrainingError
 from .context import FitContext
 
+LR_SCHEDULES = ("constant", "cosine")  # what an ``lr_schedule`` setting may name
+
 COLLAPSE_SHARE = 0.9
 
 
@@ -49,6 +51,8 @@ class MethodConfig:
         epochs: dict[str, float] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name.endswith("lr_schedule") and value not in LR_SCHEDULES:
+                raise ConfigError(f"{f.name} must be one of {', '.join(LR_SCHEDULES)}, got {value!r}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if f.name.endswith("epochs"):

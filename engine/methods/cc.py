@@ -62,11 +62,10 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy, nt_xent_loss, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, set_cosine_lr,
-                       steps_per_epoch)
+from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, seed_everything,
+                       set_cosine_lr, steps_per_epoch)
 
 STAGE = "train"
-LR_SCHEDULES = ("constant", "cosine")
 LOSS_NAMES = ("total", "instance", "cluster", "entropy")
 
 
@@ -134,17 +133,8 @@ class CCConfig(MethodConfig):
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)
-        if self.instance_temperature <= 0 or self.cluster_temperature <= 0:
-            raise ConfigError(f"temperatures must be positive, got instance {self.instance_temperature} and "
-                              f"cluster {self.cluster_temperature}")
         if self.feature_dim < 1:
             raise ConfigError(f"feature_dim must be positive, got {self.feature_dim}")
-        if not 0 < self.crop_min_scale <= 1:
-            raise ConfigError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
 
 @register_method
@@ -193,16 +183,9 @@ class ContrastiveClustering(Method):
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
         optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay)
-        start_epoch = 0
-        stored = context.load_stage(STAGE)
-        if stored is not None:
-            state, done = stored
-            model.load_state_dict(state["model"])
-            if done:
-                return
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            context.info(STAGE, f"resumed at epoch {start_epoch}/{cfg.epochs}")
+        start_epoch, done = resume_stage(context, STAGE, model, optimizer)
+        if done:
+            return
         augment = geometry.augment("simclr", crop_scale=(cfg.crop_min_scale, 1.0),
                                    jitter_strength=cfg.jitter_strength)
         n_steps = steps_per_epoch(len(data), cfg.batch_size)

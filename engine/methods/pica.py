@@ -80,11 +80,10 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, set_cosine_lr,
-                       steps_per_epoch)
+from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, seed_everything,
+                       set_cosine_lr, steps_per_epoch)
 
 STAGE = "train"
-LR_SCHEDULES = ("constant", "cosine")
 SOBEL_CHANNELS = 2
 
 
@@ -169,14 +168,6 @@ class PicaConfig(MethodConfig):
         if self.n_overclusters < self.n_clusters:
             raise ConfigError(f"the over-clustering head needs at least K={self.n_clusters} clusters, got "
                               f"n_overclusters={self.n_overclusters}")
-        if self.entropy_weight < 0:
-            raise ConfigError(f"entropy_weight must be ≥ 0, got {self.entropy_weight}")
-        if not 0 < self.crop_min_scale <= 1:
-            raise ConfigError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
 
 @register_method
@@ -226,16 +217,9 @@ class Pica(Method):
                generator: torch.Generator) -> None:
         cfg = self.config
         optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay)
-        start_epoch = 0
-        stored = context.load_stage(STAGE)
-        if stored is not None:
-            state, done = stored
-            model.load_state_dict(state["model"])
-            if done:
-                return
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            context.info(STAGE, f"resumed at epoch {start_epoch}/{cfg.epochs}")
+        start_epoch, done = resume_stage(context, STAGE, model, optimizer)
+        if done:
+            return
         original = geometry.augment("weak")
         perturb = geometry.augment("simclr", crop_scale=(cfg.crop_min_scale, 1.0), jitter_p=1.0)
         n_steps = steps_per_epoch(len(data), cfg.batch_size)
