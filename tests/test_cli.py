@@ -20,7 +20,10 @@ def test_list_json_names_methods_with_stages_and_datasets():
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     methods = {m["name"]: m for m in listing["methods"]}
-    assert {"kmeans", "scan"} <= set(methods)
+    assert set(methods) == {"kmeans", "scan", "dec", "jule", "pica", "cc", "spice", "socnet", "digpro", "smc"}
+    for method in methods.values():
+        assert method["stages"] and all(stage["losses"] for stage in method["stages"]), method["name"]
+        assert {"paper", "fast"} <= set(method["presets"]), method["name"]
     assert [s["name"] for s in methods["scan"]["stages"]] == ["pretext", "mine", "cluster", "selflabel"]
     assert methods["scan"]["presets"]["paper"]["pretext_epochs"] == 500
     assert {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100-20", "stl10"} <= \

@@ -9,7 +9,7 @@ from conftest import fit_on_digits, recorded_losses
 
 from engine.analysis.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
-from engine.methods.socnet import SelfOrganizingHead, SocNet, SOCNet, soch_loss
+from engine.methods.socnet import SelfOrganizingClusteringNet, SelfOrganizingHead, SocNet, soch_loss
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_soch_outputs_are_cosine_similarities_to_its_weight_rows():
 def test_soch_layers_cascade_through_their_feature_dimensions():
     backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 6))
     backbone.out_dim = 6
-    net = SOCNet(backbone, [5, 3])
+    net = SelfOrganizingClusteringNet(backbone, [5, 3])
     outputs = net(torch.randn(7, 1, 2, 2))
     assert [tuple(o.shape) for o in outputs] == [(7, 5), (7, 3)]
     assert tuple(net.layers[1].centres.shape) == (3, 5)  # layer 2 clusters layer 1's similarity space

@@ -86,7 +86,7 @@ class SelfOrganizingHead(nn.Module):
         return F.normalize(x, dim=1) @ F.normalize(self.centres, dim=1).t()
 
 
-class SOCNet(nn.Module):
+class SelfOrganizingClusteringNet(nn.Module):
     """Backbone followed by cascaded SOCH layers (eq. 3); ``forward`` returns every layer's similarities."""
 
     def __init__(self, backbone: nn.Module, layer_sizes: list[int]) -> None:
@@ -107,7 +107,7 @@ class SOCNet(nn.Module):
 class _ClusterOutput(nn.Module):
     """The last SOCH layer's similarities alone, for ``embed``."""
 
-    def __init__(self, net: SOCNet) -> None:
+    def __init__(self, net: SelfOrganizingClusteringNet) -> None:
         super().__init__()
         self.net = net
 
@@ -192,7 +192,8 @@ class SocNet(Method):
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         data = images.images.to(context.device)
         layer_sizes = [int(n) for n in cfg.hidden_soch_sizes] + [cfg.n_clusters]
-        model = SOCNet(build_backbone(backbone_name, geometry.size, geometry.channels), layer_sizes).to(context.device)
+        backbone = build_backbone(backbone_name, geometry.size, geometry.channels)
+        model = SelfOrganizingClusteringNet(backbone, layer_sizes).to(context.device)
         self._train(model, data, geometry, context, generator)
 
         evaluate = geometry.augment("eval")
@@ -201,8 +202,8 @@ class SocNet(Method):
         self.probs_ = self._probs(data)
         self.labels_ = self.probs_.argmax(1)
 
-    def _train(self, model: SOCNet, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
-               generator: torch.Generator) -> None:
+    def _train(self, model: SelfOrganizingClusteringNet, data: torch.Tensor, geometry: ImageGeometry,
+               context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
         start_epoch, done = resume_stage(context, STAGE, model, optimizer)
