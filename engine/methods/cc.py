@@ -64,8 +64,8 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy, nt_xent_loss, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, seed_everything,
-                       set_cosine_lr, steps_per_epoch)
+from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, save_epoch,
+                       seed_everything, set_cosine_lr, steps_per_epoch)
 
 STAGE = "train"
 LOSS_NAMES = ("total", "instance", "cluster", "entropy")
@@ -209,11 +209,9 @@ class ContrastiveClustering(Method):
                 sums += torch.stack(terms).detach()
                 context.step(STAGE, step + 1, total)
             context.step(STAGE, (epoch + 1) * n_steps, total, dict(zip(LOSS_NAMES, sums / n_steps)))
-            context.save_stage(STAGE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": epoch + 1}, done=epoch + 1 == cfg.epochs)
+            save_epoch(context, STAGE, model, optimizer, epoch + 1, cfg.epochs)
         if start_epoch >= cfg.epochs:
-            context.save_stage(STAGE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": cfg.epochs}, done=True)
+            save_epoch(context, STAGE, model, optimizer, cfg.epochs, cfg.epochs)
         context.end_stage(STAGE)
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:

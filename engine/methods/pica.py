@@ -80,8 +80,8 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, seed_everything,
-                       set_cosine_lr, steps_per_epoch)
+from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, save_epoch,
+                       seed_everything, set_cosine_lr, steps_per_epoch)
 
 STAGE = "train"
 SOBEL_CHANNELS = 2
@@ -249,11 +249,9 @@ class Pica(Method):
             context.step(STAGE, (epoch + 1) * n_heads * n_steps, total,
                          {"total": main[0], "partition_uncertainty": main[1], "entropy": main[2],
                           "overcluster_total": over[0]})
-            context.save_stage(STAGE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": epoch + 1}, done=epoch + 1 == cfg.epochs)
+            save_epoch(context, STAGE, model, optimizer, epoch + 1, cfg.epochs)
         if start_epoch >= cfg.epochs:
-            context.save_stage(STAGE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": cfg.epochs}, done=True)
+            save_epoch(context, STAGE, model, optimizer, cfg.epochs, cfg.epochs)
         context.end_stage(STAGE)
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..nn.memory_queue import FeatureQueue
 from .context import FitContext
-from .training import ImageGeometry, index_batches, make_optimizer, set_cosine_lr, steps_per_epoch
+from .training import ImageGeometry, index_batches, make_optimizer, save_epoch, set_cosine_lr, steps_per_epoch
 
 STAGE = "pretext"
 QUEUE_INFO_NCE_EQUATION = (r"\mathcal{L}_q = -\log \frac{\exp(q \cdot k_+/\tau)}"
@@ -26,6 +26,7 @@ QUEUE_INFO_NCE_EQUATION = (r"\mathcal{L}_q = -\log \frac{\exp(q \cdot k_+/\tau)}
 
 @dataclass(frozen=True)
 class QueuePretextSettings:
+    """The pretext's hyper-parameters; methods that run it name their config fields ``pretext_*`` alike."""
     epochs: int
     batch_size: int
     optimizer: str
@@ -35,6 +36,12 @@ class QueuePretextSettings:
     queue_size: int
     projection_dim: int
     crop_min_scale: float
+
+    @classmethod
+    def of(cls, config: Any) -> "QueuePretextSettings":
+        return cls(config.pretext_epochs, config.pretext_batch_size, config.pretext_optimizer, config.pretext_lr,
+                   config.pretext_weight_decay, config.temperature, config.queue_size, config.projection_dim,
+                   config.crop_min_scale)
 
 
 class QueueContrastModel(nn.Module):
@@ -91,9 +98,8 @@ def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geom
         context.info(STAGE, f"resumed pretext at epoch {start_epoch}/{settings.epochs}")
 
     def save(epoch: int) -> None:
-        context.save_stage(STAGE, {"model": model.state_dict(), "queue": queue.state_dict(),
-                                   "optimizer": optimizer.state_dict(), "epoch": epoch, "identity": identity},
-                           done=epoch >= settings.epochs)
+        save_epoch(context, STAGE, model, optimizer, epoch, settings.epochs, queue=queue.state_dict(),
+                   identity=identity)
 
     context.start_stage(STAGE, total)
     model.train()

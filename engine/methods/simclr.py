@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import UserError
 from ..nn import mlp_projector, nt_xent_loss
 from .context import FitContext
-from .training import ImageGeometry, index_batches, make_optimizer, set_cosine_lr, steps_per_epoch
+from .training import ImageGeometry, index_batches, make_optimizer, save_epoch, set_cosine_lr, steps_per_epoch
 
 STAGE = "pretext"
 
@@ -98,9 +98,7 @@ def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: Ima
             loss_sum += loss.detach()
             context.step(STAGE, step + 1, total)
         context.step(STAGE, (epoch + 1) * n_steps, total, {"nt_xent": loss_sum / n_steps})
-        context.save_stage(STAGE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "epoch": epoch + 1, "identity": identity}, done=epoch + 1 == settings.epochs)
+        save_epoch(context, STAGE, model, optimizer, epoch + 1, settings.epochs, identity=identity)
     if start_epoch >= settings.epochs or settings.epochs == 0:
-        context.save_stage(STAGE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "epoch": settings.epochs, "identity": identity}, done=True)
+        save_epoch(context, STAGE, model, optimizer, settings.epochs, settings.epochs, identity=identity)
     context.end_stage(STAGE)

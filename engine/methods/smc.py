@@ -212,10 +212,8 @@ class Smc(Method):
         if cfg.pretext_from:
             load_reused_pretext(pretext, context, cfg.pretext_from, identity)
         else:
-            train_queue_pretext(pretext, data, geometry, QueuePretextSettings(
-                cfg.pretext_epochs, cfg.pretext_batch_size, cfg.pretext_optimizer, cfg.pretext_lr,
-                cfg.pretext_weight_decay, cfg.temperature, cfg.queue_size, cfg.projection_dim, cfg.crop_min_scale),
-                context, generator, identity)
+            train_queue_pretext(pretext, data, geometry, QueuePretextSettings.of(cfg), context, generator,
+                                identity)
 
         neighbors = self._mine(pretext.online, data, geometry, images, context)
         model = ClusterModel(pretext.online.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)

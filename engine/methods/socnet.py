@@ -68,8 +68,8 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, seed_everything,
-                       steps_per_epoch)
+from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, save_epoch,
+                       seed_everything, steps_per_epoch)
 
 STAGE = "train"
 
@@ -228,11 +228,9 @@ class SocNet(Method):
                 context.step(STAGE, epoch * n_steps + i + 1, total)
             context.step(STAGE, (epoch + 1) * n_steps, total,
                          dict(zip(("total", "assignment", "balance"), sums / n_steps)))
-            context.save_stage(STAGE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": epoch + 1}, done=epoch + 1 == cfg.epochs)
+            save_epoch(context, STAGE, model, optimizer, epoch + 1, cfg.epochs)
         if start_epoch >= cfg.epochs:
-            context.save_stage(STAGE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": cfg.epochs}, done=True)
+            save_epoch(context, STAGE, model, optimizer, cfg.epochs, cfg.epochs)
         context.end_stage(STAGE)
 
     def _probs(self, data: torch.Tensor) -> np.ndarray:

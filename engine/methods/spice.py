@@ -382,10 +382,8 @@ class Spice(Method):
         if cfg.pretext_from:
             load_reused_pretext(moco, context, cfg.pretext_from, identity)
         else:
-            train_queue_pretext(moco, data, geometry, QueuePretextSettings(
-                cfg.pretext_epochs, cfg.pretext_batch_size, cfg.pretext_optimizer, cfg.pretext_lr,
-                cfg.pretext_weight_decay, cfg.temperature, cfg.queue_size, cfg.projection_dim, cfg.crop_min_scale),
-                context, generator, identity)
+            train_queue_pretext(moco, data, geometry, QueuePretextSettings.of(cfg), context, generator,
+                                identity)
         backbone = moco.query.backbone.requires_grad_(False).eval()
 
         evaluate = geometry.augment("eval")

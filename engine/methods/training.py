@@ -104,6 +104,14 @@ def embed(model: nn.Module, images_u8: torch.Tensor, transform: Callable[[torch.
     return torch.cat(outputs, dim=-2)
 
 
+def save_epoch(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+               epochs: int, **extra: Any) -> None:
+    """Checkpoint a stage after ``epoch`` of its ``epochs`` (finished at the last one): the ``model``,
+    ``optimizer`` and ``epoch`` keys that :func:`resume_stage` reads back, plus ``extra`` entries."""
+    context.save_stage(stage, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                               **extra}, done=epoch >= epochs)
+
+
 def resume_stage(context: FitContext, stage: str, model: nn.Module,
                  optimizer: torch.optim.Optimizer | None = None) -> tuple[int, bool]:
     """Load a stage's stored checkpoint (``model``, ``optimizer``, ``epoch`` keys) if this run has one.
