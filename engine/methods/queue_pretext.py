@@ -17,7 +17,8 @@ from torch import nn
 
 from ..nn.memory_queue import FeatureQueue
 from .context import FitContext
-from .training import ImageGeometry, index_batches, make_optimizer, save_epoch, set_cosine_lr, steps_per_epoch
+from .training import (ImageGeometry, index_batches, make_optimizer, resume_stage, save_epoch, set_cosine_lr,
+                       steps_per_epoch)
 
 STAGE = "pretext"
 QUEUE_INFO_NCE_EQUATION = (r"\mathcal{L}_q = -\log \frac{\exp(q \cdot k_+/\tau)}"
@@ -87,15 +88,7 @@ def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geom
     optimizer = make_optimizer(settings.optimizer, model.trainable_parameters(), settings.lr, settings.weight_decay)
     n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
     total = settings.epochs * n_steps
-    start_epoch = 0
-    stored = context.load_stage(STAGE)
-    if stored is not None:
-        state, _ = stored
-        model.load_state_dict(state["model"])
-        queue.load_state_dict(state["queue"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        context.info(STAGE, f"resumed pretext at epoch {start_epoch}/{settings.epochs}")
+    start_epoch, _ = resume_stage(context, STAGE, model, optimizer, queue=queue)
 
     def save(epoch: int) -> None:
         save_epoch(context, STAGE, model, optimizer, epoch, settings.epochs, queue=queue.state_dict(),

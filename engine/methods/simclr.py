@@ -15,7 +15,8 @@ from torch import nn
 from ..errors import UserError
 from ..nn import mlp_projector, nt_xent_loss
 from .context import FitContext
-from .training import ImageGeometry, index_batches, make_optimizer, save_epoch, set_cosine_lr, steps_per_epoch
+from .training import (ImageGeometry, index_batches, make_optimizer, resume_stage, save_epoch, set_cosine_lr,
+                       steps_per_epoch)
 
 STAGE = "pretext"
 
@@ -75,14 +76,7 @@ def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: Ima
     optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr, settings.weight_decay)
     n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
     total = settings.epochs * n_steps
-    start_epoch = 0
-    stored = context.load_stage(STAGE)
-    if stored is not None:
-        state, done = stored
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        context.info(STAGE, f"resumed pretext at epoch {start_epoch}/{settings.epochs}")
+    start_epoch, _ = resume_stage(context, STAGE, model, optimizer)
     context.start_stage(STAGE, total)
     model.train()
     for epoch in range(start_epoch, settings.epochs):

@@ -113,8 +113,9 @@ def save_epoch(context: FitContext, stage: str, model: nn.Module, optimizer: tor
 
 
 def resume_stage(context: FitContext, stage: str, model: nn.Module,
-                 optimizer: torch.optim.Optimizer | None = None) -> tuple[int, bool]:
-    """Load a stage's stored checkpoint (``model``, ``optimizer``, ``epoch`` keys) if this run has one.
+                 optimizer: torch.optim.Optimizer | None = None, **modules: nn.Module) -> tuple[int, bool]:
+    """Load a stage's stored checkpoint (``model``, ``optimizer``, ``epoch`` keys, and one key per extra module
+    in ``modules``, as :func:`save_epoch` wrote them) if this run has one.
 
     Returns (epoch to continue from, whether the stage had finished); (0, False) when nothing was stored.
     """
@@ -123,8 +124,10 @@ def resume_stage(context: FitContext, stage: str, model: nn.Module,
         return 0, False
     state, done = stored
     model.load_state_dict(state["model"])
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     epoch = int(state.get("epoch", 0))
-    context.info(stage, f"{'reloaded finished' if done else 'resumed'} {stage} stage at epoch {epoch}")
+    context.info(stage, f"resumed {stage} at epoch {epoch}{' (finished)' if done else ''}")
     return epoch, done
