@@ -6,16 +6,20 @@ Modes:
   that would outlast ``--budget-minutes`` is stopped there and recorded as incomplete, never extrapolated.
 * ``--micro`` — time the pieces of a training step: the SimCLR augmentation alone and a full SimCLR step
   (augment, forward, backward, optimiser) at a given batch, with warm-up and the median of many repeats (CUDA
-  events on a GPU). CPU figures are reported as ratios to the augmentation time measured in the same run.
+  events on a GPU), in float32 and with the GPU speed-ups (bf16 autocast, channels-last, fused optimiser, and
+  torch.compile with ``--compile``); figures are also given as ratios to the float32 step of the same run. With
+  ``--methods`` it also times one step of every stage of each method (:func:`method_step_times`).
 * ``--map N`` — compute a PaCMAP map of N×512 features once, then time reading it back from the cache and
   building the Map page's WebGL figure from it (what a page re-render costs).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,31 +58,114 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: in
 
 
 def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, repeats: int = 20,
-          warmup: int = 3, backbone: str = "resnet18") -> list[dict[str, Any]]:
-    """Median time of the SimCLR augmentation and of a whole SimCLR step on random CIFAR-sized uint8 images."""
+          warmup: int = 3, backbone: str = "resnet18", compile: bool = False) -> list[dict[str, Any]]:
+    """Median time of the SimCLR augmentation and of a whole SimCLR step on random CIFAR-sized uint8 images.
+
+    The step is timed as training runs it on ``device`` (its :class:`Speedups`, with ``compile``) and, where
+    those differ from plain float32, in plain float32 too: ``ratio_to_float32_step`` compares the two.
+    """
     from .data.augment import build_augment
     from .methods.simclr import ContrastiveModel
+    from .methods.speedups import Speedups
+    from .methods.training import make_optimizer
     from .nn import build_backbone, nt_xent_loss
 
     images = torch.randint(0, 256, (batch_size, image_size, image_size, 3), dtype=torch.uint8, device=device)
     augment = build_augment("simclr", image_size, 3)
-    model = ContrastiveModel(build_backbone(backbone, image_size, 3), 128).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
-    def step() -> None:
-        loss = nt_xent_loss(model(augment(images)), model(augment(images)), 0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step_with(speedups: Speedups) -> Callable[[], None]:
+        torch.manual_seed(0)
+        model = speedups.prepare(ContrastiveModel(build_backbone(backbone, image_size, 3), 128).to(device))
+        optimizer = make_optimizer("sgd", model.parameters(), 0.1, 1e-4, fused=speedups.fused_optimizer)
 
-    augment_times = _timed(lambda: augment(images), device, repeats, warmup)
-    step_times = _timed(step, device, max(3, repeats // 4), warmup)
-    aug, full = statistics.median(augment_times), statistics.median(step_times)
-    rows = [{"piece": "simclr augmentation (one view)", "seconds": aug, "views_per_s": batch_size / aug},
-            {"piece": f"simclr step {backbone} (two views)", "seconds": full, "views_per_s": 2 * batch_size / full}]
+        def step() -> None:
+            with speedups.autocast(device):
+                loss = nt_xent_loss(model(augment(images)), model(augment(images)), 0.1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    variants = {"float32": Speedups()}
+    fast = Speedups.for_device(device, compile=compile)
+    if fast != variants["float32"]:
+        variants[_speedups_label(fast)] = fast
+    aug = statistics.median(_timed(lambda: augment(images), device, repeats, warmup))
+    rows = [{"piece": "simclr augmentation (one view)", "seconds": aug, "views_per_s": batch_size / aug,
+             "speedups": "float32"}]
+    for label, speedups in variants.items():
+        full = statistics.median(_timed(step_with(speedups), device, max(3, repeats // 4),
+                                        warmup + (5 if speedups.compile else 0)))
+        rows.append({"piece": f"simclr step {backbone} (two views)", "seconds": full,
+                     "views_per_s": 2 * batch_size / full, "speedups": label})
+    float32_step = rows[1]["seconds"]
     for row in rows:
         row.update(device=device_name(device), batch_size=batch_size, image_size=image_size,
-                   ratio_to_augmentation=row["seconds"] / aug)
+                   ratio_to_augmentation=row["seconds"] / aug, ratio_to_float32_step=row["seconds"] / float32_step)
+    return rows
+
+
+def _speedups_label(speedups: Any) -> str:
+    parts = [str(speedups.autocast_dtype).removeprefix("torch.")] if speedups.autocast_dtype else ["float32"]
+    parts += [name for name in ("channels_last", "fused_optimizer", "compile") if getattr(speedups, name)]
+    return "+".join(parts)
+
+
+def method_step_times(method: str, images: Any, device: torch.device, preset: str = "fast",
+                      speedups: Any = None, warmup: int = 2, **settings: Any) -> list[dict[str, Any]]:
+    """One row per stage of ``method``: the median wall time of one training step, measured in a real fit.
+
+    Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps) so each runs a few dozen steps of
+    the ``preset``'s batch, model and augmentations on ``images``. The device is synchronised at every step event
+    (a measurement-only host sync) and the first ``warmup`` steps of each stage are not counted. A stage without
+    steps (neighbour mining, K-means) gets its wall time only. A fit that ends in collapse after one epoch is
+    expected and noted in ``fit_outcome``. ``settings`` override the method's settings after the cuts.
+    """
+    from .errors import TrainingError
+    from .methods import FitContext, get_method
+    from .methods.speedups import Speedups
+
+    cls = get_method(method)
+    preset_config = dataclasses.asdict(cls.from_preset(preset).config)
+    shortened: dict[str, Any] = {}
+    for name, value in preset_config.items():
+        if name.endswith("epochs") and isinstance(value, int) and not isinstance(value, bool):
+            shortened[name] = 0 if name.startswith("warmup") else min(value, 1)
+    if "semi_steps" in preset_config:
+        shortened["semi_steps"] = min(preset_config["semi_steps"], 30)
+    fit = cls.from_preset(preset, **{**shortened, **settings})
+    config = dataclasses.asdict(fit.config)
+    speedups = speedups or Speedups.for_device(device)
+    steps: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    began: dict[str, float] = {}
+    walls: dict[str, float] = {}
+
+    def on_event(event: Any) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        if event.kind == "stage":
+            began[event.stage] = now
+        elif event.kind == "stage_done" and event.stage in began:
+            walls[event.stage] = now - began[event.stage]
+        elif event.kind == "step" and (not steps[event.stage] or steps[event.stage][-1][0] != event.step):
+            steps[event.stage].append((event.step, now))
+
+    outcome = "finished"
+    try:
+        fit.fit(images, FitContext(device, on_event, speedups=speedups))
+    except TrainingError as error:
+        outcome = str(error)
+    rows = []
+    for stage in [s.name for s in cls.stages if s.name in began]:
+        marks = steps[stage]
+        times = [t2 - t1 for (s1, t1), (s2, t2) in zip(marks, marks[1:]) if s2 == s1 + 1][warmup:]
+        batch_name = next((n for n in (f"{stage}_batch_size", "batch_size") if n in config), None)
+        rows.append({"method": method, "stage": stage, "preset": preset, "dataset": images.source,
+                     "device": device_name(device), "speedups": _speedups_label(speedups),
+                     "batch_setting": f"{batch_name}={config[batch_name]}" if batch_name else None,
+                     "seconds_per_step": statistics.median(times) if times else None, "steps_timed": len(times),
+                     "stage_seconds": walls.get(stage), "fit_outcome": outcome})
     return rows
 
 
@@ -165,16 +252,23 @@ def train_rows(methods: list[str], dataset: str, preset: str, device: str, budge
 
 
 def write_results(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
-    """``results.json`` (the rows) and ``RESULTS.md`` (a table of them) in ``out``."""
+    """``results.json`` (the rows) and ``RESULTS.md`` in ``out``: one table per kind of row (rows with the same
+    columns), in the order the kinds first appear."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
-    columns = sorted({key for row in rows for key in row}, key=lambda k: (k not in ("method", "piece"), k))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    tables: dict[frozenset[str], list[dict[str, Any]]] = {}
     for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            cells.append(f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
+        tables.setdefault(frozenset(row), []).append(row)
+    blocks = []
+    for keys, table in tables.items():
+        columns = sorted(keys, key=lambda k: (k not in ("method", "piece"), k != "stage", k))
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for row in table:
+            cells = []
+            for column in columns:
+                value = row.get(column)
+                cells.append(f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value))
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    (out / "RESULTS.md").write_text("\n\n".join(blocks) + "\n")
     return out / "results.json", out / "RESULTS.md"

@@ -58,14 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", help="comma-separated subset of png,html,csv,zip (default: all)")
     export.add_argument("--runs-dir")
     bench = commands.add_parser("bench", help="speed and quality benchmarks → results.json + RESULTS.md")
-    bench.add_argument("--methods", default="scan", help="comma-separated methods to train (default: scan)")
+    bench.add_argument("--methods", default="scan",
+                       help="comma-separated methods to train or, with --micro, to time a step of (all: every one)")
     bench.add_argument("--dataset", default="digits")
     bench.add_argument("--preset", default="paper")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--data-root")
     bench.add_argument("--budget-minutes", type=float, default=10.0, help="stop each run after this long")
-    bench.add_argument("--micro", action="store_true", help="time the augmentation and one training step")
-    bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro")
+    bench.add_argument("--micro", action="store_true",
+                       help="time the augmentation, one SimCLR step, and one step of each stage of --methods")
+    bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro's SimCLR step")
+    bench.add_argument("--compile", action="store_true", help="--micro on a GPU: also torch.compile the step")
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
     bench.add_argument("--runs-dir", default="bench-runs")
     bench.add_argument("--out", default="benchmarks")
@@ -169,14 +172,25 @@ def _bench(args: argparse.Namespace) -> int:
     from . import bench
     from .methods import pick_device
 
+    from .data import load_dataset
+    from .methods import get_method, list_methods
+    from .methods.speedups import Speedups
+
     device = pick_device(args.device)
+    methods = list_methods() if args.methods == "all" else args.methods.split(",")
+    for method in methods:
+        get_method(method)  # an unknown name fails here, before anything is timed
     if args.micro:
-        rows = bench.micro(device, args.batch_size)
+        rows = bench.micro(device, args.batch_size, compile=args.compile)
+        images = load_dataset(args.dataset, data_root=args.data_root)
+        speedups = Speedups.for_device(device, compile=args.compile)
+        for method in methods:
+            rows += bench.method_step_times(method, images, device, args.preset, speedups)
     elif args.map:
         rows = [bench.map_rerender(args.map)]
     else:
-        rows = bench.train_rows(args.methods.split(","), args.dataset, args.preset, args.device,
-                                args.budget_minutes, args.data_root, Path(args.runs_dir))
+        rows = bench.train_rows(methods, args.dataset, args.preset, args.device, args.budget_minutes,
+                                args.data_root, Path(args.runs_dir))
     for path in bench.write_results(rows, Path(args.out)):
         print(path)
     return 0

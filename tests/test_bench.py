@@ -6,7 +6,7 @@ import json
 import torch
 
 from conftest import run_cli
-from engine.bench import map_rerender, micro, train_rows, write_results
+from engine.bench import map_rerender, method_step_times, micro, train_rows, write_results
 
 
 def test_micro_times_augmentation_and_a_full_step_with_ratios():
@@ -15,6 +15,35 @@ def test_micro_times_augmentation_and_a_full_step_with_ratios():
     assert augmentation["seconds"] > 0 and step["seconds"] > augmentation["seconds"]
     assert augmentation["ratio_to_augmentation"] == 1.0 and step["ratio_to_augmentation"] > 1.0
     assert step["views_per_s"] == 32 / step["seconds"] and step["device"] == "cpu"
+
+
+def test_method_step_times_time_every_stage_of_scan_in_a_real_fit(digits):
+    rows = method_step_times("scan", digits, torch.device("cpu"))
+    assert [row["stage"] for row in rows] == ["pretext", "mine", "cluster", "selflabel"]
+    by_stage = {row["stage"]: row for row in rows}
+    # one epoch of 1,797 digits at the fast batches: 7 pretext steps, 14 cluster steps, 2 timed after warm-up...
+    assert by_stage["pretext"]["steps_timed"] >= 3 and by_stage["pretext"]["seconds_per_step"] > 0
+    assert by_stage["cluster"]["steps_timed"] >= 3 and by_stage["cluster"]["seconds_per_step"] > 0
+    # ...and mining has no steps, only its wall time
+    assert by_stage["mine"]["seconds_per_step"] is None and by_stage["mine"]["stage_seconds"] > 0
+    assert by_stage["pretext"]["batch_setting"] == "pretext_batch_size=256" and rows[0]["device"] == "cpu"
+
+
+def test_bench_micro_cli_times_the_simclr_step_and_each_method_stage(tmp_path):
+    result = run_cli("bench", "--micro", "--methods", "kmeans,jule", "--device", "cpu", "--preset", "fast",
+                     "--batch-size", "8", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [row.get("piece") for row in rows[:2]] == ["simclr augmentation (one view)",
+                                                       "simclr step resnet18 (two views)"]
+    assert [(row["method"], row["stage"]) for row in rows[2:]] == [("kmeans", "cluster"), ("jule", "init"),
+                                                                    ("jule", "unroll")]
+    assert (tmp_path / "RESULTS.md").read_text().count("| method | stage |") == 1
+
+
+def test_bench_refuses_an_unknown_method_before_timing_anything(tmp_path):
+    result = run_cli("bench", "--micro", "--methods", "kmeans,nosuch", "--device", "cpu", "--out", str(tmp_path))
+    assert result.returncode == 2 and "nosuch" in result.stderr and not (tmp_path / "results.json").exists()
 
 
 def test_a_training_row_reports_the_run_end_to_end(tmp_path):

@@ -76,12 +76,15 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: 
     """U[low, high) draws on ``device``; drawn on the generator's own device when one is given.
 
     A generator only feeds draws on its own device, so a CPU generator driving a CUDA batch draws on the CPU and
-    copies the few numbers over (an asynchronous host-to-device copy, not a sync).
+    copies the few numbers over (from pinned memory: an asynchronous copy, not a host sync).
     """
     if generator is None:
         u = torch.rand(shape, device=device)
     else:
-        u = torch.rand(shape, generator=generator, device=generator.device).to(device, non_blocking=True)
+        u = torch.rand(shape, generator=generator, device=generator.device)
+        if device.type == "cuda" and u.device.type == "cpu":
+            u = u.pin_memory()  # a pageable copy would wait for the GPU; a pinned one is queued like a kernel
+        u = u.to(device, non_blocking=True)
     return low + (high - low) * u if (low, high) != (0.0, 1.0) else u
 
 

@@ -183,7 +183,9 @@ class ContrastiveClustering(Method):
     def _train(self, model: ContrastiveClusteringNet, data: torch.Tensor, geometry: ImageGeometry,
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
-        optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay)
+        context.speedups.prepare(model)
+        optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay,
+                                   fused=context.speedups.fused_optimizer)
         start_epoch, done = resume_stage(context, STAGE, model, optimizer)
         if done:
             return
@@ -200,9 +202,10 @@ class ContrastiveClustering(Method):
                 if cfg.lr_schedule == "cosine":
                     set_cosine_lr(optimizer, cfg.lr, step, total, final_fraction=0.0)
                 batch = data[idx]
-                z_a, y_a = model(augment(batch))
-                z_b, y_b = model(augment(batch))
-                terms = cc_loss(z_a, z_b, y_a, y_b, cfg.instance_temperature, cfg.cluster_temperature)
+                with context.autocast():
+                    z_a, y_a = model(augment(batch))
+                    z_b, y_b = model(augment(batch))
+                    terms = cc_loss(z_a, z_b, y_a, y_b, cfg.instance_temperature, cfg.cluster_temperature)
                 optimizer.zero_grad(set_to_none=True)
                 terms[0].backward()
                 optimizer.step()

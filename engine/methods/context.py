@@ -9,12 +9,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 
 from ..atomic import atomic_path
 from ..errors import RunCancelled, TrainingError, UserError
+from .speedups import Speedups
 
 
 @dataclass
@@ -58,12 +59,15 @@ class FitContext:
         checkpoint_dir: where stage checkpoints go; None keeps nothing (tests, one-off fits).
         runs_root: the folder holding other runs, to reuse their stored stages (e.g. a finished pretext).
         checkpoint_every_s: at most one mid-stage checkpoint per this many seconds.
+        speedups: how training steps use the device; None → :meth:`Speedups.for_device` (all off on the CPU).
     """
 
     def __init__(self, device: torch.device | str = "cpu", on_event: EventSink | None = None,
                  cancel: threading.Event | None = None, checkpoint_dir: Path | None = None,
-                 runs_root: Path | None = None, checkpoint_every_s: float = 60.0) -> None:
+                 runs_root: Path | None = None, checkpoint_every_s: float = 60.0,
+                 speedups: Speedups | None = None) -> None:
         self.device = torch.device(device)
+        self.speedups = speedups or Speedups.for_device(self.device)
         self._on_event = on_event
         self._cancel = cancel or threading.Event()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -71,6 +75,10 @@ class FitContext:
         self.checkpoint_every_s = checkpoint_every_s
         self._last_checkpoint = time.monotonic()
         self.messages: list[str] = []
+
+    def autocast(self) -> ContextManager:
+        """The context a training step's forward pass and loss run in (bfloat16 autocast on a GPU)."""
+        return self.speedups.autocast(self.device)
 
     def emit(self, event: Event) -> None:
         if self._on_event is not None:

@@ -312,9 +312,11 @@ class DigPro(Method):
     def _train(self, nets: BYOLNetworks, groups: MomentumGroups, data: torch.Tensor, geometry: ImageGeometry,
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
+        context.speedups.prepare(nets)
         optimizer = make_optimizer(cfg.optimizer, [
             {"params": nets.online.parameters(), "lr_scale": 1.0},
-            {"params": nets.predictor.parameters(), "lr_scale": cfg.predictor_lr_scale}], cfg.lr, cfg.weight_decay)
+            {"params": nets.predictor.parameters(), "lr_scale": cfg.predictor_lr_scale}], cfg.lr, cfg.weight_decay,
+            fused=context.speedups.fused_optimizer)
         bank = torch.zeros(cfg.memory_bank_size, cfg.projection_dim, device=context.device)
         bank_filled, start_epoch, pseudo_labels = 0, 0, None
         stored = context.load_stage(STAGE)
@@ -345,23 +347,25 @@ class DigPro(Method):
                 self._set_lr(optimizer, step, n_steps)
                 batch, labels = data[idx], pseudo_labels[idx]
                 views = torch.cat([augment(batch), augment(batch)])
-                online = nets.online(views)
-                noise = torch.randn_like(online) * (cfg.latent_noise_std * after_warmup)
-                predicted = nets.predictor(online + noise)
-                with torch.no_grad():
-                    target = nets.target_projection(views)
-                (z_a, z_b), (p_a, p_b), (t_a, t_b) = online.chunk(2), predicted.chunk(2), target.chunk(2)
-                byol = 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
-                proto = 0.5 * (prototype_loss(z_a, t_b, labels, cfg.n_clusters, cfg.prototype_temperature)
-                               + prototype_loss(z_b, t_a, labels, cfg.n_clusters, cfg.prototype_temperature))
-                group = 0.5 * (self._group_step(groups, z_a, p_a, t_b) + self._group_step(groups, z_b, p_b, t_a))
-                loss = byol + cfg.prototype_weight * after_warmup * proto + cfg.group_weight * group
+                with context.autocast():
+                    online = nets.online(views)
+                    noise = torch.randn_like(online) * (cfg.latent_noise_std * after_warmup)
+                    predicted = nets.predictor(online + noise)
+                    with torch.no_grad():
+                        target = nets.target_projection(views)
+                    (z_a, z_b), (p_a, p_b), (t_a, t_b) = online.chunk(2), predicted.chunk(2), target.chunk(2)
+                    byol = 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
+                    proto = 0.5 * (prototype_loss(z_a, t_b, labels, cfg.n_clusters, cfg.prototype_temperature)
+                                   + prototype_loss(z_b, t_a, labels, cfg.n_clusters, cfg.prototype_temperature))
+                    group = 0.5 * (self._group_step(groups, z_a, p_a, t_b)
+                                   + self._group_step(groups, z_b, p_b, t_a))
+                    loss = byol + cfg.prototype_weight * after_warmup * proto + cfg.group_weight * group
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 ema_update(nets.target, nets.online, cfg.target_momentum)
 
-                bank, bank_filled = self._remember(bank, bank_filled, F.normalize(online.detach(), dim=1))
+                bank, bank_filled = self._remember(bank, bank_filled, F.normalize(online.detach().float(), dim=1))
                 if cfg.group_reset_steps and (step + 1) % cfg.group_reset_steps == 0 and bank_filled >= len(bank):
                     centres, _ = fit_kmeans(bank, cfg.n_clusters, n_init=1, seed=cfg.seed + step)
                     groups.set_features(centres)

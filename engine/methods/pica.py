@@ -217,7 +217,9 @@ class Pica(Method):
     def _train(self, model: PicaNet, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
                generator: torch.Generator) -> None:
         cfg = self.config
-        optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay)
+        context.speedups.prepare(model)
+        optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay,
+                                   fused=context.speedups.fused_optimizer)
         start_epoch, done = resume_stage(context, STAGE, model, optimizer)
         if done:
             return
@@ -237,9 +239,11 @@ class Pica(Method):
                     if cfg.lr_schedule == "cosine":
                         set_cosine_lr(optimizer, cfg.lr, step, total, final_fraction=0.0)
                     batch = data[idx]
-                    probs_original = model(original(batch), head)
-                    probs_perturbed = model(perturb(batch.repeat(cfg.n_repeats, 1, 1, 1)), head)
-                    terms = pica_loss(probs_original.repeat(cfg.n_repeats, 1), probs_perturbed, cfg.entropy_weight)
+                    with context.autocast():
+                        probs_original = model(original(batch), head)
+                        probs_perturbed = model(perturb(batch.repeat(cfg.n_repeats, 1, 1, 1)), head)
+                        terms = pica_loss(probs_original.repeat(cfg.n_repeats, 1), probs_perturbed,
+                                          cfg.entropy_weight)
                     optimizer.zero_grad(set_to_none=True)
                     terms[0].backward()
                     optimizer.step()

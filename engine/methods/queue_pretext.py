@@ -85,7 +85,9 @@ def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geom
         context.info(STAGE, f"queue shortened to {queue_size} keys for {len(images_u8)} images")
     queue = FeatureQueue(settings.projection_dim, queue_size).to(context.device)
     augment = geometry.augment("simclr", crop_scale=(settings.crop_min_scale, 1.0))
-    optimizer = make_optimizer(settings.optimizer, model.trainable_parameters(), settings.lr, settings.weight_decay)
+    context.speedups.prepare(model)
+    optimizer = make_optimizer(settings.optimizer, model.trainable_parameters(), settings.lr, settings.weight_decay,
+                               fused=context.speedups.fused_optimizer)
     n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
     total = settings.epochs * n_steps
     start_epoch, _ = resume_stage(context, STAGE, model, optimizer, queue=queue)
@@ -102,8 +104,9 @@ def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geom
             step = epoch * n_steps + i
             set_cosine_lr(optimizer, settings.lr, step, total, final_fraction=0.0)
             batch = images_u8[idx]
-            loss, keys = model.contrast(augment(batch), augment(batch), queue.features, settings.temperature,
-                                        step, total)
+            with context.autocast():
+                loss, keys = model.contrast(augment(batch), augment(batch), queue.features, settings.temperature,
+                                            step, total)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

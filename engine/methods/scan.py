@@ -30,7 +30,8 @@ from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy, res
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .simclr import ContrastiveModel, SimCLRSettings, load_reused_pretext, pretext_identity, train_simclr
-from .training import ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch
+from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch,
+                       to_device)
 
 
 @dataclass
@@ -90,7 +91,9 @@ def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: to
         model.load_state_dict(stored[0]["model"])
         return
     augment = geometry.augment("strong")
-    optimizer = make_optimizer("adam", model.parameters(), settings.lr, settings.weight_decay)
+    context.speedups.prepare(model)
+    optimizer = make_optimizer("adam", model.parameters(), settings.lr, settings.weight_decay,
+                               fused=context.speedups.fused_optimizer)
     n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
     total = settings.epochs * n_steps
     context.start_stage(stage, total)
@@ -100,11 +103,12 @@ def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: to
         sums = torch.zeros(3, device=context.device)
         head_losses.zero_()
         for i, idx in enumerate(index_batches(len(images_u8), settings.batch_size, generator, context.device)):
-            pick = torch.randint(neighbors.shape[1], (len(idx),), generator=generator).to(context.device)
-            anchor_logits = model(augment(images_u8[idx]))
-            neighbor_logits = model(augment(images_u8[neighbors[idx, pick]]))
-            terms = torch.stack([torch.stack(scan_loss(a, n, settings.entropy_weight))
-                                 for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
+            pick = to_device(torch.randint(neighbors.shape[1], (len(idx),), generator=generator), context.device)
+            with context.autocast():
+                anchor_logits = model(augment(images_u8[idx]))
+                neighbor_logits = model(augment(images_u8[neighbors[idx, pick]]))
+                terms = torch.stack([torch.stack(scan_loss(a, n, settings.entropy_weight))
+                                     for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
             optimizer.zero_grad(set_to_none=True)
             terms[:, 0].sum().backward()
             optimizer.step()
@@ -206,7 +210,8 @@ class Scan(Method):
             model.load_state_dict(stored[0]["model"])
             return
         weak, strong = geometry.augment("weak"), geometry.augment("strong")
-        optimizer = make_optimizer("adam", model.parameters(), cfg.selflabel_lr, cfg.selflabel_weight_decay)
+        optimizer = make_optimizer("adam", model.parameters(), cfg.selflabel_lr, cfg.selflabel_weight_decay,
+                                   fused=context.speedups.fused_optimizer)
         n_steps = steps_per_epoch(len(data), cfg.selflabel_batch_size)
         total = cfg.selflabel_epochs * n_steps
         context.start_stage("selflabel", total)
@@ -215,13 +220,12 @@ class Scan(Method):
             sums = torch.zeros(2, device=context.device)
             for i, idx in enumerate(index_batches(len(data), cfg.selflabel_batch_size, generator, context.device)):
                 batch = data[idx]
-                with torch.no_grad():
-                    confidence, pseudo = F.softmax(model(weak(batch))[0], dim=1).max(dim=1)
-                confident = confidence > cfg.confidence_threshold
-                logits = model(strong(batch))[0]
-                # no confident sample → 0/0 = NaN; zero it instead of testing the mask (a host sync)
-                loss = torch.nan_to_num(
-                    class_balanced_cross_entropy(logits[confident], pseudo[confident], cfg.n_clusters), nan=0.0)
+                with context.autocast():
+                    with torch.no_grad():
+                        confidence, pseudo = F.softmax(model(weak(batch))[0], dim=1).max(dim=1)
+                    confident = confidence > cfg.confidence_threshold
+                    logits = model(strong(batch))[0]
+                    loss = class_balanced_cross_entropy(logits, pseudo, cfg.n_clusters, mask=confident)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -73,7 +73,9 @@ def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: Ima
                  identity: dict[str, Any]) -> None:
     """Train ``model`` with NT-Xent for ``settings.epochs`` epochs, resuming from this run's checkpoint if any."""
     augment = geometry.augment("simclr", crop_scale=(settings.crop_min_scale, 1.0))
-    optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr, settings.weight_decay)
+    context.speedups.prepare(model)
+    optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr, settings.weight_decay,
+                               fused=context.speedups.fused_optimizer)
     n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
     total = settings.epochs * n_steps
     start_epoch, _ = resume_stage(context, STAGE, model, optimizer)
@@ -85,7 +87,8 @@ def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: Ima
             step = epoch * n_steps + i
             set_cosine_lr(optimizer, settings.lr, step, total, final_fraction=0.0)
             batch = images_u8[idx]
-            loss = nt_xent_loss(model(augment(batch)), model(augment(batch)), settings.temperature)
+            with context.autocast():
+                loss = nt_xent_loss(model(augment(batch)), model(augment(batch)), settings.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -205,7 +205,9 @@ class SocNet(Method):
     def _train(self, model: SelfOrganizingClusteringNet, data: torch.Tensor, geometry: ImageGeometry,
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
-        optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+        context.speedups.prepare(model)
+        optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay,
+                                   fused=context.speedups.fused_optimizer)
         start_epoch, done = resume_stage(context, STAGE, model, optimizer)
         if done:
             return
@@ -218,9 +220,11 @@ class SocNet(Method):
             sums = torch.zeros(3, device=context.device)
             for i, idx in enumerate(index_batches(len(data), cfg.batch_size, generator, context.device)):
                 batch = data[idx]
-                views = model(torch.cat([augment(batch), augment(batch)]))
-                terms = torch.stack([torch.stack(soch_loss(*s.chunk(2), cfg.temperature)) for s in views]).mean(0)
-                loss = terms[0] + cfg.balance_weight * terms[1]
+                with context.autocast():
+                    views = model(torch.cat([augment(batch), augment(batch)]))
+                    terms = torch.stack([torch.stack(soch_loss(*s.chunk(2), cfg.temperature))
+                                         for s in views]).mean(0)
+                    loss = terms[0] + cfg.balance_weight * terms[1]
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -73,7 +73,8 @@ from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
 from .simclr import load_reused_pretext, pretext_identity
-from .training import ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch
+from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch,
+                       to_device)
 
 SEMI_INITS = ("scratch", "self")
 
@@ -410,7 +411,7 @@ class Spice(Method):
             return heads
         weak = geometry.augment("weak")
         strong = geometry.augment("strong", n_ops=cfg.n_strong_ops)
-        optimizer = make_optimizer("adam", heads.parameters(), cfg.self_lr, 0.0)
+        optimizer = make_optimizer("adam", heads.parameters(), cfg.self_lr, 0.0, fused=context.speedups.fused_optimizer)
         n = len(data)
         batch = min(cfg.self_batch_size, n)
         n_labelled = cfg.n_clusters * (batch // cfg.n_clusters)
@@ -430,7 +431,7 @@ class Spice(Method):
                 chosen = torch.stack([c for c, _ in picked])  # heads×M, positions within the batch
                 targets = torch.stack([t for _, t in picked])
                 for _ in range(cfg.self_repeats):
-                    order = torch.randperm(n_labelled, generator=generator).to(context.device)
+                    order = to_device(torch.randperm(n_labelled, generator=generator), context.device)
                     for start in range(0, n_labelled - train_batch + 1, train_batch):
                         rows = order[start:start + train_batch]
                         logits = heads(strong_features[chosen[:, rows]])  # heads×b×K
@@ -467,7 +468,9 @@ class Spice(Method):
             fresh = build_backbone(backbone_name, geometry.size, geometry.channels)
             model = Classifier(fresh, ClusterMLPHeads(fresh.out_dim, cfg.n_clusters, 1)).to(context.device)
         ema = copy.deepcopy(model).requires_grad_(False)
-        optimizer = make_optimizer("sgd", model.parameters(), cfg.semi_lr, cfg.semi_weight_decay)
+        context.speedups.prepare(model)
+        optimizer = make_optimizer("sgd", model.parameters(), cfg.semi_lr, cfg.semi_weight_decay,
+                                   fused=context.speedups.fused_optimizer)
         total = cfg.semi_steps
         start = 0
 
@@ -515,10 +518,11 @@ class Spice(Method):
             rows = next(labelled_batches)
             unlabelled = data[next(unlabelled_batches)]
             inputs = torch.cat([weak(data[labelled[rows]]), weak(unlabelled), strong(unlabelled)])
-            logits = model(inputs)
             n_l, n_u = len(rows), len(unlabelled)
-            terms = fixmatch_loss(logits[:n_l], labels[rows], logits[n_l:n_l + n_u], logits[n_l + n_u:],
-                                  cfg.fixmatch_threshold, cfg.unlabeled_weight)
+            with context.autocast():
+                logits = model(inputs)
+                terms = fixmatch_loss(logits[:n_l], labels[rows], logits[n_l:n_l + n_u], logits[n_l + n_u:],
+                                      cfg.fixmatch_threshold, cfg.unlabeled_weight)
             optimizer.zero_grad(set_to_none=True)
             terms[0].backward()
             optimizer.step()

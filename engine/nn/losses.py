@@ -51,12 +51,25 @@ def scan_loss(anchor_logits: torch.Tensor, neighbor_logits: torch.Tensor,
     return consistency - entropy_weight * mean_entropy, consistency, mean_entropy
 
 
-def class_balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
+def class_balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, n_classes: int,
+                                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy with each class weighted by the inverse of its frequency in ``targets``.
 
     SCAN's self-labelling step (§2.3) uses it so that the few confident samples of small clusters are not drowned
-    by large ones.
+    by large ones. ``mask`` (N booleans) keeps only some samples, the confident ones: it weighs the others by 0
+    instead of indexing them out, because indexing by a mask waits for the GPU to count it. With no sample kept
+    the loss is 0.
+
+    Examples:
+        >>> logits, targets = torch.randn(6, 3), torch.tensor([0, 0, 0, 0, 1, 2])
+        >>> keep = torch.tensor([True, True, False, True, True, False])
+        >>> full = class_balanced_cross_entropy(logits[keep], targets[keep], 3)
+        >>> torch.allclose(class_balanced_cross_entropy(logits, targets, 3, keep), full)
+        True
     """
-    counts = torch.bincount(targets, minlength=n_classes).float()
-    weights = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp_min(1)), torch.zeros_like(counts))
-    return F.cross_entropy(logits, targets, weight=weights)
+    kept = torch.ones_like(targets, dtype=torch.float32) if mask is None else mask.float()
+    counts = torch.zeros(n_classes, device=targets.device).scatter_add_(0, targets, kept)  # no bincount: no sync
+    class_weights = torch.where(counts > 0, counts.sum() / (n_classes * counts.clamp_min(1)), 0.0)
+    weights = class_weights[targets] * kept
+    losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-12)

@@ -1,0 +1,138 @@
+"""GPU speed-ups: a CPU fit uses none of them, each does what it says, and every method trains under them.
+
+The GPU itself is not here; the bf16/channels-last/fused path is exercised on the CPU (autocast, channels-last and
+fused optimisers all exist there), which is where a dtype mismatch between a method's pieces would show up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from engine.bench import method_step_times
+from engine.methods import FitContext, get_method, list_methods
+from engine.methods.speedups import Speedups
+from engine.methods.training import make_optimizer, to_device
+from engine.nn import build_backbone, nt_xent_loss
+
+CPU = torch.device("cpu")
+ALL_GPU_SPEEDUPS = Speedups(autocast_dtype=torch.bfloat16, channels_last=True, fused_optimizer=True)
+
+
+def test_a_cpu_fit_uses_none_of_the_gpu_speedups():
+    assert Speedups.for_device(CPU) == Speedups()
+    assert FitContext("cpu").speedups == Speedups()
+    assert isinstance(FitContext("cpu").autocast(), type(Speedups().autocast(CPU)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_fit_uses_bf16_channels_last_and_fused_optimisers():
+    speedups = Speedups.for_device(torch.device("cuda"), compile=False)
+    assert speedups.autocast_dtype == torch.bfloat16 and speedups.channels_last and speedups.fused_optimizer
+
+
+def test_prepare_lays_convolutions_out_channels_last_and_keeps_checkpoint_keys():
+    model = build_backbone("resnet18", 32, 3)
+    keys = list(model.state_dict())
+    Speedups(channels_last=True).prepare(model)
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convolutions and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convolutions)
+    assert list(model.state_dict()) == keys
+
+
+def test_autocast_runs_the_network_in_bfloat16_and_the_loss_in_float32():
+    layer = nn.Linear(8, 4)
+    with Speedups(autocast_dtype=torch.bfloat16).autocast(CPU):
+        z_a, z_b = layer(torch.randn(16, 8)), layer(torch.randn(16, 8))
+        loss = nt_xent_loss(z_a, z_b, 0.1)
+    assert z_a.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loss.backward()
+    assert layer.weight.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_optimisers_are_fused_only_when_asked(name):
+    parameter = nn.Parameter(torch.randn(3))
+    assert make_optimizer(name, [parameter], 0.1, 0.0, fused=True).defaults["fused"]
+    assert not make_optimizer(name, [parameter], 0.1, 0.0).defaults.get("fused")
+
+
+def test_to_device_keeps_cpu_draws_unchanged():
+    draws = torch.randint(10, (5,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(to_device(draws, CPU), draws)
+
+
+@pytest.fixture(scope="module")
+def digits_subset(digits):
+    """600 digits: enough for a few steps of every stage at the fast presets' batches."""
+    return dataclasses.replace(digits, images=digits.images[:600], labels=digits.labels[:600])
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
+def test_every_method_trains_under_bf16_autocast_channels_last_and_fused_optimisers(method, digits_subset):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = method_step_times(method, digits_subset, CPU, speedups=ALL_GPU_SPEEDUPS)
+    finally:
+        torch.set_num_threads(threads)
+    assert [row["stage"] for row in rows] == [stage.name for stage in get_method(method).stages]
+    # one epoch may well leave a clustering collapsed; a NaN loss or a dtype error may not
+    assert all(row["fit_outcome"] == "finished" or "collapsed" in row["fit_outcome"] for row in rows), rows
+    assert all(row["speedups"] == "bfloat16+channels_last+fused_optimizer" for row in rows)
+
+
+class HostSyncCounter:
+    """Counts the calls from engine code of the tensor operations that make the CPU wait for a GPU: reading values
+    (``item``, ``float``, ``bool``, ``tolist``, ``cpu``, ``numpy``), counting (``nonzero``, ``bincount``) and
+    indexing by a mask. Calls inside torch are not counted (an optimiser reads its step counter, a CPU tensor), nor
+    K-means' (it checks convergence once per Lloyd iteration, and how many iterations it takes depends on the
+    features, not on the training loop)."""
+
+    READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "__int__")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for name in self.READS:
+            monkeypatch.setattr(torch.Tensor, name, self._counting(getattr(torch.Tensor, name)))
+        monkeypatch.setattr(torch, "bincount", self._counting(torch.bincount))
+        monkeypatch.setattr(torch, "nonzero", self._counting(torch.nonzero))
+        getitem = torch.Tensor.__getitem__
+
+        def masked_getitem(tensor, index):
+            parts = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts) and _called_from_engine():
+                self.count += 1
+            return getitem(tensor, index)
+        monkeypatch.setattr(torch.Tensor, "__getitem__", masked_getitem)
+
+    def _counting(self, function):
+        def counted(*args, **kwargs):
+            self.count += _called_from_engine()
+            return function(*args, **kwargs)
+        return counted
+
+
+def _called_from_engine() -> bool:
+    caller = sys._getframe(2).f_code.co_filename
+    return f"{os.sep}engine{os.sep}" in caller and not caller.endswith("kmeans.py")
+
+
+@pytest.mark.parametrize("method", ["scan", "smc", "cc", "pica", "socnet"])
+def test_training_steps_read_nothing_back_from_the_device(method, digits_subset, monkeypatch):
+    """Host syncs happen per epoch and per stage (losses, checkpoints, mining), never per step: a run with three
+    times as many steps per epoch makes exactly as many of them. Covers the SimCLR and queue pretexts, the SCAN
+    heads, self-labelling, and the CC, PICA and S3OC loops."""
+    batch_settings = [name for name in dataclasses.asdict(get_method(method).Config()) if name.endswith("batch_size")]
+    counts = []
+    for batch_size in (50, 150):  # 12 and 4 steps per epoch over 600 images
+        counter = HostSyncCounter(monkeypatch)
+        rows = method_step_times(method, digits_subset, CPU, **{name: batch_size for name in batch_settings})
+        monkeypatch.undo()
+        assert all(row["fit_outcome"] == "finished" or "collapsed" in row["fit_outcome"] for row in rows), rows
+        counts.append(counter.count)
+    assert counts[0] == counts[1] > 0
