@@ -107,7 +107,8 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
 
 def _speedups_label(speedups: Any) -> str:
     parts = [str(speedups.autocast_dtype).removeprefix("torch.")] if speedups.autocast_dtype else ["float32"]
-    parts += [name for name in ("channels_last", "fused_optimizer", "compile") if getattr(speedups, name)]
+    parts += [name for name in ("channels_last", "fused_optimizer", "tuned_kernels", "compile")
+              if getattr(speedups, name)]
     return "+".join(parts)
 
 
@@ -205,50 +206,90 @@ def map_rerender(n_points: int, dim: int = 512, seed: int = 0, workdir: Path | N
 
 def train_rows(methods: list[str], dataset: str, preset: str, device: str, budget_minutes: float,
                data_root: str | None, runs_dir: Path) -> list[dict[str, Any]]:
-    """Train each method end to end through the run store; one result row each."""
+    """Train each method end to end through the run store; one result row each.
+
+    A benchmark longer than one job: a run of the same method, dataset and preset that an earlier ``bench`` left
+    stopped in ``runs_dir`` (over budget, cancelled, interrupted) is resumed from its stage checkpoints instead of
+    started again, and ``seconds`` adds up every session's wall time (recorded as ``bench`` messages of the run).
+    """
     from .runs import RunRequest, RunStore, create_run, execute_run
 
     store = RunStore(runs_dir)
     rows = []
     for method in methods:
-        run_id = create_run(store, RunRequest(method, dataset, preset, device=device, data_root=data_root))
+        run_id = _stopped_run(store, method, dataset, preset)
+        if run_id is None:
+            run_id = create_run(store, RunRequest(method, dataset, preset, device=device, data_root=data_root))
+        else:
+            store.requeue(run_id)
         cancel = threading.Event()
         timer = threading.Timer(budget_minutes * 60, cancel.set)
         timer.start()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
+        session_start, t0 = time.time(), time.perf_counter()
         try:
             execute_run(store, run_id, cancel)
         except Exception:  # noqa: BLE001 — the outcome is in the store and goes into the row
             pass
         finally:
             timer.cancel()
-        seconds = time.perf_counter() - t0
-        record = store.get(run_id)
-        metrics = store.metrics(run_id)
-        pretext_epochs = record.config.get("pretext_epochs")
-        pretext_rows = [m for m in metrics if m["stage"] == "pretext"]
-        pretext_seconds = (pretext_rows[-1]["time"] - record.started) if pretext_rows and record.started else None
-        epochs_done = len({m["step"] for m in pretext_rows}) if pretext_rows else None
-        n_images = record.summary.get("n_images")
-        views_per_s = (2 * n_images * epochs_done / pretext_seconds
-                       if n_images and epochs_done and pretext_seconds else None)
-        paper = PAPER_CIFAR10.get(method) if dataset.startswith("cifar10") else None
-        rows.append({
-            "method": method, "dataset": dataset, "preset": preset, "run_id": run_id,
-            "protocol": "train+test" if ":" not in dataset else dataset.split(":")[1],
-            "device": record.summary.get("device", record.device), "status": record.status,
-            "complete": record.status == "finished", "error": record.error,
-            "epochs": {k: v for k, v in record.config.items() if k.endswith("epochs")},
-            "pretext_epochs_done": epochs_done if pretext_epochs else None,
-            "pretext_s_per_epoch": pretext_seconds / epochs_done if epochs_done and pretext_seconds else None,
-            "views_per_s": views_per_s, "seconds": seconds,
-            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-            "acc": record.summary.get("acc"), "nmi": record.summary.get("nmi"), "ari": record.summary.get("ari"),
-            "paper_acc_nmi_ari": paper,
-        })
+        store.add_message(run_id, "bench", f"bench session {time.perf_counter() - t0:.3f} s")
+        rows.append(_train_row(store, run_id, dataset, preset, session_start))
     return rows
+
+
+_SESSION_PREFIX = "bench session "
+
+
+def _stopped_run(store: Any, method: str, dataset: str, preset: str) -> str | None:
+    """The newest run of this benchmark that stopped before finishing, if any."""
+    stopped = [r for r in store.list() if (r.method, r.dataset, r.preset) == (method, dataset, preset)
+               and r.status in ("cancelled", "interrupted")]
+    return max(stopped, key=lambda r: r.created).id if stopped else None
+
+
+def _train_row(store: Any, run_id: str, dataset: str, preset: str, session_start: float) -> dict[str, Any]:
+    """A run's result row. Pretext speed comes from this session's epochs only: the time between its first and
+    last recorded epoch (from the session start when it recorded one epoch), so data loading and a resumed
+    run's earlier sessions do not blur it."""
+    record = store.get(run_id)
+    sessions = [float(m["message"][len(_SESSION_PREFIX):-2]) for m in store.messages(run_id)
+                if m["stage"] == "bench" and m["message"].startswith(_SESSION_PREFIX)]
+    pretext_epochs: dict[int, float] = {}  # step at the end of each recorded epoch → when it was recorded
+    for metric in store.metrics(run_id):
+        if metric["stage"] == "pretext":
+            pretext_epochs.setdefault(metric["step"], metric["time"])
+    epoch_times = sorted(t for t in pretext_epochs.values() if t >= session_start)
+    if len(epoch_times) >= 2:
+        s_per_epoch = (epoch_times[-1] - epoch_times[0]) / (len(epoch_times) - 1)
+    elif epoch_times:
+        s_per_epoch = epoch_times[0] - session_start
+    else:
+        s_per_epoch = None
+    n_images = record.summary.get("n_images") or _known_images(dataset)
+    paper = PAPER_CIFAR10.get(record.method) if dataset.startswith("cifar10") else None
+    return {
+        "method": record.method, "dataset": dataset, "preset": preset, "run_id": run_id,
+        "protocol": "train+test" if ":" not in dataset else dataset.split(":")[1],
+        "device": record.summary.get("device", record.device), "status": record.status,
+        "complete": record.status == "finished", "error": record.error,
+        "epochs": {k: v for k, v in record.config.items() if k.endswith("epochs")},
+        "pretext_epochs_done": len(pretext_epochs) if "pretext_epochs" in record.config else None,
+        "pretext_s_per_epoch": s_per_epoch,
+        "views_per_s": 2 * n_images / s_per_epoch if n_images and s_per_epoch else None,
+        "seconds": sum(sessions), "sessions": len(sessions),
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "acc": record.summary.get("acc"), "nmi": record.summary.get("nmi"), "ari": record.summary.get("ari"),
+        "paper_acc_nmi_ari": paper,
+    }
+
+
+def _known_images(dataset: str) -> int | None:
+    from .data import DATASETS
+
+    info = DATASETS.get(dataset.strip().lower())
+    return info.n_images if info is not None else None
 
 
 def write_results(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:

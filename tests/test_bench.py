@@ -59,6 +59,16 @@ def test_a_run_over_budget_is_recorded_incomplete_not_extrapolated(tmp_path):
     assert not row["complete"] and row["status"] == "cancelled" and row["acc"] is None
 
 
+def test_a_stopped_benchmark_run_is_resumed_by_the_next_bench_and_its_sessions_add_up(tmp_path):
+    (first,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=0.02, data_root=None,
+                          runs_dir=tmp_path / "runs")
+    assert first["status"] == "cancelled" and first["sessions"] == 1
+    (second,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=5, data_root=None,
+                           runs_dir=tmp_path / "runs")
+    assert second["run_id"] == first["run_id"] and second["complete"] and second["sessions"] == 2
+    assert second["seconds"] > first["seconds"] and second["acc"] > 0.8
+
+
 def test_map_rerender_reads_the_cached_map(tmp_path):
     row = map_rerender(300, dim=16, workdir=tmp_path)
     assert row["seconds"] > 0 and row["first_compute_seconds"] > 0

@@ -33,6 +33,13 @@ def test_a_cpu_fit_uses_none_of_the_gpu_speedups():
 def test_a_gpu_fit_uses_bf16_channels_last_and_fused_optimisers():
     speedups = Speedups.for_device(torch.device("cuda"), compile=False)
     assert speedups.autocast_dtype == torch.bfloat16 and speedups.channels_last and speedups.fused_optimizer
+    assert speedups.tuned_kernels and not speedups.compile
+
+
+def test_cpu_speedups_leave_the_process_wide_kernel_settings_alone():
+    before = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
+    Speedups.for_device(CPU).prepare(nn.Linear(2, 2))
+    assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before == (False, "highest")
 
 
 def test_prepare_lays_convolutions_out_channels_last_and_keeps_checkpoint_keys():

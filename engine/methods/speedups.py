@@ -2,15 +2,16 @@
 
 On a CUDA device the network's convolutions and matrix products run in bfloat16 under ``torch.autocast`` (weights,
 optimiser state and the ops autocast keeps in float32 — softmax, log-softmax, norms, reductions — stay float32),
-activations are laid out channels-last (what tensor cores read fastest), and the optimiser updates every
-parameter in one fused kernel. On the CPU all of these are off, so CPU runs compute what they always did.
+activations are laid out channels-last (what tensor cores read fastest), the optimiser updates every
+parameter in one fused kernel, cuDNN picks the fastest convolution algorithm for each shape, and what stays
+float32 may use TF32 matmuls. On the CPU all of these are off, so CPU runs compute what they always did.
 
 ``torch.compile`` is opt-in (``DCE_COMPILE=1`` or ``bench --compile``): compiling a ResNet-18 costs about a minute
 before the first step, which pays off over a paper-length pretext but not in a short interactive run.
 
 Examples:
     >>> Speedups.for_device(torch.device("cpu"))
-    Speedups(autocast_dtype=None, channels_last=False, fused_optimizer=False, compile=False)
+    Speedups(autocast_dtype=None, channels_last=False, fused_optimizer=False, tuned_kernels=False, compile=False)
 """
 from __future__ import annotations
 
@@ -31,12 +32,14 @@ class Speedups:
         autocast_dtype: the low-precision dtype of ``torch.autocast`` (bfloat16), or None for float32 throughout.
         channels_last: store convolution weights (hence activations) channels-last.
         fused_optimizer: build optimisers with ``fused=True`` (one kernel for all parameters; CUDA only).
+        tuned_kernels: cuDNN autotuning and TF32 float32 matmuls (process-wide settings, set by :meth:`prepare`).
         compile: compile the trained networks with ``torch.compile``.
     """
 
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
     fused_optimizer: bool = False
+    tuned_kernels: bool = False
     compile: bool = False
 
     @classmethod
@@ -48,7 +51,8 @@ class Speedups:
         if compile is None:
             compile = os.environ.get("DCE_COMPILE") == "1"
         bf16 = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return cls(autocast_dtype=bf16, channels_last=True, fused_optimizer=True, compile=compile)
+        return cls(autocast_dtype=bf16, channels_last=True, fused_optimizer=True, tuned_kernels=True,
+                   compile=compile)
 
     def autocast(self, device: torch.device) -> ContextManager:
         """The context a forward pass and its loss run in."""
@@ -58,7 +62,10 @@ class Speedups:
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Lay ``model`` out channels-last and compile it, in place (its ``state_dict`` keys do not change, so
-        checkpoints stay interchangeable with uncompiled runs); returns it."""
+        checkpoints stay interchangeable with uncompiled runs), and switch on the tuned kernels; returns it."""
+        if self.tuned_kernels:
+            torch.backends.cudnn.benchmark = True
+            torch.set_float32_matmul_precision("high")
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.compile:
