@@ -26,6 +26,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .data.imageset import ImageSet
+from .methods.speedups import Speedups
+
 PAPER_CIFAR10 = {  # DESIGN.md §3: reported CIFAR-10 ACC/NMI/ARI (%), for the table beside ours
     "scan": (88.3, 79.7, 77.2), "dec": (30.1, 25.7, 16.1), "jule": (27.2, 19.2, 13.8),
     "pica": (69.6, 59.1, 51.2), "cc": (79.0, 70.5, 63.7), "spice": (92.6, 86.5, 85.2),
@@ -66,7 +69,6 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
     """
     from .data.augment import build_augment
     from .methods.simclr import ContrastiveModel
-    from .methods.speedups import Speedups
     from .methods.training import make_optimizer
     from .nn import build_backbone, nt_xent_loss
 
@@ -105,15 +107,15 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
     return rows
 
 
-def _speedups_label(speedups: Any) -> str:
+def _speedups_label(speedups: Speedups) -> str:
     parts = [str(speedups.autocast_dtype).removeprefix("torch.")] if speedups.autocast_dtype else ["float32"]
     parts += [name for name in ("channels_last", "fused_optimizer", "tuned_kernels", "compile")
               if getattr(speedups, name)]
     return "+".join(parts)
 
 
-def method_step_times(method: str, images: Any, device: torch.device, preset: str = "fast",
-                      speedups: Any = None, warmup: int = 2, **settings: Any) -> list[dict[str, Any]]:
+def method_step_times(method: str, images: ImageSet, device: torch.device, preset: str = "fast",
+                      speedups: Speedups | None = None, warmup: int = 2, **settings: Any) -> list[dict[str, Any]]:
     """One row per stage of ``method``: the median wall time of one training step, measured in a real fit.
 
     Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps) so each runs a few dozen steps of
@@ -124,7 +126,6 @@ def method_step_times(method: str, images: Any, device: torch.device, preset: st
     """
     from .errors import TrainingError
     from .methods import FitContext, get_method
-    from .methods.speedups import Speedups
 
     cls = get_method(method)
     preset_config = dataclasses.asdict(cls.from_preset(preset).config)
