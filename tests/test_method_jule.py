@@ -116,6 +116,19 @@ def test_each_timestep_merges_the_pair_that_maximises_the_criterion():
     assert {*before[moved].tolist(), *gdl.labels[moved].tolist()} == best_pair
 
 
+def test_small_clusters_are_merged_before_the_last_k_are_reached():
+    rng = np.random.default_rng(3)  # on these points plain GDL ends with a 2-point cluster among its 5
+    features = F.normalize(torch.from_numpy(rng.normal(size=(200, 4))).float(), dim=1)
+    _, graph = knn_graph(features, 5)
+    sizes = {}
+    for min_size in (0.0, 10.0):
+        gdl = GraphDegreeLinkage(features.numpy(), graph, nearest_neighbor_components(features), 5, 1.0)
+        gdl.run(10**6, min_clusters=5, min_size=min_size)
+        sizes[min_size] = np.bincount(gdl.compact_labels())
+    assert len(sizes[0.0]) == len(sizes[10.0]) == 5
+    assert sizes[0.0].min() < 10 <= sizes[10.0].min()
+
+
 def test_jule_paper_preset_matches_the_paper():
     config = get_method("jule").from_preset("paper").config
     assert (config.n_neighbors, config.n_cluster_neighbors, config.merge_lambda) == (20, 5, 1.0)  # K_s, K_c, λ
@@ -126,3 +139,4 @@ def test_jule_paper_preset_matches_the_paper():
     assert config.unroll_batch_size == 100
     assert (config.triplet_margin, config.positive_weight) == (0.2, 1.0)
     assert config.embedding_dim == 160
+    assert config.min_cluster_fraction == 0.25  # ours, not the paper's: see the module docstring
