@@ -11,6 +11,8 @@ Modes:
   ``--methods`` it also times one step of every stage of each method (:func:`method_step_times`).
 * ``--map N`` — compute a PaCMAP map of N×512 features once, then time reading it back from the cache and
   building the Map page's WebGL figure from it (what a page re-render costs).
+* ``--collect`` — gather the rows of every ``--out/*/results.json`` (one folder per benchmark run) into
+  ``--out/results.json`` and ``--out/RESULTS.md``, each row tagged with the folder it came from.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from .data.imageset import ImageSet
+from .errors import UserError
 from .methods.speedups import Speedups
 
 PAPER_CIFAR10 = {  # DESIGN.md §3: reported CIFAR-10 ACC/NMI/ARI (%), for the table beside ours
@@ -303,7 +306,7 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
         tables.setdefault(frozenset(row), []).append(row)
     blocks = []
     for keys, table in tables.items():
-        columns = sorted(keys, key=lambda k: (k not in ("method", "piece"), k != "stage", k))
+        columns = sorted(keys, key=lambda k: (k != "run", k not in ("method", "piece"), k != "stage", k))
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in table:
             cells = []
@@ -314,3 +317,13 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
         blocks.append("\n".join(lines))
     (out / "RESULTS.md").write_text("\n\n".join(blocks) + "\n")
     return out / "results.json", out / "RESULTS.md"
+
+
+def collect_results(root: Path) -> list[dict[str, Any]]:
+    """The rows of every ``root/*/results.json``, in folder-name order, each with ``run`` set to its folder."""
+    rows = []
+    for results in sorted(root.glob("*/results.json")):
+        rows += [{"run": results.parent.name, **row} for row in json.loads(results.read_text())]
+    if not rows:
+        raise UserError(f"no */results.json under {root}: run a benchmark with --out {root}/NAME first")
+    return rows

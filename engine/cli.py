@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro's SimCLR step")
     bench.add_argument("--compile", action="store_true", help="--micro on a GPU: also torch.compile the step")
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
+    bench.add_argument("--collect", action="store_true",
+                       help="gather every --out/*/results.json into --out/results.json and --out/RESULTS.md")
     bench.add_argument("--runs-dir", default="bench-runs")
     bench.add_argument("--out", default="benchmarks")
     return parser
@@ -176,6 +178,11 @@ def _bench(args: argparse.Namespace) -> int:
     from .methods import get_method, list_methods
     from .methods.speedups import Speedups
 
+    if args.collect:
+        rows = bench.collect_results(Path(args.out))
+        for path in bench.write_results(rows, Path(args.out)):
+            print(path)
+        return 0
     device = pick_device(args.device)
     methods = list_methods() if args.methods == "all" else args.methods.split(",")
     for method in methods:

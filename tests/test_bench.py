@@ -79,3 +79,19 @@ def test_results_are_written_as_json_and_markdown(tmp_path):
     json_path, md_path = write_results([{"method": "kmeans", "acc": 0.5, "device": "cpu"}], tmp_path)
     assert json.loads(json_path.read_text()) == [{"method": "kmeans", "acc": 0.5, "device": "cpu"}]
     assert "| method |" in md_path.read_text() and "| kmeans |" in md_path.read_text()
+
+
+def test_collect_gathers_every_benchmark_folder_into_one_table_tagged_by_folder(tmp_path):
+    write_results([{"method": "scan", "acc": 0.88, "device": "H100"}], tmp_path / "cifar10-h100")
+    write_results([{"piece": "simclr step", "views_per_s": 1e5, "device": "H100"}], tmp_path / "micro-h100")
+    result = run_cli("bench", "--collect", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert rows == [{"run": "cifar10-h100", "method": "scan", "acc": 0.88, "device": "H100"},
+                    {"run": "micro-h100", "piece": "simclr step", "views_per_s": 1e5, "device": "H100"}]
+    assert "| run | method |" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_collect_with_no_benchmark_folders_says_what_to_run(tmp_path):
+    result = run_cli("bench", "--collect", "--out", str(tmp_path))
+    assert result.returncode == 2 and "no */results.json" in result.stderr
