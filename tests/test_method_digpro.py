@@ -95,6 +95,12 @@ def test_digpro_paper_preset_matches_the_paper():
     assert (cfg.latent_noise_std, cfg.memory_bank_size, cfg.n_kmeans_init) == (0.001, 2560, 10)
 
 
+def test_the_fast_preset_keeps_ten_kmeans_restarts_for_its_labels():
+    # with 3, the last E-step's K-means fell into a worse optimum in 3 of 20 seeds on one digits fit: ACC 0.80
+    # against 0.89 for the best-of-10 partition of the same features (10 restarts cost 0.1 s more per E-step)
+    assert DigPro.from_preset("fast").config.n_kmeans_init == 10
+
+
 def test_digpro_refuses_settings_no_run_can_use():
     from engine.errors import ConfigError
 

@@ -263,7 +263,7 @@ class DigPro(Method):
         "paper": {},
         # a CPU minute on digits: a short schedule with a short warm-up, Adam, a small MLP, milder crops
         "fast": {"epochs": 20, "warmup_epochs": 2, "optimizer": "adam", "lr": 2e-3, "weight_decay": 1e-5,
-                 "projection_dim": 128, "hidden_dim": 512, "target_momentum": 0.99, "n_kmeans_init": 3,
+                 "projection_dim": 128, "hidden_dim": 512, "target_momentum": 0.99,
                  "crop_min_scale": 0.5},
     }
 
