@@ -22,7 +22,7 @@ wd 1e-4, cosine, 500 epochs, batch 512, 128-d projection, crops of 20–100 %; q
 
 Readings and assumptions:
 - Cluster probabilities are needed before any cluster head exists, so the weak-view probabilities of the mining
-  step come from K-means (K clusters) on the L2-normalised weak-view embeddings:
+  step come from K-means (K clusters, best of 10 k-means++ restarts) on the L2-normalised weak-view embeddings:
   p_ic = softmax_c(⟨z_i, μ_c⟩/τ) with the normalised centres μ_c and the pretext's τ.
 - Mining, like SCAN's, uses the online backbone + projector; the cluster model starts from the online backbone.
 - Both views' target projections are enqueued after each step; a queue longer than the dataset minus one batch
@@ -237,7 +237,7 @@ class Smc(Method):
         context.step("mine", 1, 3)
         strong_features = embed(encoder, data, geometry.augment("strong"))
         weak = F.normalize(embed(encoder, data, geometry.augment("weak")), dim=1)
-        centres, _ = fit_kmeans(weak, cfg.n_clusters, n_init=3, seed=cfg.seed)
+        centres, _ = fit_kmeans(weak, cfg.n_clusters, seed=cfg.seed)
         weak_probs = F.softmax(weak @ F.normalize(centres, dim=1).t() / cfg.temperature, dim=1)
         context.step("mine", 2, 3)
         neighbors = three_view_neighbors(features, strong_features, weak_probs, cfg.n_neighbors)
