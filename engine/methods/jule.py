@@ -309,13 +309,14 @@ class GraphDegreeLinkage:
         into its strongest-affinity neighbour (else the nearest centroid)."""
         for _ in range(min(n_merges, self.n_clusters - min_clusters)):
             a = int(self.score.argmax())
-            if self.n_clusters < 2 * min_clusters or self.score[a] == -np.inf:
+            stuck = self.score[a] == -np.inf  # no pair with affinity left
+            if stuck or self.n_clusters < 2 * min_clusters:
                 smallest = min(self.members, key=lambda c: self.sizes[c])
-                if self.sizes[smallest] < min_size or self.score[a] == -np.inf:
+                if stuck or self.sizes[smallest] < min_size:
                     a = smallest
             if self.top[a]:
                 self.merge(a, self.top[a][0][0])
-            else:  # no pair with affinity left: the smallest cluster joins its nearest centroid
+            else:  # a cluster with no affinity to any other joins its nearest centroid
                 self.merge(a, self._nearest_by_centroid([a])[0])
 
     def compact_labels(self) -> np.ndarray:
