@@ -208,9 +208,9 @@ def map_rerender(n_points: int, dim: int = 512, seed: int = 0, workdir: Path | N
             "first_compute_seconds": first, "device": "cpu", "n_points": n_points}
 
 
-def train_rows(methods: list[str], dataset: str, preset: str, device: str, budget_minutes: float,
+def train_rows(methods: list[str], dataset: str, preset: str, device: str, budget_minutes: float | None,
                data_root: str | None, runs_dir: Path) -> list[dict[str, Any]]:
-    """Train each method end to end through the run store; one result row each.
+    """Train each method end to end through the run store; one result row each (no budget: to the end).
 
     A benchmark longer than one job: a run of the same method, dataset and preset that an earlier ``bench`` left
     stopped in ``runs_dir`` (over budget, cancelled, interrupted) is resumed from its stage checkpoints instead of
@@ -227,8 +227,9 @@ def train_rows(methods: list[str], dataset: str, preset: str, device: str, budge
         else:
             store.requeue(run_id)
         cancel = threading.Event()
-        timer = threading.Timer(budget_minutes * 60, cancel.set)
-        timer.start()
+        timer = threading.Timer(budget_minutes * 60, cancel.set) if budget_minutes is not None else None
+        if timer is not None:
+            timer.start()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         session_start, t0 = time.time(), time.perf_counter()
@@ -237,7 +238,8 @@ def train_rows(methods: list[str], dataset: str, preset: str, device: str, budge
         except Exception:  # noqa: BLE001 — the outcome is in the store and goes into the row
             pass
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         store.add_message(run_id, "bench", f"bench session {time.perf_counter() - t0:.3f} s")
         rows.append(_train_row(store, run_id, dataset, preset, session_start))
     return rows

@@ -10,6 +10,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# A wait in a test is a hang guard, never a speed target: a loaded 2-core CI machine runs several times slower
+# than an idle one, so work is bounded by steps and epochs and a wait gives up only far above any expected time.
+HANG_GUARD_S = 1800
+# Child processes run on one thread, like the in-process fits: pytest-xdist already keeps every core busy, and
+# an oversubscribed OpenMP pool is what turns "slower" into "many times slower".
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path, monkeypatch):
@@ -18,10 +25,10 @@ def isolated_dirs(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m engine ARGS`` in a fresh process from the repository root."""
+def run_cli(*args: str, env: dict | None = None, timeout: float = HANG_GUARD_S) -> subprocess.CompletedProcess:
+    """``python -m engine ARGS`` in a fresh process from the repository root, on one thread."""
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, **ONE_THREAD, **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 
 def app() -> AppTest:
-    return AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    return AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
 
 
 def test_app_opens_on_the_train_page_with_digits_preselected():
@@ -31,7 +31,7 @@ def test_a_kmeans_run_started_from_the_train_page_finishes_and_shows_its_scores(
     next(button for button in at.button if button.label == "Start").click()
     at.run()
     assert not at.exception
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
         at.run()
         if any(metric.label == "ACC" for metric in at.metric):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_cli
+from conftest import HANG_GUARD_S, ONE_THREAD, REPO, run_cli
 from engine.data import load_folder
 from engine.data.folder import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_ARCHIVE_FILES, archive_limits
 from engine.errors import ConfigError, DatasetError
@@ -26,7 +26,6 @@ from engine.methods import FitContext, create_method
 from engine.methods.base import check_batch_sizes
 from engine.runs import JobManager, RunRequest, RunStore
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 HUGE_SIDE = 10_000  # 10⁸ pixels: over Pillow's MAX_IMAGE_PIXELS (about 8.9·10⁷)
 
 
@@ -136,7 +135,7 @@ def test_a_huge_image_is_refused_before_its_pixels_are_decoded(tmp_path, huge_pn
               "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
               "print(json.dumps({'paths': loaded.paths, 'skipped': loaded.skipped, 'grew_kib': after - before}))\n")
     result = subprocess.run([sys.executable, "-c", script, str(folder)], cwd=REPO, capture_output=True, text=True,
-                            timeout=120, env={**os.environ, **ONE_THREAD})
+                            timeout=HANG_GUARD_S, env={**os.environ, **ONE_THREAD})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["paths"] == ["small.png"] and report["skipped"][0][0] == "huge.png"
@@ -363,7 +362,7 @@ def test_explicit_settings_travel_with_the_run_so_a_folder_run_fails_before_trai
     try:
         run_id = manager.submit(RunRequest("scan", f"folder:{small_folder}", device="cpu",
                                            overrides={"n_clusters": 2, "cluster_batch_size": 100}))
-        record = manager.wait(run_id, timeout=60)
+        record = manager.wait(run_id, timeout=HANG_GUARD_S)
     finally:
         manager.shutdown()
     assert record.options["explicit"] == ["cluster_batch_size", "n_clusters"]

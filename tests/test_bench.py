@@ -47,7 +47,7 @@ def test_bench_refuses_an_unknown_method_before_timing_anything(tmp_path):
 
 
 def test_a_training_row_reports_the_run_end_to_end(tmp_path):
-    (row,) = train_rows(["kmeans"], "digits", "fast", "cpu", budget_minutes=5, data_root=None,
+    (row,) = train_rows(["kmeans"], "digits", "fast", "cpu", budget_minutes=None, data_root=None,
                         runs_dir=tmp_path / "runs")
     assert row["complete"] and row["status"] == "finished"
     assert 0.7 < row["acc"] < 0.85 and row["seconds"] > 0 and row["device"] == "cpu"
@@ -63,7 +63,7 @@ def test_a_stopped_benchmark_run_is_resumed_by_the_next_bench_and_its_sessions_a
     (first,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=0.02, data_root=None,
                           runs_dir=tmp_path / "runs")
     assert first["status"] == "cancelled" and first["sessions"] == 1
-    (second,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=5, data_root=None,
+    (second,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=None, data_root=None,
                            runs_dir=tmp_path / "runs")
     assert second["run_id"] == first["run_id"] and second["complete"] and second["sessions"] == 2
     assert second["seconds"] > first["seconds"] and second["acc"] > 0.8

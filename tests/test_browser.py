@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
+# a hang guard for each wait in the page, far above the seconds it takes on an idle machine
+WAIT_MS = 600_000
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
@@ -39,7 +41,7 @@ def app_url(tmp_path):
                                "--server.address", "127.0.0.1", "--server.headless", "true"],
                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -64,21 +66,21 @@ def test_train_a_digits_run_then_explore_it_in_chromium(app_url):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(app_url)
-        page.get_by_role("heading", name="Train").wait_for(timeout=60_000)
+        page.get_by_role("heading", name="Train").wait_for(timeout=WAIT_MS)
         page.locator("[data-testid='stSelectbox']").filter(has_text="Method").click()
         page.get_by_role("option", name="kmeans", exact=True).click()
         page.get_by_role("button", name="Start").click()
-        page.get_by_text("status finished").wait_for(timeout=120_000)
-        page.get_by_text("ACC", exact=True).wait_for(timeout=30_000)
+        page.get_by_text("status finished").wait_for(timeout=WAIT_MS)
+        page.get_by_text("ACC", exact=True).wait_for(timeout=WAIT_MS)
         no_exception(page, "1-train-finished")
 
         for title in ("Map", "Neighbours", "Clusters", "Export"):
             page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
-            page.get_by_role("heading", name=title).wait_for(timeout=60_000)
+            page.get_by_role("heading", name=title).wait_for(timeout=WAIT_MS)
             if title == "Map":
-                page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+                page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
             no_exception(page, f"2-{title.lower()}")
         page.get_by_role("button", name="Export").click()
-        page.get_by_text("Written to").wait_for(timeout=60_000)
+        page.get_by_text("Written to").wait_for(timeout=WAIT_MS)
         no_exception(page, "3-exported")
         browser.close()

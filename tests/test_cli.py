@@ -65,7 +65,7 @@ def test_scan_fast_beats_kmeans_on_digits_by_005(tmp_path):
     kmeans = run_cli("train", "--method", "kmeans", "--dataset", "digits", "--device", "cpu", "--json",
                      "--runs-dir", runs)
     scan = run_cli("train", "--method", "scan", "--dataset", "digits", "--preset", "fast", "--device", "cpu",
-                   "--json", "--runs-dir", runs, timeout=900)  # a hang guard, not a speed target
+                   "--json", "--runs-dir", runs)
     assert scan.returncode == 0, scan.stderr[-2000:]
     kmeans_acc, scan_summary = last_json(kmeans.stdout)["acc"], last_json(scan.stdout)
     assert scan_summary["acc"] >= kmeans_acc + 0.05, (scan_summary, kmeans_acc)

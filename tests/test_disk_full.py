@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import HANG_GUARD_S
 from engine.analysis.export import export_run
 from engine.analysis.results import load_results
 from engine.atomic import atomic_path, is_disk_full, write_atomic
@@ -196,7 +197,7 @@ def finished_run(tmp_path_factory):
         patch.setenv("DCE_CACHE_DIR", str(runs / "cache"))
         manager = JobManager(runs)
         run_id = manager.submit(RunRequest("kmeans", "digits", overrides={"n_init": 1}, device="cpu"))
-        assert manager.wait(run_id, timeout=120).status == "finished"
+        assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "finished"
         manager.shutdown()
         yield load_results(manager.store, run_id)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 from engine.analysis.metrics import cluster_accuracy
 from engine.errors import ConfigError, TrainingError
 from engine.methods import FitContext, create_method, get_method, list_methods
@@ -22,7 +22,7 @@ HEAVY_UI_MODULES = ("streamlit", "plotly", "faiss", "umap", "pacmap")
 def test_importing_the_engine_core_pulls_in_no_ui_or_optional_library():
     code = ("import sys, engine, engine.methods, engine.runs, engine.analysis, engine.data, engine.cli; "
             f"print([m for m in {HEAVY_UI_MODULES!r} if m in sys.modules])")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

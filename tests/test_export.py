@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import HANG_GUARD_S, run_cli
 from engine.analysis.export import FORMATS, export_run, safe_filename
 from engine.analysis.results import load_results
 from engine.analysis.thumbnails import BORDER, contact_sheet, png_bytes, to_rgb_uint8, upscale
@@ -53,7 +53,7 @@ def runs(tmp_path_factory):
                                                   overrides={"n_clusters": 2}, device="cpu")),
         }
         for run_id in ids.values():
-            record = manager.wait(run_id, timeout=120)
+            record = manager.wait(run_id, timeout=HANG_GUARD_S)
             assert record.status == "finished", record.error
         manager.shutdown()
         yield {name: load_results(manager.store, run_id) for name, run_id in ids.items()}

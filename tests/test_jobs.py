@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 from engine.errors import UserError
 from engine.runs import JobManager, RunRequest, RunStore
 
 TINY_SCAN = {"pretext_epochs": 3, "cluster_epochs": 2, "selflabel_epochs": 1}
 
 
-def wait_for(condition, timeout: float = 120, poll: float = 0.1):
+def wait_for(condition, timeout: float = HANG_GUARD_S, poll: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -36,7 +36,7 @@ def manager(tmp_path):
 
 def test_a_queued_kmeans_run_finishes_with_scores_arrays_and_metrics(manager):
     run_id = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
-    record = manager.wait(run_id, timeout=60)
+    record = manager.wait(run_id, timeout=HANG_GUARD_S)
     assert record.status == "finished", record.error
     assert record.summary["n_images"] == 1797 and 0.7 < record.summary["acc"] < 0.85
     assert len(manager.store.load_array(run_id, "assign")) == 1797
@@ -50,7 +50,7 @@ def test_runs_execute_one_at_a_time_in_submission_order(manager):
     wait_for(lambda: manager.store.get(first).status == "running")
     assert manager.store.get(second).status == "queued"
     assert manager.pending() == [first, second]
-    assert manager.wait(second, timeout=300).status == "finished"
+    assert manager.wait(second, timeout=HANG_GUARD_S).status == "finished"
     assert manager.store.get(first).finished <= manager.store.get(second).started
 
 
@@ -58,7 +58,7 @@ def test_cancel_stops_a_running_run_and_keeps_its_partial_metrics(manager):
     run_id = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
     wait_for(lambda: manager.store.metrics(run_id))  # at least one epoch recorded
     manager.cancel(run_id)
-    record = manager.wait(run_id, timeout=60)
+    record = manager.wait(run_id, timeout=HANG_GUARD_S)
     assert record.status == "cancelled"
     assert record.stage == "pretext"
     assert manager.store.metrics(run_id)
@@ -70,7 +70,7 @@ def test_cancel_of_a_queued_run_is_immediate(manager):
     manager.cancel(queued)
     assert manager.store.get(queued).status == "cancelled"
     manager.cancel(blocker)
-    assert manager.wait(blocker, timeout=60).status == "cancelled"
+    assert manager.wait(blocker, timeout=HANG_GUARD_S).status == "cancelled"
     assert manager.store.get(queued).started is None
 
 
@@ -84,7 +84,7 @@ def test_a_bad_request_is_rejected_before_it_is_queued(manager):
 
 def test_a_failing_run_is_recorded_failed_with_its_message(manager):
     run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
-    record = manager.wait(run_id, timeout=60)
+    record = manager.wait(run_id, timeout=HANG_GUARD_S)
     assert record.status == "failed" and "does not exist" in record.error
 
 
@@ -96,7 +96,7 @@ def test_a_run_killed_with_its_process_is_interrupted_then_resumes_from_its_chec
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         store = RunStore(runs)
-        run = wait_for(lambda: next((r for r in store.list() if r.stage == "cluster"), None), timeout=180)
+        run = wait_for(lambda: next((r for r in store.list() if r.stage == "cluster"), None))
         process.send_signal(signal.SIGKILL)
         process.wait(10)
     finally:
@@ -109,7 +109,7 @@ def test_a_run_killed_with_its_process_is_interrupted_then_resumes_from_its_chec
         assert store.get(run.id).status == "interrupted"
         pretext_rows = [r for r in store.metrics(run.id) if r["stage"] == "pretext"]
         manager.resume(run.id)
-        record = manager.wait(run.id, timeout=300)
+        record = manager.wait(run.id, timeout=HANG_GUARD_S)
     finally:
         manager.shutdown()
     assert record.status == "finished", record.error
@@ -123,7 +123,7 @@ def finished_scan(tmp_path_factory):
     """A runs folder holding one finished tiny SCAN run on digits; yields (manager, run id)."""
     jobs = JobManager(tmp_path_factory.mktemp("pretext-runs"))
     run_id = jobs.submit(RunRequest("scan", "digits", overrides=TINY_SCAN, device="cpu"))
-    assert jobs.wait(run_id, timeout=300).status == "finished"
+    assert jobs.wait(run_id, timeout=HANG_GUARD_S).status == "finished"
     yield jobs, run_id
     jobs.shutdown()
 
@@ -132,7 +132,7 @@ def test_a_finished_pretext_is_reused_by_a_later_run(finished_scan):
     manager, first = finished_scan
     second = manager.submit(RunRequest("scan", "digits", overrides={**TINY_SCAN, "pretext_from": first},
                                        device="cpu"))
-    record = manager.wait(second, timeout=300)
+    record = manager.wait(second, timeout=HANG_GUARD_S)
     assert record.status == "finished", record.error
     assert not [r for r in manager.store.metrics(second) if r["stage"] == "pretext"]
     assert any(f"reused from run {first}" in m["message"] for m in manager.store.messages(second))
@@ -147,5 +147,5 @@ def test_reusing_a_pretext_of_another_dataset_fails_with_a_clear_message(finishe
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
     second = manager.submit(RunRequest("scan", f"folder:{folder}", overrides={
         **TINY_SCAN, "pretext_from": first, "n_clusters": 2, "n_neighbors": 5}, device="cpu"))
-    record = manager.wait(second, timeout=120)
+    record = manager.wait(second, timeout=HANG_GUARD_S)
     assert record.status == "failed" and "pretext was trained on" in record.error

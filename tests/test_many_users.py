@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 from engine.runs import JobManager, RunRequest, RunStore
 
 pytest.importorskip("streamlit")
@@ -25,7 +25,7 @@ def one_torch_thread():
 
 
 def session() -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
     next(box for box in at.selectbox if box.label == "Method").select("kmeans")
     return at.run()
 
@@ -40,7 +40,7 @@ def test_two_sessions_share_one_queue_and_each_sees_both_runs_once(tmp_path):
     assert mine["alice"] != mine["bob"]
 
     store = RunStore(os.environ["DCE_RUNS_DIR"])
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD_S
     while any(store.get(run_id).status in ("queued", "running") for run_id in mine.values()):
         assert time.monotonic() < deadline, "the runs did not finish in time"
         time.sleep(0.2)
@@ -63,7 +63,7 @@ def test_twenty_queued_runs_all_finish_once_each_in_submission_order(tmp_path):
         ids = [manager.submit(RunRequest("kmeans", "digits", overrides={"n_init": 1, "seed": seed}, device="cpu"))
                for seed in range(20)]
         assert len(set(ids)) == 20
-        records = [manager.wait(run_id, timeout=120) for run_id in ids]
+        records = [manager.wait(run_id, timeout=HANG_GUARD_S) for run_id in ids]
         assert manager.pending() == []
     finally:
         manager.shutdown()

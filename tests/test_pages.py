@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 from engine.runs import JobManager, RunRequest
 
 pytest.importorskip("streamlit")
@@ -19,7 +19,7 @@ def runs(tmp_path_factory):
     ids = [manager.submit(RunRequest("kmeans", "digits", overrides={"seed": seed}, device="cpu"))
            for seed in (0, 1)]
     for run_id in ids:
-        assert manager.wait(run_id, timeout=120).status == "finished"
+        assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "finished"
     manager.shutdown()
     return folder, manager.store, ids
 
@@ -30,7 +30,7 @@ def page(runs, monkeypatch):
     monkeypatch.setenv("DCE_RUNS_DIR", str(folder))
 
     def open_page(path: str) -> AppTest:
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
         at.run()
         at.switch_page(path)
         return at.run()
@@ -114,7 +114,7 @@ def unlabelled_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("unlabelled-runs")
     manager = JobManager(folder)
     run_id = manager.submit(RunRequest("kmeans", f"folder:{images}", overrides={"n_clusters": 3}, device="cpu"))
-    assert manager.wait(run_id, timeout=120).status == "finished"
+    assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "finished"
     manager.shutdown()
     return folder
 
@@ -123,7 +123,7 @@ def unlabelled_runs(tmp_path_factory):
                                   "pages/compare.py", "pages/export.py"])
 def test_every_page_works_for_a_run_without_labels(unlabelled_runs, monkeypatch, path):
     monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
     at.run()
     at.switch_page(path)
     at.run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from conftest import HANG_GUARD_S
 from engine.methods.kmeans import KMeans
 from engine.runs import JobManager, RunRequest
 
@@ -22,7 +23,7 @@ def run_two_in_a_row(tmp_path, monkeypatch, broken_fit):
     try:
         first = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
         second = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
-        return manager.wait(first, timeout=120), manager.wait(second, timeout=120)
+        return manager.wait(first, timeout=HANG_GUARD_S), manager.wait(second, timeout=HANG_GUARD_S)
     finally:
         manager.shutdown()
 

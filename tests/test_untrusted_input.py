@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 from engine.data.roots import check_inside_data_roots, configured_data_roots, default_upload_dir, save_upload
 from engine.errors import DatasetError
 from engine.runs import RunStore
@@ -90,7 +90,7 @@ def test_uploads_go_to_dce_upload_dir_or_into_the_runs_folder(tmp_path, monkeypa
 # ---------------------------------------------------------------------------------------- the Train page
 
 def train_page() -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
     next(box for box in at.selectbox if box.label == "Method").select("kmeans")
     next(box for box in at.number_input if box.label == "Clusters K").set_value(2)
     return at.run()
@@ -159,7 +159,7 @@ def test_an_archive_uploaded_on_the_train_page_is_stored_once_and_trains(tmp_pat
     store = RunStore(os.environ["DCE_RUNS_DIR"])
     (run,) = store.list()
     assert run.dataset == f"folder:{stored}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD_S
     while store.get(run.id).status in ("queued", "running") and time.monotonic() < deadline:
         time.sleep(0.2)
     record = store.get(run.id)

@@ -1,0 +1,58 @@
+"""Rules the test suite itself keeps: no test depends on how fast the machine is.
+
+A loaded 2-core CI machine runs several times slower than an idle one. Tests bound work by steps or epochs; a
+timeout is only a hang guard (``conftest.HANG_GUARD_S``), never a figure a slow machine can miss.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import HANG_GUARD_S
+
+TESTS = Path(__file__).resolve().parent
+TIMEOUT_KEYWORDS = {"timeout", "default_timeout"}
+# A connection attempt that is retried in a loop may time out quickly: the loop's deadline is the guard.
+RETRIED_CALLS = {"create_connection"}
+
+
+def _call_name(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def _below_the_guard(value: ast.expr) -> bool:
+    return isinstance(value, ast.Constant) and isinstance(value.value, (int, float)) and value.value < HANG_GUARD_S
+
+
+def short_wall_clock_limits(source: str) -> list[tuple[int, str]]:
+    """(line, code) of every literal timeout below the hang guard (passed or a parameter's default) and every
+    ``time.monotonic() + N`` deadline."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and _call_name(node) not in RETRIED_CALLS:
+            for keyword in node.keywords:
+                if keyword.arg in TIMEOUT_KEYWORDS and _below_the_guard(keyword.value):
+                    found.append((node.lineno, ast.unparse(node)[:80]))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args.args[len(node.args.args) - len(node.args.defaults):]
+            for argument, default in zip(arguments, node.args.defaults):
+                if argument.arg in TIMEOUT_KEYWORDS and _below_the_guard(default):
+                    found.append((node.lineno, f"def {node.name}(… {argument.arg}={default.value})"))
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and isinstance(node.left, ast.Call)
+                and _call_name(node.left) == "monotonic" and isinstance(node.right, ast.Constant)):
+            found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_the_rule_catches_a_short_timeout_and_a_short_deadline():
+    source = ("run(timeout=900)\nAppTest.from_file('a', default_timeout=60)\nd = time.monotonic() + 120\n"
+              "def wait_for(condition, timeout=120):\n    pass\n")
+    assert sorted(line for line, _ in short_wall_clock_limits(source)) == [1, 2, 3, 4]
+    assert short_wall_clock_limits("run(timeout=HANG_GUARD_S)\nsocket.create_connection(a, timeout=1)\n") == []
+
+
+def test_no_test_waits_on_a_wall_clock_shorter_than_the_hang_guard():
+    offenders = {path.name: found for path in sorted(TESTS.glob("test_*.py"))
+                 if (found := short_wall_clock_limits(path.read_text()))}
+    assert offenders == {}, offenders
