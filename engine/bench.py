@@ -11,6 +11,9 @@ Modes:
   ``--methods`` it also times one step of every stage of each method (:func:`method_step_times`).
 * ``--map N`` — compute a PaCMAP map of N×512 features once, then time reading it back from the cache and
   building the Map page's WebGL figure from it (what a page re-render costs).
+* ``--kmeans N`` — K-means (k-means++, ``n_init`` restarts) on the pixels of the first N images of a dataset:
+  ours and scikit-learn's reference implementation on the same data in the same run, wall and CPU seconds,
+  ACC, and our time as a ratio to scikit-learn's.
 * ``--collect`` — gather the rows of every ``--out/*/results.json`` (one folder per benchmark run) into
   ``--out/results.json`` and ``--out/RESULTS.md``, each row tagged with the folder it came from.
 """
@@ -206,6 +209,38 @@ def map_rerender(n_points: int, dim: int = 512, seed: int = 0, workdir: Path | N
     times = _timed(rerender, torch.device("cpu"), repeats=5, warmup=1)
     return {"piece": f"map page re-render from cache, {n_points} points", "seconds": statistics.median(times),
             "first_compute_seconds": first, "device": "cpu", "n_points": n_points}
+
+
+def kmeans_rows(images: ImageSet, n_images: int, n_init: int = 10, seed: int = 0) -> list[dict[str, Any]]:
+    """Time our K-means (:func:`fit_kmeans`) and scikit-learn's on the pixels of the first ``n_images`` images,
+    both with k-means++ seeding, ``n_init`` restarts and Lloyd iterations on the CPU."""
+    from sklearn.cluster import KMeans as SklearnKMeans
+
+    from .analysis.metrics import cluster_accuracy
+    from .methods.kmeans import fit_kmeans
+
+    pixels = images.images[:n_images].reshape(min(n_images, len(images)), -1).float() / 255
+    labels = images.labels[:n_images] if images.labels is not None else None
+    k = images.n_classes or 10
+
+    def ours() -> np.ndarray:
+        return fit_kmeans(pixels, k, n_init, seed)[1].numpy()
+
+    def sklearn() -> np.ndarray:
+        return SklearnKMeans(k, init="k-means++", n_init=n_init, algorithm="lloyd",
+                             random_state=seed).fit_predict(pixels.numpy())
+
+    rows = []
+    for name, fit in (("engine fit_kmeans", ours), ("scikit-learn KMeans", sklearn)):
+        wall, cpu = time.perf_counter(), time.process_time()
+        assign = fit()
+        rows.append({"piece": f"kmeans {name}", "n_images": len(pixels), "dim": pixels.shape[1], "k": k,
+                     "n_init": n_init, "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
+                     "acc": cluster_accuracy(labels, assign) if labels is not None else None,
+                     "threads": torch.get_num_threads(), "device": "cpu"})
+    for row in rows:
+        row["ratio_to_sklearn"] = row["seconds"] / rows[1]["seconds"]
+    return rows
 
 
 def train_rows(methods: list[str], dataset: str, preset: str, device: str, budget_minutes: float | None,

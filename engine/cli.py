@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro's SimCLR step")
     bench.add_argument("--compile", action="store_true", help="--micro on a GPU: also torch.compile the step")
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
+    bench.add_argument("--kmeans", type=int, metavar="N",
+                       help="time K-means on the pixels of N images of --dataset: ours against scikit-learn's")
     bench.add_argument("--collect", action="store_true",
                        help="gather every --out/*/results.json into --out/results.json and --out/RESULTS.md")
     bench.add_argument("--runs-dir", default="bench-runs")
@@ -195,6 +197,8 @@ def _bench(args: argparse.Namespace) -> int:
             rows += bench.method_step_times(method, images, device, args.preset, speedups)
     elif args.map:
         rows = [bench.map_rerender(args.map)]
+    elif args.kmeans:
+        rows = bench.kmeans_rows(load_dataset(args.dataset, data_root=args.data_root), args.kmeans)
     else:
         rows = bench.train_rows(methods, args.dataset, args.preset, args.device, args.budget_minutes,
                                 args.data_root, Path(args.runs_dir))

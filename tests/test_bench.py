@@ -6,7 +6,7 @@ import json
 import torch
 
 from conftest import run_cli
-from engine.bench import map_rerender, method_step_times, micro, train_rows, write_results
+from engine.bench import kmeans_rows, map_rerender, method_step_times, micro, train_rows, write_results
 
 
 def test_micro_times_augmentation_and_a_full_step_with_ratios():
@@ -95,3 +95,12 @@ def test_collect_gathers_every_benchmark_folder_into_one_table_tagged_by_folder(
 def test_collect_with_no_benchmark_folders_says_what_to_run(tmp_path):
     result = run_cli("bench", "--collect", "--out", str(tmp_path))
     assert result.returncode == 2 and "no */results.json" in result.stderr
+
+
+def test_kmeans_benchmark_times_ours_and_scikit_learn_on_the_same_pixels(digits):
+    ours, reference = kmeans_rows(digits, 600, n_init=2)
+    assert (ours["piece"], reference["piece"]) == ("kmeans engine fit_kmeans", "kmeans scikit-learn KMeans")
+    assert ours["n_images"] == reference["n_images"] == 600 and ours["dim"] == 64
+    assert ours["seconds"] > 0 and reference["ratio_to_sklearn"] == 1.0
+    assert ours["ratio_to_sklearn"] == ours["seconds"] / reference["seconds"]
+    assert abs(ours["acc"] - reference["acc"]) < 0.1  # two K-means of the same pixels: about the same ACC
