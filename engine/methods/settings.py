@@ -12,6 +12,9 @@ Examples:
     >>> check_types(Config(max_iter=1e30))
     Traceback (most recent call last):
     engine.errors.ConfigError: max_iter must be an integer, got 1e+30
+    >>> check_ranges(Config(solver="auto"))
+    Traceback (most recent call last):
+    engine.errors.ConfigError: solver must be one of lloyd, elkan, got 'auto'
 """
 from __future__ import annotations
 
@@ -94,10 +97,11 @@ def check_types(config: Any) -> None:
         value, hint = getattr(config, field.name), hints[field.name]
         if not _matches(value, hint):
             raise ConfigError(f"{field.name} must be {_expected(hint)}, got {value!r}")
-        if _is_float(value) and not math.isfinite(value):
-            raise ConfigError(f"{field.name} must be a finite number, got {value!r}")
-        if _is_int(value) and not -INT64_MAX - 1 <= value <= INT64_MAX:
-            raise ConfigError(f"{field.name} must be an integer of at most 2^63 − 1 in size, got {value}")
+        for number in value if isinstance(value, (tuple, list)) else [value]:
+            if _is_float(number) and not math.isfinite(number):
+                raise ConfigError(f"{field.name} must be a finite number, got {value!r}")
+            if _is_int(number) and not -INT64_MAX - 1 <= number <= INT64_MAX:
+                raise ConfigError(f"{field.name} must be an integer of at most 2^63 − 1 in size, got {value}")
 
 
 def check_ranges(config: Any) -> None:
