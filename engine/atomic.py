@@ -23,17 +23,18 @@ _NEARLY_FULL_BYTES = 16 << 20
 def is_disk_full(error: BaseException, folder: str | Path | None = None) -> bool:
     """Whether ``error`` comes from a full disk or quota.
 
-    True when it, or an exception it was raised from, is an ``OSError`` with ENOSPC or EDQUOT. Some writers report
-    a full disk without an errno (``torch.save`` raises a RuntimeError, numpy's ``tofile`` an OSError saying
-    how many bytes it wrote), so given ``folder``, such an error while that folder's disk has (almost) no space
-    left for the user counts too.
+    True when it, or an exception it was raised from, is an ``OSError`` with ENOSPC or EDQUOT; false when the
+    first errno found is another one. Some writers report a full disk without an errno (``torch.save`` raises a
+    RuntimeError, numpy's ``tofile`` an OSError saying how many bytes it wrote), so given ``folder``, such an
+    error while that folder's disk has (almost) no space left for the user counts too. An error with an errno
+    never counts by the free space: virtual file systems such as procfs report none free.
     """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _DISK_FULL:
-            return True
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno in _DISK_FULL
         current = current.__cause__ or current.__context__
     if folder is None or not isinstance(error, (OSError, RuntimeError)):
         return False

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import HANG_GUARD_S, ONE_THREAD, REPO, run_cli
+from engine.cli import main
 from engine.data import load_folder
 from engine.data.folder import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_ARCHIVE_FILES, archive_limits
 from engine.errors import ConfigError, DatasetError
@@ -321,6 +322,14 @@ def small_folder(tmp_path_factory) -> Path:
     ("scan", {"pretext_lr": -0.1}, "pretext_lr must be positive"),
     ("scan", {"pretext_batch_size": 5000}, "pretext_batch_size=5000 is larger than the dataset (1797 images)"),
     ("scan", {"pretext_epochs": -1}, "must be ≥ 0"),
+    ("kmeans", {"n_init": 2.5}, "n_init must be an integer, got 2.5"),
+    ("kmeans", {"n_clusters": True}, "n_clusters must be an integer, got True"),
+    ("kmeans", {"max_iter": 0}, "max_iter must be ≥ 1"),
+    ("kmeans", {"seed": -1}, "seed must be ≥ 0"),
+    ("kmeans", {"features_from": 123}, "features_from must be text or null, got 123"),
+    ("scan", {"temperature": float("inf")}, "temperature must be a finite number, got inf"),
+    ("scan", {"backbone": None}, "backbone must be text, got None"),
+    ("spice", {"center_ratio": 1.5}, "center_ratio must be in [0, 1], got 1.5"),
 ])
 def test_bad_parameters_are_refused_at_submit_and_nothing_is_queued(tmp_path, method, overrides, message):
     manager = JobManager(tmp_path / "runs")
@@ -389,3 +398,31 @@ def test_cli_refuses_bad_parameters_with_exit_2_and_one_error_line(small_folder,
         assert [r.status for r in stored] == ["failed"] and RunStore(runs).metrics(stored[0].id) == []
     else:  # refused before a run was recorded
         assert stored == []
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("n_clusters=[1,2]", "n_clusters must be an integer, got [1, 2]"),
+    ('n_clusters={"a":1}', "n_clusters must be an integer, got {'a': 1}"),
+    ("n_clusters=null", "n_clusters must be an integer, got None"),
+    ("n_init=NaN", "n_init must be an integer, got nan"),
+    ("max_iter=-Infinity", "max_iter must be an integer, got -inf"),
+    ("seed=1e30", "seed must be an integer, got 1e+30"),
+    ("seed=100000000000000000000000000000", "seed must be an integer of at most 2^63 − 1 in size"),
+    ("features_from=123", "features_from must be text or null, got 123"),
+    ('pretext_lr="0.1"', "pretext_lr must be a number, got '0.1'"),
+    ("image_size=[32]", "image_size must be an integer or null, got [32]"),
+])
+def test_set_values_of_the_wrong_type_or_out_of_range_exit_2_before_a_run_exists(tmp_path, capsys, setting,
+                                                                                  message):
+    method = "scan" if setting.startswith(("pretext_lr", "image_size")) else "kmeans"
+    runs = tmp_path / "runs"
+    code = main(["train", "--method", method, "--set", setting, "--device", "cpu", "--runs-dir", str(runs)])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), err
+    assert RunStore(runs).list() == []
+
+
+def test_optional_settings_take_null_and_float_settings_take_integers():
+    create_method("kmeans", "fast", features_from=None).config.validate(1797)
+    create_method("scan", "fast", image_size=None, pretext_lr=1, temperature=1).config.validate(1797)

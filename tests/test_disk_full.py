@@ -213,3 +213,30 @@ def test_export_to_a_full_disk_says_so_and_keeps_the_earlier_export(finished_run
     assert "is full" in str(raised.value) and str(out) in str(raised.value)
     assert {path: path.read_bytes() for path in earlier} == earlier
     assert sorted(out.iterdir()) == sorted(earlier) and hidden_files(out) == []
+
+
+def test_an_error_with_another_errno_is_not_a_full_disk_even_where_no_space_is_free(tmp_path, monkeypatch):
+    """procfs and other virtual file systems report 0 bytes free: only the error's own errno may say full."""
+    no_space_left(monkeypatch)
+    missing = OSError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "x"))
+    assert not is_disk_full(missing, tmp_path)
+    try:
+        raise RuntimeError("writer failed") from missing
+    except RuntimeError as wrapped:
+        assert not is_disk_full(wrapped, tmp_path)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's procfs")
+def test_export_into_procfs_names_the_folder_and_the_os_reason_not_a_full_disk(finished_run, capsys):
+    with pytest.raises(OSError) as refused:
+        (Path("/proc/self") / ".probe").write_bytes(b"")
+    reason = refused.value.strerror
+    code = main(["export", finished_run.run_id, "--out", "/proc/self", "--format", "csv",
+                 "--runs-dir", str(finished_run.store.root)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot write /proc/self/") and lines[0].endswith(reason), lines
+    assert "full" not in lines[0]
+    with pytest.raises(UserError) as raised:
+        export_run(finished_run, "/proc/self", ["csv"])
+    assert not isinstance(raised.value, DiskFullError)

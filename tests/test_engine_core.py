@@ -1,6 +1,8 @@
 """The engine as a library: light imports, the method registry and contract, K-means, shared losses."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 
@@ -34,6 +36,16 @@ def test_every_registered_method_declares_stages_and_both_presets():
         assert {"paper", "fast"} <= set(method.presets), name
         described = method.describe()
         assert described["name"] == name and described["paper"]
+
+
+def test_every_registered_methods_presets_pass_validation_also_read_back_from_json():
+    """A stored run's config comes back from JSON (tuples as lists) and is validated again when it runs."""
+    for name in list_methods():
+        method = get_method(name)
+        for preset in method.presets:
+            config = create_method(name, preset).config
+            config.validate()
+            method.Config(**json.loads(json.dumps(dataclasses.asdict(config)))).validate()
 
 
 def test_unknown_settings_and_presets_are_config_errors():

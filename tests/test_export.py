@@ -64,7 +64,8 @@ def sections(page: str) -> list[str]:
 
 
 def read_csv(path: Path) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    """The rows as a spreadsheet reads them: a carriage return inside a quoted cell stays in the cell."""
+    return list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))
 
 
 # ------------------------------------------------------------------------------------------------------- PNG
@@ -158,6 +159,31 @@ def test_csv_of_an_unlabelled_run_has_no_label_columns(runs, tmp_path):
     assert rows[0] == ["index", "path", "cluster", "confidence"]
     assert len(rows) == 30 + 1 and all(len(r) == 4 for r in rows)
     assert sorted(r[1] for r in rows[1:]) == [f"img_{i:02d}.png" for i in range(30)]
+
+
+FORMULA_CLASSES = ("=cls()", "+cmd|' -C calc'!A0", "-2+3", "@SUM(A1)", "\tTab", "\rReturn")
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(tmp_path):
+    """OWASP's CSV-injection advice: a text cell starting with = + - @, tab or CR gets a leading single quote.
+
+    Class folders named like formulas make both the path and the label name of their images such cells."""
+    for i, name in enumerate(FORMULA_CLASSES + ("plain",)):
+        write_pngs(tmp_path / "formulas" / name, 2, COLOURS[i % 3:i % 3 + 1], seed=i)
+    manager = JobManager(tmp_path / "runs")
+    try:
+        run_id = manager.submit(RunRequest("kmeans", f"folder:{tmp_path / 'formulas'}", device="cpu",
+                                           overrides={"n_clusters": 2}))
+        assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "finished"
+    finally:
+        manager.shutdown()
+    rows = read_csv(export_run(load_results(manager.store, run_id), tmp_path / "out", ["csv"])["csv"][0])
+    label_of_path = {row[1]: row[5] for row in rows[1:]}
+    assert len(label_of_path) == 14
+    for name in FORMULA_CLASSES:
+        assert label_of_path[f"'{name}/img_00.png"] == label_of_path[f"'{name}/img_01.png"] == f"'{name}"
+    assert label_of_path["plain/img_00.png"] == "plain"
+    assert not [cell for row in rows for cell in row if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
 
 
 # ------------------------------------------------------------------------------------------------------- zip

@@ -1,12 +1,19 @@
 """Faults during training: a NaN loss, running out of GPU memory and a collapsed result each stop the run as
-`failed` with a message that says what happened, and the queue goes on with the next run."""
+`failed` with a message that says what happened, and the queue goes on with the next run; an unreadable stage
+checkpoint is named and its stage trained again on resume."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conftest import HANG_GUARD_S
+from engine.errors import UserError
+from engine.methods import FitContext
 from engine.methods.kmeans import KMeans
-from engine.runs import JobManager, RunRequest
+from engine.runs import JobManager, RunRequest, RunStore, execute_run
+from engine.runs.execute import create_run
+
+ONE_EPOCH_SCAN = {"pretext_epochs": 1, "cluster_epochs": 1, "selflabel_epochs": 1}
 
 
 def run_two_in_a_row(tmp_path, monkeypatch, broken_fit):
@@ -65,3 +72,50 @@ def test_a_collapsed_result_fails_the_run_naming_the_collapse(tmp_path, monkeypa
     assert failed.status == "failed"
     assert "collapse" in failed.error.lower()
     assert next_run.status == "finished"
+
+
+@pytest.fixture
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def truncate(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_stage_checkpoint_is_named_and_its_stage_redone_on_resume(tmp_path, one_torch_thread):
+    """A SCAN run stopped in its last stage, whose finished ``cluster`` checkpoint was then cut short."""
+    store = RunStore(tmp_path / "runs")
+    run_id = create_run(store, RunRequest("scan", "digits", overrides=ONE_EPOCH_SCAN, device="cpu"))
+    execute_run(store, run_id)
+    checkpoints = store.run_dir(run_id) / "checkpoints"
+    (checkpoints / "selflabel.pt").unlink()  # as if stopped before the self-labelling stage finished
+    truncate(checkpoints / "cluster.pt")
+    rows_before = store.metrics(run_id)
+    store.update(run_id, status="interrupted")
+    store.requeue(run_id)
+
+    execute_run(store, run_id)
+
+    record = store.get(run_id)
+    assert record.status == "finished", record.error
+    named = [m["message"] for m in store.messages(run_id) if str(checkpoints / "cluster.pt") in m["message"]]
+    assert len(named) == 1 and "unreadable" in named[0], store.messages(run_id)
+    assert (checkpoints / "cluster.pt.unreadable").is_file()
+    assert torch.load(checkpoints / "cluster.pt", weights_only=True)["done"]  # trained again and stored
+    redone = {row["stage"] for row in store.metrics(run_id)[len(rows_before):]}
+    assert redone == {"cluster", "selflabel"}  # the pretext and the mined neighbours were read back
+
+
+def test_an_unreadable_checkpoint_of_another_run_is_a_user_error_naming_it(tmp_path):
+    stored = tmp_path / "runs" / "earlier" / "checkpoints" / "pretext.pt"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    context = FitContext("cpu", checkpoint_dir=tmp_path / "runs" / "now" / "checkpoints", runs_root=tmp_path / "runs")
+    with pytest.raises(UserError, match=f"{stored}.*unreadable"):
+        context.load_stage("pretext", from_run="earlier")
+    assert stored.is_file()  # another run's file is left as it is

@@ -97,7 +97,7 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
     * ``html``: ``gallery.html``, one page with every image inlined (opens offline): the run's scores, then one
       section per cluster, empty ones included.
     * ``csv``: ``assignments.csv``, one row per image: index, path, cluster, confidence, and label, label_name
-      when the run has labels.
+      when the run has labels; a path or name a spreadsheet would run as a formula starts with a quote.
     * ``zip``: ``<run id>.zip`` of the three above (written too when not asked for separately).
 
     Raises:
@@ -150,17 +150,28 @@ def _sheets(export: _Export) -> list[tuple[str, bytes]]:
     return files
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading single quote when a spreadsheet would run it as a formula (OWASP's advice
+    against CSV injection): file and class names come from the data, e.g. ``=cmd|' /C calc'!A0.png``."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _assignments(export: _Export) -> list[tuple[str, bytes]]:
     results = export.results
     labelled = export.labels is not None
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
+    # RFC 4180's CRLF line ends; with them the writer also quotes a cell holding a lone CR, which would
+    # otherwise end its row early in a reader
+    writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow(["index", "path", "cluster", "confidence"] + (["label", "label_name"] if labelled else []))
     confidence = results.confidence
     for i in range(len(results.assign)):
-        row = [i, export.paths[i], int(results.assign[i]), f"{float(confidence[i]):.6f}"]
+        row = [i, spreadsheet_safe(export.paths[i]), int(results.assign[i]), f"{float(confidence[i]):.6f}"]
         if labelled:
-            row += [int(export.labels[i]), export.label_name(i)]
+            row += [int(export.labels[i]), spreadsheet_safe(export.label_name(i))]
         writer.writerow(row)
     return [("assignments.csv", text.getvalue().encode("utf-8"))]
 

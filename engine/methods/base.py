@@ -17,8 +17,7 @@ import numpy as np
 from ..data.imageset import ImageSet
 from ..errors import ConfigError, TrainingError
 from .context import FitContext
-
-LR_SCHEDULES = ("constant", "cosine")  # what an ``lr_schedule`` setting may name
+from .settings import bounded, check_ranges, check_types
 
 COLLAPSE_SHARE = 0.9
 
@@ -39,34 +38,23 @@ class MethodConfig:
     """Settings every method has. Subclasses add their paper's hyper-parameters."""
 
     n_clusters: int = 10
-    seed: int = 0
+    seed: int = bounded(0, low=0)
 
     def validate(self, n_images: int | None = None) -> None:
-        """Raise ConfigError for values no run can use; ``n_images`` enables the checks against the data."""
+        """Raise ConfigError for values no run can use; ``n_images`` enables the checks against the data.
+
+        Every setting must be of its annotated type and within its field's range (:mod:`.settings`).
+        """
+        check_types(self)
         if self.n_clusters < 2:
             raise ConfigError(f"the number of clusters K must be at least 2, got {self.n_clusters}")
         if n_images is not None and self.n_clusters > n_images:
             raise ConfigError(f"K={self.n_clusters} clusters asked for but the dataset has only {n_images} "
                               "images; choose K ≤ the number of images")
-        epochs: dict[str, float] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("lr_schedule") and value not in LR_SCHEDULES:
-                raise ConfigError(f"{f.name} must be one of {', '.join(LR_SCHEDULES)}, got {value!r}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if f.name.endswith("epochs"):
-                if not f.name.startswith("warmup"):  # a warm-up is part of a stage, not a stage of its own
-                    epochs[f.name] = value
-                if value < 0:
-                    raise ConfigError(f"{f.name} must be ≥ 0, got {value}")
-            positive = ("batch_size", "lr", "temperature")
-            if (f.name.endswith(positive) or f.name.startswith("n_")) and value <= 0:
-                raise ConfigError(f"{f.name} must be positive, got {value}")
-            if f.name.endswith(("weight_decay", "_weight")) and value < 0:
-                raise ConfigError(f"{f.name} must be ≥ 0, got {value}")
-            if f.name.endswith("crop_min_scale") and not 0 < value <= 1:
-                raise ConfigError(f"{f.name} must be in (0, 1], got {value}")
+        check_ranges(self)
+        # a warm-up is part of a stage, not a stage of its own
+        epochs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name.endswith("epochs") and not f.name.startswith("warmup")}
         # A single stage at 0 epochs is a way to skip it; all of them at 0 would train nothing at all.
         if epochs and not any(epochs.values()):
             raise ConfigError(f"every training stage is set to 0 epochs ({', '.join(epochs)}), so nothing would "

@@ -134,7 +134,12 @@ class FitContext:
             torch.save({"done": done, "state": state}, tmp)
 
     def load_stage(self, stage: str, *, from_run: str | None = None) -> tuple[dict[str, Any], bool] | None:
-        """The stored (state, done) of a stage of this run, or of run ``from_run``; None when there is none."""
+        """The stored (state, done) of a stage of this run, or of run ``from_run``; None when there is none.
+
+        An unreadable checkpoint of this run (cut short by a crash or a copy, say) is reported in an ``info``
+        event naming it, moved aside to ``<stage>.pt.unreadable`` and treated as absent, so its stage is trained
+        again from the stages before it; another run's is a UserError naming the file.
+        """
         if from_run is not None:
             if self.runs_root is None:
                 raise UserError("cannot reuse another run's stage: no runs folder is known to this fit")
@@ -146,5 +151,39 @@ class FitContext:
             path = self._path(stage)
             if path is None or not path.exists():
                 return None
-        stored = torch.load(path, map_location=self.device, weights_only=True)
+        try:
+            return self._read_checkpoint(path)
+        except UnreadableCheckpoint as exc:
+            if from_run is not None:
+                raise UserError(f"run {from_run}'s stored '{stage}' stage, {path}, is unreadable ({exc}); pick "
+                                f"another run or train a new {stage}") from exc
+            aside = path.with_name(f"{path.name}.unreadable")
+            try:
+                path.replace(aside)
+            except OSError as move_error:
+                raise UserError(f"the checkpoint {path} is unreadable ({exc}) and cannot be moved aside "
+                                f"({move_error.strerror}); delete it, then resume") from move_error
+            self.info(stage, f"the checkpoint {path} is unreadable ({exc}); moved it to {aside.name} and "
+                             f"training the {stage} stage again")
+            return None
+
+    def _read_checkpoint(self, path: Path) -> tuple[dict[str, Any], bool]:
+        try:
+            stored = torch.load(path, map_location=self.device, weights_only=True)
+        except (torch.cuda.OutOfMemoryError, OSError):
+            raise  # the device is full, or the file cannot be opened: nothing says its content is bad
+        except Exception as exc:  # noqa: BLE001 — a damaged file fails in torch's reader or unpickler many ways
+            raise UnreadableCheckpoint(_first_line(exc)) from exc
+        if not isinstance(stored, dict) or not isinstance(stored.get("state"), dict) or "done" not in stored:
+            raise UnreadableCheckpoint("not a stage checkpoint")
         return stored["state"], bool(stored["done"])
+
+
+class UnreadableCheckpoint(Exception):
+    """A stage checkpoint file that torch cannot load, or that holds no stage state; the message says why."""
+
+
+def _first_line(error: BaseException) -> str:
+    """The error's type and first sentence: torch's loading errors run on for several."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0].split('. ')[0]}" if text else type(error).__name__

@@ -16,6 +16,7 @@ from ..data.imageset import ImageSet
 from ..errors import UserError
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
+from .settings import bounded
 
 
 def squared_norms(x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +104,7 @@ def soft_assignments(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 @dataclass
 class KMeansConfig(MethodConfig):
     n_init: int = 10
-    max_iter: int = 300
+    max_iter: int = bounded(300, low=1)
     features_from: str | None = None  # run id whose stored features to cluster; None → raw pixels
 
 

@@ -72,6 +72,7 @@ from ..nn.memory_queue import queue_info_nce_loss
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
+from .settings import bounded, one_of
 from .simclr import load_reused_pretext, pretext_identity
 from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch,
                        to_device)
@@ -90,7 +91,7 @@ class SpiceConfig(MethodConfig):
     pretext_lr: float = 0.015
     pretext_weight_decay: float = 1e-4
     temperature: float = 0.2
-    moco_momentum: float = 0.999
+    moco_momentum: float = bounded(0.999, low=0, high=1)
     queue_size: int = 65536
     projection_dim: int = 128
     crop_min_scale: float = 0.2
@@ -100,29 +101,23 @@ class SpiceConfig(MethodConfig):
     self_train_batch_size: int = 128
     self_repeats: int = 8  # passes over a batch's pseudo-labelled images
     self_lr: float = 0.005
-    center_ratio: float = 0.5  # share of B/K most confident images averaged into a prototype
+    center_ratio: float = bounded(0.5, low=0, high=1)  # share of the B/K most confident images in a prototype
     n_strong_ops: int = 4  # RandAugment ops of the strong views SPICE-Self trains on
     reliable_neighbors: int = 100
-    reliable_consistency: float = 0.99
-    reliable_confidence: float = 0.99
-    semi_init: str = "scratch"  # "scratch" (official) or "self" (start from the pretext backbone + kept head)
+    reliable_consistency: float = bounded(0.99, low=0, high=1)
+    reliable_confidence: float = bounded(0.99, low=0, high=1)
+    semi_init: str = one_of("scratch", SEMI_INITS)  # official: scratch; "self": the pretext backbone + kept head
     semi_steps: int = 2 ** 20
     semi_batch_size: int = 64  # labelled images per step; unlabelled ones: unlabeled_ratio × this
     unlabeled_ratio: int = 7
     semi_lr: float = 0.03
     semi_weight_decay: float = 5e-4
-    fixmatch_threshold: float = 0.95
+    fixmatch_threshold: float = bounded(0.95, low=0, high=1)
     unlabeled_weight: float = 1.0
-    semi_ema_momentum: float = 0.999
+    semi_ema_momentum: float = bounded(0.999, low=0, high=1)
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)
-        if self.semi_init not in SEMI_INITS:
-            raise ConfigError(f"semi_init must be one of {', '.join(SEMI_INITS)}, got {self.semi_init!r}")
-        for name in ("center_ratio", "reliable_consistency", "reliable_confidence", "fixmatch_threshold",
-                     "moco_momentum", "semi_ema_momentum"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.semi_steps < 0:
             raise ConfigError(f"semi_steps must be ≥ 0, got {self.semi_steps}")
         for name in ("queue_size", "self_repeats", "unlabeled_ratio", "reliable_neighbors", "projection_dim",

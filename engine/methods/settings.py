@@ -1,0 +1,159 @@
+"""What a method setting may hold: the type its config dataclass annotates, and the range or choices its field
+declares (:func:`bounded`, :func:`one_of`) or, for a field that declares none, that its name implies.
+
+One checker serves every way a value arrives, so a bad one is refused before a run is queued: the CLI's
+``--set`` (parsed as JSON), the Train page's widgets, and a stored run's config read back from the run store.
+
+Examples:
+    >>> @dataclass
+    ... class Config:
+    ...     max_iter: int = bounded(300, low=1)
+    ...     solver: str = one_of("lloyd", ("lloyd", "elkan"))
+    >>> check_types(Config(max_iter=1e30))
+    Traceback (most recent call last):
+    engine.errors.ConfigError: max_iter must be an integer, got 1e+30
+    >>> check_ranges(Config(solver="auto"))
+    Traceback (most recent call last):
+    engine.errors.ConfigError: solver must be one of lloyd, elkan, got 'auto'
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..errors import ConfigError
+
+LR_SCHEDULES = ("constant", "cosine")  # what an ``lr_schedule`` setting may name
+INT64_MAX = 2**63 - 1  # torch and numpy keep integers in 64 bits; a larger one overflows or loops for ever
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The interval a number must lie in; a side left as None is open-ended."""
+
+    low: float | None = None
+    high: float | None = None
+    low_excluded: bool = False  # ``low`` itself is not allowed
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_excluded else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        """``positive``, ``≥ 0``, ``in (0, 1]``, ``≤ 9``: how the error message states the range."""
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_excluded else '['}{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return "positive" if (self.low, self.low_excluded) == (0, True) else \
+                f"{'>' if self.low_excluded else '≥'} {self.low:g}"
+        return f"≤ {self.high:g}"
+
+
+def bounded(default: float, *, low: float | None = None, high: float | None = None,
+            low_excluded: bool = False) -> Any:
+    """A config field whose number must lie between ``low`` and ``high`` (inclusive unless ``low_excluded``)."""
+    return dataclasses.field(default=default, metadata={"bounds": Bounds(low, high, low_excluded)})
+
+
+def one_of(default: str, choices: Sequence[str]) -> Any:
+    """A config field that must name one of ``choices``."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(choices)})
+
+
+POSITIVE = Bounds(0, low_excluded=True)
+NOT_NEGATIVE = Bounds(0)
+
+
+def implied_bounds(name: str) -> list[Bounds]:
+    """The ranges a field's name implies when its field declares none: epochs and weights are ≥ 0; counts
+    (``n_*``), batch sizes, learning rates and temperatures positive; crop scales in (0, 1]."""
+    implied = []
+    if name.endswith("epochs") or name.endswith(("weight_decay", "_weight")):
+        implied.append(NOT_NEGATIVE)
+    if name.endswith(("batch_size", "lr", "temperature")) or name.startswith("n_"):
+        implied.append(POSITIVE)
+    if name.endswith("crop_min_scale"):
+        implied.append(Bounds(0, 1, low_excluded=True))
+    return implied
+
+
+def implied_choices(name: str) -> tuple[str, ...] | None:
+    return LR_SCHEDULES if name.endswith("lr_schedule") else None
+
+
+def check_types(config: Any) -> None:
+    """Raise ConfigError for a setting whose value is not of its annotated type.
+
+    Integers must be whole numbers in 64 bits (not floats, not booleans), floats finite numbers (an integer will
+    do), strings strings; ``X | None`` also takes None, and ``tuple[int, ...]`` a list or tuple of integers.
+    """
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value, hint = getattr(config, field.name), hints[field.name]
+        if not _matches(value, hint):
+            raise ConfigError(f"{field.name} must be {_expected(hint)}, got {value!r}")
+        for number in value if isinstance(value, (tuple, list)) else [value]:
+            if _is_float(number) and not math.isfinite(number):
+                raise ConfigError(f"{field.name} must be a finite number, got {value!r}")
+            if _is_int(number) and not -INT64_MAX - 1 <= number <= INT64_MAX:
+                raise ConfigError(f"{field.name} must be an integer of at most 2^63 − 1 in size, got {value}")
+
+
+def check_ranges(config: Any) -> None:
+    """Raise ConfigError for a number outside its field's range or a name outside its field's choices.
+
+    Call it after :func:`check_types`: it compares values it assumes are of the right type.
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        choices = field.metadata.get("choices", implied_choices(field.name))
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{field.name} must be one of {', '.join(choices)}, got {value!r}")
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            continue
+        declared = field.metadata.get("bounds")
+        for bounds in [declared] if declared else implied_bounds(field.name):
+            if not bounds.contains(value):
+                raise ConfigError(f"{field.name} must be {bounds.describe()}, got {value}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_float(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        # a stored run's config comes back from JSON with its tuples as lists
+        return isinstance(value, (tuple, list)) and all(_matches(item, args[0]) for item in value)
+    simple = {type(None): lambda v: v is None, bool: lambda v: isinstance(v, bool), int: _is_int,
+              float: lambda v: _is_int(v) or _is_float(v), str: lambda v: isinstance(v, str)}
+    if hint not in simple:
+        raise TypeError(f"settings of type {hint} are not supported; use int, float, str, bool, "
+                        "tuple[T, ...] or X | None")
+    return simple[hint](value)
+
+
+_TYPE_WORDS = {type(None): ("null", "nulls"), bool: ("true or false", "true/false values"),
+               int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("text", "texts")}
+
+
+def _expected(hint: Any) -> str:
+    """``an integer``, ``a number``, ``text or null``, ``a list of integers``: the type in a user's words."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_expected(arg) for arg in args)
+    if origin is tuple:
+        return f"a list of {_TYPE_WORDS[args[0]][1]}"
+    return _TYPE_WORDS[hint][0]
