@@ -165,3 +165,24 @@ def test_a_collapsed_clustering_is_a_training_error():
 def test_nan_loss_stops_the_fit_naming_stage_and_step():
     with pytest.raises(TrainingError, match="stage 'pretext' at step 7"):
         FitContext("cpu").step("pretext", 7, 10, {"nt_xent": torch.tensor(float("nan"))})
+
+
+def test_flips_are_decided_by_content_never_by_the_dataset_name(digits):
+    from engine.data.imageset import ImageSet
+    from engine.methods.training import ImageGeometry
+
+    gray_as_rgb = ImageSet(digits.images.repeat(1, 1, 1, 3), None, [], "folder:/my/digits")
+    colour = ImageSet(torch.randint(0, 256, (50, 8, 8, 3), dtype=torch.uint8), None, [], "digits")
+    assert not ImageGeometry.of(digits).flip and not ImageGeometry.of(gray_as_rgb).flip
+    assert ImageGeometry.of(colour).flip  # named "digits", but colour photos: flipped
+    assert ImageGeometry.of(digits, flip=True).flip and not ImageGeometry.of(colour, flip=False).flip
+
+
+def test_every_image_method_has_a_flip_setting_that_validates():
+    for name in list_methods():
+        config = create_method(name, "fast").config
+        if hasattr(config, "image_size"):
+            assert config.flip is None, name
+            create_method(name, "fast", flip=True).config.validate()
+            with pytest.raises(ConfigError):
+                create_method(name, "fast", flip="sometimes").config.validate()

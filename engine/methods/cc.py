@@ -122,6 +122,7 @@ def cc_loss(z_a: torch.Tensor, z_b: torch.Tensor, y_a: torch.Tensor, y_b: torch.
 class CCConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     epochs: int = 1000
     batch_size: int = 256
     lr: float = 3e-4
@@ -167,7 +168,7 @@ class ContrastiveClustering(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         data = images.images.to(context.device)
         model = ContrastiveClusteringNet(build_backbone(backbone_name, geometry.size, geometry.channels),

@@ -96,6 +96,7 @@ def dec_loss(q: torch.Tensor, p: torch.Tensor, eps: float = 1e-12) -> torch.Tens
 class DecConfig(MethodConfig):
     backbone: str = "auto"  # the fully connected stacked autoencoder ("auto" = "mlp")
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     hidden_dims: tuple[int, ...] = (500, 500, 2000)
     embedding_dim: int = 10
     dropout: float = 0.2
@@ -163,7 +164,7 @@ class Dec(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         data = images.images.to(context.device)
         transform = geometry.augment("eval")
 

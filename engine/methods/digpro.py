@@ -202,6 +202,7 @@ class BYOLNetworks(nn.Module):
 class DigProConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     epochs: int = 1000
     warmup_epochs: int = 50
     batch_size: int = 128
@@ -270,7 +271,7 @@ class DigPro(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         data = images.images.to(context.device)
         nets = BYOLNetworks(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,

@@ -361,6 +361,7 @@ class JuleNet(nn.Module):
 class JuleConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     embedding_dim: int = 160
     n_neighbors: int = 20  # K_s
     n_cluster_neighbors: int = 5  # K_c
@@ -417,7 +418,7 @@ class Jule(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         data = images.images.to(context.device)
         backbone = build_backbone(resolve_backbone(cfg.backbone, geometry.size, geometry.channels), geometry.size,
                                   geometry.channels)

@@ -153,6 +153,7 @@ def pica_loss(probs_a: torch.Tensor, probs_b: torch.Tensor, entropy_weight: floa
 class PicaConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     sobel: bool = True
     epochs: int = 200
     batch_size: int = 256
@@ -200,7 +201,7 @@ class Pica(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         channels = SOBEL_CHANNELS if cfg.sobel else geometry.channels
         data = images.images.to(context.device)

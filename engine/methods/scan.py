@@ -38,6 +38,7 @@ from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed
 class ScanConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     pretext_from: str | None = None  # run id whose finished pretext to reuse
     pretext_epochs: int = 500
     pretext_batch_size: int = 512
@@ -159,7 +160,7 @@ class Scan(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         identity = pretext_identity(images.source, geometry, backbone_name)
         data = images.images.to(context.device)

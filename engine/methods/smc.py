@@ -64,6 +64,7 @@ STRONG_FACTOR = 2  # candidates kept after the strong view (2q)
 class SmcConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     pretext_from: str | None = None  # run id whose finished pretext (of this method) to reuse
     pretext_epochs: int = 500
     pretext_batch_size: int = 512
@@ -201,7 +202,7 @@ class Smc(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         identity = {**pretext_identity(images.source, geometry, backbone_name), "pretext": "smc",
                     "projection_dim": cfg.projection_dim}

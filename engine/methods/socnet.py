@@ -145,6 +145,7 @@ def soch_loss(similarities_a: torch.Tensor, similarities_b: torch.Tensor, temper
 class SocNetConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     epochs: int = 500
     batch_size: int = 256
     optimizer: str = "adam"
@@ -188,7 +189,7 @@ class SocNet(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         data = images.images.to(context.device)
         layer_sizes = [int(n) for n in cfg.hidden_soch_sizes] + [cfg.n_clusters]

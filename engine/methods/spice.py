@@ -84,6 +84,7 @@ SEMI_INITS = ("scratch", "self")
 class SpiceConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
     pretext_from: str | None = None  # run id whose finished MoCo pretext to reuse
     pretext_epochs: int = 1000
     pretext_batch_size: int = 128
@@ -367,7 +368,7 @@ class Spice(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size)
+        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         identity = {**pretext_identity(images.source, geometry, backbone_name), "pretext": "moco_v2",
                     "projection_dim": cfg.projection_dim}

@@ -16,9 +16,6 @@ from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from .context import FitContext
 
-NO_FLIP_SOURCES = ("digits", "mnist")  # mirrored digits are other glyphs (or none): never flip them
-
-
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a CPU generator for batch order."""
     random.seed(seed)
@@ -38,14 +35,24 @@ class ImageGeometry:
     std: tuple[float, ...]
 
     @classmethod
-    def of(cls, images: ImageSet, size: int | None = None) -> "ImageGeometry":
+    def of(cls, images: ImageSet, size: int | None = None, flip: bool | None = None) -> "ImageGeometry":
+        """The geometry of ``images`` at ``size`` (None: their own); ``flip`` None decides by content."""
         h, w, c = images.image_shape
         sample = images.images[:: max(1, len(images) // 2000)]  # statistics from ≤ ~2000 images: cheap, stable
         pixels = sample.reshape(-1, c).float() / 255
         mean = pixels.mean(0).tolist()
         std = pixels.std(0).clamp_min(1e-3).tolist()
-        flip = not images.source.split(":")[0] in NO_FLIP_SOURCES
+        flip = flips_by_content(sample) if flip is None else flip
         return cls(size or min(h, w), c, flip, tuple(mean), tuple(std))
+
+
+def flips_by_content(sample: torch.Tensor) -> bool:
+    """Whether horizontal flips suit a set of images, judged from a uint8 N×H×W×C sample: colour images (photos,
+    objects) yes; gray ones (digits, letters, scans, also stored as RGB with equal channels) no, since a mirrored
+    glyph is another glyph or none. The ``flip`` setting overrides this either way."""
+    if sample.shape[-1] == 1:
+        return False
+    return bool((sample != sample[..., :1]).any())
 
     def augment(self, kind: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         """A batched augmentation (``eval``, ``weak``, ``simclr`` or ``strong``) for uint8 N×H×W×C batches;
