@@ -104,6 +104,9 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
         columns[4].metric("Time", format_seconds(summary.get("seconds")))
         st.caption(f"{summary.get('n_images')} images, {summary.get('n_skipped')} skipped · cluster sizes "
                    f"{summary.get('cluster_sizes')}")
+        for message in manager.store.messages(record.id):
+            if message["message"].startswith("warning:"):
+                st.warning(message["message"])
     rows = manager.store.metrics(record.id)
     stages = list(dict.fromkeys(row["stage"] for row in rows))
     for column, stage in zip(st.columns(max(len(stages), 1)), stages):

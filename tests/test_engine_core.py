@@ -186,3 +186,24 @@ def test_every_image_method_has_a_flip_setting_that_validates():
             create_method(name, "fast", flip=True).config.validate()
             with pytest.raises(ConfigError):
                 create_method(name, "fast", flip="sometimes").config.validate()
+
+
+def test_empty_and_tiny_clusters_are_reported_with_their_sizes():
+    from engine.methods.base import uneven_clusters_warning
+
+    assert uneven_clusters_warning(np.repeat(np.arange(4), 50), 4) is None
+    labels = np.concatenate([np.repeat([0, 1, 2], 60), [3] * 5])  # 185 images, K=5: even share 37
+    warning = uneven_clusters_warning(labels, 5)
+    assert warning.startswith("warning:") and "1 of 5 clusters are empty (4)" in warning
+    assert "(cluster 3: 5)" in warning and "cluster 0" not in warning
+
+
+def test_a_fit_with_a_tiny_cluster_says_so_in_its_messages():
+    from engine.data.imageset import ImageSet
+
+    values = torch.tensor([0] * 60 + [120] * 60 + [250] * 2, dtype=torch.uint8)
+    images = ImageSet(values[:, None, None, None].expand(-1, 8, 8, 1).contiguous(), None, [], "generated")
+    events = []
+    create_method("kmeans", "fast", n_clusters=3).fit(images, FitContext("cpu", events.append))
+    warnings = [e.message for e in events if e.kind == "info" and e.message.startswith("warning:")]
+    assert len(warnings) == 1 and "under a quarter of the even share" in warnings[0]

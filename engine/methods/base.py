@@ -20,6 +20,7 @@ from .context import FitContext
 from .settings import bounded, check_ranges, check_types
 
 COLLAPSE_SHARE = 0.9
+TINY_SHARE = 0.25  # a cluster under this share of N/K is reported as tiny
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,12 @@ class Method:
         """Train on ``images``; the results land in ``labels_``, ``probs_``, ``features_`` (and ``neighbors_``)."""
         self.config.validate(len(images))
         check_batch_sizes(self.config, len(images), self.explicit_settings)
-        self._fit(images, context or FitContext())
+        context = context or FitContext()
+        self._fit(images, context)
         check_not_collapsed(self.labels_, self.config.n_clusters)
+        warning = uneven_clusters_warning(self.labels_, self.config.n_clusters)
+        if warning is not None:
+            context.info("result", warning)
         return self
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
@@ -157,6 +162,27 @@ def check_not_collapsed(labels: np.ndarray | None, n_clusters: int) -> None:
     if share > COLLAPSE_SHARE:
         raise TrainingError(f"the clustering collapsed: one cluster holds {share:.0%} of the images; try a larger "
                             "entropy weight, a smaller learning rate or another seed")
+
+
+def uneven_clusters_warning(labels: np.ndarray, n_clusters: int) -> str | None:
+    """A warning naming the empty clusters and those under a quarter of the even share N/K, with their sizes, or
+    None when every cluster is in use at a reasonable size. Not an error: real classes can be that uneven, but a
+    user should look before trusting a partition with fewer clusters than asked for."""
+    sizes = np.bincount(labels, minlength=n_clusters)
+    empty = [int(c) for c in np.flatnonzero(sizes == 0)]
+    small = (sizes > 0) & (sizes < TINY_SHARE * len(labels) / n_clusters)
+    tiny = {int(c): int(sizes[c]) for c in np.flatnonzero(small)}
+    if not empty and not tiny:
+        return None
+    parts = []
+    if empty:
+        parts.append(f"{len(empty)} of {n_clusters} clusters are empty ({', '.join(map(str, empty))})")
+    if tiny:
+        listed = ", ".join(f"cluster {c}: {size}" for c, size in tiny.items())
+        parts.append(f"{len(tiny)} hold under a quarter of the even share of {len(labels) / n_clusters:.0f} "
+                     f"images ({listed})")
+    return ("warning: " + "; ".join(parts) + ". Fewer clusters are in use than asked for: try a larger entropy or "
+            "balance weight, another seed, or a smaller K.")
 
 
 _REGISTRY: dict[str, type[Method]] = {}
