@@ -63,9 +63,16 @@ def class_name(results: RunResults, label: int | None) -> str:
 
 
 def format_seconds(seconds: float | None) -> str:
+    """A duration as people read it: "42 s", "3 min 05 s", "2 h 07 min", "27 d 3 h" (never "39000 min")."""
     if seconds is None:
         return "—"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    days, rest = divmod(int(round(seconds)), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 

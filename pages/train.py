@@ -41,7 +41,8 @@ if dataset == UPLOAD:
 data_root = left.text_input("Data root for torchvision datasets (optional)", "")
 method_name = right.selectbox("Method", methods, index=methods.index("scan") if "scan" in methods else 0)
 preset = right.radio("Preset", ["fast", "paper"], horizontal=True,
-                     help="fast: minutes on a CPU; paper: the paper's schedule (GPU)")
+                     help="fast: short schedules (about a minute per method on digits on a CPU, hours for 10k+ "
+                          "images without a GPU); paper: the paper's schedule (GPU)")
 n_clusters = right.number_input("Clusters K", min_value=2, max_value=1000, value=10)
 seed = right.number_input("Seed", min_value=0, value=0)
 
