@@ -14,6 +14,8 @@ Modes:
 * ``--kmeans N`` — K-means (k-means++, ``n_init`` restarts) on the pixels of the first N images of a dataset:
   ours and scikit-learn's reference implementation on the same data in the same run, wall and CPU seconds,
   ACC, and our time as a ratio to scikit-learn's.
+* ``--knn N`` — k-NN mining (k=20) of N synthetic clustered features: the exact search and the approximate one
+  used above ``APPROXIMATE_MIN_SAMPLES``, their times, and the approximate search's recall@20 against the exact.
 * ``--collect`` — gather the rows of every ``--out/*/results.json`` (one folder per benchmark run) into
   ``--out/results.json`` and ``--out/RESULTS.md``, each row tagged with the folder it came from.
 """
@@ -240,6 +242,39 @@ def kmeans_rows(images: ImageSet, n_images: int, n_init: int = 10, seed: int = 0
                      "threads": torch.get_num_threads(), "device": "cpu"})
     for row in rows:
         row["ratio_to_sklearn"] = row["seconds"] / rows[1]["seconds"]
+    return rows
+
+
+def clustered_features(n_points: int, dim: int = 128, n_clusters: int = 100, seed: int = 0) -> np.ndarray:
+    """Synthetic embeddings shaped like a backbone's: unit-norm points around ``n_clusters`` random centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
+    points = centres[rng.integers(0, n_clusters, n_points)] + 0.6 * rng.normal(size=(n_points, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def neighbor_recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each row's true k neighbours that ``found`` also lists (recall@k)."""
+    hits = sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), truth.tolist()))
+    return hits / truth.size
+
+
+def knn_rows(n_points: int, dim: int = 128, k: int = 20) -> list[dict[str, Any]]:
+    """Time exact and approximate k-NN mining on ``n_points`` clustered features; recall of the approximate."""
+    from .analysis.neighbors import mine_neighbors
+
+    features = clustered_features(n_points, dim)
+    rows, found = [], {}
+    for label, exact in (("exact (faiss IndexFlatIP)", True), ("approximate (faiss HNSW)", False)):
+        wall, cpu = time.perf_counter(), time.process_time()
+        found[exact] = mine_neighbors(features, k, use_faiss=True, exact=exact)
+        rows.append({"piece": f"knn {label}", "n_points": n_points, "dim": dim, "k": k,
+                     "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
+                     "threads": torch.get_num_threads(), "device": "cpu"})
+    rows[0]["recall_at_k"] = 1.0
+    rows[1]["recall_at_k"] = neighbor_recall(found[False], found[True])
+    for row in rows:
+        row["ratio_to_exact"] = row["seconds"] / rows[0]["seconds"]
     return rows
 
 

@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
     bench.add_argument("--kmeans", type=int, metavar="N",
                        help="time K-means on the pixels of N images of --dataset: ours against scikit-learn's")
+    bench.add_argument("--knn", type=int, metavar="N",
+                       help="time exact and approximate k-NN mining of N synthetic features; approximate recall@20")
     bench.add_argument("--collect", action="store_true",
                        help="gather every --out/*/results.json into --out/results.json and --out/RESULTS.md")
     bench.add_argument("--runs-dir", default="bench-runs")
@@ -199,6 +201,8 @@ def _bench(args: argparse.Namespace) -> int:
             rows += bench.method_step_times(method, images, device, args.preset, speedups)
     elif args.map:
         rows = [bench.map_rerender(args.map)]
+    elif args.knn:
+        rows = bench.knn_rows(args.knn)
     elif args.kmeans:
         rows = bench.kmeans_rows(load_dataset(args.dataset, data_root=args.data_root), args.kmeans)
     else:

@@ -6,7 +6,7 @@ import json
 import torch
 
 from conftest import run_cli
-from engine.bench import kmeans_rows, map_rerender, method_step_times, micro, train_rows, write_results
+from engine.bench import kmeans_rows, knn_rows, map_rerender, method_step_times, micro, train_rows, write_results
 
 
 def test_micro_times_augmentation_and_a_full_step_with_ratios():
@@ -104,3 +104,9 @@ def test_kmeans_benchmark_times_ours_and_scikit_learn_on_the_same_pixels(digits)
     assert ours["seconds"] > 0 and reference["ratio_to_sklearn"] == 1.0
     assert ours["ratio_to_sklearn"] == ours["seconds"] / reference["seconds"]
     assert abs(ours["acc"] - reference["acc"]) < 0.1  # two K-means of the same pixels: about the same ACC
+
+
+def test_knn_benchmark_reports_both_searches_and_the_approximate_recall():
+    exact, approximate = knn_rows(2000, dim=32)
+    assert exact["recall_at_k"] == 1.0 and approximate["recall_at_k"] >= 0.95
+    assert exact["ratio_to_exact"] == 1.0 and approximate["n_points"] == 2000 and approximate["k"] == 20

@@ -207,3 +207,16 @@ def test_a_fit_with_a_tiny_cluster_says_so_in_its_messages():
     create_method("kmeans", "fast", n_clusters=3).fit(images, FitContext("cpu", events.append))
     warnings = [e.message for e in events if e.kind == "info" and e.message.startswith("warning:")]
     assert len(warnings) == 1 and "under a quarter of the even share" in warnings[0]
+
+
+def test_a_map_above_the_fit_limit_places_the_other_points_where_the_full_map_would(monkeypatch):
+    import engine.analysis.maps as maps
+    from engine.bench import clustered_features
+
+    monkeypatch.setattr(maps, "MAP_FIT_MAX", 300)
+    monkeypatch.setattr(maps, "_project", lambda features, kind, seed: features[:, :2] * 10)  # a stand-in map
+    features = clustered_features(1000, dim=16, n_clusters=5)
+    coords = maps._project_sampled(features, "pacmap", seed=0)
+    assert coords.shape == (1000, 2) and np.isfinite(coords).all()
+    # placed points land near where the stand-in map would have put them
+    assert np.median(np.linalg.norm(coords - features[:, :2] * 10, axis=1)) < 1.0

@@ -118,3 +118,26 @@ def test_invalid_inputs_raise_value_error(features, k, message):
 def test_non_positive_block_size_raises_value_error():
     with pytest.raises(ValueError, match="block_size"):
         mine_neighbors(np.eye(3), 1, block_size=0)
+
+
+def test_the_approximate_search_finds_at_least_95_percent_of_the_exact_neighbours():
+    from engine.bench import clustered_features, neighbor_recall
+
+    features = clustered_features(3000, dim=64, n_clusters=30)
+    exact = mine_neighbors(features, 20, use_faiss=True, exact=True)
+    approximate = mine_neighbors(features, 20, exact=False)
+    assert approximate.shape == (3000, 20) and not (approximate == np.arange(3000)[:, None]).any()
+    assert neighbor_recall(approximate, exact) >= 0.95
+
+
+def test_large_sets_are_searched_approximately_small_ones_exactly(monkeypatch):
+    import engine.analysis.neighbors as neighbors
+
+    calls = []
+    monkeypatch.setattr(neighbors, "_faiss_top", lambda feats, m, exact=True: calls.append(exact) or
+                        np.tile(np.arange(m), (len(feats), 1)))
+    monkeypatch.setattr(neighbors, "APPROXIMATE_MIN_SAMPLES", 500)
+    monkeypatch.setattr(neighbors, "FAISS_MIN_SAMPLES", 100)
+    mine_neighbors(np.random.rand(400, 8), 5)
+    mine_neighbors(np.random.rand(600, 8), 5)
+    assert calls == [True, False]

@@ -8,6 +8,10 @@ import torch.nn.functional as F
 
 # Below this many samples an exact blocked matmul on the CPU is as fast as faiss and needs no extra package.
 FAISS_MIN_SAMPLES = 20_000
+# Above this many samples an exact all-pairs search is quadratic hours on a CPU: faiss HNSW graphs answer instead.
+APPROXIMATE_MIN_SAMPLES = 200_000
+HNSW_LINKS = 32  # graph degree M: recall@20 ≥ 0.95 with the search breadth below (benchmarks/knn-*)
+HNSW_SEARCH_BREADTH = 128  # efSearch: candidates kept per query
 
 
 def mine_neighbors(
@@ -16,6 +20,7 @@ def mine_neighbors(
     *,
     block_size: int = 4096,
     use_faiss: bool | None = None,
+    exact: bool | None = None,
 ) -> np.ndarray:
     """Indices of each sample's ``k`` nearest neighbours by cosine similarity, the sample itself excluded.
 
@@ -23,9 +28,11 @@ def mine_neighbors(
     without Labels", ECCV 2020, §2.2): ``N_k(i) = top-k_{j ≠ i} <f_i, f_j> / (||f_i|| ||f_j||)``. Features are
     L2-normalised here, so callers may pass raw embeddings.
 
-    The search is exact. A CUDA tensor is searched on its GPU with a blocked matmul + ``topk``; on the CPU
-    faiss ``IndexFlatIP`` is used when it is installed and N > ``FAISS_MIN_SAMPLES``, otherwise the same
-    blocked matmul. ``use_faiss=True``/``False`` forces one path.
+    A CUDA tensor is searched exactly on its GPU with a blocked matmul + ``topk``. On the CPU faiss is used when
+    it is installed and N > ``FAISS_MIN_SAMPLES`` (``use_faiss=True``/``False`` forces one path): an exact
+    ``IndexFlatIP`` up to ``APPROXIMATE_MIN_SAMPLES``, above it an HNSW graph (Malkov & Yashunin, TPAMI 2020),
+    whose recall@20 against the exact search is measured in ``python -m engine bench --knn N``. ``exact``
+    forces either search.
 
     Self is excluded by index, not by similarity, so duplicate images still get ``k`` other samples: the
     ``k + 1`` best are taken and the sample's own index dropped, or the last one if the sample is absent
@@ -36,6 +43,7 @@ def mine_neighbors(
         k: neighbours per sample, ``1 <= k < N``.
         block_size: query rows per matmul block; bounds memory to ``block_size × N`` similarities.
         use_faiss: ``None`` picks automatically, ``True`` requires faiss, ``False`` never uses it.
+        exact: ``None`` is exact up to ``APPROXIMATE_MIN_SAMPLES``; ``False`` asks for faiss HNSW at any size.
 
     Returns:
         ``int32`` array of shape N×k, each row ordered by decreasing similarity.
@@ -55,9 +63,16 @@ def mine_neighbors(
         raise ValueError("features contain NaN or infinite values; check the backbone output")
 
     feats = F.normalize(feats, dim=1)
+    if exact is None:
+        exact = feats.device.type != "cpu" or n <= APPROXIMATE_MIN_SAMPLES or not _faiss_available()
     if use_faiss is None:
-        use_faiss = feats.device.type == "cpu" and n > FAISS_MIN_SAMPLES and _faiss_available()
-    candidates = _faiss_top(feats, k + 1) if use_faiss else _matmul_top(feats, k + 1, block_size)
+        use_faiss = not exact or (feats.device.type == "cpu" and n > FAISS_MIN_SAMPLES and _faiss_available())
+    if not exact and not use_faiss:
+        raise ValueError("an approximate search (exact=False) needs faiss (use_faiss=True)")
+    if use_faiss:
+        candidates = _faiss_top(feats, k + 1, exact)
+    else:
+        candidates = _matmul_top(feats, k + 1, block_size)
     return _drop_self(candidates).astype(np.int32)
 
 
@@ -90,14 +105,18 @@ def _matmul_top(feats: torch.Tensor, m: int, block_size: int) -> np.ndarray:
     return torch.cat(blocks).numpy()
 
 
-def _faiss_top(feats: torch.Tensor, m: int) -> np.ndarray:
-    """Top-``m`` indices by inner product with an exact faiss ``IndexFlatIP``."""
+def _faiss_top(feats: torch.Tensor, m: int, exact: bool = True) -> np.ndarray:
+    """Top-``m`` indices by inner product: an exact faiss ``IndexFlatIP``, or an HNSW graph when not ``exact``."""
     try:
         import faiss
     except ImportError as err:
         raise ImportError("use_faiss=True needs faiss: pip install faiss-cpu, or pass use_faiss=False") from err
     matrix = np.ascontiguousarray(feats.cpu().numpy(), dtype=np.float32)
-    index = faiss.IndexFlatIP(matrix.shape[1])
+    if exact:
+        index = faiss.IndexFlatIP(matrix.shape[1])
+    else:
+        index = faiss.IndexHNSWFlat(matrix.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = max(HNSW_SEARCH_BREADTH, m)
     index.add(matrix)
     _, indices = index.search(matrix, m)
     return indices
