@@ -12,13 +12,17 @@ Every image is decoded with Pillow, flattened to RGB or L (alpha composited over
 gray mapped to 8 bits) and resized to one square size. A file that cannot be read is skipped and reported in
 ``ImageSet.skipped``; it never stops the load. An image over Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89
 megapixels) is skipped before its pixels are decoded, as a possible decompression bomb; an archive over
-:func:`archive_limits` is refused before its members are read. Decoded arrays are cached, so the second load
-of a 60k-image folder takes a moment instead of a minute.
+:func:`archive_limits` is refused before its members are read, and one that is cut short or damaged is refused
+as a whole, never loaded as the smaller set it happens to start with. Decoded arrays are cached, so the second
+load of a 60k-image folder takes a moment instead of a minute.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
+import lzma
 import json
 import os
 import stat
@@ -26,6 +30,7 @@ import tarfile
 import threading
 import warnings
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -100,7 +105,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
 
     Raises:
         DatasetError: the path does not exist, holds no file, holds no readable image, ``split`` names a
-            side the folder does not have, or an archive has more files or bytes than :func:`archive_limits`.
+            side the folder does not have, an archive has more files or bytes than :func:`archive_limits`, or
+            an archive is cut short or damaged.
 
     Examples:
         >>> pets = load_folder("~/photos/pets", image_size=64)   # doctest: +SKIP
@@ -294,18 +300,52 @@ def _read_archive(archive: Path) -> tuple[list[_Entry], list[tuple[str, str]]]:
                     add(info.filename, None if is_link else
                         lambda info=info: budget.read(zf.open(info), info.file_size))
         else:
-            with tarfile.open(archive, "r|*") as tf:  # streaming: one pass, no seeking back in the gzip
+            with _decompressed(archive) as stream, \
+                    tarfile.open(fileobj=stream, mode="r|", tarinfo=_CompleteTarInfo) as tf:
+                # streaming: one pass, no seeking back in the compressed data
                 for member in tf:
                     budget.count(member.size if member.isfile() else 0)
                     if member.isfile():
                         add(member.name, lambda member=member: budget.read(tf.extractfile(member), member.size))
                     elif member.issym() or member.islnk():
                         add(member.name, None)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+                # Reading on to the end checks the compressed stream's length and checksum, kept in its last bytes.
+                while stream.read(1 << 20):
+                    pass
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
         raise DatasetError(f"cannot read the archive {archive}: {error}; check that the file is complete "
                            f"(re-download or re-create it)") from error
     entries.sort(key=lambda e: e.parts)
     return entries, skipped
+
+
+class _CompleteTarInfo(tarfile.TarInfo):
+    """Tar headers read so that a cut-off or damaged archive is an error.
+
+    After the first member, :mod:`tarfile` ends the listing without a word at a missing, short or garbled
+    header, which passes a truncated download off as a smaller archive. Only the end marker (a block of zeros)
+    may end it here.
+    """
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as error:
+            # tarfile turns this kind, wherever it occurs, into a ReadError.
+            raise tarfile.SubsequentHeaderError(f"the archive ends or is damaged before its end marker ({error})"
+                                                ) from None
+
+
+def _decompressed(archive: Path) -> IO[bytes]:
+    """The archive's tar stream, through a decompressor that checks the length and checksum at the end
+    (tarfile's own reads neither)."""
+    with open(archive, "rb") as raw:
+        magic = raw.read(6)
+    for signature, open_stream in ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open)):
+        if magic.startswith(signature):
+            return open_stream(archive, "rb")
+    return open(archive, "rb")
 
 
 def _unwrap_single_folder(entries: list[_Entry]) -> list[_Entry]:
