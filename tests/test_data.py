@@ -211,6 +211,14 @@ def test_missing_path_raises(tmp_path):
         load_folder(tmp_path / "nowhere")
 
 
+def test_a_path_with_a_nul_byte_is_refused_with_a_dataset_error(tmp_path):
+    for path in (f"{tmp_path}/pets\0", "\0"):
+        with pytest.raises(DatasetError, match="NUL"):
+            load_folder(path)
+        with pytest.raises(DatasetError, match="NUL"):
+            load_dataset(f"folder:{path}")
+
+
 def test_empty_folder_raises(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / ".DS_Store").write_bytes(b"junk")

@@ -60,6 +60,13 @@ def test_paths_are_confined_to_the_data_roots_after_resolving_dots_and_symlinks(
     assert check_inside_data_roots(tmp_path / "secret", also_allowed=(tmp_path / "secret",))
 
 
+def test_a_path_with_a_nul_byte_is_a_dataset_error_with_or_without_data_roots(tmp_path, monkeypatch):
+    for roots in ("", str(tmp_path)):
+        monkeypatch.setenv("DCE_DATA_ROOTS", roots)
+        with pytest.raises(DatasetError, match="NUL"):
+            check_inside_data_roots(f"{tmp_path}/pets\0/../x")
+
+
 # ------------------------------------------------------------------------------------------------- uploads
 
 def test_an_upload_is_stored_under_a_fresh_folder_with_a_sanitised_name(tmp_path):
@@ -116,6 +123,15 @@ def test_the_train_page_refuses_a_folder_outside_the_data_roots_and_submits_noth
         at = start(type_folder(train_page(), typed))
         assert not at.exception
         assert any(OUTSIDE in error.value for error in at.error), [e.value for e in at.error]
+    assert RunStore(os.environ["DCE_RUNS_DIR"]).list() == []
+
+
+@pytest.mark.parametrize("roots", ["", "allowed"])
+def test_the_train_page_refuses_a_folder_with_a_nul_byte_with_a_message(tmp_path, monkeypatch, roots):
+    monkeypatch.setenv("DCE_DATA_ROOTS", roots and str(tmp_path / roots))
+    at = start(type_folder(train_page(), f"{tmp_path}/allowed/pets\0"))
+    assert not at.exception
+    assert any("NUL" in error.value for error in at.error), [e.value for e in at.error]
     assert RunStore(os.environ["DCE_RUNS_DIR"]).list() == []
 
 

@@ -73,6 +73,18 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DCE_CACHE_DIR") or "~/.cache/deep-clustering-explorer").expanduser()
 
 
+def expand_user_path(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded, after checking it can name a file at all.
+
+    Raises:
+        DatasetError: ``path`` holds a NUL byte, which no file name can (the OS calls would raise ValueError).
+    """
+    if "\0" in str(path):
+        raise DatasetError(f"{str(path)!r} contains a NUL byte (\\0), which no file or folder name can hold; "
+                           f"type the path again")
+    return Path(path).expanduser()
+
+
 def is_archive(path: str | Path) -> bool:
     return str(path).lower().endswith(ARCHIVE_SUFFIXES)
 
@@ -104,9 +116,9 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
             train first.
 
     Raises:
-        DatasetError: the path does not exist, holds no file, holds no readable image, ``split`` names a
-            side the folder does not have, an archive has more files or bytes than :func:`archive_limits`, or
-            an archive is cut short or damaged.
+        DatasetError: the path does not exist or holds a NUL byte, holds no file, holds no readable image,
+            ``split`` names a side the folder does not have, an archive has more files or bytes than
+            :func:`archive_limits`, or an archive is cut short or damaged.
 
     Examples:
         >>> pets = load_folder("~/photos/pets", image_size=64)   # doctest: +SKIP
@@ -120,7 +132,7 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
     if split not in (None, *SPLITS):
         raise DatasetError(f"unknown split {split!r}; use 'train', 'test', or none for both")
 
-    root = Path(path).expanduser()
+    root = expand_user_path(path)
     if not root.exists():
         raise DatasetError(f"{root} does not exist; give a folder of images (one sub-folder per class, or "
                            f"all in one folder) or a .zip/.tar/.tar.gz archive of one")

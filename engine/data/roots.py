@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from engine.atomic import atomic_path, disk_full_message, is_disk_full
-from engine.data.folder import ARCHIVE_SUFFIXES
+from engine.data.folder import ARCHIVE_SUFFIXES, expand_user_path
 from engine.errors import DatasetError, DiskFullError, UserError
 
 
@@ -35,7 +35,8 @@ def check_inside_data_roots(path: str | Path, also_allowed: tuple[Path, ...] = (
         also_allowed: folders accepted besides the roots (the app's uploads folder).
 
     Raises:
-        DatasetError: ``$DCE_DATA_ROOTS`` is set and ``path`` resolves outside every root and ``also_allowed``.
+        DatasetError: ``$DCE_DATA_ROOTS`` is set and ``path`` resolves outside every root and ``also_allowed``;
+            ``path`` holds a NUL byte.
 
     Examples:
         >>> os.environ["DCE_DATA_ROOTS"] = "/srv/data"                    # doctest: +SKIP
@@ -43,7 +44,7 @@ def check_inside_data_roots(path: str | Path, also_allowed: tuple[Path, ...] = (
         Traceback (most recent call last):
         DatasetError: /srv/data/pets/../../etc is outside the folders this server may read …
     """
-    resolved = Path(path).expanduser().resolve()
+    resolved = expand_user_path(path).resolve()
     roots = configured_data_roots()
     if roots is None:
         return resolved
