@@ -17,7 +17,8 @@ st.title("Train")
 UPLOAD = "upload an archive…"
 
 methods = list_methods()
-dataset_names = list(DATASETS)
+# The user's own images come through the folder field or an upload; "folder:PATH" is the CLI's spelling.
+dataset_names = [name for name, info in DATASETS.items() if info.source != "local"]
 left, right = st.columns(2)
 dataset = left.selectbox("Dataset", dataset_names + ["folder:…", UPLOAD], index=dataset_names.index("digits"),
                          help="built-in, torchvision (needs the files or a download), a folder on the server or "

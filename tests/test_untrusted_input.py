@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
+from engine.data import DATASETS
 from engine.data.roots import check_inside_data_roots, configured_data_roots, default_upload_dir, save_upload
 from engine.errors import DatasetError
 from engine.runs import RunStore
@@ -113,6 +114,12 @@ def type_folder(at: AppTest, path: Path | str) -> AppTest:
     at.run()
     next(box for box in at.text_input if box.label == "Image folder or archive").input(str(path))
     return at.run()
+
+
+def test_the_train_page_offers_folders_only_through_the_folder_field_and_the_upload():
+    options = next(box for box in train_page().selectbox if box.label == "Dataset").options
+    named = [name for name, info in DATASETS.items() if info.source != "local"]
+    assert options == [*named, "folder:…", "upload an archive…"]
 
 
 def test_the_train_page_refuses_a_folder_outside_the_data_roots_and_submits_nothing(tmp_path, monkeypatch):
