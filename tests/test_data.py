@@ -13,7 +13,7 @@ from PIL import Image
 from engine.data import DATASETS, ImageSet, describe_datasets, load_dataset, load_folder
 from engine.data import folder as folder_module
 from engine.data.registry import CIFAR100_COARSE_OF_FINE, CIFAR100_SUPERCLASSES
-from engine.errors import DatasetError
+from engine.errors import ConfigError, DatasetError
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CIFAR10_JPEG = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
@@ -401,6 +401,36 @@ def test_cache_is_not_used_when_the_folder_or_the_options_change(tmp_path, cache
     save(root / "b.png", gray((8, 8)))
     assert len(load_folder(root)) == 2 and calls
     assert len(list((cache_dir / "folders").glob("*.npz"))) == 3
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
+def test_an_archive_over_a_lowered_limit_is_refused_even_when_a_cache_holds_it(tmp_path, monkeypatch, suffix):
+    archive = write_archive(tmp_path / f"pets{suffix}", twenty_pngs())
+    assert len(load_folder(archive)) == 20
+    monkeypatch.setenv("DCE_MAX_ARCHIVE_FILES", "10")
+    with pytest.raises(DatasetError, match=r"more than 10 files, the limit \(DCE_MAX_ARCHIVE_FILES\)"):
+        load_folder(archive)
+    monkeypatch.delenv("DCE_MAX_ARCHIVE_FILES")
+    monkeypatch.setenv("DCE_MAX_ARCHIVE_BYTES", "5000")
+    with pytest.raises(DatasetError, match=r"unpacks to more than 5,000 bytes, the limit"):
+        load_folder(archive)
+
+
+def test_a_bad_archive_limit_setting_is_reported_even_when_a_cache_holds_the_archive(tmp_path, monkeypatch):
+    archive = write_archive(tmp_path / "pets.zip", twenty_pngs())
+    load_folder(archive)
+    monkeypatch.setenv("DCE_MAX_ARCHIVE_FILES", "lots")
+    with pytest.raises(ConfigError, match="DCE_MAX_ARCHIVE_FILES='lots'"):
+        load_folder(archive)
+
+
+def test_an_image_over_a_lowered_pixel_limit_is_skipped_even_when_a_cache_holds_it(tmp_path, monkeypatch):
+    save(tmp_path / "photos" / "small.png", gray((8, 8)))
+    save(tmp_path / "photos" / "large.png", gray((12, 12)))
+    assert len(load_folder(tmp_path / "photos", image_size=8)) == 2
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    lowered = load_folder(tmp_path / "photos", image_size=8)
+    assert lowered.paths == ["small.png"] and "decompression bomb" in dict(lowered.skipped)["large.png"]
 
 
 def test_damaged_cache_file_is_rebuilt(tmp_path, cache_dir):

@@ -52,7 +52,7 @@ DEFAULT_MAX_ARCHIVE_FILES = 200_000
 DEFAULT_MAX_ARCHIVE_BYTES = 4 << 30
 
 # Bump when the cached arrays would come out differently for the same files.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: truncated archives are refused; format 1 may hold one read as complete
 # Files handed to one worker at a time: small enough to balance, large enough that a 60k-file set does not
 # drown in futures.
 _CHUNK = 256
@@ -148,7 +148,12 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
     else:
         info = root.stat()
         fingerprint = [info.st_size, info.st_mtime_ns]
-    cache_file = _cache_file(root, fingerprint, image_size, channels, split)
+    # Everything that decides what a load gives is in the key. The archive limits are read here, before the
+    # cache can answer, so a bad setting is reported and an archive over a lowered limit is read again and refused.
+    decided_by = {"image_size": image_size, "channels": channels, "split": split,
+                  "max_image_pixels": Image.MAX_IMAGE_PIXELS,
+                  "archive_limits": None if root.is_dir() else archive_limits()}
+    cache_file = _cache_file(root, fingerprint, decided_by)
     cached = _read_cache(cache_file, source=f"folder:{root}")
     if cached is not None:
         return cached
@@ -568,10 +573,11 @@ def _decode_all(entries: Sequence[_Entry], image_size: int | None, channels: int
 
 # ------------------------------------------------------------------------------------------------------ cache
 
-def _cache_file(root: Path, fingerprint: list[int], image_size: int | None, channels: int | None,
-                split: str | None) -> Path:
-    key = json.dumps({"path": str(root), "tree": fingerprint, "image_size": image_size, "channels": channels,
-                      "split": split, "format": _CACHE_FORMAT}, sort_keys=True)
+def _cache_file(root: Path, fingerprint: list[int], decided_by: dict[str, object]) -> Path:
+    """Where the decoded ``root`` is cached, named by a digest of its files' ``fingerprint`` and of every setting
+    the result depends on (``decided_by``)."""
+    key = json.dumps({"path": str(root), "tree": fingerprint, **decided_by, "format": _CACHE_FORMAT},
+                     sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return default_cache_dir() / "folders" / f"{root.name[:40]}-{digest}.npz"
 
