@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from engine.data import DATASETS
+from engine.analysis.results import load_results
+from engine.data import DATASETS, load_folder
 from engine.data.roots import check_inside_data_roots, configured_data_roots, default_upload_dir, save_upload
 from engine.errors import DatasetError
-from engine.runs import RunStore
+from engine.runs import JobManager, RunRequest, RunStore, create_run
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -157,6 +158,79 @@ def test_the_train_page_submits_a_folder_inside_the_data_roots(tmp_path, monkeyp
     at = start(type_folder(train_page(), pets))
     assert not at.exception and not at.error
     assert [run.dataset for run in RunStore(os.environ["DCE_RUNS_DIR"]).list()] == [f"folder:{pets}"]
+
+
+def wait_until_done(store: RunStore, run_id: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while store.get(run_id).status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return store.get(run_id)
+
+
+def test_a_run_started_on_the_train_page_skips_a_linked_file_pointing_outside_the_data_roots(tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
+    pets = write_images(tmp_path / "allowed" / "pets")
+    (pets / "secret.png").symlink_to(write_images(tmp_path / "private", count=1) / "0.png")
+    at = start(type_folder(train_page(), pets))
+    assert not at.exception and not at.error
+    store = RunStore(os.environ["DCE_RUNS_DIR"])
+    record = wait_until_done(store, store.list()[0].id)
+    assert record.status == "finished", record.error
+    assert (record.summary["n_images"], record.summary["n_skipped"]) == (6, 1)
+    assert [m["message"] for m in store.messages(record.id) if "secret.png" in m["message"]] == [
+        f"skipped secret.png: a link to a file {OUTSIDE}"]
+
+
+def test_resuming_a_run_whose_folder_is_outside_the_data_roots_fails_with_the_reason(tmp_path, monkeypatch):
+    store = RunStore(os.environ["DCE_RUNS_DIR"])
+    outside = write_images(tmp_path / "private")
+    run_id = create_run(store, RunRequest("kmeans", f"folder:{outside}", overrides={"n_clusters": 2}, device="cpu"))
+    store.update(run_id, status="interrupted")  # queued before the roots were set, or from the command line
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
+    at = train_page()
+    next(button for button in at.button if button.label == "Resume run").click()
+    at.run()
+    record = wait_until_done(store, run_id)
+    assert record.status == "failed" and OUTSIDE in record.error
+
+
+def test_the_loader_confined_to_data_roots_skips_links_out_and_keeps_links_within(tmp_path):
+    pets = write_images(tmp_path / "allowed" / "pets")
+    (pets / "secret.png").symlink_to(write_images(tmp_path / "private", count=1) / "0.png")
+    (pets / "again.png").symlink_to(pets / "1.png")
+    confined = load_folder(pets, data_roots=[tmp_path / "allowed"])
+    assert "again.png" in confined.paths and "secret.png" not in confined.paths
+    assert confined.skipped == [("secret.png", f"a link to a file {OUTSIDE}")]
+    assert "secret.png" in load_folder(pets).paths  # unconfined, as the command line reads it
+    assert "secret.png" not in load_folder(pets, data_roots=[tmp_path / "allowed"]).paths  # and not from the cache
+    with pytest.raises(DatasetError, match=OUTSIDE):
+        load_folder(tmp_path / "private", data_roots=[tmp_path / "allowed"])
+
+
+def test_a_job_manager_confined_to_data_roots_refuses_a_folder_outside_them_when_it_loads(tmp_path):
+    outside = write_images(tmp_path / "private")
+    manager = JobManager(tmp_path / "confined-runs", data_roots=[tmp_path / "allowed"])
+    try:
+        run_id = manager.submit(RunRequest("kmeans", f"folder:{outside}", overrides={"n_clusters": 2},
+                                           device="cpu"))
+        record = manager.wait(run_id, timeout=60)
+    finally:
+        manager.shutdown()
+    assert record.status == "failed" and OUTSIDE in record.error
+
+
+def test_a_finished_runs_images_are_read_again_only_inside_the_data_roots(tmp_path):
+    pets = write_images(tmp_path / "pets")
+    manager = JobManager(tmp_path / "runs-anywhere")
+    try:
+        run_id = manager.submit(RunRequest("kmeans", f"folder:{pets}", overrides={"n_clusters": 2}, device="cpu"))
+        assert manager.wait(run_id, timeout=60).status == "finished"
+    finally:
+        manager.shutdown()
+    assert len(load_results(manager.store, run_id).images) == 6
+    with pytest.raises(DatasetError, match=OUTSIDE):
+        load_results(manager.store, run_id, data_roots=[tmp_path / "allowed"]).images
 
 
 def test_an_archive_uploaded_on_the_train_page_is_stored_once_and_trains(tmp_path, monkeypatch):

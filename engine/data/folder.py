@@ -60,6 +60,7 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA"})
 _NOT_IN_CLASS = "not inside a class folder"
+_OUTSIDE_ROOTS = "outside the folders this server may read"
 # Images up to this many pixels are decoded once, during the size survey; beyond _KEEP_BUDGET_BYTES of them
 # (a very large set) every image is opened twice instead.
 _SMALL_PIXELS = 96 * 96
@@ -102,8 +103,25 @@ class _Entry:
     source: Path | bytes
 
 
+def resolve_inside(path: str | Path, roots: Sequence[Path]) -> Path:
+    """``path`` resolved (``~``, ``..``, symlinks), after checking it lies inside one of ``roots``.
+
+    Raises:
+        DatasetError: ``path`` resolves outside every root, or holds a NUL byte.
+    """
+    resolved = expand_user_path(path).resolve()
+    if not _is_inside(resolved, roots):
+        raise DatasetError(f"{path} is {_OUTSIDE_ROOTS} ({', '.join(map(str, roots))}); put your images under one "
+                           f"of them or upload an archive. The server's DCE_DATA_ROOTS setting lists these folders")
+    return resolved
+
+
+def _is_inside(resolved: Path, roots: Sequence[Path]) -> bool:
+    return any(resolved.is_relative_to(Path(root).expanduser().resolve()) for root in roots)
+
+
 def load_folder(path: str | Path, *, image_size: int | None = None, channels: int | None = None,
-                split: str | None = None) -> ImageSet:
+                split: str | None = None, data_roots: Sequence[Path] | None = None) -> ImageSet:
     """Decode a folder or archive of images into an :class:`ImageSet`.
 
     Args:
@@ -114,9 +132,13 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
         channels: 1 (gray) or 3 (RGB). Default: 3 if any readable image is in colour, else 1.
         split: ``"train"`` or ``"test"`` for a folder split into ``train/`` and ``test/``; None loads both,
             train first.
+        data_roots: the folders a shared server may read (:mod:`engine.data.roots`), or None for any. The
+            path must resolve inside one, and so must every file: a link to a file elsewhere is skipped. The
+            check runs on every load, cached or not.
 
     Raises:
-        DatasetError: the path does not exist or holds a NUL byte, holds no file, holds no readable image,
+        DatasetError: the path does not exist, lies outside ``data_roots`` or holds a NUL byte, holds no file,
+            holds no readable image,
             ``split`` names a side the folder does not have, an archive has more files or bytes than
             :func:`archive_limits`, or an archive is cut short or damaged.
 
@@ -132,7 +154,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
     if split not in (None, *SPLITS):
         raise DatasetError(f"unknown split {split!r}; use 'train', 'test', or none for both")
 
-    root = expand_user_path(path)
+    # Confinement first: whether a path outside the roots exists is none of the user's business.
+    root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
     if not root.exists():
         raise DatasetError(f"{root} does not exist; give a folder of images (one sub-folder per class, or "
                            f"all in one folder) or a .zip/.tar/.tar.gz archive of one")
@@ -141,10 +164,15 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
         raise DatasetError(f"{root} is a file; give a folder of images or a "
                            f"{'/'.join(ARCHIVE_SUFFIXES)} archive of one")
 
+    links_out: list[str] = []
     if root.is_dir():
         files = _walk_folder(root)
+        if data_roots is not None:
+            links_out = _links_outside(root, files, data_roots)
+            out = set(links_out)
+            files = [file for file in files if "/".join(file[0]) not in out]
         fingerprint = [len(files), sum(size for _, size, _ in files),
-                       max([mtime for _, _, mtime in files] + [root.stat().st_mtime_ns])]
+                       max([mtime for _, _, mtime in files] + [root.stat().st_mtime_ns]), *links_out]
     else:
         info = root.stat()
         fingerprint = [info.st_size, info.st_mtime_ns]
@@ -160,7 +188,7 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
 
     if root.is_dir():
         entries = [_Entry(parts, "/".join(parts), root.joinpath(*parts)) for parts, _, _ in files]
-        skipped: list[tuple[str, str]] = []
+        skipped: list[tuple[str, str]] = [(name, f"a link to a file {_OUTSIDE_ROOTS}") for name in links_out]
     else:
         entries, skipped = _read_archive(root)
         entries = _unwrap_single_folder(entries)
@@ -214,6 +242,13 @@ def _walk_folder(root: Path) -> list[tuple[tuple[str, ...], int, int]]:
             found.append(((*rel, name), size, max(mtime, folder_mtime)))
     found.sort()
     return found
+
+
+def _links_outside(root: Path, files: list[tuple[tuple[str, ...], int, int]], roots: Sequence[Path]) -> list[str]:
+    """The names of the files under ``root`` that are symlinks resolving outside every root. Only the files
+    can be links: the walk does not follow linked folders, and ``root`` itself is already resolved."""
+    return ["/".join(parts) for parts, _, _ in files
+            if (path := root.joinpath(*parts)).is_symlink() and not _is_inside(path.resolve(), roots)]
 
 
 def _member_parts(name: str) -> tuple[str, ...] | None:

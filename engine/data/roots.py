@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from engine.atomic import atomic_path, disk_full_message, is_disk_full
-from engine.data.folder import ARCHIVE_SUFFIXES, expand_user_path
+from engine.data.folder import ARCHIVE_SUFFIXES, expand_user_path, resolve_inside
 from engine.errors import DatasetError, DiskFullError, UserError
 
 
@@ -44,16 +44,17 @@ def check_inside_data_roots(path: str | Path, also_allowed: tuple[Path, ...] = (
         Traceback (most recent call last):
         DatasetError: /srv/data/pets/../../etc is outside the folders this server may read …
     """
-    resolved = expand_user_path(path).resolve()
     roots = configured_data_roots()
     if roots is None:
-        return resolved
-    allowed = roots + [Path(folder).expanduser().resolve() for folder in also_allowed]
-    if any(resolved.is_relative_to(root) for root in allowed):
-        return resolved
-    raise DatasetError(f"{path} is outside the folders this server may read ({', '.join(map(str, roots))}); "
-                       f"put your images under one of them or upload an archive. The server's DCE_DATA_ROOTS "
-                       f"setting lists these folders")
+        return expand_user_path(path).resolve()
+    return resolve_inside(path, [*roots, *also_allowed])
+
+
+def readable_roots(runs_root: Path) -> list[Path] | None:
+    """The folders the app may read images from: the data roots and the uploads folder; None when
+    ``$DCE_DATA_ROOTS`` is unset. The app's JobManager loads every run's files confined to these."""
+    roots = configured_data_roots()
+    return None if roots is None else [*roots, default_upload_dir(runs_root).resolve()]
 
 
 def default_upload_dir(runs_root: Path) -> Path:
