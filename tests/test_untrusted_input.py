@@ -15,8 +15,9 @@ from PIL import Image
 from conftest import REPO
 from engine.analysis.results import load_results
 from engine.data import DATASETS, load_folder
-from engine.data.roots import check_inside_data_roots, configured_data_roots, default_upload_dir, save_upload
-from engine.errors import DatasetError
+from engine.data.roots import (DEFAULT_MAX_UPLOADS_BYTES, check_inside_data_roots, configured_data_roots,
+                               default_upload_dir, save_upload, uploads_cap)
+from engine.errors import ConfigError, DatasetError, UserError
 from engine.runs import JobManager, RunRequest, RunStore, create_run
 
 pytest.importorskip("streamlit")
@@ -87,6 +88,25 @@ def test_an_upload_that_is_not_an_archive_is_refused_and_leaves_nothing(tmp_path
     with pytest.raises(DatasetError, match="not an archive"):
         save_upload("photo.png", io.BytesIO(b"x"), tmp_path / "uploads")
     assert not (tmp_path / "uploads").exists()
+
+
+def test_an_upload_that_would_take_the_uploads_folder_over_its_cap_is_refused_and_leaves_nothing(tmp_path,
+                                                                                                   monkeypatch):
+    uploads = tmp_path / "uploads"
+    monkeypatch.setenv("DCE_MAX_UPLOADS_BYTES", "3000")
+    first = save_upload("a.zip", io.BytesIO(bytes(2000)), uploads)
+    with pytest.raises(UserError, match=r"over 3,000 bytes, the limit for uploads \(DCE_MAX_UPLOADS_BYTES\)"):
+        save_upload("b.zip", io.BytesIO(bytes(1001)), uploads)
+    assert [p for p in uploads.rglob("*") if p.is_file()] == [first]
+    assert save_upload("c.zip", io.BytesIO(bytes(1000)), uploads).stat().st_size == 1000  # exactly at the cap
+
+
+def test_the_uploads_cap_defaults_to_10_gib_and_a_bad_setting_is_a_config_error(monkeypatch):
+    monkeypatch.delenv("DCE_MAX_UPLOADS_BYTES", raising=False)
+    assert uploads_cap() == DEFAULT_MAX_UPLOADS_BYTES == 10 << 30
+    monkeypatch.setenv("DCE_MAX_UPLOADS_BYTES", "0")
+    with pytest.raises(ConfigError, match="DCE_MAX_UPLOADS_BYTES='0' is not a positive whole number"):
+        uploads_cap()
 
 
 def test_uploads_go_to_dce_upload_dir_or_into_the_runs_folder(tmp_path, monkeypatch):
@@ -262,6 +282,18 @@ def test_an_archive_uploaded_on_the_train_page_is_stored_once_and_trains(tmp_pat
     record = store.get(run.id)
     assert record.status == "finished", record.error
     assert record.summary["n_images"] == 6
+
+
+def test_an_upload_over_the_cap_on_the_train_page_is_refused_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCE_MAX_UPLOADS_BYTES", "100")
+    at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("upload an archive…")
+    at.run()
+    at.get("file_uploader")[0].set_value(("pets.zip", bytes(101), "application/zip"))
+    at.run()
+    assert not at.exception
+    assert any("DCE_MAX_UPLOADS_BYTES" in error.value for error in at.error), [e.value for e in at.error]
+    assert not [p for p in (Path(os.environ["DCE_RUNS_DIR"]) / "uploads").rglob("*") if p.is_file()]
 
 
 def test_start_without_an_uploaded_archive_says_to_upload_one(tmp_path):

@@ -266,11 +266,12 @@ def archive_limits() -> tuple[int, int]:
     """(most members, most uncompressed bytes) an archive may hold: ``$DCE_MAX_ARCHIVE_FILES`` (default
     200,000) and ``$DCE_MAX_ARCHIVE_BYTES`` (default 4 GiB). Archives are read into memory, so the byte limit is
     also the most memory their files take."""
-    return (_positive_env("DCE_MAX_ARCHIVE_FILES", DEFAULT_MAX_ARCHIVE_FILES),
-            _positive_env("DCE_MAX_ARCHIVE_BYTES", DEFAULT_MAX_ARCHIVE_BYTES))
+    return (positive_env("DCE_MAX_ARCHIVE_FILES", DEFAULT_MAX_ARCHIVE_FILES),
+            positive_env("DCE_MAX_ARCHIVE_BYTES", DEFAULT_MAX_ARCHIVE_BYTES))
 
 
-def _positive_env(name: str, default: int) -> int:
+def positive_env(name: str, default: int) -> int:
+    """The positive whole number in ``$name``, ``default`` when it is unset or blank; a ConfigError otherwise."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -300,8 +301,8 @@ class _ArchiveBudget:
             raise DatasetError(f"the archive {self.archive} holds more than {self.max_files:,} files, the limit "
                                f"(DCE_MAX_ARCHIVE_FILES); split it into smaller archives, or raise the limit")
         if self.bytes > self.max_bytes:
-            raise DatasetError(f"the archive {self.archive} unpacks to more than {_gib(self.max_bytes)}, the "
-                               f"limit (DCE_MAX_ARCHIVE_BYTES; a zip bomb looks like this too); split it, or "
+            raise DatasetError(f"the archive {self.archive} unpacks to more than {describe_size(self.max_bytes)}, "
+                               f"the limit (DCE_MAX_ARCHIVE_BYTES; a zip bomb looks like this too); split it, or "
                                f"raise the limit if the data is genuine")
 
     @staticmethod
@@ -311,7 +312,8 @@ class _ArchiveBudget:
             return stream.read(declared_size)
 
 
-def _gib(size: int) -> str:
+def describe_size(size: int) -> str:
+    """``4 GiB`` from a gibibyte up, exact bytes (``1,000,000 bytes``) below."""
     return f"{size / (1 << 30):.3g} GiB" if size >= 1 << 30 else f"{size:,} bytes"
 
 

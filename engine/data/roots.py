@@ -4,6 +4,10 @@
 that resolves, after ``~``, ``..`` and symlinks, outside every root is refused. Unset, any path the server can
 read is accepted — right for one person running the app on their own machine, wrong for a shared server. The
 command line never applies the roots: whoever runs it can read the files anyway.
+
+Archives uploaded on the Train page are kept under ``$DCE_UPLOAD_DIR`` (default ``<runs folder>/uploads``), one
+fresh folder each. ``$DCE_MAX_UPLOADS_BYTES`` (default 10 GiB) caps what that folder may hold: an upload that
+would take it over is refused. An upload goes when the last run made from it is deleted, if the user agrees.
 """
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from engine.atomic import atomic_path, disk_full_message, is_disk_full
-from engine.data.folder import ARCHIVE_SUFFIXES, expand_user_path, resolve_inside
+from engine.data.folder import ARCHIVE_SUFFIXES, describe_size, expand_user_path, positive_env, resolve_inside
 from engine.errors import DatasetError, DiskFullError, UserError
+
+DEFAULT_MAX_UPLOADS_BYTES = 10 << 30
 
 
 def configured_data_roots() -> list[Path] | None:
@@ -57,6 +63,11 @@ def readable_roots(runs_root: Path) -> list[Path] | None:
     return None if roots is None else [*roots, default_upload_dir(runs_root).resolve()]
 
 
+def uploads_cap() -> int:
+    """The most bytes the uploads folder may hold: ``$DCE_MAX_UPLOADS_BYTES``, default 10 GiB."""
+    return positive_env("DCE_MAX_UPLOADS_BYTES", DEFAULT_MAX_UPLOADS_BYTES)
+
+
 def default_upload_dir(runs_root: Path) -> Path:
     """Where uploaded archives are kept: ``$DCE_UPLOAD_DIR``, else ``<runs folder>/uploads``."""
     return Path(os.environ.get("DCE_UPLOAD_DIR") or Path(runs_root) / "uploads").expanduser()
@@ -71,8 +82,9 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
 
     Raises:
         DatasetError: the name does not end in one of the archive suffixes.
-        UserError: the file cannot be stored (``DiskFullError`` when the disk of ``upload_dir`` is full); nothing
-            is left behind.
+        UserError: the file cannot be stored: it would take ``upload_dir`` over :func:`uploads_cap`, or the disk
+            is full (``DiskFullError``); nothing is left behind.
+        ConfigError: ``$DCE_MAX_UPLOADS_BYTES`` is not a positive whole number.
     """
     base = PurePosixPath(filename.replace("\\", "/")).name
     suffix = next((s for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if base.lower().endswith(s)), None)
@@ -80,12 +92,21 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
         raise DatasetError(f"{filename!r} is not an archive; upload a {', '.join(ARCHIVE_SUFFIXES)} of your "
                            f"image folder")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base[:-len(suffix)]).strip("._-")[:100] or "upload"
+    cap = uploads_cap()
+    room = cap - _bytes_under(Path(upload_dir))
     folder = Path(upload_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     target = folder / f"{stem}{suffix}"
     try:
         folder.mkdir(parents=True)
         with atomic_path(target) as tmp, open(tmp, "wb") as out:
-            shutil.copyfileobj(data, out, 1 << 20)
+            while chunk := data.read(1 << 20):
+                room -= len(chunk)
+                if room < 0:
+                    raise UserError(f"this upload would take the uploads folder over {describe_size(cap)}, the "
+                                    f"limit for uploads (DCE_MAX_UPLOADS_BYTES); delete runs made from uploads on "
+                                    f"the Compare page (their archives can go with them), or ask whoever runs the "
+                                    f"server to raise the limit")
+                out.write(chunk)
     except OSError as exc:
         full = is_disk_full(exc, upload_dir)
         shutil.rmtree(folder, ignore_errors=True)
@@ -96,3 +117,15 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return target
+
+
+def _bytes_under(folder: Path) -> int:
+    """The size of every file under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += (Path(parent) / name).stat().st_size
+            except OSError:
+                pass  # removed while counting: it no longer takes room
+    return total
