@@ -1,6 +1,8 @@
 """Train: choose a dataset and a method, start a run, watch its losses live, read its scores."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from engine.data import DATASETS
@@ -32,8 +34,11 @@ if dataset == UPLOAD:
         help=f"a .zip/.tar/.tar.gz of class sub-folders or of a flat folder, at most "
              f"{st.get_option('server.maxUploadSize')} MB")
     saved = st.session_state.setdefault("uploads", {})  # file id → stored path: each upload is stored once
-    if uploaded is not None and uploaded.file_id not in saved:
+    # ... unless it was deleted since, with the last run made from it (Compare page)
+    if uploaded is not None and not Path(saved.get(uploaded.file_id, "")).is_file():
+        saved.pop(uploaded.file_id, None)
         try:
+            uploaded.seek(0)
             saved[uploaded.file_id] = str(save_upload(uploaded.name, uploaded, upload_dir))
         except UserError as exc:
             st.error(str(exc))

@@ -19,6 +19,7 @@ from engine.data.roots import (DEFAULT_MAX_UPLOADS_BYTES, check_inside_data_root
                                default_upload_dir, save_upload, uploads_cap)
 from engine.errors import ConfigError, DatasetError, UserError
 from engine.runs import JobManager, RunRequest, RunStore, create_run
+from engine.runs.uploads import delete_run, upload_only_used_by
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -294,6 +295,78 @@ def test_an_upload_over_the_cap_on_the_train_page_is_refused_with_the_reason(tmp
     assert not at.exception
     assert any("DCE_MAX_UPLOADS_BYTES" in error.value for error in at.error), [e.value for e in at.error]
     assert not [p for p in (Path(os.environ["DCE_RUNS_DIR"]) / "uploads").rglob("*") if p.is_file()]
+
+
+def pets_zip(tmp_path: Path) -> io.BytesIO:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(write_images(tmp_path / "pets-source").iterdir()):
+            zf.write(path, f"pets/{path.name}")
+    archive.seek(0)
+    return archive
+
+
+@pytest.fixture
+def upload_runs(tmp_path):
+    """Two finished runs made from one upload and one from another: (store, upload dir, [shared, shared, own])."""
+    uploads = default_upload_dir(Path(os.environ["DCE_RUNS_DIR"]))
+    shared, own = (save_upload("pets.zip", pets_zip(tmp_path), uploads) for _ in range(2))
+    manager = JobManager(os.environ["DCE_RUNS_DIR"])
+    try:
+        ids = [manager.submit(RunRequest("kmeans", f"folder:{archive}", overrides={"n_clusters": 2, "seed": seed},
+                                         device="cpu")) for seed, archive in enumerate((shared, shared, own))]
+        assert all(manager.wait(run_id, timeout=60).status == "finished" for run_id in ids)
+    finally:
+        manager.shutdown()
+    return manager.store, uploads, ids
+
+
+def test_an_upload_goes_with_the_last_run_made_from_it_and_not_before(upload_runs):
+    store, uploads, (first, second, own) = upload_runs
+    shared_folder, own_folder = (Path(store.get(run_id).dataset.removeprefix("folder:")).parent
+                                 for run_id in (first, own))
+    assert upload_only_used_by(store, first, uploads) is None  # the second run uses it too
+    assert upload_only_used_by(store, own, uploads) == own_folder
+    assert delete_run(store, first, with_upload_from=uploads) is None
+    assert shared_folder.is_dir()
+    assert delete_run(store, second, with_upload_from=uploads) == shared_folder
+    assert not shared_folder.exists() and own_folder.is_dir()
+    assert delete_run(store, own) is None and own_folder.is_dir()  # only when asked
+    assert [run.id for run in store.list()] == []
+
+
+def test_the_compare_page_offers_to_delete_the_upload_with_the_last_run_made_from_it(upload_runs):
+    store, uploads, (first, second, own) = upload_runs
+    own_folder = Path(store.get(own).dataset.removeprefix("folder:")).parent
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/compare.py").run()
+    row = list(at.dataframe[0].value["run"]).index(own)
+    at.session_state["runs-table"] = {"selection": {"rows": [row], "columns": []}}
+    at.run()
+    offer = next(box for box in at.checkbox if box.label.startswith("Also delete the uploaded archive"))
+    assert offer.value and "pets.zip" in offer.label
+    next(box for box in at.checkbox if box.label.startswith("Yes, delete this run")).check()
+    at.run()
+    next(button for button in at.button if button.label == "Delete run").click()
+    at.run()
+    assert not at.exception and not own_folder.exists()
+    assert sorted(run.id for run in store.list()) == sorted([first, second])
+
+
+def test_an_upload_deleted_with_its_run_is_stored_again_if_the_train_page_still_holds_it(tmp_path):
+    at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("upload an archive…")
+    at.run()
+    at.get("file_uploader")[0].set_value(("pets.zip", pets_zip(tmp_path).getvalue(), "application/zip"))
+    at = start(at.run())
+    store = RunStore(os.environ["DCE_RUNS_DIR"])
+    first = wait_until_done(store, store.list()[0].id)
+    uploads = default_upload_dir(store.root)
+    assert delete_run(store, first.id, with_upload_from=uploads) is not None
+    at = start(at.run())
+    second = wait_until_done(store, store.list()[0].id)
+    assert second.status == "finished", second.error
+    assert second.summary["n_images"] == 6 and Path(second.dataset.removeprefix("folder:")).is_file()
 
 
 def test_start_without_an_uploaded_archive_says_to_upload_one(tmp_path):
