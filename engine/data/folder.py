@@ -22,8 +22,8 @@ import bz2
 import gzip
 import hashlib
 import io
-import lzma
 import json
+import lzma
 import os
 import stat
 import tarfile
@@ -138,9 +138,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
 
     Raises:
         DatasetError: the path does not exist, lies outside ``data_roots`` or holds a NUL byte, holds no file,
-            holds no readable image,
-            ``split`` names a side the folder does not have, an archive has more files or bytes than
-            :func:`archive_limits`, or an archive is cut short or damaged.
+            holds no readable image, ``split`` names a side the folder does not have, an archive has more files
+            or bytes than :func:`archive_limits`, or an archive is cut short or damaged.
 
     Examples:
         >>> pets = load_folder("~/photos/pets", image_size=64)   # doctest: +SKIP
