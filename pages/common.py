@@ -3,27 +3,31 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from pathlib import Path
 
 import streamlit as st
 
 from engine.analysis.results import RunResults, load_results
+from engine.data.roots import readable_roots
 from engine.errors import UserError
 from engine.runs import JobManager, RunRecord
 
 
 @st.cache_resource(show_spinner=False)
 def _manager_for(runs_dir: str) -> JobManager:
-    return JobManager(runs_dir)
+    return JobManager(runs_dir, data_roots=readable_roots(Path(runs_dir)))
 
 
 def job_manager() -> JobManager:
-    """The one JobManager of this server process for the runs folder ``$DCE_RUNS_DIR`` (default ``runs``)."""
+    """The one JobManager of this server process for the runs folder ``$DCE_RUNS_DIR`` (default ``runs``); its runs
+    read images only inside ``$DCE_DATA_ROOTS`` and the uploads folder when that is set."""
     return _manager_for(os.environ.get("DCE_RUNS_DIR", "runs"))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _results(runs_dir: str, run_id: str, finished: float) -> RunResults:
-    return load_results(job_manager().store, run_id)
+    manager = job_manager()
+    return load_results(manager.store, run_id, manager.data_roots)
 
 
 def run_label(record: RunRecord) -> str:

@@ -1,10 +1,12 @@
-"""Compare: every run in one sortable table; pick one for the other pages, or delete it."""
+"""Compare: every run in one sortable table; pick one for the other pages, or delete it (and its upload)."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from engine.data.roots import default_upload_dir
 from engine.errors import UserError
+from engine.runs.uploads import delete_run, upload_only_used_by
 from pages.common import format_seconds, job_manager
 
 st.title("Compare")
@@ -30,9 +32,14 @@ else:
         st.success(f"{record.id} is now the selected run on the Map, Neighbours, Clusters and Export pages.")
         with st.expander(f"Delete {record.id}"):
             confirmed = st.checkbox("Yes, delete this run and all its files", key=f"confirm-{record.id}")
+            upload_dir = default_upload_dir(manager.store.root)
+            upload = upload_only_used_by(manager.store, record.id, upload_dir)
+            with_upload = upload is not None and st.checkbox(
+                f"Also delete the uploaded archive it was made from ({', '.join(p.name for p in upload.iterdir())})"
+                f"; no other run uses it", value=True, key=f"upload-{record.id}")
             if st.button("Delete run", disabled=not confirmed, key=f"delete-{record.id}"):
                 try:
-                    manager.store.delete(record.id)
+                    delete_run(manager.store, record.id, with_upload_from=upload_dir if with_upload else None)
                     st.session_state.pop("run_id", None)
                     st.rerun()
                 except UserError as exc:

@@ -1,6 +1,8 @@
 """Train: choose a dataset and a method, start a run, watch its losses live, read its scores."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from engine.data import DATASETS
@@ -17,7 +19,8 @@ st.title("Train")
 UPLOAD = "upload an archive…"
 
 methods = list_methods()
-dataset_names = list(DATASETS)
+# The user's own images come through the folder field or an upload; "folder:PATH" is the CLI's spelling.
+dataset_names = [name for name, info in DATASETS.items() if info.source != "local"]
 left, right = st.columns(2)
 dataset = left.selectbox("Dataset", dataset_names + ["folder:…", UPLOAD], index=dataset_names.index("digits"),
                          help="built-in, torchvision (needs the files or a download), a folder on the server or "
@@ -31,8 +34,11 @@ if dataset == UPLOAD:
         help=f"a .zip/.tar/.tar.gz of class sub-folders or of a flat folder, at most "
              f"{st.get_option('server.maxUploadSize')} MB")
     saved = st.session_state.setdefault("uploads", {})  # file id → stored path: each upload is stored once
-    if uploaded is not None and uploaded.file_id not in saved:
+    # ... unless it was deleted since, with the last run made from it (Compare page)
+    if uploaded is not None and not Path(saved.get(uploaded.file_id, "")).is_file():
+        saved.pop(uploaded.file_id, None)
         try:
+            uploaded.seek(0)
             saved[uploaded.file_id] = str(save_upload(uploaded.name, uploaded, upload_dir))
         except UserError as exc:
             st.error(str(exc))

@@ -13,7 +13,7 @@ from PIL import Image
 from engine.data import DATASETS, ImageSet, describe_datasets, load_dataset, load_folder
 from engine.data import folder as folder_module
 from engine.data.registry import CIFAR100_COARSE_OF_FINE, CIFAR100_SUPERCLASSES
-from engine.errors import DatasetError
+from engine.errors import ConfigError, DatasetError
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CIFAR10_JPEG = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
@@ -211,6 +211,14 @@ def test_missing_path_raises(tmp_path):
         load_folder(tmp_path / "nowhere")
 
 
+def test_a_path_with_a_nul_byte_is_refused_with_a_dataset_error(tmp_path):
+    for path in (f"{tmp_path}/pets\0", "\0"):
+        with pytest.raises(DatasetError, match="NUL"):
+            load_folder(path)
+        with pytest.raises(DatasetError, match="NUL"):
+            load_dataset(f"folder:{path}")
+
+
 def test_empty_folder_raises(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / ".DS_Store").write_bytes(b"junk")
@@ -290,6 +298,78 @@ def test_corrupt_archive_raises(tmp_path):
         load_folder(tmp_path / "broken.zip")
 
 
+def noise_png(seed: int) -> bytes:
+    """A 16×16 PNG of random colours: about a kilobyte that no compressor can shrink."""
+    return png_bytes(Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), np.uint8)))
+
+
+def write_archive(archive: Path, members: dict[str, bytes]) -> Path:
+    """A .zip, .tar or .tar.gz (chosen by the suffix) holding ``members``."""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+    else:
+        with tarfile.open(archive, "w:gz" if archive.name.endswith(".gz") else "w") as tf:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def twenty_pngs() -> dict[str, bytes]:
+    return {f"pets/{i:02d}.png": noise_png(i) for i in range(20)}
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".zip"])
+def test_an_archive_cut_in_half_is_refused_and_nothing_is_cached(tmp_path, cache_dir, suffix):
+    archive = write_archive(tmp_path / f"pets{suffix}", twenty_pngs())
+    assert len(load_folder(archive)) == 20
+    complete = archive.read_bytes()
+    archive.write_bytes(complete[: len(complete) // 2])
+    with pytest.raises(DatasetError, match="cannot read the archive .*check that the file is complete"):
+        load_folder(archive)
+    assert len(list((cache_dir / "folders").glob("*.npz"))) == 1  # only the complete archive's
+
+
+def complete_length(archive: Path) -> int:
+    """How much of an archive must be there for all of it to be readable: a tar's members and the first block of
+    its end marker (the rest is padding), every byte of a compressed tar or a zip (the end holds the checksum or
+    the table of contents)."""
+    if archive.suffix != ".tar":
+        return archive.stat().st_size
+    with tarfile.open(archive) as tf:
+        last = tf.getmembers()[-1]
+    return last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE + tarfile.BLOCKSIZE
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".zip"])
+def test_an_archive_cut_short_anywhere_is_refused(tmp_path, suffix):
+    archive = write_archive(tmp_path / f"pets{suffix}", twenty_pngs())
+    complete, needed = archive.read_bytes(), complete_length(archive)
+    silently_shorter = []
+    for cut in [*range(tarfile.BLOCKSIZE, needed, 128), needed - 1]:  # on tar block boundaries and between
+        archive.write_bytes(complete[:cut])
+        try:
+            silently_shorter.append((cut, len(load_folder(archive))))
+        except DatasetError as error:
+            assert "cannot read the archive" in str(error)
+    assert silently_shorter == []
+    archive.write_bytes(complete[:needed])
+    assert len(load_folder(archive)) == 20
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_an_archive_with_a_damaged_byte_is_refused(tmp_path, suffix):
+    archive = write_archive(tmp_path / f"pets{suffix}", twenty_pngs())
+    damaged = bytearray(archive.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    archive.write_bytes(bytes(damaged))
+    with pytest.raises(DatasetError, match="cannot read the archive"):
+        load_folder(archive)
+
+
 # ---------------------------------------------------------------------------------------------------- cache
 
 def test_second_load_comes_from_the_cache_without_decoding(tmp_path, cache_dir, monkeypatch):
@@ -321,6 +401,36 @@ def test_cache_is_not_used_when_the_folder_or_the_options_change(tmp_path, cache
     save(root / "b.png", gray((8, 8)))
     assert len(load_folder(root)) == 2 and calls
     assert len(list((cache_dir / "folders").glob("*.npz"))) == 3
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
+def test_an_archive_over_a_lowered_limit_is_refused_even_when_a_cache_holds_it(tmp_path, monkeypatch, suffix):
+    archive = write_archive(tmp_path / f"pets{suffix}", twenty_pngs())
+    assert len(load_folder(archive)) == 20
+    monkeypatch.setenv("DCE_MAX_ARCHIVE_FILES", "10")
+    with pytest.raises(DatasetError, match=r"more than 10 files, the limit \(DCE_MAX_ARCHIVE_FILES\)"):
+        load_folder(archive)
+    monkeypatch.delenv("DCE_MAX_ARCHIVE_FILES")
+    monkeypatch.setenv("DCE_MAX_ARCHIVE_BYTES", "5000")
+    with pytest.raises(DatasetError, match=r"unpacks to more than 5,000 bytes, the limit"):
+        load_folder(archive)
+
+
+def test_a_bad_archive_limit_setting_is_reported_even_when_a_cache_holds_the_archive(tmp_path, monkeypatch):
+    archive = write_archive(tmp_path / "pets.zip", twenty_pngs())
+    load_folder(archive)
+    monkeypatch.setenv("DCE_MAX_ARCHIVE_FILES", "lots")
+    with pytest.raises(ConfigError, match="DCE_MAX_ARCHIVE_FILES='lots'"):
+        load_folder(archive)
+
+
+def test_an_image_over_a_lowered_pixel_limit_is_skipped_even_when_a_cache_holds_it(tmp_path, monkeypatch):
+    save(tmp_path / "photos" / "small.png", gray((8, 8)))
+    save(tmp_path / "photos" / "large.png", gray((12, 12)))
+    assert len(load_folder(tmp_path / "photos", image_size=8)) == 2
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    lowered = load_folder(tmp_path / "photos", image_size=8)
+    assert lowered.paths == ["small.png"] and "decompression bomb" in dict(lowered.skipped)["large.png"]
 
 
 def test_damaged_cache_file_is_rebuilt(tmp_path, cache_dir):

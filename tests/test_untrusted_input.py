@@ -13,9 +13,13 @@ import pytest
 from PIL import Image
 
 from conftest import HANG_GUARD_S, REPO
-from engine.data.roots import check_inside_data_roots, configured_data_roots, default_upload_dir, save_upload
-from engine.errors import DatasetError
-from engine.runs import RunStore
+from engine.analysis.results import load_results
+from engine.data import DATASETS, load_folder
+from engine.data.roots import (DEFAULT_MAX_UPLOADS_BYTES, check_inside_data_roots, configured_data_roots,
+                               default_upload_dir, save_upload, uploads_cap)
+from engine.errors import ConfigError, DatasetError, UserError
+from engine.runs import JobManager, RunRequest, RunStore, create_run
+from engine.runs.uploads import delete_run, upload_only_used_by
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -60,6 +64,13 @@ def test_paths_are_confined_to_the_data_roots_after_resolving_dots_and_symlinks(
     assert check_inside_data_roots(tmp_path / "secret", also_allowed=(tmp_path / "secret",))
 
 
+def test_a_path_with_a_nul_byte_is_a_dataset_error_with_or_without_data_roots(tmp_path, monkeypatch):
+    for roots in ("", str(tmp_path)):
+        monkeypatch.setenv("DCE_DATA_ROOTS", roots)
+        with pytest.raises(DatasetError, match="NUL"):
+            check_inside_data_roots(f"{tmp_path}/pets\0/../x")
+
+
 # ------------------------------------------------------------------------------------------------- uploads
 
 def test_an_upload_is_stored_under_a_fresh_folder_with_a_sanitised_name(tmp_path):
@@ -78,6 +89,25 @@ def test_an_upload_that_is_not_an_archive_is_refused_and_leaves_nothing(tmp_path
     with pytest.raises(DatasetError, match="not an archive"):
         save_upload("photo.png", io.BytesIO(b"x"), tmp_path / "uploads")
     assert not (tmp_path / "uploads").exists()
+
+
+def test_an_upload_that_would_take_the_uploads_folder_over_its_cap_is_refused_and_leaves_nothing(tmp_path,
+                                                                                                   monkeypatch):
+    uploads = tmp_path / "uploads"
+    monkeypatch.setenv("DCE_MAX_UPLOADS_BYTES", "3000")
+    first = save_upload("a.zip", io.BytesIO(bytes(2000)), uploads)
+    with pytest.raises(UserError, match=r"over 3,000 bytes, the limit for uploads \(DCE_MAX_UPLOADS_BYTES\)"):
+        save_upload("b.zip", io.BytesIO(bytes(1001)), uploads)
+    assert [p for p in uploads.rglob("*") if p.is_file()] == [first]
+    assert save_upload("c.zip", io.BytesIO(bytes(1000)), uploads).stat().st_size == 1000  # exactly at the cap
+
+
+def test_the_uploads_cap_defaults_to_10_gib_and_a_bad_setting_is_a_config_error(monkeypatch):
+    monkeypatch.delenv("DCE_MAX_UPLOADS_BYTES", raising=False)
+    assert uploads_cap() == DEFAULT_MAX_UPLOADS_BYTES == 10 << 30
+    monkeypatch.setenv("DCE_MAX_UPLOADS_BYTES", "0")
+    with pytest.raises(ConfigError, match="DCE_MAX_UPLOADS_BYTES='0' is not a positive whole number"):
+        uploads_cap()
 
 
 def test_uploads_go_to_dce_upload_dir_or_into_the_runs_folder(tmp_path, monkeypatch):
@@ -108,6 +138,12 @@ def type_folder(at: AppTest, path: Path | str) -> AppTest:
     return at.run()
 
 
+def test_the_train_page_offers_folders_only_through_the_folder_field_and_the_upload():
+    options = next(box for box in train_page().selectbox if box.label == "Dataset").options
+    named = [name for name, info in DATASETS.items() if info.source != "local"]
+    assert options == [*named, "folder:…", "upload an archive…"]
+
+
 def test_the_train_page_refuses_a_folder_outside_the_data_roots_and_submits_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
     write_images(tmp_path / "allowed" / "pets")
@@ -116,6 +152,15 @@ def test_the_train_page_refuses_a_folder_outside_the_data_roots_and_submits_noth
         at = start(type_folder(train_page(), typed))
         assert not at.exception
         assert any(OUTSIDE in error.value for error in at.error), [e.value for e in at.error]
+    assert RunStore(os.environ["DCE_RUNS_DIR"]).list() == []
+
+
+@pytest.mark.parametrize("roots", ["", "allowed"])
+def test_the_train_page_refuses_a_folder_with_a_nul_byte_with_a_message(tmp_path, monkeypatch, roots):
+    monkeypatch.setenv("DCE_DATA_ROOTS", roots and str(tmp_path / roots))
+    at = start(type_folder(train_page(), f"{tmp_path}/allowed/pets\0"))
+    assert not at.exception
+    assert any("NUL" in error.value for error in at.error), [e.value for e in at.error]
     assert RunStore(os.environ["DCE_RUNS_DIR"]).list() == []
 
 
@@ -134,6 +179,79 @@ def test_the_train_page_submits_a_folder_inside_the_data_roots(tmp_path, monkeyp
     at = start(type_folder(train_page(), pets))
     assert not at.exception and not at.error
     assert [run.dataset for run in RunStore(os.environ["DCE_RUNS_DIR"]).list()] == [f"folder:{pets}"]
+
+
+def wait_until_done(store: RunStore, run_id: str, timeout: float = HANG_GUARD_S):
+    deadline = time.monotonic() + timeout
+    while store.get(run_id).status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return store.get(run_id)
+
+
+def test_a_run_started_on_the_train_page_skips_a_linked_file_pointing_outside_the_data_roots(tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
+    pets = write_images(tmp_path / "allowed" / "pets")
+    (pets / "secret.png").symlink_to(write_images(tmp_path / "private", count=1) / "0.png")
+    at = start(type_folder(train_page(), pets))
+    assert not at.exception and not at.error
+    store = RunStore(os.environ["DCE_RUNS_DIR"])
+    record = wait_until_done(store, store.list()[0].id)
+    assert record.status == "finished", record.error
+    assert (record.summary["n_images"], record.summary["n_skipped"]) == (6, 1)
+    assert [m["message"] for m in store.messages(record.id) if "secret.png" in m["message"]] == [
+        f"skipped secret.png: a link to a file {OUTSIDE}"]
+
+
+def test_resuming_a_run_whose_folder_is_outside_the_data_roots_fails_with_the_reason(tmp_path, monkeypatch):
+    store = RunStore(os.environ["DCE_RUNS_DIR"])
+    outside = write_images(tmp_path / "private")
+    run_id = create_run(store, RunRequest("kmeans", f"folder:{outside}", overrides={"n_clusters": 2}, device="cpu"))
+    store.update(run_id, status="interrupted")  # queued before the roots were set, or from the command line
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
+    at = train_page()
+    next(button for button in at.button if button.label == "Resume run").click()
+    at.run()
+    record = wait_until_done(store, run_id)
+    assert record.status == "failed" and OUTSIDE in record.error
+
+
+def test_the_loader_confined_to_data_roots_skips_links_out_and_keeps_links_within(tmp_path):
+    pets = write_images(tmp_path / "allowed" / "pets")
+    (pets / "secret.png").symlink_to(write_images(tmp_path / "private", count=1) / "0.png")
+    (pets / "again.png").symlink_to(pets / "1.png")
+    confined = load_folder(pets, data_roots=[tmp_path / "allowed"])
+    assert "again.png" in confined.paths and "secret.png" not in confined.paths
+    assert confined.skipped == [("secret.png", f"a link to a file {OUTSIDE}")]
+    assert "secret.png" in load_folder(pets).paths  # unconfined, as the command line reads it
+    assert "secret.png" not in load_folder(pets, data_roots=[tmp_path / "allowed"]).paths  # and not from the cache
+    with pytest.raises(DatasetError, match=OUTSIDE):
+        load_folder(tmp_path / "private", data_roots=[tmp_path / "allowed"])
+
+
+def test_a_job_manager_confined_to_data_roots_refuses_a_folder_outside_them_when_it_loads(tmp_path):
+    outside = write_images(tmp_path / "private")
+    manager = JobManager(tmp_path / "confined-runs", data_roots=[tmp_path / "allowed"])
+    try:
+        run_id = manager.submit(RunRequest("kmeans", f"folder:{outside}", overrides={"n_clusters": 2},
+                                           device="cpu"))
+        record = manager.wait(run_id, timeout=HANG_GUARD_S)
+    finally:
+        manager.shutdown()
+    assert record.status == "failed" and OUTSIDE in record.error
+
+
+def test_a_finished_runs_images_are_read_again_only_inside_the_data_roots(tmp_path):
+    pets = write_images(tmp_path / "pets")
+    manager = JobManager(tmp_path / "runs-anywhere")
+    try:
+        run_id = manager.submit(RunRequest("kmeans", f"folder:{pets}", overrides={"n_clusters": 2}, device="cpu"))
+        assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "finished"
+    finally:
+        manager.shutdown()
+    assert len(load_results(manager.store, run_id).images) == 6
+    with pytest.raises(DatasetError, match=OUTSIDE):
+        load_results(manager.store, run_id, data_roots=[tmp_path / "allowed"]).images
 
 
 def test_an_archive_uploaded_on_the_train_page_is_stored_once_and_trains(tmp_path, monkeypatch):
@@ -165,6 +283,90 @@ def test_an_archive_uploaded_on_the_train_page_is_stored_once_and_trains(tmp_pat
     record = store.get(run.id)
     assert record.status == "finished", record.error
     assert record.summary["n_images"] == 6
+
+
+def test_an_upload_over_the_cap_on_the_train_page_is_refused_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCE_MAX_UPLOADS_BYTES", "100")
+    at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("upload an archive…")
+    at.run()
+    at.get("file_uploader")[0].set_value(("pets.zip", bytes(101), "application/zip"))
+    at.run()
+    assert not at.exception
+    assert any("DCE_MAX_UPLOADS_BYTES" in error.value for error in at.error), [e.value for e in at.error]
+    assert not [p for p in (Path(os.environ["DCE_RUNS_DIR"]) / "uploads").rglob("*") if p.is_file()]
+
+
+def pets_zip(tmp_path: Path) -> io.BytesIO:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(write_images(tmp_path / "pets-source").iterdir()):
+            zf.write(path, f"pets/{path.name}")
+    archive.seek(0)
+    return archive
+
+
+@pytest.fixture
+def upload_runs(tmp_path):
+    """Two finished runs made from one upload and one from another: (store, upload dir, [shared, shared, own])."""
+    uploads = default_upload_dir(Path(os.environ["DCE_RUNS_DIR"]))
+    shared, own = (save_upload("pets.zip", pets_zip(tmp_path), uploads) for _ in range(2))
+    manager = JobManager(os.environ["DCE_RUNS_DIR"])
+    try:
+        ids = [manager.submit(RunRequest("kmeans", f"folder:{archive}", overrides={"n_clusters": 2, "seed": seed},
+                                         device="cpu")) for seed, archive in enumerate((shared, shared, own))]
+        assert all(manager.wait(run_id, timeout=HANG_GUARD_S).status == "finished" for run_id in ids)
+    finally:
+        manager.shutdown()
+    return manager.store, uploads, ids
+
+
+def test_an_upload_goes_with_the_last_run_made_from_it_and_not_before(upload_runs):
+    store, uploads, (first, second, own) = upload_runs
+    shared_folder, own_folder = (Path(store.get(run_id).dataset.removeprefix("folder:")).parent
+                                 for run_id in (first, own))
+    assert upload_only_used_by(store, first, uploads) is None  # the second run uses it too
+    assert upload_only_used_by(store, own, uploads) == own_folder
+    assert delete_run(store, first, with_upload_from=uploads) is None
+    assert shared_folder.is_dir()
+    assert delete_run(store, second, with_upload_from=uploads) == shared_folder
+    assert not shared_folder.exists() and own_folder.is_dir()
+    assert delete_run(store, own) is None and own_folder.is_dir()  # only when asked
+    assert [run.id for run in store.list()] == []
+
+
+def test_the_compare_page_offers_to_delete_the_upload_with_the_last_run_made_from_it(upload_runs):
+    store, uploads, (first, second, own) = upload_runs
+    own_folder = Path(store.get(own).dataset.removeprefix("folder:")).parent
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    at.switch_page("pages/compare.py").run()
+    row = list(at.dataframe[0].value["run"]).index(own)
+    at.session_state["runs-table"] = {"selection": {"rows": [row], "columns": []}}
+    at.run()
+    offer = next(box for box in at.checkbox if box.label.startswith("Also delete the uploaded archive"))
+    assert offer.value and "pets.zip" in offer.label
+    next(box for box in at.checkbox if box.label.startswith("Yes, delete this run")).check()
+    at.run()
+    next(button for button in at.button if button.label == "Delete run").click()
+    at.run()
+    assert not at.exception and not own_folder.exists()
+    assert sorted(run.id for run in store.list()) == sorted([first, second])
+
+
+def test_an_upload_deleted_with_its_run_is_stored_again_if_the_train_page_still_holds_it(tmp_path):
+    at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("upload an archive…")
+    at.run()
+    at.get("file_uploader")[0].set_value(("pets.zip", pets_zip(tmp_path).getvalue(), "application/zip"))
+    at = start(at.run())
+    store = RunStore(os.environ["DCE_RUNS_DIR"])
+    first = wait_until_done(store, store.list()[0].id)
+    uploads = default_upload_dir(store.root)
+    assert delete_run(store, first.id, with_upload_from=uploads) is not None
+    at = start(at.run())
+    second = wait_until_done(store, store.list()[0].id)
+    assert second.status == "finished", second.error
+    assert second.summary["n_images"] == 6 and Path(second.dataset.removeprefix("folder:")).is_file()
 
 
 def test_start_without_an_uploaded_archive_says_to_upload_one(tmp_path):

@@ -1,8 +1,10 @@
 """A finished run's results in one object: its record, stored arrays and (on demand) its images."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -13,7 +15,8 @@ from ..runs import RunRecord, RunStore
 
 @dataclass
 class RunResults:
-    """Arrays of one finished run. ``labels`` is None for unlabelled data; ``neighbors`` for methods that mine."""
+    """Arrays of one finished run. ``labels`` is None for unlabelled data; ``neighbors`` for methods that mine.
+    ``data_roots`` confines the files its images are read from again (see :func:`engine.data.load_dataset`)."""
 
     record: RunRecord
     store: RunStore = field(repr=False)
@@ -22,6 +25,7 @@ class RunResults:
     features: np.ndarray | None
     neighbors: np.ndarray | None
     labels: np.ndarray | None
+    data_roots: Sequence[Path] | None = None
 
     @property
     def run_id(self) -> str:
@@ -41,7 +45,7 @@ class RunResults:
         """The run's dataset, loaded the way the run loaded it (from the decode cache when possible)."""
         options = self.record.options
         images = load_dataset(self.record.dataset, data_root=options.get("data_root"),
-                              download=bool(options.get("download")))
+                              download=bool(options.get("download")), data_roots=self.data_roots)
         if len(images) != len(self.assign):
             raise UserError(f"the dataset {self.record.dataset} now has {len(images)} images but run "
                             f"{self.run_id} clustered {len(self.assign)}; its files changed since the run")
@@ -52,8 +56,9 @@ class RunResults:
         return self.images.class_names
 
 
-def load_results(store: RunStore, run_id: str) -> RunResults:
-    """The stored results of a finished run; a UserError if it has none (not finished, or files removed)."""
+def load_results(store: RunStore, run_id: str, data_roots: Sequence[Path] | None = None) -> RunResults:
+    """The stored results of a finished run; a UserError if it has none (not finished, or files removed).
+    ``data_roots``: the folders its images may be read from, or None for any."""
     record = store.get(run_id)
     if record.status != "finished":
         raise UserError(f"run {run_id} is {record.status}; only finished runs have results to explore")
@@ -61,7 +66,7 @@ def load_results(store: RunStore, run_id: str) -> RunResults:
     if assign is None or probs is None:
         raise UserError(f"run {run_id}'s result files are missing from {store.run_dir(run_id)}")
     return RunResults(record, store, assign.astype(np.int64), probs, store.load_array(run_id, "features"),
-                      store.load_array(run_id, "neighbors"), store.load_array(run_id, "labels"))
+                      store.load_array(run_id, "neighbors"), store.load_array(run_id, "labels"), data_roots)
 
 
 def view_neighbors(results: RunResults, k: int = 20) -> tuple[np.ndarray, bool]:

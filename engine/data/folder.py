@@ -12,20 +12,25 @@ Every image is decoded with Pillow, flattened to RGB or L (alpha composited over
 gray mapped to 8 bits) and resized to one square size. A file that cannot be read is skipped and reported in
 ``ImageSet.skipped``; it never stops the load. An image over Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89
 megapixels) is skipped before its pixels are decoded, as a possible decompression bomb; an archive over
-:func:`archive_limits` is refused before its members are read. Decoded arrays are cached, so the second load
-of a 60k-image folder takes a moment instead of a minute.
+:func:`archive_limits` is refused before its members are read, and one that is cut short or damaged is refused
+as a whole, never loaded as the smaller set it happens to start with. Decoded arrays are cached, so the second
+load of a 60k-image folder takes a moment instead of a minute.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import stat
 import tarfile
 import threading
 import warnings
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +52,7 @@ DEFAULT_MAX_ARCHIVE_FILES = 200_000
 DEFAULT_MAX_ARCHIVE_BYTES = 4 << 30
 
 # Bump when the cached arrays would come out differently for the same files.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: truncated archives are refused; format 1 may hold one read as complete
 # Files handed to one worker at a time: small enough to balance, large enough that a 60k-file set does not
 # drown in futures.
 _CHUNK = 256
@@ -55,6 +60,7 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA"})
 _NOT_IN_CLASS = "not inside a class folder"
+_OUTSIDE_ROOTS = "outside the folders this server may read"
 # Images up to this many pixels are decoded once, during the size survey; beyond _KEEP_BUDGET_BYTES of them
 # (a very large set) every image is opened twice instead.
 _SMALL_PIXELS = 96 * 96
@@ -66,6 +72,18 @@ _DECODE_LOCK = threading.Lock()
 def default_cache_dir() -> Path:
     """Where decoded datasets are kept: ``$DCE_CACHE_DIR`` or ``~/.cache/deep-clustering-explorer``."""
     return Path(os.environ.get("DCE_CACHE_DIR") or "~/.cache/deep-clustering-explorer").expanduser()
+
+
+def expand_user_path(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded, after checking it can name a file at all.
+
+    Raises:
+        DatasetError: ``path`` holds a NUL byte, which no file name can (the OS calls would raise ValueError).
+    """
+    if "\0" in str(path):
+        raise DatasetError(f"{str(path)!r} contains a NUL byte (\\0), which no file or folder name can hold; "
+                           f"type the path again")
+    return Path(path).expanduser()
 
 
 def is_archive(path: str | Path) -> bool:
@@ -85,8 +103,25 @@ class _Entry:
     source: Path | bytes
 
 
+def resolve_inside(path: str | Path, roots: Sequence[Path]) -> Path:
+    """``path`` resolved (``~``, ``..``, symlinks), after checking it lies inside one of ``roots``.
+
+    Raises:
+        DatasetError: ``path`` resolves outside every root, or holds a NUL byte.
+    """
+    resolved = expand_user_path(path).resolve()
+    if not _is_inside(resolved, roots):
+        raise DatasetError(f"{path} is {_OUTSIDE_ROOTS} ({', '.join(map(str, roots))}); put your images under one "
+                           f"of them or upload an archive. The server's DCE_DATA_ROOTS setting lists these folders")
+    return resolved
+
+
+def _is_inside(resolved: Path, roots: Sequence[Path]) -> bool:
+    return any(resolved.is_relative_to(Path(root).expanduser().resolve()) for root in roots)
+
+
 def load_folder(path: str | Path, *, image_size: int | None = None, channels: int | None = None,
-                split: str | None = None) -> ImageSet:
+                split: str | None = None, data_roots: Sequence[Path] | None = None) -> ImageSet:
     """Decode a folder or archive of images into an :class:`ImageSet`.
 
     Args:
@@ -97,10 +132,14 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
         channels: 1 (gray) or 3 (RGB). Default: 3 if any readable image is in colour, else 1.
         split: ``"train"`` or ``"test"`` for a folder split into ``train/`` and ``test/``; None loads both,
             train first.
+        data_roots: the folders a shared server may read (:mod:`engine.data.roots`), or None for any. The
+            path must resolve inside one, and so must every file: a link to a file elsewhere is skipped. The
+            check runs on every load, cached or not.
 
     Raises:
-        DatasetError: the path does not exist, holds no file, holds no readable image, ``split`` names a
-            side the folder does not have, or an archive has more files or bytes than :func:`archive_limits`.
+        DatasetError: the path does not exist, lies outside ``data_roots`` or holds a NUL byte, holds no file,
+            holds no readable image, ``split`` names a side the folder does not have, an archive has more files
+            or bytes than :func:`archive_limits`, or an archive is cut short or damaged.
 
     Examples:
         >>> pets = load_folder("~/photos/pets", image_size=64)   # doctest: +SKIP
@@ -114,7 +153,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
     if split not in (None, *SPLITS):
         raise DatasetError(f"unknown split {split!r}; use 'train', 'test', or none for both")
 
-    root = Path(path).expanduser()
+    # Confinement first: whether a path outside the roots exists is none of the user's business.
+    root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
     if not root.exists():
         raise DatasetError(f"{root} does not exist; give a folder of images (one sub-folder per class, or "
                            f"all in one folder) or a .zip/.tar/.tar.gz archive of one")
@@ -123,21 +163,31 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
         raise DatasetError(f"{root} is a file; give a folder of images or a "
                            f"{'/'.join(ARCHIVE_SUFFIXES)} archive of one")
 
+    links_out: list[str] = []
     if root.is_dir():
         files = _walk_folder(root)
+        if data_roots is not None:
+            links_out = _links_outside(root, files, data_roots)
+            out = set(links_out)
+            files = [file for file in files if "/".join(file[0]) not in out]
         fingerprint = [len(files), sum(size for _, size, _ in files),
-                       max([mtime for _, _, mtime in files] + [root.stat().st_mtime_ns])]
+                       max([mtime for _, _, mtime in files] + [root.stat().st_mtime_ns]), *links_out]
     else:
         info = root.stat()
         fingerprint = [info.st_size, info.st_mtime_ns]
-    cache_file = _cache_file(root, fingerprint, image_size, channels, split)
+    # Everything that decides what a load gives is in the key. The archive limits are read here, before the
+    # cache can answer, so a bad setting is reported and an archive over a lowered limit is read again and refused.
+    decided_by = {"image_size": image_size, "channels": channels, "split": split,
+                  "max_image_pixels": Image.MAX_IMAGE_PIXELS,
+                  "archive_limits": None if root.is_dir() else archive_limits()}
+    cache_file = _cache_file(root, fingerprint, decided_by)
     cached = _read_cache(cache_file, source=f"folder:{root}")
     if cached is not None:
         return cached
 
     if root.is_dir():
         entries = [_Entry(parts, "/".join(parts), root.joinpath(*parts)) for parts, _, _ in files]
-        skipped: list[tuple[str, str]] = []
+        skipped: list[tuple[str, str]] = [(name, f"a link to a file {_OUTSIDE_ROOTS}") for name in links_out]
     else:
         entries, skipped = _read_archive(root)
         entries = _unwrap_single_folder(entries)
@@ -193,6 +243,13 @@ def _walk_folder(root: Path) -> list[tuple[tuple[str, ...], int, int]]:
     return found
 
 
+def _links_outside(root: Path, files: list[tuple[tuple[str, ...], int, int]], roots: Sequence[Path]) -> list[str]:
+    """The names of the files under ``root`` that are symlinks resolving outside every root. Only the files
+    can be links: the walk does not follow linked folders, and ``root`` itself is already resolved."""
+    return ["/".join(parts) for parts, _, _ in files
+            if (path := root.joinpath(*parts)).is_symlink() and not _is_inside(path.resolve(), roots)]
+
+
 def _member_parts(name: str) -> tuple[str, ...] | None:
     """The path components of an archive member, or None when the name escapes the archive."""
     name = name.replace("\\", "/")
@@ -208,11 +265,12 @@ def archive_limits() -> tuple[int, int]:
     """(most members, most uncompressed bytes) an archive may hold: ``$DCE_MAX_ARCHIVE_FILES`` (default
     200,000) and ``$DCE_MAX_ARCHIVE_BYTES`` (default 4 GiB). Archives are read into memory, so the byte limit is
     also the most memory their files take."""
-    return (_positive_env("DCE_MAX_ARCHIVE_FILES", DEFAULT_MAX_ARCHIVE_FILES),
-            _positive_env("DCE_MAX_ARCHIVE_BYTES", DEFAULT_MAX_ARCHIVE_BYTES))
+    return (positive_env("DCE_MAX_ARCHIVE_FILES", DEFAULT_MAX_ARCHIVE_FILES),
+            positive_env("DCE_MAX_ARCHIVE_BYTES", DEFAULT_MAX_ARCHIVE_BYTES))
 
 
-def _positive_env(name: str, default: int) -> int:
+def positive_env(name: str, default: int) -> int:
+    """The positive whole number in ``$name``, ``default`` when it is unset or blank; a ConfigError otherwise."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -242,8 +300,8 @@ class _ArchiveBudget:
             raise DatasetError(f"the archive {self.archive} holds more than {self.max_files:,} files, the limit "
                                f"(DCE_MAX_ARCHIVE_FILES); split it into smaller archives, or raise the limit")
         if self.bytes > self.max_bytes:
-            raise DatasetError(f"the archive {self.archive} unpacks to more than {_gib(self.max_bytes)}, the "
-                               f"limit (DCE_MAX_ARCHIVE_BYTES; a zip bomb looks like this too); split it, or "
+            raise DatasetError(f"the archive {self.archive} unpacks to more than {describe_size(self.max_bytes)}, "
+                               f"the limit (DCE_MAX_ARCHIVE_BYTES; a zip bomb looks like this too); split it, or "
                                f"raise the limit if the data is genuine")
 
     @staticmethod
@@ -253,7 +311,8 @@ class _ArchiveBudget:
             return stream.read(declared_size)
 
 
-def _gib(size: int) -> str:
+def describe_size(size: int) -> str:
+    """``4 GiB`` from a gibibyte up, exact bytes (``1,000,000 bytes``) below."""
     return f"{size / (1 << 30):.3g} GiB" if size >= 1 << 30 else f"{size:,} bytes"
 
 
@@ -294,18 +353,52 @@ def _read_archive(archive: Path) -> tuple[list[_Entry], list[tuple[str, str]]]:
                     add(info.filename, None if is_link else
                         lambda info=info: budget.read(zf.open(info), info.file_size))
         else:
-            with tarfile.open(archive, "r|*") as tf:  # streaming: one pass, no seeking back in the gzip
+            with _decompressed(archive) as stream, \
+                    tarfile.open(fileobj=stream, mode="r|", tarinfo=_CompleteTarInfo) as tf:
+                # streaming: one pass, no seeking back in the compressed data
                 for member in tf:
                     budget.count(member.size if member.isfile() else 0)
                     if member.isfile():
                         add(member.name, lambda member=member: budget.read(tf.extractfile(member), member.size))
                     elif member.issym() or member.islnk():
                         add(member.name, None)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+                # Reading on to the end checks the compressed stream's length and checksum, kept in its last bytes.
+                while stream.read(1 << 20):
+                    pass
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
         raise DatasetError(f"cannot read the archive {archive}: {error}; check that the file is complete "
                            f"(re-download or re-create it)") from error
     entries.sort(key=lambda e: e.parts)
     return entries, skipped
+
+
+class _CompleteTarInfo(tarfile.TarInfo):
+    """Tar headers read so that a cut-off or damaged archive is an error.
+
+    After the first member, :mod:`tarfile` ends the listing without a word at a missing, short or garbled
+    header, which passes a truncated download off as a smaller archive. Only the end marker (a block of zeros)
+    may end it here.
+    """
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as error:
+            # tarfile turns this kind, wherever it occurs, into a ReadError.
+            raise tarfile.SubsequentHeaderError(f"the archive ends or is damaged before its end marker ({error})"
+                                                ) from None
+
+
+def _decompressed(archive: Path) -> IO[bytes]:
+    """The archive's tar stream, through a decompressor that checks the length and checksum at the end
+    (tarfile's own reads neither)."""
+    with open(archive, "rb") as raw:
+        magic = raw.read(6)
+    for signature, open_stream in ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open)):
+        if magic.startswith(signature):
+            return open_stream(archive, "rb")
+    return open(archive, "rb")
 
 
 def _unwrap_single_folder(entries: list[_Entry]) -> list[_Entry]:
@@ -516,10 +609,11 @@ def _decode_all(entries: Sequence[_Entry], image_size: int | None, channels: int
 
 # ------------------------------------------------------------------------------------------------------ cache
 
-def _cache_file(root: Path, fingerprint: list[int], image_size: int | None, channels: int | None,
-                split: str | None) -> Path:
-    key = json.dumps({"path": str(root), "tree": fingerprint, "image_size": image_size, "channels": channels,
-                      "split": split, "format": _CACHE_FORMAT}, sort_keys=True)
+def _cache_file(root: Path, fingerprint: list[int], decided_by: dict[str, object]) -> Path:
+    """Where the decoded ``root`` is cached, named by a digest of its files' ``fingerprint`` and of every setting
+    the result depends on (``decided_by``)."""
+    key = json.dumps({"path": str(root), "tree": fingerprint, **decided_by, "format": _CACHE_FORMAT},
+                     sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return default_cache_dir() / "folders" / f"{root.name[:40]}-{digest}.npz"
 

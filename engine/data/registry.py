@@ -7,6 +7,7 @@ hard-coding names.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.data.folder import SPLITS, default_cache_dir, is_archive, load_folder
+from engine.data.folder import SPLITS, default_cache_dir, is_archive, load_folder, resolve_inside
 from engine.data.imageset import ImageSet
 from engine.errors import ConfigError, DatasetError
 
@@ -98,7 +99,7 @@ def describe_datasets() -> list[dict]:
 
 
 def load_dataset(spec: str, *, data_root: str | None = None, download: bool = False,
-                 image_size: int | None = None) -> ImageSet:
+                 image_size: int | None = None, data_roots: Sequence[Path] | None = None) -> ImageSet:
     """Load the dataset a spec names.
 
     Args:
@@ -108,9 +109,12 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
             or an archive of that), the folder is decoded instead.
         download: let torchvision fetch missing files (needs a network).
         image_size: resize every image to this square side (bilinear) after loading.
+        data_roots: the folders a shared server may read, or None for any: a folder and ``data_root`` must lie
+            inside one, and so must every file of a folder (see :func:`load_folder`).
 
     Raises:
-        DatasetError: unknown name or split, files missing, or a folder with no readable image.
+        DatasetError: unknown name or split, files missing, a folder with no readable image, or a folder or
+            ``data_root`` outside ``data_roots``.
 
     Examples:
         >>> digits = load_dataset("digits")
@@ -124,7 +128,7 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
         path = spec[len(FOLDER_PREFIX):]
         if not path:
             raise DatasetError("folder: needs a path, e.g. folder:/data/my-photos")
-        return dataclasses.replace(load_folder(path, image_size=image_size), source=spec)
+        return dataclasses.replace(load_folder(path, image_size=image_size, data_roots=data_roots), source=spec)
 
     name, _, split = spec.partition(":")
     name = name.lower()
@@ -133,11 +137,13 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
     if split not in ("", *SPLITS):
         raise DatasetError(f"unknown split {split!r} in {spec!r}; use {name}, {name}:train or {name}:test")
     info = DATASETS[name]
+    if data_root is not None and data_roots is not None:
+        resolve_inside(data_root, data_roots)
 
     if name == "digits":
         images = _load_digits()
     elif data_root is not None and _is_image_folder_copy(Path(data_root).expanduser()):
-        images = _load_folder_copy(info, Path(data_root).expanduser(), split or None, image_size)
+        images = _load_folder_copy(info, Path(data_root).expanduser(), split or None, image_size, data_roots)
     else:
         images = _load_torchvision(info, data_root, download, split or None)
     return dataclasses.replace(_resize(images, image_size), source=spec)
@@ -159,9 +165,10 @@ def _is_image_folder_copy(root: Path) -> bool:
     return any((root / s).is_dir() and any(p.is_dir() for p in (root / s).iterdir()) for s in SPLITS)
 
 
-def _load_folder_copy(info: DatasetInfo, root: Path, split: str | None, image_size: int | None) -> ImageSet:
+def _load_folder_copy(info: DatasetInfo, root: Path, split: str | None, image_size: int | None,
+                      data_roots: Sequence[Path] | None) -> ImageSet:
     """An image-folder copy of a named dataset; its labels are put in the dataset's own class order."""
-    loaded = load_folder(root, image_size=image_size, channels=info.channels, split=split)
+    loaded = load_folder(root, image_size=image_size, channels=info.channels, split=split, data_roots=data_roots)
     canonical = list(info.class_names)
     if set(loaded.class_names) == set(canonical):
         mapping = [canonical.index(c) for c in loaded.class_names]

@@ -4,6 +4,10 @@
 that resolves, after ``~``, ``..`` and symlinks, outside every root is refused. Unset, any path the server can
 read is accepted — right for one person running the app on their own machine, wrong for a shared server. The
 command line never applies the roots: whoever runs it can read the files anyway.
+
+Archives uploaded on the Train page are kept under ``$DCE_UPLOAD_DIR`` (default ``<runs folder>/uploads``), one
+fresh folder each. ``$DCE_MAX_UPLOADS_BYTES`` (default 10 GiB) caps what that folder may hold: an upload that
+would take it over is refused. An upload goes when the last run made from it is deleted, if the user agrees.
 """
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from engine.atomic import atomic_path, disk_full_message, is_disk_full
-from engine.data.folder import ARCHIVE_SUFFIXES
+from engine.data.folder import ARCHIVE_SUFFIXES, describe_size, expand_user_path, positive_env, resolve_inside
 from engine.errors import DatasetError, DiskFullError, UserError
+
+DEFAULT_MAX_UPLOADS_BYTES = 10 << 30
 
 
 def configured_data_roots() -> list[Path] | None:
@@ -35,7 +41,8 @@ def check_inside_data_roots(path: str | Path, also_allowed: tuple[Path, ...] = (
         also_allowed: folders accepted besides the roots (the app's uploads folder).
 
     Raises:
-        DatasetError: ``$DCE_DATA_ROOTS`` is set and ``path`` resolves outside every root and ``also_allowed``.
+        DatasetError: ``$DCE_DATA_ROOTS`` is set and ``path`` resolves outside every root and ``also_allowed``;
+            ``path`` holds a NUL byte.
 
     Examples:
         >>> os.environ["DCE_DATA_ROOTS"] = "/srv/data"                    # doctest: +SKIP
@@ -43,16 +50,22 @@ def check_inside_data_roots(path: str | Path, also_allowed: tuple[Path, ...] = (
         Traceback (most recent call last):
         DatasetError: /srv/data/pets/../../etc is outside the folders this server may read …
     """
-    resolved = Path(path).expanduser().resolve()
     roots = configured_data_roots()
     if roots is None:
-        return resolved
-    allowed = roots + [Path(folder).expanduser().resolve() for folder in also_allowed]
-    if any(resolved.is_relative_to(root) for root in allowed):
-        return resolved
-    raise DatasetError(f"{path} is outside the folders this server may read ({', '.join(map(str, roots))}); "
-                       f"put your images under one of them or upload an archive. The server's DCE_DATA_ROOTS "
-                       f"setting lists these folders")
+        return expand_user_path(path).resolve()
+    return resolve_inside(path, [*roots, *also_allowed])
+
+
+def readable_roots(runs_root: Path) -> list[Path] | None:
+    """The folders the app may read images from: the data roots and the uploads folder; None when
+    ``$DCE_DATA_ROOTS`` is unset. The app's JobManager loads every run's files confined to these."""
+    roots = configured_data_roots()
+    return None if roots is None else [*roots, default_upload_dir(runs_root).resolve()]
+
+
+def uploads_cap() -> int:
+    """The most bytes the uploads folder may hold: ``$DCE_MAX_UPLOADS_BYTES``, default 10 GiB."""
+    return positive_env("DCE_MAX_UPLOADS_BYTES", DEFAULT_MAX_UPLOADS_BYTES)
 
 
 def default_upload_dir(runs_root: Path) -> Path:
@@ -69,8 +82,9 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
 
     Raises:
         DatasetError: the name does not end in one of the archive suffixes.
-        UserError: the file cannot be stored (``DiskFullError`` when the disk of ``upload_dir`` is full); nothing
-            is left behind.
+        UserError: the file cannot be stored: it would take ``upload_dir`` over :func:`uploads_cap`, or the disk
+            is full (``DiskFullError``); nothing is left behind.
+        ConfigError: ``$DCE_MAX_UPLOADS_BYTES`` is not a positive whole number.
     """
     base = PurePosixPath(filename.replace("\\", "/")).name
     suffix = next((s for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if base.lower().endswith(s)), None)
@@ -78,12 +92,21 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
         raise DatasetError(f"{filename!r} is not an archive; upload a {', '.join(ARCHIVE_SUFFIXES)} of your "
                            f"image folder")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", base[:-len(suffix)]).strip("._-")[:100] or "upload"
+    cap = uploads_cap()
+    room = cap - _bytes_under(Path(upload_dir))
     folder = Path(upload_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     target = folder / f"{stem}{suffix}"
     try:
         folder.mkdir(parents=True)
         with atomic_path(target) as tmp, open(tmp, "wb") as out:
-            shutil.copyfileobj(data, out, 1 << 20)
+            while chunk := data.read(1 << 20):
+                room -= len(chunk)
+                if room < 0:
+                    raise UserError(f"this upload would take the uploads folder over {describe_size(cap)}, the "
+                                    f"limit for uploads (DCE_MAX_UPLOADS_BYTES); delete runs made from uploads on "
+                                    f"the Compare page (their archives can go with them), or ask whoever runs the "
+                                    f"server to raise the limit")
+                out.write(chunk)
     except OSError as exc:
         full = is_disk_full(exc, upload_dir)
         shutil.rmtree(folder, ignore_errors=True)
@@ -94,3 +117,15 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return target
+
+
+def _bytes_under(folder: Path) -> int:
+    """The size of every file under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += (Path(parent) / name).stat().st_size
+            except OSError:
+                pass  # removed while counting: it no longer takes room
+    return total

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,11 @@ def _save_results(store: RunStore, run_id: str, method: Method, images) -> None:
 
 
 def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = None,
-                observer: EventSink | None = None) -> dict[str, Any]:
+                observer: EventSink | None = None, data_roots: Sequence[Path] | None = None) -> dict[str, Any]:
     """Run a queued (or resumed) run to its end; returns its summary. ``observer`` also receives every event.
+
+    ``data_roots`` confines the files the run reads (see :func:`engine.data.load_dataset`): a shared server
+    checks them here, when the data is loaded, not only when the run was asked for.
 
     Records the outcome in the store, then re-raises user errors (``UserError``), training failures
     (``TrainingError``) and cancellation (``RunCancelled``) so a caller can report them; a full disk, wherever
@@ -137,7 +141,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
                     if name in record.config}
         method = method_cls(method_cls.Config(**record.config), **explicit)
         images = load_dataset(record.dataset, data_root=record.options.get("data_root"),
-                              download=bool(record.options.get("download")))
+                              download=bool(record.options.get("download")), data_roots=data_roots)
         for path, reason in images.skipped:
             store.add_message(run_id, "data", f"skipped {path}: {reason}")
         recorder = _Recorder(store, run_id, [s.name for s in method.stages])

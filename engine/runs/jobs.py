@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
@@ -25,10 +26,14 @@ class JobManager:
     Args:
         runs_dir: the run store's folder (default ``DCE_RUNS_DIR`` or ``./runs``).
         workers: how many runs may execute at once.
+        data_roots: the only folders runs may read images from (a shared server's), or None for any; checked
+            each time a run loads its data, so also for queued and resumed runs.
     """
 
-    def __init__(self, runs_dir: str | Path | None = None, workers: int = 1) -> None:
+    def __init__(self, runs_dir: str | Path | None = None, workers: int = 1,
+                 data_roots: Sequence[Path] | None = None) -> None:
         self.store = RunStore(runs_dir)
+        self.data_roots = data_roots
         self.interrupted_at_start = self.store.mark_orphans_interrupted()
         self._queue: queue.Queue = queue.Queue()
         self._cancel: dict[str, threading.Event] = {}
@@ -108,7 +113,7 @@ class JobManager:
             try:
                 if flag.is_set():
                     continue
-                execute_run(self.store, run_id, flag)
+                execute_run(self.store, run_id, flag, data_roots=self.data_roots)
             except Exception:  # noqa: BLE001 — execute_run has recorded the failure in the store
                 pass
             finally:
