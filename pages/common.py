@@ -7,7 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.analysis.results import RunResults, load_results
+from engine.analysis.overview import format_score, format_seconds  # format_seconds: also the pages' helper
+from engine.analysis.results import RunResults, load_results, run_neighbor_purity
 from engine.data.roots import readable_roots
 from engine.errors import UserError
 from engine.runs import JobManager, RunRecord
@@ -66,20 +67,6 @@ def class_name(results: RunResults, label: int | None) -> str:
     return names[label] if label < len(names) else str(label)
 
 
-def format_seconds(seconds: float | None) -> str:
-    """A duration as people read it: "42 s", "3 min 05 s", "2 h 07 min", "27 d 3 h" (never "39000 min")."""
-    if seconds is None:
-        return "—"
-    days, rest = divmod(int(round(seconds)), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
-
-
 def loss_figure(rows: list[dict], stage: str):
     """A plotly figure of every recorded value of one stage, one line per loss term."""
     import plotly.graph_objects as go
@@ -108,10 +95,11 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
     if record.status == "finished":
         summary = record.summary
         columns = st.columns(5)
-        for column, (key, title) in zip(columns, (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"),
-                                                  ("neighbor_purity", "Neighbour purity"))):
-            value = summary.get(key)
-            column.metric(title, "n/a" if value is None else f"{value:.3f}")
+        purity, purity_note = run_neighbor_purity(manager.store, record.id)
+        for column, (title, value) in zip(columns, (("ACC", summary.get("acc")), ("NMI", summary.get("nmi")),
+                                                    ("ARI", summary.get("ari")), ("Neighbour purity", purity))):
+            column.metric(title, format_score(value), help=purity_note if title == "Neighbour purity" and
+                          purity_note else None)
         columns[4].metric("Time", format_seconds(summary.get("seconds")))
         st.caption(f"{summary.get('n_images')} images, {summary.get('n_skipped')} skipped · cluster sizes "
                    f"{summary.get('cluster_sizes')}")

@@ -1,35 +1,34 @@
-"""Compare: every run in one sortable table; pick one for the other pages, or delete it (and its upload)."""
+"""Compare: every run in one sortable table; pick a finished one for the other pages, or delete a run (and its
+upload)."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from engine.analysis.overview import overview_rows
 from engine.data.roots import default_upload_dir
 from engine.errors import UserError
 from engine.runs.uploads import delete_run, upload_only_used_by
-from pages.common import format_seconds, job_manager
+from pages.common import job_manager
 
 st.title("Compare")
 manager = job_manager()
-records = manager.store.list()
-if not records:
+rows = overview_rows(manager.store)
+if not rows:
     st.info("No runs yet: start one on the Train page.")
 else:
-    table = pd.DataFrame([{
-        "run": r.id, "method": r.method, "dataset": r.dataset, "preset": r.preset,
-        "K": r.config.get("n_clusters"), "seed": r.config.get("seed"),
-        "ACC": r.summary.get("acc"), "NMI": r.summary.get("nmi"), "ARI": r.summary.get("ari"),
-        "purity@k": r.summary.get("neighbor_purity"), "time": format_seconds(r.summary.get("seconds", r.seconds)),
-        "device": r.summary.get("device", r.device), "status": r.status,
-    } for r in records])
-    event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
-                         column_config={name: st.column_config.NumberColumn(format="%.3f")
-                                        for name in ("ACC", "NMI", "ARI", "purity@k")}, key="runs-table")
-    rows = event.selection.rows if event else []
-    if rows:
-        record = records[rows[0]]
-        st.session_state["run_id"] = record.id
-        st.success(f"{record.id} is now the selected run on the Map, Neighbours, Clusters and Export pages.")
+    event = st.dataframe(pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key="runs-table")
+    st.caption("Scores have three decimals; n/a means the run has no such score (the note says why).")
+    chosen = event.selection.rows if event else []
+    if chosen:
+        record = manager.store.get(rows[chosen[0]]["run"])
+        if record.status == "finished":
+            st.session_state["run_id"] = record.id
+            st.success(f"{record.id} is now the selected run on the Map, Neighbours, Clusters and Export pages.")
+        else:
+            st.info(f"{record.id} is {record.status}: only finished runs can be explored on the Map, Neighbours, "
+                    "Clusters and Export pages. Follow it on the Train page.")
         with st.expander(f"Delete {record.id}"):
             confirmed = st.checkbox("Yes, delete this run and all its files", key=f"confirm-{record.id}")
             upload_dir = default_upload_dir(manager.store.root)

@@ -7,9 +7,28 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine.analysis.metrics import neighbor_purity
-from engine.analysis.results import view_neighbors
+from engine.analysis.results import run_neighbor_purity, view_neighbors
 from engine.analysis.thumbnails import contact_sheet
-from pages.common import class_name, pick_finished_run
+from pages.common import pick_finished_run
+
+WORST_FIRST = "worst purity first"
+state = st.session_state
+
+
+def start_order() -> None:
+    """A new order starts at its first image."""
+    state["image_index"] = None
+    state["neighbours-position"] = 0
+
+
+def show_position(order: np.ndarray) -> None:
+    state["image_index"] = int(order[state["neighbours-position"]])
+
+
+def show_random(order: np.ndarray) -> None:
+    state["neighbours-position"] = int(np.random.default_rng().integers(len(order)))
+    show_position(order)
+
 
 st.title("Neighbours")
 results = pick_finished_run()
@@ -23,37 +42,47 @@ if results is not None:
 
     n = len(results.assign)
     left, middle, right = st.columns([2, 2, 1])
-    order_by = left.radio("Order", ["index", "worst purity first"] if purity is not None else ["index"],
-                          horizontal=True)
-    order = np.argsort(purity, kind="stable") if order_by == "worst purity first" else np.arange(n)
-    if right.button("Random image"):
-        st.session_state["image_index"] = int(np.random.default_rng().integers(n))
-    start = int(np.flatnonzero(order == st.session_state.get("image_index", int(order[0])))[0])
-    position = middle.number_input(f"Position in this order (0–{n - 1})", 0, n - 1, start)
-    index = int(order[position])
-    st.session_state["image_index"] = index
+    order_by = left.radio("Order", ["index", WORST_FIRST] if purity is not None else ["index"], horizontal=True,
+                          key="neighbours-order", on_change=start_order)
+    order = np.argsort(purity, kind="stable") if order_by == WORST_FIRST else np.arange(n)
+    # The shown image is kept in the session (the Map page sets it too); the position input follows it, and its
+    # callbacks move it, so the widget keeps one identity and every click counts.
+    index = state.get("image_index")
+    if index is None or not 0 <= index < n:
+        index = int(order[0])
+    position = int(np.flatnonzero(order == index)[0])
+    if state.get("neighbours-position") != position:
+        state["neighbours-position"] = position
+    state["image_index"] = index
+    middle.number_input(f"Position in this order (0–{n - 1})", 0, n - 1, key="neighbours-position",
+                        on_change=show_position, args=(order,))
+    right.button("Random image", on_click=show_random, args=(order,))
 
     shown = [index, *neighbors[index].tolist()]
     wrong = [False] + ([bool(labels[j] != labels[index]) for j in neighbors[index]] if labels is not None
                        else [False] * k)
-    captions = ["query"] + [f"#{j}" + (f" {class_name(results, int(labels[j]))}" if labels is not None else "")
-                            for j in neighbors[index]]
-    title = f"Image #{index} · cluster {results.assign[index]}"
+    captions = ["query"] + [results.image_caption(j, separator="\n") for j in neighbors[index]]
+    title = f"Image #{index}"
+    if results.image_name(index) != f"#{index}":
+        title += f" · {results.image_name(index)}"
+    title += f" · cluster {results.assign[index]}"
     if labels is not None:
-        title += f" · label {class_name(results, int(labels[index]))} · purity@{k} {purity[index]:.2f}"
+        title += f" · label {results.class_name(int(labels[index]))} · purity@{k} {purity[index]:.2f}"
     st.subheader(title)
-    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(k + 1, 11), cell=80,
+    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(k + 1, 11), cell=96,
                            captions=captions, outline=wrong))
     if labels is not None:
         st.caption("Neighbours with another label than the query are outlined in red.")
-        st.metric(f"Purity@{k} over the dataset", f"{purity.mean():.3f}")
+        overall, _ = run_neighbor_purity(results.store, results.run_id, k)
+        st.metric(f"Purity@{k} over the dataset", f"{overall:.3f}")
         histogram, per_class = st.columns(2)
         figure = go.Figure(go.Histogram(x=purity, nbinsx=k + 1))
         figure.update_layout(title=f"Neighbour purity@{k}", xaxis_title="share of neighbours with the same label",
-                             height=300, margin=dict(l=10, r=10, t=40, b=10))
+                             yaxis_title="images", height=300, margin=dict(l=10, r=10, t=40, b=10))
         histogram.plotly_chart(figure)
         classes = np.unique(labels)
-        figure = go.Figure(go.Bar(x=[class_name(results, int(c)) for c in classes],
+        figure = go.Figure(go.Bar(x=[results.class_name(int(c)) for c in classes],
                                   y=[purity[labels == c].mean() for c in classes]))
-        figure.update_layout(title="Mean purity per class", height=300, margin=dict(l=10, r=10, t=40, b=10))
+        figure.update_layout(title="Mean purity per class", xaxis_title="label", yaxis_title="mean purity",
+                             height=300, margin=dict(l=10, r=10, t=40, b=10))
         per_class.plotly_chart(figure)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -55,6 +55,25 @@ class RunResults:
     def class_names(self) -> list[str]:
         return self.images.class_names
 
+    def class_name(self, label: int | None) -> str:
+        """A label's class name ("—" for None, the number when the dataset names no classes)."""
+        if label is None:
+            return "—"
+        names = self.class_names
+        return names[label] if 0 <= label < len(names) else str(label)
+
+    def image_name(self, index: int) -> str:
+        """How the pages name an image: its file name when the dataset was read from files, else ``#index``."""
+        paths = self.images.paths
+        return PurePath(paths[index]).name if len(paths) == len(self.assign) else f"#{index}"
+
+    def image_caption(self, index: int, separator: str = " · ") -> str:
+        """Name, cluster and (with labels) label of an image, spelled out: ``#122 · cluster 8 · label 8``."""
+        parts = [self.image_name(index), f"cluster {self.assign[index]}"]
+        if self.labels is not None:
+            parts.append(f"label {self.class_name(int(self.labels[index]))}")
+        return separator.join(parts)
+
 
 def load_results(store: RunStore, run_id: str, data_roots: Sequence[Path] | None = None) -> RunResults:
     """The stored results of a finished run; a UserError if it has none (not finished, or files removed).
@@ -83,3 +102,29 @@ def view_neighbors(results: RunResults, k: int = 20) -> tuple[np.ndarray, bool]:
     knn = mine_neighbors(source.astype(np.float32), min(k, len(source) - 1))
     results.store.save_array(results.run_id, "knn", knn)
     return knn, False
+
+
+def run_neighbor_purity(store: RunStore, run_id: str, k: int = 20) -> tuple[float | None, str]:
+    """A run's neighbour purity: the mean share of each image's neighbours that carry its label, over the
+    neighbours :func:`view_neighbors` shows (the mined ones, else the ``k`` nearest in the features).
+
+    Every page shows this one figure. A finished run whose summary lacks it (a method that mines no neighbours)
+    gets it computed once from its stored arrays and written into its summary. Returns (value, "") or, when there
+    is no figure, (None, why not).
+    """
+    record = store.get(run_id)
+    if record.summary.get("neighbor_purity") is not None:
+        return float(record.summary["neighbor_purity"]), ""
+    if record.status != "finished":
+        return None, f"the run is {record.status}; scores come when it finishes"
+    try:
+        results = load_results(store, run_id)
+    except UserError as exc:  # its files were removed: say so where the figure would be
+        return None, str(exc)
+    if results.labels is None:
+        return None, "no labels: the dataset has no classes to score against"
+    from .metrics import mean_neighbor_purity
+
+    value = mean_neighbor_purity(view_neighbors(results, k)[0], results.labels)
+    store.update(run_id, summary={**record.summary, "neighbor_purity": value})
+    return value, ""

@@ -85,7 +85,8 @@ def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions
     """A grid of images as one H×W×3 uint8 picture, filled row by row.
 
     Every cell is ``cell`` × ``cell`` pixels with the image centred in it (scaled as :func:`thumbnail` does to
-    fit inside a ``BORDER``-pixel margin); with ``captions`` each cell gets a text line under it. Cells whose
+    fit inside a ``BORDER``-pixel margin); with ``captions`` each cell gets its caption under it, one text line
+    per ``"\\n"``-separated part (every cell as tall as the longest caption), each cut to the cell's width. Cells whose
     ``outline`` entry is true get an ``outline_rgb`` frame in that margin (the Neighbours page marks neighbours
     with another label this way). The sheet is ``min(n_cols, N)`` cells wide and ``ceil(N / n_cols)`` tall; no
     image gives one blank cell, so an empty cluster still has a sheet.
@@ -107,7 +108,8 @@ def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions
 
     cols = min(n_cols, max(count, 1))
     rows = max(1, -(-count // n_cols))
-    caption_h = _caption_height() if captions is not None else 0
+    n_lines = max((str(caption).count("\n") + 1 for caption in captions), default=1) if captions is not None else 0
+    caption_h = _caption_height() * n_lines
     cell_h = cell + caption_h
     sheet = np.full((rows * cell_h, cols * cell, 3), BACKGROUND, dtype=np.uint8)
     for i, image in enumerate(images):
@@ -126,10 +128,12 @@ def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions
         draw = ImageDraw.Draw(picture)
         font = _caption_font()
         for i, caption in enumerate(captions):
-            text = _fit_text(str(caption), cell - 2)
             top, left = (i // cols) * cell_h, (i % cols) * cell
-            x = left + (cell - font.getlength(text)) / 2
-            draw.text((x, top + cell + 1), text, fill=CAPTION_COLOUR, font=font)
+            for line_number, line in enumerate(str(caption).split("\n")):
+                text = _fit_text(line, cell - 2)
+                x = left + (cell - font.getlength(text)) / 2
+                draw.text((x, top + cell + 1 + line_number * _caption_height()), text, fill=CAPTION_COLOUR,
+                          font=font)
         sheet = np.array(picture)
     return sheet
 

@@ -1,0 +1,54 @@
+"""Every run of a store as one table of display rows: scores as text with three decimals, "n/a" where a run has
+no such score and a note saying why, so a table never shows a bare None or NaN."""
+from __future__ import annotations
+
+from ..runs import RunRecord, RunStore
+from .results import run_neighbor_purity
+
+NOT_AVAILABLE = "n/a"
+SCORES = {"ACC": "acc", "NMI": "nmi", "ARI": "ari"}
+
+
+def format_score(value: float | None) -> str:
+    return NOT_AVAILABLE if value is None else f"{value:.3f}"
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration as people read it: "42 s", "3 min 05 s", "2 h 07 min", "27 d 3 h" (never "39000 min")."""
+    if seconds is None:
+        return "—"
+    days, rest = divmod(int(round(seconds)), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def _why_no_scores(record: RunRecord) -> str:
+    if record.status != "finished":
+        return f"{record.status}: scores come when it finishes"
+    if record.summary.get("acc") is None:
+        return "no labels: the dataset has no classes to score against"
+    return ""
+
+
+def overview_rows(store: RunStore) -> list[dict[str, str]]:
+    """One row per run, newest first: run, method, dataset, preset, K, seed, ACC, NMI, ARI, purity@k, time,
+    device, status and a note on any "n/a". A finished run lacking its neighbour purity gets it computed and
+    stored once (:func:`run_neighbor_purity`)."""
+    rows = []
+    for record in store.list():
+        purity, purity_note = run_neighbor_purity(store, record.id)
+        row = {"run": record.id, "method": record.method, "dataset": record.dataset, "preset": record.preset or "–",
+               "K": str(record.config.get("n_clusters", "–")), "seed": str(record.config.get("seed", "–"))}
+        row.update({title: format_score(record.summary.get(key)) for title, key in SCORES.items()})
+        row["purity@k"] = format_score(purity)
+        row["time"] = format_seconds(record.summary.get("seconds", record.seconds))
+        row["device"] = record.summary.get("device", record.device) or "–"
+        row["status"] = record.status
+        row["note"] = _why_no_scores(record) or purity_note
+        rows.append(row)
+    return rows
