@@ -1,64 +1,113 @@
-"""Clusters: one gallery per cluster (most confident first) with size, purity and majority label; the confusion
-matrix after matching; two runs side by side with their agreement."""
+"""Clusters: one gallery per cluster (most or least confident first, page by page) with size, purity and majority
+label; the confusion matrix after matching; two runs side by side, row by row as their clusters match, with the
+images they disagree on."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine.analysis.clusters import cluster_summaries, matched_confusion, run_agreement
+from engine.analysis.clusters import (ClusterSummary, aligned_rows, cluster_summaries, disagreements,
+                                      gallery_members, matched_confusion, off_majority, run_agreement)
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import contact_sheet
-from pages.common import class_name, pick_finished_run
+from pages.common import pick_finished_run
 
-PER_CLUSTER = 30
+PER_PAGE = 30
+WIDTH = 1200  # pixels a gallery row may take on a wide page; half of it beside another run
+DISAGREEMENTS_SHOWN = 200
+SHOW = {"most confident first": "most", "least confident first": "least"}
 
 
-def gallery(results: RunResults, matched_to: dict[int, int] | None = None,
-            overlap: dict[int, float] | None = None) -> None:
-    summaries = cluster_summaries(results.assign, results.confidence, results.n_clusters, results.labels)
-    for summary in summaries:
-        line = f"Cluster {summary.cluster} · {summary.size} images"
-        if summary.purity is not None:
-            line += f" · purity {summary.purity:.2f} · mostly {class_name(results, summary.majority_label)}"
-        if overlap is not None:
-            line += f" · {overlap.get(summary.cluster, 0.0):.0%} in the other run's cluster " \
-                    f"{matched_to.get(summary.cluster, '—')}"
-        st.markdown(f"**{line}**")
-        shown = summary.members[:PER_CLUSTER]
-        if len(shown):
-            st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=15, cell=48))
-        else:
-            st.caption("empty cluster")
+def summaries_of(results: RunResults) -> list[ClusterSummary]:
+    return cluster_summaries(results.assign, results.confidence, results.n_clusters, results.labels)
+
+
+def cluster_block(results: RunResults, summary: ClusterSummary, order: str, page: int, cell: int, width: int,
+                  overlap: str = "") -> None:
+    """One cluster's header line and the page of its gallery; members off the majority label are outlined."""
+    line = f"Cluster {summary.cluster} · {summary.size} images"
+    if summary.purity is not None:
+        line += f" · purity {summary.purity:.2f} · mostly {results.class_name(summary.majority_label)}"
+    st.markdown(f"**{line + overlap}**")
+    members = gallery_members(summary, order, page, PER_PAGE)
+    if not summary.size:
+        st.caption("empty cluster")
+    elif not len(members):
+        st.caption(f"no images on page {page}: the cluster has {summary.size}")
+    else:
+        start = (page - 1) * PER_PAGE
+        st.caption(f"images {start + 1}–{start + len(members)} of {summary.size}"
+                   + (" (outlined: not the majority label)" if results.labels is not None else ""))
+        st.image(contact_sheet(results.images.images[members].numpy(), n_cols=max(1, width // cell), cell=cell,
+                               captions=[results.image_name(i) for i in members],
+                               outline=off_majority(summary, members, results.labels)))
+
+
+def confusion_matrix(results: RunResults) -> None:
+    n_classes = len(results.class_names) or int(results.labels.max()) + 1
+    matrix, rows = matched_confusion(results.labels, results.assign, results.n_clusters, n_classes)
+    figure = go.Figure(go.Heatmap(z=matrix, x=[results.class_name(c) for c in range(n_classes)],
+                                  y=[f"cluster {r}" for r in rows], colorscale="Blues", text=matrix,
+                                  texttemplate="%{text}", colorbar=dict(title="images")))
+    figure.update_layout(title=f"{results.run_id}: clusters × true labels (clusters ordered by their Hungarian "
+                               "match)", xaxis_title="true label", yaxis_title="cluster",
+                         height=max(300, 28 * len(rows)), yaxis=dict(autorange="reversed"),
+                         xaxis=dict(type="category"), margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(figure)
+
+
+def side_by_side(results: RunResults, other: RunResults, order: str, page: int, cell: int) -> None:
+    a_to_b, overlap, agree = run_agreement(results.assign, other.assign)
+    b_to_a, overlap_b, _ = run_agreement(other.assign, results.assign)
+    st.metric("Images on which the matched clusterings agree", f"{agree:.1%}")
+    left, right = st.columns(2)
+    left.subheader(results.run_id)
+    right.subheader(other.run_id)
+    mine, theirs = summaries_of(results), summaries_of(other)
+    for a, b in aligned_rows(results.assign, other.assign, results.n_clusters, other.n_clusters):
+        left, right = st.columns(2)
+        with left:
+            if a is None:
+                st.caption("no cluster of this run matches")
+            else:
+                cluster_block(results, mine[a], order, page, cell, WIDTH // 2,
+                              f" · {overlap.get(a, 0.0):.0%} in cluster {b} beside it" if b is not None else "")
+        with right:
+            if b is None:
+                st.caption("no cluster of this run matches")
+            else:
+                cluster_block(other, theirs[b], order, page, cell, WIDTH // 2,
+                              f" · {overlap_b.get(b, 0.0):.0%} in cluster {a} beside it" if a is not None else "")
+    differing = disagreements(results.assign, other.assign)
+    st.subheader(f"{len(differing)} images the two runs disagree on")
+    if len(differing):
+        shown = differing[:DISAGREEMENTS_SHOWN]
+        st.caption(f"Each is in a cluster of {results.run_id} (first line) whose match in {other.run_id} is not the "
+                   "cluster it got there (second line)" + (f"; the first {DISAGREEMENTS_SHOWN} are shown"
+                                                           if len(differing) > DISAGREEMENTS_SHOWN else ""))
+        captions = [f"{results.image_name(i)}\nleft: cluster {results.assign[i]}\nright: cluster {other.assign[i]}"
+                    for i in shown]
+        st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=max(1, WIDTH // max(cell, 96)),
+                               cell=max(cell, 96), captions=captions))
 
 
 st.title("Clusters")
 results = pick_finished_run()
 if results is not None:
+    if results.labels is not None:
+        confusion_matrix(results)
     compare = st.toggle("Compare with another run side by side")
+    size, show, paging = st.columns(3)
+    cell = size.slider("Thumbnail size (px)", 48, 128, 64, step=8)
+    order = SHOW[show.radio("Show", list(SHOW), horizontal=True)]
+    largest = max(summary.size for summary in summaries_of(results))
+    page = int(paging.number_input(f"Page ({PER_PAGE} images per cluster)", 1, max(1, -(-largest // PER_PAGE)), 1))
     if compare:
         other = pick_finished_run("Second run", key="second_run_id", exclude=results.run_id)
         if other is not None and len(other.assign) != len(results.assign):
             st.error("The two runs clustered different image sets; pick a run on the same dataset.")
         elif other is not None:
-            a_to_b, overlap, agree = run_agreement(results.assign, other.assign)
-            b_to_a, overlap_b, _ = run_agreement(other.assign, results.assign)
-            st.metric("Images on which the matched clusterings agree", f"{agree:.1%}")
-            left, right = st.columns(2)
-            with left:
-                st.subheader(results.run_id)
-                gallery(results, a_to_b, overlap)
-            with right:
-                st.subheader(other.run_id)
-                gallery(other, b_to_a, overlap_b)
+            side_by_side(results, other, order, page, cell)
     else:
-        if results.labels is not None:
-            n_classes = len(results.class_names) or int(results.labels.max()) + 1
-            matrix, rows = matched_confusion(results.labels, results.assign, results.n_clusters, n_classes)
-            figure = go.Figure(go.Heatmap(z=matrix, x=[class_name(results, c) for c in range(n_classes)],
-                                          y=[f"cluster {r}" for r in rows], colorscale="Blues",
-                                          text=matrix, texttemplate="%{text}"))
-            figure.update_layout(title="Clusters × true labels (clusters ordered by their Hungarian match)",
-                                 height=max(300, 28 * len(rows)), yaxis=dict(autorange="reversed"), xaxis=dict(type="category"),
-                                 margin=dict(l=10, r=10, t=40, b=10))
-            st.plotly_chart(figure)
-        gallery(results)
+        for summary in summaries_of(results):
+            cluster_block(results, summary, order, page, cell, WIDTH)

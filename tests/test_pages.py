@@ -188,6 +188,40 @@ def test_stepping_through_neighbours_moves_exactly_one_image_per_click(page, run
     assert len([box for box in at.number_input if box.label.startswith("Position in this order")]) == 1
 
 
+def test_side_by_side_clusters_are_aligned_by_their_match_with_the_disagreements_listed(page, runs):
+    from engine.analysis.clusters import run_agreement
+
+    at = page("pages/clusters.py")
+    at.toggle[0].set_value(True).run()
+    assert not at.exception
+    _, store, _ = runs
+    first, second = (record.id for record in store.list("finished")[:2])
+    assign_a, assign_b = store.load_array(first, "assign"), store.load_array(second, "assign")
+    a_to_b, _, _ = run_agreement(assign_a, assign_b)
+    clusters = [int(md.value.split()[1]) for md in at.markdown if md.value.startswith("**Cluster ")]
+    assert list(zip(clusters[0::2], clusters[1::2])) == [(a, a_to_b[a]) for a in range(10)]
+    disagreeing = int((np.array([a_to_b[a] for a in assign_a]) != assign_b).sum())
+    assert any(h.value.startswith(f"{disagreeing} images the two runs disagree on") for h in at.subheader)
+    assert at.get("plotly_chart"), "the confusion matrix stays when comparing"
+    size = next(slider for slider in at.slider if slider.label.startswith("Thumbnail size"))
+    assert size.value >= 64
+
+
+def test_galleries_offer_size_order_and_pages_beyond_the_first_thirty(page, runs):
+    at = page("pages/clusters.py")
+    size = next(slider for slider in at.slider if slider.label.startswith("Thumbnail size"))
+    assert (size.min, size.max) == (48, 128)
+    show = next(radio for radio in at.radio if radio.label == "Show")
+    assert show.options == ["most confident first", "least confident first"]
+    ranges = [c.value for c in at.caption if c.value.startswith("images ")]
+    assert len(ranges) == 10 and all(r.startswith("images 1–30 of ") for r in ranges)
+    next(box for box in at.number_input if box.label.startswith("Page")).set_value(2).run()
+    assert not at.exception
+    assert all(c.value.startswith("images 31–60 of ") for c in at.caption if c.value.startswith("images "))
+    show.set_value("least confident first").run()
+    assert not at.exception
+
+
 def test_neighbour_purity_is_one_figure_on_train_compare_and_neighbours(page, runs):
     from engine.analysis.results import run_neighbor_purity
 

@@ -68,3 +68,43 @@ def run_agreement(assign_a: np.ndarray, assign_b: np.ndarray) -> tuple[dict[int,
         overlap[int(a)] = float(np.mean(assign_b[members] == b)) if b is not None else 0.0
     matched_b = np.array([a_to_b.get(int(a), -1) for a in range(int(assign_a.max()) + 1)])
     return a_to_b, overlap, float(np.mean(matched_b[assign_a] == assign_b))
+
+
+def aligned_rows(assign_a: np.ndarray, assign_b: np.ndarray, n_a: int, n_b: int
+                 ) -> list[tuple[int | None, int | None]]:
+    """Rows for showing two runs side by side: every cluster of A (in id order) next to the cluster of B the
+    Hungarian matching pairs it with (None when it has no partner), then B's unmatched clusters next to None."""
+    a_to_b, _, _ = run_agreement(assign_a, assign_b)
+    rows: list[tuple[int | None, int | None]] = [(a, a_to_b.get(a)) for a in range(n_a)]
+    matched_b = set(a_to_b.values())
+    return rows + [(None, b) for b in range(n_b) if b not in matched_b]
+
+
+def disagreements(assign_a: np.ndarray, assign_b: np.ndarray) -> np.ndarray:
+    """Indices of the images run B did not put in the cluster matched to their cluster in run A (the images
+    whose A-cluster has no partner included), in index order."""
+    a_to_b, _, _ = run_agreement(assign_a, assign_b)
+    partner = np.array([a_to_b.get(a, -1) for a in range(int(assign_a.max()) + 1)])
+    return np.flatnonzero(partner[assign_a] != assign_b)
+
+
+GALLERY_ORDERS = ("most", "least")
+
+
+def gallery_members(summary: ClusterSummary, order: str = "most", page: int = 1, per_page: int = 30
+                    ) -> np.ndarray:
+    """One page of a cluster's members: page 1 holds its ``per_page`` most (``order="most"``) or least
+    (``"least"``) confident images; a page past the end is empty."""
+    if order not in GALLERY_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(GALLERY_ORDERS)}, got {order!r}")
+    if page < 1 or per_page < 1:
+        raise ValueError(f"page and per_page start at 1, got page={page}, per_page={per_page}")
+    members = summary.members if order == "most" else summary.members[::-1]
+    return np.ascontiguousarray(members[(page - 1) * per_page:page * per_page])  # torch indexes no reversed view
+
+
+def off_majority(summary: ClusterSummary, members: np.ndarray, labels: np.ndarray | None) -> list[bool] | None:
+    """Per member: does its label differ from the cluster's majority label (None without labels)."""
+    if labels is None:
+        return None
+    return [bool(flag) for flag in labels[members] != summary.majority_label]

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_path, write_atomic
 from ..errors import ConfigError, UserError
-from .clusters import ClusterSummary, cluster_summaries
+from .clusters import ClusterSummary, cluster_summaries, off_majority
 from .results import RunResults
 from .thumbnails import contact_sheet, png_bytes, thumbnail
 
@@ -83,9 +83,7 @@ class _Export:
 
     def off_majority(self, summary: ClusterSummary) -> list[bool] | None:
         """Per shown member: does its label differ from the cluster's majority (None without labels)."""
-        if self.labels is None:
-            return None
-        return [bool(flag) for flag in self.labels[self.shown(summary)] != summary.majority_label]
+        return off_majority(summary, self.shown(summary), self.labels)
 
 
 def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] = FORMATS,

@@ -1,0 +1,50 @@
+"""The engine functions behind the explorer pages' views (issue 13): side-by-side rows, disagreements, gallery
+pages, loss-chart panels, image names and captions. Pure arrays, no Streamlit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.analysis.clusters import (aligned_rows, cluster_summaries, disagreements, gallery_members,
+                                      off_majority)
+from engine.analysis.thumbnails import contact_sheet
+
+# run B is run A with its cluster ids permuted (0→2, 1→0, 2→1) and two images moved
+ASSIGN_A = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+ASSIGN_B = np.array([2, 2, 0, 0, 0, 0, 1, 1, 1, 3])
+
+
+def test_aligned_rows_pair_each_cluster_with_its_match_and_list_unmatched_ones_last():
+    assert aligned_rows(ASSIGN_A, ASSIGN_B, 3, 4) == [(0, 2), (1, 0), (2, 1), (None, 3)]
+    assert aligned_rows(ASSIGN_B, ASSIGN_A, 4, 3) == [(0, 1), (1, 2), (2, 0), (3, None)]
+
+
+def test_disagreements_are_the_images_outside_their_clusters_match():
+    assert disagreements(ASSIGN_A, ASSIGN_B).tolist() == [2, 9]
+    assert disagreements(ASSIGN_A, ASSIGN_A).tolist() == []
+
+
+def test_gallery_members_page_through_a_cluster_most_or_least_confident_first():
+    confidence = np.linspace(0.1, 1.0, 10)
+    summary = cluster_summaries(np.zeros(10, dtype=int), confidence, 1)[0]
+    assert gallery_members(summary, "most", page=1, per_page=4).tolist() == [9, 8, 7, 6]
+    assert gallery_members(summary, "most", page=3, per_page=4).tolist() == [1, 0]
+    assert gallery_members(summary, "least", page=1, per_page=4).tolist() == [0, 1, 2, 3]
+    assert gallery_members(summary, "most", page=4, per_page=4).tolist() == []
+    with pytest.raises(ValueError):
+        gallery_members(summary, "sideways", page=1, per_page=4)
+
+
+def test_off_majority_outlines_members_with_another_label_than_their_cluster():
+    labels = np.array([3, 3, 5, 3])
+    summary = cluster_summaries(np.zeros(4, dtype=int), np.array([0.9, 0.8, 0.7, 0.6]), 1, labels)[0]
+    assert off_majority(summary, summary.members, labels) == [False, False, True, False]
+    assert off_majority(summary, summary.members, None) is None
+
+
+def test_multi_line_captions_make_taller_cells():
+    images = np.zeros((2, 8, 8, 1), dtype=np.uint8)
+    one = contact_sheet(images, n_cols=2, cell=64, captions=["#1", "#2"])
+    three = contact_sheet(images, n_cols=2, cell=64, captions=["#1\ncluster 8\nlabel 8", "#2\ncluster 0\nlabel 0"])
+    assert three.shape[0] > one.shape[0] > 64
+    assert three.shape[1] == one.shape[1] == 128
