@@ -60,13 +60,6 @@ def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | No
     return results
 
 
-def class_name(results: RunResults, label: int | None) -> str:
-    if label is None:
-        return "—"
-    names = results.class_names
-    return names[label] if label < len(names) else str(label)
-
-
 def loss_figure(rows: list[dict], stage: str):
     """A plotly figure of every recorded value of one stage, one line per loss term."""
     import plotly.graph_objects as go

@@ -9,7 +9,7 @@ import streamlit as st
 from engine.analysis.maps import MAP_KINDS, compute_map
 from engine.analysis.metrics import match_clusters
 from engine.analysis.thumbnails import contact_sheet
-from pages.common import class_name, pick_finished_run
+from pages.common import pick_finished_run
 
 st.title("Map")
 results = pick_finished_run()
@@ -24,9 +24,7 @@ if results is not None:
         coords = compute_map(results, kind)
 
     index = np.arange(len(coords))
-    hover = [f"#{i} · cluster {c}" + (f" · {class_name(results, int(results.labels[i]))}"
-                                      if results.labels is not None else "")
-             for i, c in zip(index, results.assign)]
+    hover = [results.image_caption(i) for i in index]
     figure = go.Figure()
     if colour_by == "confidence":
         figure.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", customdata=index,
@@ -38,7 +36,7 @@ if results is not None:
             groups, names = results.assign, {c: f"cluster {c}" for c in np.unique(results.assign)}
         elif colour_by == "true label":
             groups = results.labels
-            names = {c: class_name(results, int(c)) for c in np.unique(groups)}
+            names = {c: results.class_name(int(c)) for c in np.unique(groups)}
         else:
             mapping = match_clusters(results.labels, results.assign)
             groups = (np.array([mapping[c] for c in results.assign]) == results.labels).astype(int)
@@ -48,8 +46,9 @@ if results is not None:
             figure.add_trace(go.Scattergl(x=coords[members, 0], y=coords[members, 1], mode="markers", name=name,
                                           customdata=members, text=[hover[i] for i in members],
                                           hoverinfo="text", marker=dict(size=4)))
-    figure.update_layout(height=650, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso",
-                         legend=dict(itemsizing="constant"))
+    # the legend goes under the plot: at the top right, plotly's toolbar covered its first entry
+    figure.update_layout(height=700, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
+                         legend=dict(itemsizing="constant", orientation="h", x=0, y=-0.04, yanchor="top"))
     event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"),
                             key=f"map-{results.run_id}-{kind}-{colour_by}")
 
@@ -58,9 +57,8 @@ if results is not None:
     if selected:
         st.session_state["image_index"] = selected[0]
         shown = selected[:200]
-        captions = [f"#{i} c{results.assign[i]}" + (f" {class_name(results, int(results.labels[i]))}"
-                                                    if results.labels is not None else "") for i in shown]
+        captions = [results.image_caption(i, separator="\n") for i in shown]
         st.subheader(f"{len(selected)} selected" + (" (first 200 shown)" if len(selected) > 200 else ""))
-        st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=10, cell=72, captions=captions))
+        st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=12, cell=96, captions=captions))
     else:
         st.caption("Drag a box or lasso around points to see their images.")

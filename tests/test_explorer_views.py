@@ -48,3 +48,26 @@ def test_multi_line_captions_make_taller_cells():
     three = contact_sheet(images, n_cols=2, cell=64, captions=["#1\ncluster 8\nlabel 8", "#2\ncluster 0\nlabel 0"])
     assert three.shape[0] > one.shape[0] > 64
     assert three.shape[1] == one.shape[1] == 128
+
+
+def results_of(assign: list[int], labels: list[int] | None, paths: list[str]):
+    """A RunResults over a tiny in-memory dataset (nothing stored)."""
+    import torch
+
+    from engine.analysis.results import RunResults
+    from engine.data import ImageSet
+
+    assign = np.array(assign)
+    results = RunResults(record=None, store=None, assign=assign, probs=np.eye(3)[assign], features=None,
+                         neighbors=None, labels=None if labels is None else np.array(labels))
+    results.__dict__["images"] = ImageSet(torch.zeros((len(assign), 4, 4, 1), dtype=torch.uint8),
+                                          results.labels, ["zero", "one", "two"] if labels else [], "test", paths)
+    return results
+
+
+def test_image_captions_spell_out_name_cluster_and_label():
+    labelled = results_of([2, 0], [1, 1], [])
+    assert labelled.image_caption(0) == "#0 · cluster 2 · label one"
+    assert labelled.image_caption(1, separator="\n") == "#1\ncluster 0\nlabel one"
+    uploaded = results_of([2, 0], None, ["/uploads/abc/cats/tom.png", "/uploads/abc/cats/felix.jpg"])
+    assert uploaded.image_caption(1) == "felix.jpg · cluster 0"

@@ -260,3 +260,9 @@ def test_compare_only_selects_a_finished_run_for_the_explorer_pages(tmp_path, mo
     said = [element.value for element in [*at.success, *at.info, *at.warning]]
     assert not any("is now the selected run" in text for text in said)
     assert any("only finished runs" in text for text in said), said
+
+
+def test_map_legend_sits_below_the_plot_clear_of_the_toolbar(page):
+    at = page("pages/map.py")
+    layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    assert layout["legend"]["orientation"] == "h" and layout["legend"]["y"] < 0
