@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from pathlib import Path
 
 import streamlit as st
 
+from engine.analysis.curves import Panel, stage_panels
 from engine.analysis.overview import format_score, format_seconds  # format_seconds: also the pages' helper
 from engine.analysis.results import RunResults, load_results, run_neighbor_purity
 from engine.data.roots import readable_roots
@@ -60,18 +60,31 @@ def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | No
     return results
 
 
-def loss_figure(rows: list[dict], stage: str):
-    """A plotly figure of every recorded value of one stage, one line per loss term."""
+def panel_figure(panel: Panel):
+    """A plotly chart of one panel: named lines, titled axes, the legend under the plot even for one line."""
     import plotly.graph_objects as go
 
-    series: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-    for row in rows:
-        if row["stage"] == stage:
-            series[row["name"]][0].append(row["step"])
-            series[row["name"]][1].append(row["value"])
-    figure = go.Figure([go.Scatter(x=x, y=y, mode="lines+markers", name=name) for name, (x, y) in series.items()])
-    figure.update_layout(title=stage, height=260, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
+    figure = go.Figure([go.Scatter(x=steps, y=values, mode="lines+markers", name=name)
+                        for name, (steps, values) in panel.series.items()])
+    figure.update_layout(title=panel.title, height=320, margin=dict(l=10, r=10, t=40, b=10), showlegend=True,
+                         xaxis_title=panel.x_title, yaxis_title=panel.y_title,
+                         legend=dict(orientation="h", x=0, y=-0.25, yanchor="top"))
+    if panel.kind == "share":
+        figure.update_yaxes(range=[0, 1.02])
     return figure
+
+
+def show_panels(panels: list[Panel], run_id: str) -> None:
+    """Values recorded once as numbers, the rest as charts two per row."""
+    for panel in panels:
+        if panel.single:
+            for name, (_, values) in panel.series.items():
+                st.metric(f"{panel.stage} · {name}",
+                          f"{values[0]:.0f}" if float(values[0]).is_integer() else f"{values[0]:.3f}")
+    charts = [panel for panel in panels if not panel.single]
+    for first in range(0, len(charts), 2):
+        for column, panel in zip(st.columns(2), charts[first:first + 2]):
+            column.plotly_chart(panel_figure(panel), key=f"loss-{run_id}-{panel.stage}-{panel.kind}")
 
 
 def show_run(record: RunRecord, manager: JobManager) -> None:
@@ -99,10 +112,7 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
         for message in manager.store.messages(record.id):
             if message["message"].startswith("warning:"):
                 st.warning(message["message"])
-    rows = manager.store.metrics(record.id)
-    stages = list(dict.fromkeys(row["stage"] for row in rows))
-    for column, stage in zip(st.columns(max(len(stages), 1)), stages):
-        column.plotly_chart(loss_figure(rows, stage), key=f"loss-{record.id}-{stage}")
+    show_panels(stage_panels(manager.store.metrics(record.id), record.method), record.id)
     messages = manager.store.messages(record.id)
     if messages:
         with st.expander(f"Messages ({len(messages)})"):

@@ -7,6 +7,7 @@ import pytest
 
 from engine.analysis.clusters import (aligned_rows, cluster_summaries, disagreements, gallery_members,
                                       off_majority)
+from engine.analysis.curves import stage_panels
 from engine.analysis.thumbnails import contact_sheet
 
 # run B is run A with its cluster ids permuted (0→2, 1→0, 2→1) and two images moved
@@ -40,6 +41,29 @@ def test_off_majority_outlines_members_with_another_label_than_their_cluster():
     summary = cluster_summaries(np.zeros(4, dtype=int), np.array([0.9, 0.8, 0.7, 0.6]), 1, labels)[0]
     assert off_majority(summary, summary.members, labels) == [False, False, True, False]
     assert off_majority(summary, summary.members, None) is None
+
+
+def rows(stage: str, name: str, values: list[float]) -> list[dict]:
+    return [{"stage": stage, "step": step, "name": name, "value": value} for step, value in enumerate(values, 1)]
+
+
+def test_kmeans_chart_counts_restarts_and_names_its_one_line():
+    (panel,) = stage_panels(rows("cluster", "inertia", [5.0, 4.0, 4.5]), "kmeans")
+    assert (panel.x_title, panel.y_title, list(panel.series)) == ("restart", "inertia", ["inertia"])
+    assert not panel.single
+
+
+def test_a_stage_recorded_once_is_a_number_not_a_chart():
+    (panel,) = stage_panels(rows("mine", "neighbor_purity", [0.93]), "scan")
+    assert panel.single and panel.series["neighbor_purity"] == ([1], [0.93])
+
+
+def test_losses_and_shares_get_separate_charts():
+    recorded = rows("selflabel", "cross_entropy", [2.0, 1.5]) + rows("selflabel", "confident_share", [0.2, 0.4])
+    losses, shares = stage_panels(recorded, "scan")
+    assert (list(losses.series), losses.y_title) == (["cross_entropy"], "cross_entropy")
+    assert (list(shares.series), shares.y_title) == (["confident_share"], "share of images")
+    assert losses.x_title == shares.x_title == "training step"
 
 
 def test_multi_line_captions_make_taller_cells():

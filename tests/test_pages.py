@@ -266,3 +266,13 @@ def test_map_legend_sits_below_the_plot_clear_of_the_toolbar(page):
     at = page("pages/map.py")
     layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
     assert layout["legend"]["orientation"] == "h" and layout["legend"]["y"] < 0
+
+
+def test_train_page_charts_name_their_axes_and_lines(page):
+    at = page("pages/train.py")
+    figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    assert len(figures) == 1
+    layout, lines = figures[0]["layout"], figures[0]["data"]
+    assert layout["xaxis"]["title"]["text"] == "restart"
+    assert layout["yaxis"]["title"]["text"] == "inertia"
+    assert layout["showlegend"] is True and [line["name"] for line in lines] == ["inertia"]

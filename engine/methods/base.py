@@ -32,6 +32,7 @@ class Stage:
     losses: tuple[str, ...]
     description: str
     equation: str = ""
+    step_unit: str = "training step"  # what the step of its recorded values counts (a chart's x-axis)
 
 
 @dataclass

@@ -116,7 +116,8 @@ class KMeans(Method):
     paper = "Lloyd 1982; k-means++: Arthur & Vassilvitskii 2007"
     Config = KMeansConfig
     stages = (Stage("cluster", ("inertia",), "k-means++ seeding, Lloyd iterations, best of n_init restarts",
-                    r"\min_{\mu_1..\mu_K} \sum_i \min_k \lVert x_i - \mu_k \rVert^2"),)
+                    r"\min_{\mu_1..\mu_K} \sum_i \min_k \lVert x_i - \mu_k \rVert^2",
+                    step_unit="restart"),)
     key_settings = ("n_init", "max_iter", "features_from")
     presets = {"paper": {}, "fast": {"n_init": 10}}
 
