@@ -5,14 +5,16 @@ runs in the engine's background JobManager, shared by every browser session of t
 """
 import streamlit as st
 
-st.set_page_config(page_title="Deep Clustering Explorer", layout="wide")
+# Icons are emoji: Streamlit draws an emoji favicon itself, where a ":material/…:" icon makes the browser fetch
+# the favicon from fonts.gstatic.com, which an offline server cannot reach.
+st.set_page_config(page_title="Deep Clustering Explorer", page_icon="🧠", layout="wide")
 
 PAGES = [
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),
-    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
-    st.Page("pages/neighbours.py", title="Neighbours", icon=":material/hub:"),
-    st.Page("pages/clusters.py", title="Clusters", icon=":material/grid_view:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/table_chart:"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("pages/train.py", title="Train", icon="🧠", default=True),
+    st.Page("pages/map.py", title="Map", icon="📍"),
+    st.Page("pages/neighbours.py", title="Neighbours", icon="🔗"),
+    st.Page("pages/clusters.py", title="Clusters", icon="🧩"),
+    st.Page("pages/compare.py", title="Compare", icon="📊"),
+    st.Page("pages/export.py", title="Export", icon="📦"),
 ]
 st.navigation(PAGES).run()

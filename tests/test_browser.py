@@ -2,6 +2,8 @@
 explorer page. Screenshots land in test-artifacts/ for a person to look at."""
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 import os
 import shutil
 import socket
@@ -65,6 +67,11 @@ def test_train_a_digits_run_then_explore_it_in_chromium(app_url):
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # the app must work offline: nothing (icon fonts, usage stats) may come from another host
+        foreign = []
+        own_host = urlparse(app_url).hostname
+        page.on("request", lambda request: urlparse(request.url).hostname in (own_host, None)
+                or foreign.append(request.url))
         page.goto(app_url)
         page.get_by_role("heading", name="Train").wait_for(timeout=WAIT_MS)
         page.locator("[data-testid='stSelectbox']").filter(has_text="Method").click()
@@ -74,13 +81,42 @@ def test_train_a_digits_run_then_explore_it_in_chromium(app_url):
         page.get_by_text("ACC", exact=True).wait_for(timeout=WAIT_MS)
         no_exception(page, "1-train-finished")
 
-        for title in ("Map", "Neighbours", "Clusters", "Export"):
+        for title in ("Map", "Neighbours", "Clusters", "Compare", "Export"):
             page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
             page.get_by_role("heading", name=title).wait_for(timeout=WAIT_MS)
             if title == "Map":
                 page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
             no_exception(page, f"2-{title.lower()}")
+            if title == "Neighbours":
+                step_through_neighbours(page)
         page.get_by_role("button", name="Export").click()
         page.get_by_text("Written to").wait_for(timeout=WAIT_MS)
         no_exception(page, "3-exported")
         browser.close()
+    assert foreign == [], f"requests to other hosts than the app's: {foreign}"
+
+
+def settle(page) -> None:
+    """Wait until the app has no script run in progress (its status widget hides)."""
+    status = page.locator("[data-testid='stStatusWidget']")
+    deadline = time.monotonic() + HANG_GUARD_S
+    page.wait_for_timeout(500)
+    while status.count() and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    page.wait_for_timeout(1000)
+
+
+def step_through_neighbours(page) -> None:
+    """Six quick clicks on "+" move exactly six images on, and the position input never shows twice."""
+    position = page.locator("[data-testid='stNumberInput']").filter(has_text="Position in this order")
+    step_up = position.locator("[data-testid='stNumberInputStepUp']")
+    counts = []
+    for _ in range(6):
+        step_up.click()
+        counts.append(position.count())
+        page.wait_for_timeout(150)
+        counts.append(position.count())
+    settle(page)
+    assert position.locator("input").input_value() == "6"
+    assert page.locator("h3").filter(has_text="Image #").first.inner_text().startswith("Image #6 ")
+    assert set(counts) == {1}, f"position inputs shown while stepping: {counts}"
