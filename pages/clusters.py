@@ -13,7 +13,7 @@ from engine.analysis.thumbnails import contact_sheet
 from pages.common import pick_finished_run
 
 PER_PAGE = 30
-WIDTH = 1200  # pixels a gallery row may take on a wide page; half of it beside another run
+WIDTH = 880  # pixels a gallery row may take beside the sidebar on a 1400-px screen; half of it beside another run
 DISAGREEMENTS_SHOWN = 200
 SHOW = {"most confident first": "most", "least confident first": "least"}
 
