@@ -117,12 +117,15 @@ def run_neighbor_purity(store: RunStore, run_id: str, k: int = 20) -> tuple[floa
         return float(record.summary["neighbor_purity"]), ""
     if record.status != "finished":
         return None, f"the run is {record.status}; scores come when it finishes"
+    no_labels = None, "no labels: the dataset has no classes to score against"
+    if "acc" in record.summary and record.summary["acc"] is None:
+        return no_labels  # known from the summary: the Train page asks every second, loading nothing
     try:
         results = load_results(store, run_id)
     except UserError as exc:  # its files were removed: say so where the figure would be
         return None, str(exc)
     if results.labels is None:
-        return None, "no labels: the dataset has no classes to score against"
+        return no_labels
     from .metrics import mean_neighbor_purity
 
     value = mean_neighbor_purity(view_neighbors(results, k)[0], results.labels)
