@@ -29,10 +29,13 @@ else:
         st.session_state["run_id"] = record.id
         st.success(f"{record.id} is now the selected run on the Map, Neighbours, Clusters and Export pages.")
         with st.expander(f"Delete {record.id}"):
-            confirmed = st.checkbox("Yes, delete this run and all its files", key=f"confirm-{record.id}")
+            active = record.status in ("queued", "running")
+            confirmed = st.checkbox("Yes, " + ("cancel and " if active else "") + "delete this run and all its files",
+                                    key=f"confirm-{record.id}")
             if st.button("Delete run", disabled=not confirmed, key=f"delete-{record.id}"):
                 try:
-                    manager.store.delete(record.id)
+                    with st.spinner("Stopping the run…" if active else "Deleting…"):
+                        manager.delete(record.id)
                     st.session_state.pop("run_id", None)
                     st.rerun()
                 except UserError as exc:

@@ -124,6 +124,26 @@ def test_a_run_is_requeued_by_one_of_two_stores_sharing_its_folder(manager, tmp_
         second.requeue(run_id)
 
 
+def test_deleting_a_running_run_cancels_it_then_removes_it(manager):
+    run_id = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
+    wait_for(lambda: manager.store.metrics(run_id))
+    manager.delete(run_id)
+    assert all(r.id != run_id for r in manager.store.list())
+    assert not manager.store.run_dir(run_id).exists()
+    later = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    assert manager.wait(later, timeout=120).status == "finished"
+
+
+def test_deleting_a_queued_run_removes_it_without_waiting_for_the_queue(manager):
+    blocker = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
+    queued = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    started = time.monotonic()
+    manager.delete(queued)
+    assert time.monotonic() - started < 5
+    assert [r.id for r in manager.store.list()] == [blocker]
+    manager.cancel(blocker)
+
+
 def test_a_bad_request_is_rejected_before_it_is_queued(manager):
     with pytest.raises(UserError, match="at least 2"):
         manager.submit(RunRequest("kmeans", "digits", overrides={"n_clusters": 1}))

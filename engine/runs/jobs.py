@@ -78,6 +78,18 @@ class JobManager:
         if self.store.cancel_queued(run_id):
             self._retire(run_id, flag)
 
+    def delete(self, run_id: str, timeout: float = 10) -> None:
+        """Delete a run and its files; one queued or running in this server is cancelled first, waiting up to
+        ``timeout`` seconds for it to stop. Raises UserError for a run active in another process, or one that
+        has not stopped in time."""
+        with self._lock:
+            ours = run_id in self._cancel
+        if ours:
+            self.cancel(run_id)
+            if self.wait(run_id, timeout).status in ACTIVE:
+                raise UserError(f"run {run_id} is still stopping; delete it again in a moment")
+        self.store.delete(run_id)
+
     def pending(self) -> list[str]:
         """Runs this manager still has to finish (running first, then queued in order)."""
         with self._lock:
