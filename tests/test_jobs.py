@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from PIL import Image
 from conftest import REPO
 from engine.errors import UserError
 from engine.runs import JobManager, RunRequest, RunStore
+from engine.runs.owner import Owner
 
 TINY_SCAN = {"pretext_epochs": 3, "cluster_epochs": 2, "selflabel_epochs": 1}
 
@@ -142,6 +144,14 @@ def test_deleting_a_queued_run_removes_it_without_waiting_for_the_queue(manager)
     assert time.monotonic() - started < 5
     assert [r.id for r in manager.store.list()] == [blocker]
     manager.cancel(blocker)
+
+
+def test_cancelling_a_run_whose_process_died_records_it_interrupted(manager):
+    run_id = manager.store.create_run("kmeans", "digits", {"n_clusters": 10})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    manager.store.update(run_id, status="running", owner=str(Owner(socket.gethostname(), int(dead.stdout), None)))
+    manager.cancel(run_id)
+    assert manager.store.get(run_id).status == "interrupted"
 
 
 def test_a_bad_request_is_rejected_before_it_is_queued(manager):

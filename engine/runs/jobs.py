@@ -64,11 +64,12 @@ class JobManager:
 
     def cancel(self, run_id: str) -> None:
         """Ask a run to stop: a queued run (here or in another process) is cancelled at once, a running one at its
-        next step. Raises UserError for a run running in another process."""
+        next step; one whose process died is recorded interrupted. Raises UserError for a run running in another
+        live process."""
         with self._lock:
             flag = self._cancel.get(run_id)
         if flag is None:
-            if not self.store.cancel_queued(run_id):
+            if not (self.store.cancel_queued(run_id) or self.store.interrupt_if_orphaned(run_id)):
                 record = self.store.get(run_id)
                 raise UserError(f"run {run_id} is {record.status} and not in this server's queue"
                                 + (f" (it runs in process {record.owner}; stop it there)"
