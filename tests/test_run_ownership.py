@@ -116,3 +116,20 @@ def test_a_signalled_cli_train_records_its_run_cancelled_and_exits_with_one_erro
     record = store.get(run.id)
     assert record.status == "cancelled"
     assert len(store.metrics(run.id)) < 5000  # stopped early, not run to its end
+
+
+def test_a_second_signal_stops_a_cli_train_at_once_and_records_it_interrupted(tmp_path):
+    runs = tmp_path / "runs"
+    process = start_cli_train(runs, *LONG_KMEANS)
+    store = RunStore(runs)
+    try:
+        run = running_run(store, process)
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # another signal, so the two are not merged into one
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert store.get(run.id).status == "interrupted"
