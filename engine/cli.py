@@ -1,14 +1,19 @@
 """``python -m engine``: list methods and datasets, train, resume and list runs — the same engine the app drives.
 
 Exit codes: 0 success; 1 the run failed or was cancelled; 2 a user error (bad dataset, method, K, …), printed as one
-``error:`` line on stderr without a traceback.
+``error:`` line on stderr without a traceback; 128 + the signal's number when SIGINT (Ctrl-C) or SIGTERM stopped a
+``train`` or ``resume`` (the run is recorded cancelled, or interrupted after a second signal, and resumes).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from typing import Any, Sequence
+import threading
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, Iterator, Sequence
 
 from .errors import RunCancelled, TrainingError, UserError
 
@@ -119,21 +124,59 @@ def _progress_printer(store, run_id: str):
     return on_event
 
 
+@contextmanager
+def _signals_cancel(cancel: threading.Event) -> Iterator[list[int]]:
+    """While a run trains in the foreground, SIGINT (Ctrl-C) and SIGTERM set ``cancel``: the run stops at its next
+    step and is recorded cancelled. A second signal raises KeyboardInterrupt at once. Yields the signals received."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _run_in_foreground(store, run_id: str, as_json: bool) -> int:
     from .runs import execute_run
+    from .runs.owner import Owner
 
     code = 0
-    try:
-        execute_run(store, run_id, observer=_progress_printer(store, run_id))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    except (TrainingError, RunCancelled) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 1
-    except Exception as exc:  # noqa: BLE001 — recorded in the run's error.log by execute_run
-        print(f"error: {store.get(run_id).error or exc}", file=sys.stderr)
-        code = 1
+    cancel = threading.Event()
+    resume_hint = f"`python -m engine resume {run_id}` continues it"
+    with _signals_cancel(cancel) as received:
+        try:
+            execute_run(store, run_id, cancel, observer=_progress_printer(store, run_id))
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 2
+        except RunCancelled as exc:
+            if received:
+                name = signal.Signals(received[0]).name
+                print(f"error: run {run_id} stopped by {name} and recorded cancelled; {resume_hint}",
+                      file=sys.stderr)
+                code = 128 + received[0]
+            else:
+                print(f"error: {exc}", file=sys.stderr)
+                code = 1
+        except KeyboardInterrupt:
+            store.interrupt(run_id, Owner.current(), f"stopped by a second signal; {resume_hint}")
+            print(f"error: run {run_id} stopped at once by a second signal and recorded interrupted; {resume_hint}",
+                  file=sys.stderr)
+            code = 128 + received[-1]
+        except TrainingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 1
+        except Exception as exc:  # noqa: BLE001 — recorded in the run's error.log by execute_run
+            print(f"error: {store.get(run_id).error or exc}", file=sys.stderr)
+            code = 1
     record = store.get(run_id)
     if as_json:
         print(json.dumps(_run_json(record)))
@@ -225,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         store = RunStore(args.runs_dir)
         if args.command == "runs":
+            store.mark_orphans_interrupted()
             records = store.list()
             if args.json:
                 print(json.dumps([_run_json(r) for r in records]))
@@ -241,9 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(path)
             return 0
         if args.command == "resume":
-            record = store.get(args.run_id)
-            if record.status in ("queued", "running", "finished"):
-                raise UserError(f"run {args.run_id} is {record.status}; only stopped runs resume")
             store.requeue(args.run_id)
             return _run_in_foreground(store, args.run_id, args.json)
         request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,

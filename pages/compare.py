@@ -8,7 +8,7 @@ import streamlit as st
 from engine.analysis.overview import overview_rows
 from engine.data.roots import default_upload_dir
 from engine.errors import UserError
-from engine.runs.uploads import delete_run, upload_only_used_by
+from engine.runs.uploads import upload_only_used_by
 from pages.common import job_manager
 
 st.title("Compare")
@@ -30,7 +30,9 @@ else:
             st.info(f"{record.id} is {record.status}: only finished runs can be explored on the Map, Neighbours, "
                     "Clusters and Export pages. Follow it on the Train page.")
         with st.expander(f"Delete {record.id}"):
-            confirmed = st.checkbox("Yes, delete this run and all its files", key=f"confirm-{record.id}")
+            active = record.status in ("queued", "running")
+            confirmed = st.checkbox("Yes, " + ("cancel and " if active else "") + "delete this run and all its files",
+                                    key=f"confirm-{record.id}")
             upload_dir = default_upload_dir(manager.store.root)
             upload = upload_only_used_by(manager.store, record.id, upload_dir)
             with_upload = upload is not None and st.checkbox(
@@ -38,7 +40,8 @@ else:
                 f"; no other run uses it", value=True, key=f"upload-{record.id}")
             if st.button("Delete run", disabled=not confirmed, key=f"delete-{record.id}"):
                 try:
-                    delete_run(manager.store, record.id, with_upload_from=upload_dir if with_upload else None)
+                    with st.spinner("Stopping the run…" if active else "Deleting…"):
+                        manager.delete(record.id, with_upload_from=upload_dir if with_upload else None)
                     st.session_state.pop("run_id", None)
                     st.rerun()
                 except UserError as exc:

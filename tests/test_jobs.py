@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -13,6 +15,7 @@ from PIL import Image
 from conftest import HANG_GUARD_S, REPO
 from engine.errors import UserError
 from engine.runs import JobManager, RunRequest, RunStore
+from engine.runs.owner import Owner
 
 TINY_SCAN = {"pretext_epochs": 3, "cluster_epochs": 2, "selflabel_epochs": 1}
 
@@ -72,6 +75,83 @@ def test_cancel_of_a_queued_run_is_immediate(manager):
     manager.cancel(blocker)
     assert manager.wait(blocker, timeout=HANG_GUARD_S).status == "cancelled"
     assert manager.store.get(queued).started is None
+
+
+def test_resuming_a_run_cancelled_while_queued_runs_it_once_and_the_queue_goes_on(manager):
+    blocker = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
+    queued = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    manager.cancel(queued)
+    manager.resume(queued)  # its cancelled entry must not run, nor kill the worker
+    manager.cancel(blocker)
+    assert manager.wait(queued, timeout=120).status == "finished"
+    assert [row["name"] for row in manager.store.metrics(queued)] == ["inertia"] * 10  # executed once
+    later = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    assert manager.wait(later, timeout=120).status == "finished"
+
+
+def test_resume_pressed_many_times_at_once_queues_the_run_once(manager):
+    run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
+    assert manager.wait(run_id, timeout=60).status == "failed"
+    blocker = manager.submit(RunRequest("kmeans", "digits", overrides={"n_init": 5000}, device="cpu"))
+    start, outcomes = threading.Barrier(8), []
+
+    def press_resume() -> None:
+        start.wait()
+        try:
+            outcomes.append(manager.resume(run_id))
+        except UserError as exc:
+            outcomes.append(exc)
+
+    presses = [threading.Thread(target=press_resume) for _ in range(8)]
+    for press in presses:
+        press.start()
+    for press in presses:
+        press.join()
+    assert outcomes.count(run_id) == 1, outcomes
+    assert all("only interrupted, cancelled or failed runs resume" in str(o) for o in outcomes if o != run_id)
+    manager.cancel(blocker)
+    assert manager.wait(run_id, timeout=60).status == "failed"
+    assert [m["message"].split()[0] for m in manager.store.messages(run_id) if m["stage"] == "run"] == \
+        ["started", "failed"] * 2  # run once when submitted, once when resumed
+    later = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    assert manager.wait(later, timeout=120).status == "finished"
+
+
+def test_a_run_is_requeued_by_one_of_two_stores_sharing_its_folder(manager, tmp_path):
+    run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
+    assert manager.wait(run_id, timeout=60).status == "failed"
+    first, second = RunStore(manager.store.root), RunStore(manager.store.root)
+    first.requeue(run_id)
+    with pytest.raises(UserError, match="is queued; only interrupted, cancelled or failed runs resume"):
+        second.requeue(run_id)
+
+
+def test_deleting_a_running_run_cancels_it_then_removes_it(manager):
+    run_id = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
+    wait_for(lambda: manager.store.metrics(run_id))
+    manager.delete(run_id)
+    assert all(r.id != run_id for r in manager.store.list())
+    assert not manager.store.run_dir(run_id).exists()
+    later = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    assert manager.wait(later, timeout=120).status == "finished"
+
+
+def test_deleting_a_queued_run_removes_it_without_waiting_for_the_queue(manager):
+    blocker = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
+    queued = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    started = time.monotonic()
+    manager.delete(queued)
+    assert time.monotonic() - started < 5
+    assert [r.id for r in manager.store.list()] == [blocker]
+    manager.cancel(blocker)
+
+
+def test_cancelling_a_run_whose_process_died_records_it_interrupted(manager):
+    run_id = manager.store.create_run("kmeans", "digits", {"n_clusters": 10})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    manager.store.update(run_id, status="running", owner=str(Owner(socket.gethostname(), int(dead.stdout), None)))
+    manager.cancel(run_id)
+    assert manager.store.get(run_id).status == "interrupted"
 
 
 def test_a_bad_request_is_rejected_before_it_is_queued(manager):

@@ -122,6 +122,9 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
                 observer: EventSink | None = None, data_roots: Sequence[Path] | None = None) -> dict[str, Any]:
     """Run a queued (or resumed) run to its end; returns its summary. ``observer`` also receives every event.
 
+    Only a run this process queued starts (``RunStore.claim``); one cancelled, deleted or taken over by another
+    process since raises ``UserError`` and is left as it is.
+
     ``data_roots`` confines the files the run reads (see :func:`engine.data.load_dataset`): a shared server
     checks them here, when the data is loaded, not only when the run was asked for.
 
@@ -131,11 +134,13 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
     are recorded as internal errors with their traceback in ``<run>/error.log`` and re-raised.
     """
     record = store.get(run_id)
+    if not store.claim(run_id):
+        raise UserError(f"run {run_id} is {store.get(run_id).status} and not queued by this process: it was "
+                        "cancelled, deleted or resumed elsewhere, so it does not start here")
     started = time.time()
-    store.update(run_id, status="running", started=started, finished=None, error=None)
     try:
         device = pick_device(record.options.get("device", "auto"))
-        store.claim(run_id, str(device))
+        store.update(run_id, device=str(device))
         method_cls = get_method(record.method)
         explicit = {name: record.config[name] for name in record.options.get("explicit", ())
                     if name in record.config}
@@ -156,30 +161,30 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         method.fit(images, context)
         _save_results(store, run_id, method, images)
         summary = _summary(method, images, time.time() - started, device)
-        store.update(run_id, status="finished", finished=time.time(), progress=1.0, eta_s=0.0, summary=summary)
+        store.finish(run_id, "finished", progress=1.0, eta_s=0.0, summary=summary)
         return summary
     except RunCancelled:
-        store.update(run_id, status="cancelled", finished=time.time(), error="cancelled by the user")
+        store.finish(run_id, "cancelled", "cancelled by the user")
         raise
     except torch.cuda.OutOfMemoryError as exc:
         torch.cuda.empty_cache()
         message = ("out of GPU memory: use a smaller batch size (the *_batch_size settings) or a smaller "
                    "image size, or run on the CPU")
-        store.update(run_id, status="failed", finished=time.time(), error=message)
+        store.finish(run_id, "failed", message)
         raise TrainingError(message) from exc
     except (UserError, TrainingError) as exc:
-        store.update(run_id, status="failed", finished=time.time(), error=str(exc))
+        store.finish(run_id, "failed", str(exc))
         raise
     except Exception as exc:
         if is_disk_full(exc, store.run_dir(run_id)):
             filename = getattr(exc, "filename", None)
             message = disk_full_message(Path(filename).parent if filename else store.run_dir(run_id))
-            store.update(run_id, status="failed", finished=time.time(), error=message)
+            store.finish(run_id, "failed", message)
             raise DiskFullError(message) from exc
         try:
             (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
         except OSError:
             pass  # the failure is still recorded below; only the traceback file is missing
-        store.update(run_id, status="failed", finished=time.time(),
-                     error=f"internal error ({type(exc).__name__}: {exc}); details in {run_id}/error.log")
+        store.finish(run_id, "failed", f"internal error ({type(exc).__name__}: {exc}); details in "
+                     f"{run_id}/error.log")
         raise

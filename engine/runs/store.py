@@ -3,6 +3,11 @@
 SQLite runs in WAL mode and every write is one short transaction, so the job thread, the UI's polling and a CLI
 in another process can share a store. Arrays are written to a temporary file and renamed into place
 (:mod:`engine.atomic`), so a half-written file is never taken for a finished one.
+
+A run's status changes by conditional UPDATEs: queued → running only in the process that queued it (its
+``owner``: host, pid and start time), stopped → queued once however many processes resume it at the same moment,
+queued/running → interrupted only while its owner is the process that died. So two processes never run one run at
+once. Each start and end of an execution is logged in the run's messages (stage ``run``) in the same transaction.
 """
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -22,9 +26,11 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import UserError
+from .owner import Owner
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
+RESUMABLE = ("interrupted", "cancelled", "failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,28 +52,6 @@ CREATE TABLE IF NOT EXISTS messages (
 
 def default_runs_dir() -> Path:
     return Path(os.environ.get("DCE_RUNS_DIR", "runs"))
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _owner_alive(owner: str | None) -> bool:
-    """Whether the process that claimed a run still exists (only decidable on this host)."""
-    if not owner:
-        return False
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname():
-        return True  # another machine's run: not ours to judge
-    if int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -132,7 +116,7 @@ class RunStore:
             db.execute("INSERT INTO runs (id, method, dataset, preset, config, options, status, created, owner) "
                        "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
                        (run_id, method, dataset, preset, json.dumps(config), json.dumps(options or {}),
-                        time.time(), _owner()))
+                        time.time(), str(Owner.current())))
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return run_id
 
@@ -140,20 +124,81 @@ class RunStore:
         """Set columns of one run (JSON-encoding ``summary``)."""
         if "status" in fields and fields["status"] not in STATUSES:
             raise ValueError(f"unknown status {fields['status']!r}")
+        with self._connect() as db:
+            self._set(db, run_id, fields)
+
+    @staticmethod
+    def _set(db: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -> None:
         if "summary" in fields:
             fields["summary"] = json.dumps(fields["summary"])
         columns = ", ".join(f"{name} = ?" for name in fields)
-        with self._connect() as db:
-            db.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), run_id))
+        db.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), run_id))
 
-    def claim(self, run_id: str, device: str) -> None:
-        """Mark a run as running in this process (so a restart can tell it was orphaned)."""
-        self.update(run_id, status="running", started=time.time(), finished=None, error=None, device=device,
-                    owner=_owner())
+    def claim(self, run_id: str) -> bool:
+        """Mark a run this process queued as running here; False (and nothing changed) when it is not queued by
+        this process any more: cancelled, deleted, or resumed by another process since."""
+        me = str(Owner.current())
+        with self._connect() as db:
+            claimed = db.execute("UPDATE runs SET status = 'running', started = ?, finished = NULL, error = NULL "
+                                 "WHERE id = ? AND status = 'queued' AND owner = ?",
+                                 (time.time(), run_id, me)).rowcount == 1
+            if claimed:
+                self._log(db, run_id, f"started by process {me}")
+        return claimed
+
+    def finish(self, run_id: str, status: str, error: str | None = None, **fields: Any) -> None:
+        """Record how a run this process ran ended: ``finished``, ``failed``, ``cancelled`` or ``interrupted``."""
+        if status not in STATUSES or status in ACTIVE:
+            raise ValueError(f"{status!r} is not how a run ends")
+        with self._connect() as db:
+            self._set(db, run_id, {"status": status, "finished": time.time(), "error": error, **fields})
+            self._log(db, run_id, f"{status} in process {Owner.current()}")
 
     def requeue(self, run_id: str) -> None:
-        """Queue a stopped run again under this process (resume)."""
-        self.update(run_id, status="queued", error=None, finished=None, owner=_owner())
+        """Queue a stopped run again under this process (resume); a run whose process died counts as stopped.
+
+        Raises:
+            UserError: the run is queued, running or finished; of several processes resuming one run at once,
+                all but one get this.
+        """
+        self.interrupt_if_orphaned(run_id)
+        with self._connect() as db:
+            requeued = db.execute(
+                f"UPDATE runs SET status = 'queued', error = NULL, finished = NULL, owner = ? "
+                f"WHERE id = ? AND status IN {RESUMABLE}", (str(Owner.current()), run_id)).rowcount == 1
+        if not requeued:
+            raise UserError(f"run {run_id} is {self.get(run_id).status}; only interrupted, cancelled or failed "
+                            "runs resume")
+
+    def cancel_queued(self, run_id: str) -> bool:
+        """Cancel a run that waits in a queue (of any process); False when it is not queued (any more)."""
+        with self._connect() as db:
+            cancelled = db.execute("UPDATE runs SET status = 'cancelled', finished = ?, error = ? "
+                                   "WHERE id = ? AND status = 'queued'",
+                                   (time.time(), "cancelled by the user", run_id)).rowcount == 1
+            if cancelled:
+                self._log(db, run_id, "cancelled while queued")
+        return cancelled
+
+    def interrupt(self, run_id: str, owner: Owner, reason: str) -> bool:
+        """Mark a run still queued or running under ``owner`` interrupted; False when it is not (any more)."""
+        with self._connect() as db:
+            interrupted = db.execute(
+                f"UPDATE runs SET status = 'interrupted', finished = ?, error = ? "
+                f"WHERE id = ? AND status IN {ACTIVE} AND owner = ?",
+                (time.time(), reason, run_id, str(owner))).rowcount == 1
+            if interrupted:
+                self._log(db, run_id, f"interrupted: {reason}")
+        return interrupted
+
+    def interrupt_if_orphaned(self, run_id: str) -> bool:
+        """Mark a queued or running run interrupted when the process that owns it no longer exists."""
+        record = self.get(run_id)
+        if record.status not in ACTIVE or not record.owner:
+            return False
+        owner = Owner.parse(record.owner)
+        return not owner.alive() and self.interrupt(
+            run_id, owner, f"its process ({owner}) stopped; resume it to continue from its last checkpoint")
 
     def get(self, run_id: str) -> RunRecord:
         with self._connect() as db:
@@ -181,21 +226,21 @@ class RunStore:
 
     def mark_orphans_interrupted(self) -> list[str]:
         """Runs left ``running``/``queued`` by a process that no longer exists become ``interrupted``."""
-        orphans = [run.id for run in self.list() if run.status in ACTIVE and not _owner_alive(run.owner)]
-        for run_id in orphans:
-            self.update(run_id, status="interrupted", finished=time.time(),
-                        error="the process running it stopped (server restart?); resume it to continue from "
-                              "its last checkpoint")
-        return orphans
+        return [run.id for run in self.list() if run.status in ACTIVE and self.interrupt_if_orphaned(run.id)]
 
     def delete(self, run_id: str) -> None:
-        """Remove a run that is not queued or running: its rows and its folder."""
-        record = self.get(run_id)
-        if record.status in ACTIVE:
-            raise UserError(f"run {run_id} is {record.status}; cancel it before deleting it")
+        """Remove a run that is not queued or running (one whose process died counts as stopped): its rows and
+        its folder."""
+        self.interrupt_if_orphaned(run_id)
         with self._connect() as db:
-            for table, column in (("metrics", "run_id"), ("messages", "run_id"), ("runs", "id")):
-                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
+            deleted = db.execute(f"DELETE FROM runs WHERE id = ? AND status NOT IN {ACTIVE}", (run_id,)).rowcount
+            if deleted:
+                db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+                db.execute("DELETE FROM messages WHERE run_id = ?", (run_id,))
+        if not deleted:
+            record = self.get(run_id)
+            raise UserError(f"run {run_id} is {record.status} (in process {record.owner}); cancel it before "
+                            "deleting it")
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     # -- metrics and messages -----------------------------------------------------------------------------------
@@ -211,6 +256,11 @@ class RunStore:
             rows = db.execute("SELECT stage, step, name, value, time FROM metrics WHERE run_id = ? ORDER BY rowid",
                               (run_id,)).fetchall()
         return [dict(row) for row in rows]
+
+    @staticmethod
+    def _log(db: sqlite3.Connection, run_id: str, message: str) -> None:
+        """A ``run``-stage message in the caller's transaction: the run's start/end log."""
+        db.execute("INSERT INTO messages VALUES (?, 'run', ?, ?)", (run_id, message, time.time()))
 
     def add_message(self, run_id: str, stage: str | None, message: str) -> None:
         with self._connect() as db:
