@@ -83,15 +83,15 @@ def test_resuming_a_run_cancelled_while_queued_runs_it_once_and_the_queue_goes_o
     manager.cancel(queued)
     manager.resume(queued)  # its cancelled entry must not run, nor kill the worker
     manager.cancel(blocker)
-    assert manager.wait(queued, timeout=120).status == "finished"
+    assert manager.wait(queued, timeout=HANG_GUARD_S).status == "finished"
     assert [row["name"] for row in manager.store.metrics(queued)] == ["inertia"] * 10  # executed once
     later = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
-    assert manager.wait(later, timeout=120).status == "finished"
+    assert manager.wait(later, timeout=HANG_GUARD_S).status == "finished"
 
 
 def test_resume_pressed_many_times_at_once_queues_the_run_once(manager):
     run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
-    assert manager.wait(run_id, timeout=60).status == "failed"
+    assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "failed"
     blocker = manager.submit(RunRequest("kmeans", "digits", overrides={"n_init": 5000}, device="cpu"))
     start, outcomes = threading.Barrier(8), []
 
@@ -110,16 +110,16 @@ def test_resume_pressed_many_times_at_once_queues_the_run_once(manager):
     assert outcomes.count(run_id) == 1, outcomes
     assert all("only interrupted, cancelled or failed runs resume" in str(o) for o in outcomes if o != run_id)
     manager.cancel(blocker)
-    assert manager.wait(run_id, timeout=60).status == "failed"
+    assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "failed"
     assert [m["message"].split()[0] for m in manager.store.messages(run_id) if m["stage"] == "run"] == \
         ["started", "failed"] * 2  # run once when submitted, once when resumed
     later = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
-    assert manager.wait(later, timeout=120).status == "finished"
+    assert manager.wait(later, timeout=HANG_GUARD_S).status == "finished"
 
 
 def test_a_run_is_requeued_by_one_of_two_stores_sharing_its_folder(manager, tmp_path):
     run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
-    assert manager.wait(run_id, timeout=60).status == "failed"
+    assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "failed"
     first, second = RunStore(manager.store.root), RunStore(manager.store.root)
     first.requeue(run_id)
     with pytest.raises(UserError, match="is queued; only interrupted, cancelled or failed runs resume"):
@@ -133,7 +133,7 @@ def test_deleting_a_running_run_cancels_it_then_removes_it(manager):
     assert all(r.id != run_id for r in manager.store.list())
     assert not manager.store.run_dir(run_id).exists()
     later = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
-    assert manager.wait(later, timeout=120).status == "finished"
+    assert manager.wait(later, timeout=HANG_GUARD_S).status == "finished"
 
 
 def test_deleting_a_queued_run_removes_it_without_waiting_for_the_queue(manager):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import HANG_GUARD_S, REPO, run_cli
 from engine.runs import RunStore
 from engine.runs.owner import Owner
 
@@ -27,7 +27,7 @@ def start_cli_train(runs, *method_args: str) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def running_run(store: RunStore, process: subprocess.Popen, hang_guard_s: float = 300):
+def running_run(store: RunStore, process: subprocess.Popen, hang_guard_s: float = HANG_GUARD_S):
     """The process's run once it has recorded a step (so it is fitting, not importing)."""
     deadline = time.monotonic() + hang_guard_s
     while time.monotonic() < deadline:
@@ -106,7 +106,7 @@ def test_a_signalled_cli_train_records_its_run_cancelled_and_exits_with_one_erro
     try:
         run = running_run(store, process)
         process.send_signal(signum)
-        _, stderr = process.communicate(timeout=120)  # hang guard: the run stops at its next restart
+        _, stderr = process.communicate(timeout=HANG_GUARD_S)  # hang guard: the run stops at its next restart
     finally:
         process.kill()
     assert process.returncode == 128 + signum
@@ -126,7 +126,7 @@ def test_a_second_signal_stops_a_cli_train_at_once_and_records_it_interrupted(tm
         run = running_run(store, process)
         process.send_signal(signal.SIGINT)
         process.send_signal(signal.SIGTERM)  # another signal, so the two are not merged into one
-        _, stderr = process.communicate(timeout=120)
+        _, stderr = process.communicate(timeout=HANG_GUARD_S)
     finally:
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM

@@ -16,13 +16,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO, run_cli
+from conftest import HANG_GUARD_S, REPO, run_cli
 from engine.errors import UserError
 from engine.runs import JobManager, RunRequest, RunStore
 
 ACTIONS = 40
 SEED = 12
-HANG_GUARD_S = 600  # far above the expected time; only there so a hang fails instead of blocking
 STOPPED = {"finished", "failed", "cancelled", "interrupted"}
 EXECUTION_ENDS = ("finished in", "failed in", "cancelled in", "interrupted:")
 SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks

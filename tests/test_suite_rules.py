@@ -12,6 +12,7 @@ from conftest import HANG_GUARD_S
 
 TESTS = Path(__file__).resolve().parent
 TIMEOUT_KEYWORDS = {"timeout", "default_timeout"}
+LIMIT_NAME_PARTS = ("timeout", "guard", "deadline")  # parameters and constants that hold a wall-clock limit
 # A connection attempt that is retried in a loop may time out quickly: the loop's deadline is the guard.
 RETRIED_CALLS = {"create_connection"}
 
@@ -37,8 +38,12 @@ def short_wall_clock_limits(source: str) -> list[tuple[int, str]]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             arguments = node.args.args[len(node.args.args) - len(node.args.defaults):]
             for argument, default in zip(arguments, node.args.defaults):
-                if argument.arg in TIMEOUT_KEYWORDS and _below_the_guard(default):
+                if any(part in argument.arg.lower() for part in LIMIT_NAME_PARTS) and _below_the_guard(default):
                     found.append((node.lineno, f"def {node.name}(… {argument.arg}={default.value})"))
+        if isinstance(node, ast.Assign) and _below_the_guard(node.value):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if any(part in name.lower() for name in names for part in LIMIT_NAME_PARTS):
+                found.append((node.lineno, ast.unparse(node)))
         if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and isinstance(node.left, ast.Call)
                 and _call_name(node.left) == "monotonic" and isinstance(node.right, ast.Constant)):
             found.append((node.lineno, ast.unparse(node)))
@@ -47,8 +52,10 @@ def short_wall_clock_limits(source: str) -> list[tuple[int, str]]:
 
 def test_the_rule_catches_a_short_timeout_and_a_short_deadline():
     source = ("run(timeout=900)\nAppTest.from_file('a', default_timeout=60)\nd = time.monotonic() + 120\n"
-              "def wait_for(condition, timeout=120):\n    pass\n")
-    assert sorted(line for line, _ in short_wall_clock_limits(source)) == [1, 2, 3, 4]
+              "def wait_for(condition, timeout=120):\n    pass\n"
+              "def running(process, hang_guard_s=300):\n    pass\n"
+              "HANG_GUARD_S = 600\n")
+    assert sorted(line for line, _ in short_wall_clock_limits(source)) == [1, 2, 3, 4, 6, 8]
     assert short_wall_clock_limits("run(timeout=HANG_GUARD_S)\nsocket.create_connection(a, timeout=1)\n") == []
 
 
