@@ -209,3 +209,21 @@ def test_temi_clusters_a_10_class_gaussian_mixture_in_384_d(tmp_path):
         torch.set_num_threads(threads)
     assert cluster_accuracy(labels, fitted.labels_) >= 0.95
     assert fitted.neighbors_.shape == (1000, 10) and fitted.features_.shape == (1000, 384)
+
+
+def test_the_train_page_offers_pretrained_features_and_refuses_a_backbone_without_weights():
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import HANG_GUARD_S, REPO
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    next(box for box in at.selectbox if box.label == "Method").select("temi").run()
+    assert not any(box.label == "Reuse pretext from run" for box in at.selectbox)
+    features = next(box for box in at.selectbox if box.label == "Frozen pretrained features")
+    assert list(PRETRAINED_BACKBONES) == features.options[1:]
+    features.select(RESNET18).run()
+    next(button for button in at.button if button.label == "Start").click().run()
+    assert not at.exception
+    assert any("--weights FILE" in error.value for error in at.error)
+    assert "run_id" not in at.session_state
