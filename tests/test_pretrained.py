@@ -227,3 +227,24 @@ def test_the_train_page_offers_pretrained_features_and_refuses_a_backbone_withou
     assert not at.exception
     assert any("--weights FILE" in error.value for error in at.error)
     assert "run_id" not in at.session_state
+
+
+def test_scan_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gaussian_mixture(monkeypatch):
+    """SCAN with pretext_from=pretrained:NAME: the backbone's (here: stand-in) features replace the pretext; the
+    heads and self-labelling train on them."""
+    from engine.methods import scan
+
+    features, labels = gaussian_mixture()
+    monkeypatch.setattr(scan, "pretrained_features", lambda *args: torch.from_numpy(features))
+    images = ImageSet(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels, [], "gmm")
+    events = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fitted = create_method("scan", "fast", pretext_from=f"pretrained:{RESNET18}",
+                               pretrained_weights=__file__).fit(images, FitContext("cpu", events.append))
+    finally:
+        torch.set_num_threads(threads)
+    assert cluster_accuracy(labels, fitted.labels_) >= 0.95
+    assert [e.stage for e in events if e.kind == "stage"] == ["mine", "cluster", "selflabel"]
+    assert fitted.features_.shape == (1000, 384)
