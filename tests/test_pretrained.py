@@ -248,3 +248,15 @@ def test_scan_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gauss
     assert cluster_accuracy(labels, fitted.labels_) >= 0.95
     assert [e.stage for e in events if e.kind == "stage"] == ["mine", "cluster", "selflabel"]
     assert fitted.features_.shape == (1000, 384)
+
+
+def test_an_authors_style_dinov2_checkpoint_at_518_px_is_converted_to_the_224_px_extractor():
+    """The DINOv2 release files carry a mask token and a 37×37 position grid; timm's filter drops the one and
+    resamples the other, and the strict load then accepts every key."""
+    timm = pytest.importorskip("timm")
+    entry = get_pretrained("dinov2-vits14")
+    model = entry.build()
+    released = dict(timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0).state_dict())
+    released["mask_token"] = torch.zeros(1, 384)
+    assert released["pos_embed"].shape != model.state_dict()["pos_embed"].shape
+    load_state_dict_strictly(model, entry.adapt_state_dict(released, model), "a DINOv2 release file")
