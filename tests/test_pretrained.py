@@ -54,6 +54,20 @@ def small_digits(digits, n=24):
     return dataclasses.replace(digits, images=digits.images[:n], labels=digits.labels[:n])
 
 
+def test_the_engine_and_the_backbone_registry_import_without_timm_or_open_clip():
+    import subprocess
+    import sys
+
+    from conftest import HANG_GUARD_S, REPO
+
+    code = ("import sys, engine.methods, engine.cli, engine.nn.pretrained; "
+            "print([m for m in ('timm', 'open_clip') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            timeout=HANG_GUARD_S)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_list_json_names_every_pretrained_backbone_with_input_size_and_feature_dimension():
     result = run_cli("list", "--json")
     assert result.returncode == 0, result.stderr
