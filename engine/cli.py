@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--data-root", help="folder holding the dataset's files (no download needed)")
     train.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    train.add_argument("--weights", metavar="PATH",
+                       help="state dict file for the backbone of --set pretext_from=pretrained:NAME")
+    train.add_argument("--download-weights", action="store_true",
+                       help="let torchvision/timm/open_clip download the pretrained backbone's weights (internet)")
     train.add_argument("--runs-dir", help="run store folder (default $DCE_RUNS_DIR or ./runs)")
     train.add_argument("--json", action="store_true", help="end with one JSON line describing the run")
 
@@ -97,6 +101,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not sep:
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key.strip()] = _parse_value(value)
+    if args.weights is not None:
+        from pathlib import Path
+
+        overrides["pretrained_weights"] = str(Path(args.weights).expanduser().resolve())
+    if args.download_weights:
+        overrides["download_weights"] = True
     if args.clusters is not None:
         overrides["n_clusters"] = args.clusters
     if args.seed is not None:
@@ -204,10 +214,13 @@ def _list(as_json: bool) -> None:
     from .data import describe_datasets
     from .methods import get_method, list_methods
 
+    from .nn.pretrained import list_pretrained
+
     methods = [get_method(name).describe() for name in list_methods()]
     datasets = describe_datasets()
+    pretrained = list_pretrained()
     if as_json:
-        print(json.dumps({"methods": methods, "datasets": datasets}))
+        print(json.dumps({"methods": methods, "datasets": datasets, "pretrained": pretrained}))
         return
     print("methods:")
     for m in methods:
@@ -215,6 +228,9 @@ def _list(as_json: bool) -> None:
     print("datasets:")
     for d in datasets:
         print(f"  {d['name']:<14} {d.get('description', '')}")
+    print("pretrained backbones (--set pretext_from=pretrained:NAME):")
+    for b in pretrained:
+        print(f"  {b['name']:<18} {b['input_size']} px → {b['feature_dim']}-d  {b['description']}")
 
 
 def _bench(args: argparse.Namespace) -> int:

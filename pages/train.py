@@ -10,6 +10,8 @@ from engine.data.registry import FOLDER_PREFIX
 from engine.data.roots import check_inside_data_roots, default_upload_dir, save_upload
 from engine.errors import DatasetError, UserError
 from engine.methods import get_method, list_methods
+from engine.methods.feature_source import PRETRAINED_PREFIX
+from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from pages.common import how_it_works, job_manager, run_label, show_run
 
@@ -66,7 +68,7 @@ with st.expander("Settings (the preset's values; change any)"):
                                              format="%g" if isinstance(value, float) else "%d")
         if widget != value:
             overrides[key] = widget
-if "pretext_from" in defaults:
+if "pretext_from" in defaults and any(stage.name == "pretext" for stage in method.stages):
     reusable = [r for r in manager.store.list("finished")
                 if r.method == method_name and r.dataset == spec and not r.config.get("pretext_from")]
     choice = st.selectbox("Reuse pretext from run", [None] + [r.id for r in reusable],
@@ -74,6 +76,18 @@ if "pretext_from" in defaults:
                           help="skip the self-supervised stage by reusing a finished run's backbone")
     if choice:
         overrides["pretext_from"] = choice
+if "pretrained_weights" in defaults:  # methods that can start from a frozen pretrained backbone's features
+    backbone = st.selectbox("Frozen pretrained features", [None] + list(PRETRAINED_BACKBONES),
+                            format_func=lambda name: "none — use the pixels" if name is None else name,
+                            help="embed the images once with a frozen pretrained backbone (cached) and cluster "
+                                 "those features")
+    if backbone:
+        overrides["pretext_from"] = f"{PRETRAINED_PREFIX}{backbone}"
+        weights = st.text_input("Backbone weights file (a state dict on the server)", "")
+        if weights.strip():
+            overrides["pretrained_weights"] = weights.strip()
+        elif st.checkbox("Download the published weights (needs internet access)"):
+            overrides["download_weights"] = True
 
 if st.button("Start", type="primary"):
     try:

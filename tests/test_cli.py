@@ -20,7 +20,8 @@ def test_list_json_names_methods_with_stages_and_datasets():
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     methods = {m["name"]: m for m in listing["methods"]}
-    assert set(methods) == {"kmeans", "scan", "dec", "jule", "pica", "cc", "spice", "socnet", "digpro", "smc"}
+    assert set(methods) == {"kmeans", "scan", "dec", "jule", "pica", "cc", "spice", "socnet", "digpro", "smc",
+                            "temi"}
     for method in methods.values():
         assert method["stages"] and all(stage["losses"] for stage in method["stages"]), method["name"]
         assert {"paper", "fast"} <= set(method["presets"]), method["name"]

@@ -2,7 +2,8 @@
 
 Lloyd's algorithm with k-means++ seeding (Arthur & Vassilvitskii 2007) and several restarts, keeping the restart
 with the lowest inertia Σ_i ‖x_i − μ_{c(i)}‖². Written in torch so it runs on the GPU when the data is there.
-Input is raw pixels (scaled to [0, 1]) or the stored features of an earlier run (``features_from``).
+Input is raw pixels (scaled to [0, 1]), the stored features of an earlier run (``features_from``) or the cached
+features of a frozen pretrained backbone (``pretext_from=pretrained:NAME``, see ``feature_source``).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import numpy as np
 import torch
 
 from ..data.imageset import ImageSet
-from ..errors import UserError
+from ..errors import ConfigError
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
+from .feature_source import check_feature_source, features_of_run, pretrained_features, pretrained_name
 from .settings import bounded
 
 
@@ -106,6 +108,18 @@ class KMeansConfig(MethodConfig):
     n_init: int = 10
     max_iter: int = bounded(300, low=1)
     features_from: str | None = None  # run id whose stored features to cluster; None → raw pixels
+    pretext_from: str | None = None  # pretrained:NAME → the frozen backbone NAME's features
+    pretrained_weights: str | None = None  # state dict file for that backbone (train --weights)
+    download_weights: bool = False  # let the backbone's library download its weights (train --download-weights)
+
+    def validate(self, n_images: int | None = None) -> None:
+        super().validate(n_images)
+        if self.pretext_from is not None and pretrained_name(self.pretext_from) is None:
+            raise ConfigError(f"kmeans has no pretext of its own to reuse: pretext_from must be pretrained:NAME, "
+                              f"got {self.pretext_from!r}")
+        if self.pretext_from and self.features_from:
+            raise ConfigError("set features_from or pretext_from, not both")
+        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
 
 
 @register_method
@@ -122,18 +136,13 @@ class KMeans(Method):
     presets = {"paper": {}, "fast": {"n_init": 10}}
 
     def _inputs(self, images: ImageSet, context: FitContext) -> torch.Tensor:
-        if self.config.features_from is None:
-            return images.images.reshape(len(images), -1).to(context.device).float() / 255
-        if context.runs_root is None:
-            raise UserError("features_from needs a runs folder to read the other run's features from")
-        path = context.runs_root / self.config.features_from / "features.npy"
-        if not path.exists():
-            raise UserError(f"run {self.config.features_from} has no stored features to cluster")
-        features = np.load(path)
-        if len(features) != len(images):
-            raise UserError(f"run {self.config.features_from} has features for {len(features)} images, "
-                            f"this dataset has {len(images)}")
-        return torch.from_numpy(features.astype(np.float32)).to(context.device)
+        cfg = self.config
+        if cfg.features_from is not None:
+            return features_of_run(context, cfg.features_from, len(images))
+        backbone = pretrained_name(cfg.pretext_from)
+        if backbone is not None:
+            return pretrained_features(images, backbone, cfg.pretrained_weights, cfg.download_weights, context)
+        return images.images.reshape(len(images), -1).to(context.device).float() / 255
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         x = self._inputs(images, context)
@@ -149,5 +158,7 @@ class KMeans(Method):
         self.features_ = x.cpu().numpy().astype(np.float16)
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
+        if self.config.features_from or self.config.pretext_from:
+            raise NotImplementedError("kmeans on stored or pretrained features assigns only the images it was fit on")
         x = images.images.reshape(len(images), -1).float().to(self.cluster_centers_.device) / 255
         return soft_assignments(x, self.cluster_centers_).cpu().numpy()

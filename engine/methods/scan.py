@@ -10,6 +10,10 @@ Stages:
 4. ``selflabel`` — self-labelling (§2.3): images whose weak-view prediction is more confident than 0.99 become
    pseudo-labels for their strongly augmented view, trained with class-balanced cross-entropy.
 
+With ``pretext_from=pretrained:NAME`` the pretext stage is replaced by a frozen pretrained backbone's cached
+features (``feature_source``): neighbours are mined in that space and the heads (and self-labelling) train on the
+features themselves, without image augmentations.
+
 Defaults (``paper`` preset) follow the paper and its official configs for CIFAR-10: SimCLR SGD lr 0.4, wd 1e-4,
 cosine schedule, 500 epochs, batch 512; SCAN step Adam 1e-4, wd 1e-4, batch 128, 10 heads, 100 epochs; self-label
 Adam 1e-4, batch 1000, 200 epochs. Reading we had to make: the self-label stage here trains without the EMA copy
@@ -18,10 +22,12 @@ of the weights that the official code can add.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..analysis.metrics import mean_neighbor_purity
 from ..analysis.neighbors import mine_neighbors
@@ -29,6 +35,7 @@ from ..data.imageset import ImageSet
 from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy, resolve_backbone, scan_loss
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
+from .feature_source import check_feature_source, pretrained_features, pretrained_name
 from .simclr import ContrastiveModel, SimCLRSettings, load_reused_pretext, pretext_identity, train_simclr
 from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch,
                        to_device)
@@ -39,7 +46,9 @@ class ScanConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
     flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
-    pretext_from: str | None = None  # run id whose finished pretext to reuse
+    pretext_from: str | None = None  # run id whose finished pretext to reuse, or pretrained:NAME
+    pretrained_weights: str | None = None  # state dict file for pretext_from=pretrained:NAME (train --weights)
+    download_weights: bool = False  # let the backbone's library download its weights (train --download-weights)
     pretext_epochs: int = 500
     pretext_batch_size: int = 512
     pretext_optimizer: str = "sgd"
@@ -60,6 +69,30 @@ class ScanConfig(MethodConfig):
     selflabel_lr: float = 1e-4
     selflabel_weight_decay: float = 1e-4
     confidence_threshold: float = 0.99
+
+    def validate(self, n_images: int | None = None) -> None:
+        super().validate(n_images)
+        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
+
+
+class FrozenFeatures(nn.Module):
+    """The "backbone" of heads trained on precomputed features: passes them through, ``out_dim`` wide."""
+
+    def __init__(self, out_dim: int) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class FeatureGeometry:
+    """Stands in for :class:`ImageGeometry` when the inputs are frozen features: every augmentation is the
+    identity (there are no pixels to crop or colour)."""
+
+    def augment(self, kind: str, **options) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: x
+
 
 SCAN_LOSS_EQUATION = (r"\Lambda = -\frac{1}{|D|}\sum_{X}\sum_{k \in \mathcal{N}_X} \log \langle \Phi(X), "
                       r"\Phi(k) \rangle + \lambda \sum_c \Phi'_c \log \Phi'_c")
@@ -160,6 +193,9 @@ class Scan(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
+        if pretrained_name(cfg.pretext_from) is not None:
+            self._fit_on_features(images, context, generator)
+            return
         geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         identity = pretext_identity(images.source, geometry, backbone_name)
@@ -174,7 +210,7 @@ class Scan(Method):
                 cfg.pretext_epochs, cfg.pretext_batch_size, cfg.pretext_optimizer, cfg.pretext_lr,
                 cfg.pretext_weight_decay, cfg.temperature, cfg.projection_dim, cfg.crop_min_scale), context, generator, identity)
 
-        neighbors = self._mine(contrastive, data, geometry, images, context)
+        neighbors = self._mine(lambda: embed(contrastive, data, geometry.augment("eval")), images, context)
         model = ClusterModel(contrastive.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
         train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
         self._selflabel(model, data, geometry, context, generator)
@@ -186,14 +222,30 @@ class Scan(Method):
         self.labels_ = self.probs_.argmax(1)
         self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
 
-    def _mine(self, contrastive: ContrastiveModel, data: torch.Tensor, geometry: ImageGeometry,
-              images: ImageSet, context: FitContext) -> torch.Tensor:
+    def _fit_on_features(self, images: ImageSet, context: FitContext, generator: torch.Generator) -> None:
+        """The stages after the pretext, on a frozen pretrained backbone's features instead of a trained one."""
+        cfg = self.config
+        x = pretrained_features(images, pretrained_name(cfg.pretext_from), cfg.pretrained_weights,
+                                cfg.download_weights, context)
+        geometry = FeatureGeometry()
+        neighbors = self._mine(lambda: x, images, context)
+        model = ClusterModel(FrozenFeatures(x.shape[1]), cfg.n_clusters, cfg.n_heads).to(context.device)
+        train_scan_heads(model, x, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
+        self._selflabel(model, x, geometry, context, generator)
+        self.model_, self.geometry_ = model, geometry
+        self.features_ = x.cpu().numpy().astype(np.float16)
+        self.probs_ = F.softmax(embed(model, x, geometry.augment("eval"))[0], dim=1).cpu().numpy()
+        self.labels_ = self.probs_.argmax(1)
+        self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
+
+    def _mine(self, embedding_of: Callable[[], torch.Tensor], images: ImageSet, context: FitContext) -> torch.Tensor:
+        """k nearest neighbours in ``embedding_of()`` (called only when no finished mining is stored)."""
         stored = context.load_stage("mine")
         if stored is not None and stored[1]:
             return stored[0]["neighbors"].long()
         context.start_stage("mine", 1)
-        embedding = embed(contrastive, data, geometry.augment("eval"))
-        k = min(self.config.n_neighbors, len(data) - 1)
+        embedding = embedding_of()
+        k = min(self.config.n_neighbors, len(embedding) - 1)
         neighbors = torch.from_numpy(mine_neighbors(embedding, k)).long().to(context.device)
         if images.labels is not None:
             purity = mean_neighbor_purity(neighbors.cpu().numpy(), images.labels)
@@ -238,5 +290,7 @@ class Scan(Method):
         context.end_stage("selflabel")
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
+        if isinstance(self.geometry_, FeatureGeometry):
+            raise NotImplementedError("scan on pretrained features assigns only the images it was fit on")
         data = images.images.to(next(self.model_.parameters()).device)
         return F.softmax(embed(self.model_, data, self.geometry_.augment("eval"))[0], dim=1).cpu().numpy()
