@@ -45,6 +45,13 @@ class ImageGeometry:
         flip = flips_by_content(sample) if flip is None else flip
         return cls(size or min(h, w), c, flip, tuple(mean), tuple(std))
 
+    def augment(self, kind: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A batched augmentation (``eval``, ``weak``, ``simclr`` or ``strong``) for uint8 N×H×W×C batches;
+        ``options`` go to the pipeline (e.g. ``crop_scale``)."""
+        if kind != "eval":
+            options["flip"] = self.flip
+        return build_augment(kind, self.size, self.channels, mean=self.mean, std=self.std, **options)
+
 
 def flips_by_content(sample: torch.Tensor) -> bool:
     """Whether horizontal flips suit a set of images, judged from a uint8 N×H×W×C sample: colour images (photos,
@@ -53,13 +60,6 @@ def flips_by_content(sample: torch.Tensor) -> bool:
     if sample.shape[-1] == 1:
         return False
     return bool((sample != sample[..., :1]).any())
-
-    def augment(self, kind: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A batched augmentation (``eval``, ``weak``, ``simclr`` or ``strong``) for uint8 N×H×W×C batches;
-        ``options`` go to the pipeline (e.g. ``crop_scale``)."""
-        if kind != "eval":
-            options["flip"] = self.flip
-        return build_augment(kind, self.size, self.channels, mean=self.mean, std=self.std, **options)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
