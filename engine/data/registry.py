@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.data.folder import SPLITS, default_cache_dir, is_archive, load_folder, resolve_inside
+from engine.data.folder import (SPLITS, check_image_size, default_cache_dir, is_archive, load_folder,
+                                resolve_inside)
 from engine.data.imageset import ImageSet
-from engine.errors import ConfigError, DatasetError
+from engine.errors import DatasetError
 
 FOLDER_PREFIX = "folder:"
 
@@ -108,7 +109,10 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
             ``<cache dir>/torchvision``. For an image-folder copy (``train/<class>/…``, ``test/<class>/…``,
             or an archive of that), the folder is decoded instead.
         download: let torchvision fetch missing files (needs a network).
-        image_size: resize every image to this square side (bilinear) after loading.
+        image_size: the side of the square images, from 1 to :data:`~engine.data.folder.MAX_IMAGE_SIZE`
+            (shorter side to it, antialiased, then the centre square). Default: a named dataset's own size
+            (digits 8, CIFAR 32, STL-10 96, also from an image-folder copy); for a folder, 64 px or the images'
+            own size when smaller (see :func:`load_folder`).
         data_roots: the folders a shared server may read, or None for any: a folder and ``data_root`` must lie
             inside one, and so must every file of a folder (see :func:`load_folder`).
 
@@ -122,8 +126,7 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
         (1797, (8, 8, 1), ['0', '1', '2'])
     """
     spec = spec.strip()
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    check_image_size(image_size)
     if spec.startswith(FOLDER_PREFIX):
         path = spec[len(FOLDER_PREFIX):]
         if not path:
@@ -143,7 +146,8 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
     if name == "digits":
         images = _load_digits()
     elif data_root is not None and _is_image_folder_copy(Path(data_root).expanduser()):
-        images = _load_folder_copy(info, Path(data_root).expanduser(), split or None, image_size, data_roots)
+        images = _load_folder_copy(info, Path(data_root).expanduser(), split or None,
+                                   image_size or info.image_size, data_roots)
     else:
         images = _load_torchvision(info, data_root, download, split or None)
     return dataclasses.replace(_resize(images, image_size), source=spec)
