@@ -577,3 +577,19 @@ def test_decoding_a_folder_takes_at_most_one_and_a_half_decoded_arrays_of_ram(tm
     measured = folder_load_memory(folder, 64, tmp_path / "fresh-cache")
     assert measured["images"] == 2000 and measured["shape"] == [64, 64, 3]
     assert measured["ratio"] <= 1.5, measured
+
+
+def test_a_named_dataset_keeps_its_own_size_and_is_resized_once_per_size(cache_dir, monkeypatch):
+    from engine.data import registry
+
+    assert load_dataset("digits").image_shape == (8, 8, 1)
+    resizes = []
+    real_resize = registry._resize_into
+    monkeypatch.setattr(registry, "_resize_into", lambda images, out: resizes.append(out.shape) or
+                        real_resize(images, out))
+    first = load_dataset("digits", image_size=16)
+    again = load_dataset("digits", image_size=16)
+    assert resizes == [(1797, 16, 16, 1)], "the same size was resized again"
+    assert np.array_equal(first.images.numpy(), again.images.numpy()) and first.image_shape == (16, 16, 1)
+    assert load_dataset("digits", image_size=12).image_shape == (12, 12, 1) and len(resizes) == 2
+    assert len(list((cache_dir / "resized").glob("digits-*.npy"))) == 2

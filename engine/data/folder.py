@@ -678,7 +678,7 @@ def _cache_file(root: Path, fingerprint: list[int], decided_by: dict[str, object
     return default_cache_dir() / "folders" / f"{root.name[:40]}-{digest}.npz"
 
 
-def _map_images(file: Path) -> np.ndarray:
+def map_images(file: Path) -> np.ndarray:
     """The cached images, memory-mapped copy-on-write: nothing is read until used, and a stray in-place write
     (torch has no read-only tensors) changes this process's copy, never the file, instead of crashing."""
     return np.load(file, mmap_mode="c", allow_pickle=False)
@@ -695,19 +695,19 @@ def _decode_cached(entries: Sequence[_Entry], survey: _Survey, images_file: Path
         images_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(images_file) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=survey.shape)
-            _reserve_space(tmp)
+            reserve_space(tmp)
             images, kept, skips = _decode_into(out, entries, survey)
             if len(images) < len(out):
                 _shrink(tmp, images)
             out.flush()
             del out, images  # unmapped before the rename
-        return _map_images(images_file), kept, skips, True
+        return map_images(images_file), kept, skips, True
     except (OSError, UserError) as error:
         _warn_uncached(images_file.parent, error)
         return _decode_into(np.empty(survey.shape, np.uint8), entries, survey) + (False,)
 
 
-def _reserve_space(file: Path) -> None:
+def reserve_space(file: Path) -> None:
     """Allocate the whole memory-mapped file on disk now: a page written into a map of a sparse file on a full
     disk kills the process (SIGBUS), where this raises ENOSPC."""
     if not hasattr(os, "posix_fallocate"):
@@ -727,7 +727,7 @@ def _shrink(file: Path, images: np.ndarray) -> None:
     smaller = file.with_name(f"{file.stem}-short.npy")
     try:
         copy = np.lib.format.open_memmap(smaller, mode="w+", dtype=np.uint8, shape=images.shape)
-        _reserve_space(smaller)
+        reserve_space(smaller)
         for start in range(0, len(images), _COPY_ROWS):
             copy[start:start + _COPY_ROWS] = images[start:start + _COPY_ROWS]
         copy.flush()
@@ -743,7 +743,7 @@ def _read_cache(file: Path, source: str) -> ImageSet | None:
         return None
     try:
         with np.load(file, allow_pickle=False) as saved:
-            images = _map_images(images_file)
+            images = map_images(images_file)
             if images.dtype != np.uint8 or images.shape != tuple(saved["shape"].tolist()):
                 return None
             return ImageSet(
