@@ -8,8 +8,7 @@ import pytest
 from conftest import run_cli
 
 JSON_KEYS = {"run_id", "method", "dataset", "status", "n_images", "n_skipped", "image_size", "acc", "nmi", "ari",
-             "seconds",
-             "device"}
+             "seconds", "device"}
 
 
 def last_json(stdout: str) -> dict:
