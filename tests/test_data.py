@@ -593,3 +593,22 @@ def test_a_named_dataset_keeps_its_own_size_and_is_resized_once_per_size(cache_d
     assert np.array_equal(first.images.numpy(), again.images.numpy()) and first.image_shape == (16, 16, 1)
     assert load_dataset("digits", image_size=12).image_shape == (12, 12, 1) and len(resizes) == 2
     assert len(list((cache_dir / "resized").glob("digits-*.npy"))) == 2
+
+
+def test_a_full_disk_while_reserving_the_cache_warns_loads_into_ram_and_leaves_no_temporary(tmp_path, cache_dir,
+                                                                                              monkeypatch):
+    import errno
+    import os
+
+    root = tmp_path / "photos"
+    for i in range(3):
+        save(root / f"{i}.png", gray((8, 8), 70 + i))
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.warns(UserWarning, match="could not cache decoded images .*is full"):
+        loaded = load_folder(root)
+    assert loaded.images[:, 0, 0, 0].tolist() == [70, 71, 72]
+    assert list((cache_dir / "folders").iterdir()) == []
