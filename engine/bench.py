@@ -16,6 +16,9 @@ Modes:
   ACC, and our time as a ratio to scikit-learn's.
 * ``--knn N`` — k-NN mining (k=20) of N synthetic clustered features: the exact search and the approximate one
   used above ``APPROXIMATE_MIN_SAMPLES``, their times, and the approximate search's recall@20 against the exact.
+* ``--decode N`` — decode a folder of N synthetic 512×512 JPEGs at ``--image-size`` (64) into the memory-mapped
+  cache in a fresh process, and record its peak resident memory beyond what it held before, as a ratio to the
+  decoded array (the bound is 1.5), with the time of that load and of the cached one after it.
 * ``--collect`` — gather the rows of every ``--out/*/results.json`` (one folder per benchmark run) into
   ``--out/results.json`` and ``--out/RESULTS.md``, each row tagged with the folder it came from.
 """
@@ -211,6 +214,122 @@ def map_rerender(n_points: int, dim: int = 512, seed: int = 0, workdir: Path | N
     times = _timed(rerender, torch.device("cpu"), repeats=5, warmup=1)
     return {"piece": f"map page re-render from cache, {n_points} points", "seconds": statistics.median(times),
             "first_compute_seconds": first, "device": "cpu", "n_points": n_points}
+
+
+def make_jpeg_folder(root: Path, n_images: int, side: int, seed: int = 0) -> Path:
+    """``root`` filled with ``n_images`` distinct ``side``×``side`` colour JPEGs (gradients shifted and tinted
+    per image, like smooth photos); files already there are kept, so a second benchmark reuses them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:side, 0:side] * 200 // side
+    base = np.stack([x, y, (x + y) // 2], axis=-1).astype(np.uint8)
+    offsets = np.random.default_rng(seed).integers(0, 256, (n_images, 3), dtype=np.uint8)
+
+    def write(i: int) -> None:
+        path = root / f"{i:06d}.jpg"
+        if not path.exists():
+            Image.fromarray(np.roll(base + offsets[i], i % side, axis=1)).save(path, quality=90)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(write, range(n_images)))
+    return root
+
+
+def _resident_bytes() -> int:
+    """The resident memory of this process now (Linux); its peak so far elsewhere."""
+    import resource
+
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak() -> None:
+    """Start the peak over from the present (Linux 4.0+): else it still holds the import's transient peak,
+    which a small load never reaches, and the load's growth would be overstated."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+    except OSError:
+        pass  # elsewhere the figure is only an upper bound
+
+
+def _peak_resident_bytes() -> int:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # kilobytes on Linux, bytes on macOS
+
+
+def measure_folder_load(folder: str, image_size: int) -> dict[str, Any]:
+    """In this (fresh) process: load ``folder`` at ``image_size`` twice (decoding, then from the cache) and
+    return the times, the peak resident memory the first load added and the memory the cached load added
+    (about none: it maps the file). Imports and a warm-up load of four images come first, so only what grows
+    with the folder is counted."""
+    import tempfile
+
+    from PIL import Image
+
+    from .data import load_folder
+
+    with tempfile.TemporaryDirectory() as warm:  # large enough to take the same path as the folder's images
+        for i in range(4):
+            Image.new("RGB", (320, 320), (60 * i, 0, 0)).save(Path(warm) / f"{i}.jpg")
+        load_folder(warm, image_size=image_size)
+    _reset_peak()
+    baseline = _resident_bytes()
+    started = time.perf_counter()
+    images = load_folder(folder, image_size=image_size)
+    decoded_s = time.perf_counter() - started
+    peak = _peak_resident_bytes()
+    before_cached = _resident_bytes()
+    started = time.perf_counter()
+    again = load_folder(folder, image_size=image_size)
+    cached_s = time.perf_counter() - started
+    cached_growth = _resident_bytes() - before_cached
+    decoded = images.images.numel()
+    return {"images": len(images), "shape": list(images.image_shape), "decoded_mb": decoded / 1e6,
+            "peak_rss_growth_mb": (peak - baseline) / 1e6, "ratio": (peak - baseline) / decoded,
+            "first_load_s": decoded_s, "cached_load_s": cached_s, "cached_load_rss_growth_mb": cached_growth / 1e6,
+            "cached_same": len(again) == len(images)}
+
+
+def folder_load_memory(folder: Path, image_size: int, cache_dir: Path) -> dict[str, Any]:
+    """:func:`measure_folder_load` in a fresh Python process whose decode cache is ``cache_dir``."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from engine.bench import measure_folder_load; "
+            "print(json.dumps(measure_folder_load(sys.argv[1], int(sys.argv[2]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(image_size)], capture_output=True,
+                          text=True, check=False, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "DCE_CACHE_DIR": str(cache_dir)})
+    if done.returncode != 0:
+        raise RuntimeError(f"the folder-load measurement failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def decode_rows(n_images: int, image_size: int = 64, side: int = 512, workdir: Path | None = None
+                ) -> list[dict[str, Any]]:
+    """Peak memory and time of decoding ``n_images`` synthetic ``side`` px JPEGs at ``image_size`` into the
+    memory-mapped cache (a fresh cache, a fresh process), and of the cached load after it."""
+    import shutil
+    import tempfile
+
+    work = workdir or Path(tempfile.mkdtemp(prefix="dce-decode-"))
+    folder = make_jpeg_folder(work / f"jpeg-{side}px-{n_images}", n_images, side)
+    cache = work / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    measured = folder_load_memory(folder, image_size, cache)
+    return [{"piece": f"decode {n_images} JPEGs of {side} px at {image_size} px into the memory-mapped cache",
+             "source_side": side, "image_size": image_size, **measured, "bound": 1.5}]
 
 
 def kmeans_rows(images: ImageSet, n_images: int, n_init: int = 10, seed: int = 0) -> list[dict[str, Any]]:

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any method setting, e.g. --set entropy_weight=3 (repeatable)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--image-size", type=int, metavar="N",
+                       help="decode the images at N×N pixels (shorter side to N, centre crop; cached once per "
+                            "size). Default: a named dataset's own size, 64 for a folder (its own if smaller)")
     train.add_argument("--data-root", help="folder holding the dataset's files (no download needed)")
     train.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     train.add_argument("--weights", metavar="PATH",
@@ -85,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="time K-means on the pixels of N images of --dataset: ours against scikit-learn's")
     bench.add_argument("--knn", type=int, metavar="N",
                        help="time exact and approximate k-NN mining of N synthetic features; approximate recall@20")
+    bench.add_argument("--decode", type=int, metavar="N",
+                       help="peak RAM and time of decoding N synthetic 512 px JPEGs at --image-size into the cache")
+    bench.add_argument("--image-size", type=int, default=64, metavar="N", help="the side --decode decodes at")
     bench.add_argument("--collect", action="store_true",
                        help="gather every --out/*/results.json into --out/results.json and --out/RESULTS.md")
     bench.add_argument("--runs-dir", default="bench-runs")
@@ -204,6 +210,7 @@ def _run_json(record) -> dict[str, Any]:
         "run_id": record.id, "method": record.method, "dataset": record.dataset, "preset": record.preset,
         "status": record.status, "error": record.error,
         "n_images": summary.get("n_images"), "n_skipped": summary.get("n_skipped"),
+        "image_size": summary.get("image_size", record.options.get("image_size")),
         "acc": summary.get("acc"), "nmi": summary.get("nmi"), "ari": summary.get("ari"),
         "neighbor_purity": summary.get("neighbor_purity"),
         "seconds": summary.get("seconds", record.seconds), "device": summary.get("device", record.device),
@@ -260,6 +267,8 @@ def _bench(args: argparse.Namespace) -> int:
             rows += bench.method_step_times(method, images, device, args.preset, speedups)
     elif args.map:
         rows = [bench.map_rerender(args.map)]
+    elif args.decode:
+        rows = bench.decode_rows(args.decode, args.image_size)
     elif args.knn:
         rows = bench.knn_rows(args.knn)
     elif args.kmeans:
@@ -304,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             store.requeue(args.run_id)
             return _run_in_foreground(store, args.run_id, args.json)
         request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
-                             args.data_root, args.download)
+                             args.data_root, args.download, image_size=args.image_size)
         run_id = create_run(store, request)
         return _run_in_foreground(store, run_id, args.json)
     except UserError as exc:

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.data import DATASETS
+from engine.data.folder import DEFAULT_FOLDER_IMAGE_SIZE, MAX_IMAGE_SIZE
 from engine.data.registry import FOLDER_PREFIX
 from engine.data.roots import check_inside_data_roots, default_upload_dir, save_upload
 from engine.errors import DatasetError, UserError
@@ -47,6 +48,10 @@ if dataset == UPLOAD:
     if uploaded is not None and uploaded.file_id in saved:
         uploaded_spec = f"{FOLDER_PREFIX}{saved[uploaded.file_id]}"
 data_root = left.text_input("Data root for torchvision datasets (optional)", "")
+image_size = left.number_input(
+    "Image size (px)", min_value=1, max_value=MAX_IMAGE_SIZE, value=None, step=1, placeholder="auto",
+    help=f"every image is decoded once at this square size (shorter side, then the centre) and cached; auto: "
+         f"a built-in dataset's own size, {DEFAULT_FOLDER_IMAGE_SIZE} px for your images (their own if smaller)")
 method_name = right.selectbox("Method", methods, index=methods.index("scan") if "scan" in methods else 0)
 preset = right.radio("Preset", ["fast", "paper"], horizontal=True,
                      help="fast: short schedules (about a minute per method on digits on a CPU, hours for 10k+ "
@@ -98,7 +103,8 @@ if st.button("Start", type="primary"):
             check_inside_data_roots(spec[len(FOLDER_PREFIX):], also_allowed=(upload_dir,))
         if data_root.strip():
             check_inside_data_roots(data_root.strip())
-        request = RunRequest(method_name, spec, preset, overrides, data_root=data_root.strip() or None)
+        request = RunRequest(method_name, spec, preset, overrides, data_root=data_root.strip() or None,
+                             image_size=None if image_size is None else int(image_size))
         st.session_state["run_id"] = manager.submit(request)
     except UserError as exc:
         st.error(str(exc))

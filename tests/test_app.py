@@ -78,3 +78,24 @@ def test_the_train_page_offers_every_method_with_its_numeric_settings_and_object
         assert sorted(box.label for box in at.number_input if box.label in numeric) == sorted(numeric), name
         latex = [element.value.strip("$\n") for element in at.latex]
         assert latex == [stage.equation for stage in method.stages if stage.equation], name
+
+
+def test_the_image_size_chosen_on_the_train_page_is_the_size_the_run_decodes_and_records():
+    from engine.runs import RunStore
+
+    at = app().run()
+    size = next(box for box in at.number_input if box.label == "Image size (px)")
+    assert size.value is None  # auto: the dataset's own size
+    size.set_value(16)
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans")
+    next(button for button in at.button if button.label == "Start").click()
+    at.run()
+    assert not at.exception
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline:
+        at.run()
+        if any(metric.label == "ACC" for metric in at.metric):
+            break
+        time.sleep(0.5)
+    (record,) = RunStore().list()
+    assert record.options["image_size"] == 16 and record.summary["image_size"] == 16

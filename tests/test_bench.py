@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from conftest import run_cli
@@ -110,3 +111,13 @@ def test_knn_benchmark_reports_both_searches_and_the_approximate_recall():
     exact, approximate = knn_rows(2000, dim=32)
     assert exact["recall_at_k"] == 1.0 and approximate["recall_at_k"] >= 0.95
     assert exact["ratio_to_exact"] == 1.0 and approximate["n_points"] == 2000 and approximate["k"] == 20
+
+
+def test_bench_decode_writes_the_peak_memory_of_a_folder_load_as_a_ratio_to_the_decoded_array(tmp_path):
+    result = run_cli("bench", "--decode", "30", "--image-size", "16", "--out", str(tmp_path / "decode"))
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads((tmp_path / "decode" / "results.json").read_text())
+    assert row["images"] == 30 and row["shape"] == [16, 16, 3] and row["source_side"] == 512
+    assert row["decoded_mb"] == 30 * 16 * 16 * 3 / 1e6 and row["bound"] == 1.5
+    assert row["ratio"] == pytest.approx(row["peak_rss_growth_mb"] / row["decoded_mb"]) and row["cached_same"]
+    assert "decode 30 JPEGs of 512 px at 16 px" in (tmp_path / "decode" / "RESULTS.md").read_text()

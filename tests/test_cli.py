@@ -7,8 +7,8 @@ import pytest
 
 from conftest import run_cli
 
-JSON_KEYS = {"run_id", "method", "dataset", "status", "n_images", "n_skipped", "acc", "nmi", "ari", "seconds",
-             "device"}
+JSON_KEYS = {"run_id", "method", "dataset", "status", "n_images", "n_skipped", "image_size", "acc", "nmi", "ari",
+             "seconds", "device"}
 
 
 def last_json(stdout: str) -> dict:
@@ -52,6 +52,8 @@ def test_kmeans_on_digits_prints_a_json_summary(tmp_path):
     (("--method", "kmeans", "--preset", "huge"), "no preset"),
     (("--method", "scan", "--set", "pretext_lr=-1"), "must be positive"),
     (("--method", "kmeans", "--dataset", "mnist"), "--data-root"),
+    (("--method", "kmeans", "--image-size", "0"), "image size must be a whole number of pixels from 1 to 1024"),
+    (("--method", "kmeans", "--image-size", "100000"), "image size must be"),
 ])
 def test_user_errors_exit_2_with_one_error_line(tmp_path, args, message):
     result = run_cli("train", *args, "--device", "cpu", "--runs-dir", str(tmp_path / "r"))
@@ -71,3 +73,22 @@ def test_scan_fast_beats_kmeans_on_digits_by_005(tmp_path):
     kmeans_acc, scan_summary = last_json(kmeans.stdout)["acc"], last_json(scan.stdout)
     assert scan_summary["acc"] >= kmeans_acc + 0.05, (scan_summary, kmeans_acc)
     assert scan_summary["neighbor_purity"] > 0.85
+
+
+def test_image_size_decodes_a_folder_at_that_size_and_the_run_records_it(tmp_path):
+    from PIL import Image
+
+    for i in range(12):
+        folder = tmp_path / "photos" / ("red" if i % 2 else "blue")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (120, 90), (200, 20 * i, 30) if i % 2 else (20, 20 * i, 200)).save(folder / f"{i}.jpg")
+    common = ("train", "--method", "kmeans", "--dataset", f"folder:{tmp_path / 'photos'}", "--clusters", "2",
+              "--device", "cpu", "--json", "--runs-dir", str(tmp_path / "r"))
+    sized = run_cli(*common, "--image-size", "24")
+    assert sized.returncode == 0, sized.stderr
+    summary = last_json(sized.stdout)
+    assert summary["status"] == "finished" and summary["image_size"] == 24 and summary["n_images"] == 12
+    record = json.loads(run_cli("runs", "--json", "--runs-dir", str(tmp_path / "r")).stdout)[0]
+    assert record["image_size"] == 24
+    default = last_json(run_cli(*common).stdout)
+    assert default["image_size"] == 64  # a folder's default, below the photos' 90 px

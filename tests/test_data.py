@@ -465,3 +465,150 @@ def test_shared_cifar10_jpeg_test_split_loads_as_cifar10_test(cifar10_test_folde
     assert np.bincount(cifar.labels).tolist() == [1000] * 10
     assert cifar.skipped == [] and cifar.source == "cifar10:test"
     assert cifar.paths[0] == "test/airplane/0000.jpg"
+
+
+# ------------------------------------------------------------------------- image size and the memory-mapped cache
+
+def test_a_folder_of_mixed_sizes_loads_at_the_requested_size_with_centre_crops(tmp_path):
+    root = tmp_path / "mixed"
+    wide = np.zeros((60, 120, 3), np.uint8)
+    wide[:, 30:90] = 255  # the centre square is white, the side bands the crop removes are black
+    tall = np.zeros((90, 45, 3), np.uint8)
+    tall[22:67] = 255
+    save(root / "a_wide.png", Image.fromarray(wide))
+    save(root / "b_tall.png", Image.fromarray(tall))
+    save(root / "c_small.png", rgb((20, 20), (255, 255, 255)))
+    save(root / "d_photo.jpg", rgb((300, 200), (250, 250, 250)))
+    for size in (24, 50):
+        loaded = load_folder(root, image_size=size)
+        assert tuple(loaded.images.shape) == (4, size, size, 3)
+        assert int(loaded.images[:2].min()) >= 250, "a side band of a non-square image was kept"
+
+
+def test_a_folder_defaults_to_64_px_or_its_own_smaller_size(tmp_path):
+    for i in range(3):
+        save(tmp_path / "photos" / f"{i}.jpg", rgb((320, 240), (10 * i, 90, 160)))
+        save(tmp_path / "icons" / f"{i}.png", rgb((40, 40), (10 * i, 90, 160)))
+    assert folder_module.DEFAULT_FOLDER_IMAGE_SIZE == 64
+    assert load_folder(tmp_path / "photos").image_shape == (64, 64, 3)
+    assert load_folder(tmp_path / "icons").image_shape == (40, 40, 3)
+
+
+@pytest.mark.parametrize("size", [0, -3, 1025, 100_000, 2.5, "64", True])
+def test_an_image_size_out_of_range_is_refused(tmp_path, size):
+    save(tmp_path / "photos" / "a.png", gray((8, 8)))
+    with pytest.raises(ConfigError, match="image size must be a whole number of pixels from 1 to 1024"):
+        load_folder(tmp_path / "photos", image_size=size)
+    with pytest.raises(ConfigError, match="image size must be"):
+        load_dataset("digits", image_size=size)
+
+
+def test_the_cache_is_keyed_on_the_image_size(tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    for i in range(5):
+        save(root / f"{i}.jpg", rgb((200, 150), (40 * i, 90, 160)))
+    decodes = []
+    real_decode = folder_module._decode_image
+    monkeypatch.setattr(folder_module, "_decode_image", lambda *a: decodes.append(a[1]) or real_decode(*a))
+    assert load_folder(root, image_size=32).image_shape == (32, 32, 3)
+    assert decodes == [32] * 5
+    assert load_folder(root, image_size=32).image_shape == (32, 32, 3)
+    assert decodes == [32] * 5, "the same size was decoded again"
+    assert load_folder(root, image_size=48).image_shape == (48, 48, 3)
+    assert decodes == [32] * 5 + [48] * 5
+
+
+def test_cached_images_are_memory_mapped_from_a_npy_file(tmp_path, cache_dir):
+    root = tmp_path / "photos"
+    for i in range(3):
+        save(root / f"{i}.png", rgb((16, 16), (40 * i, 90, 160)))
+    first = load_folder(root)
+    (images_file,) = (cache_dir / "folders").glob("*.npy")
+    on_disk = np.load(images_file, mmap_mode="r")
+    assert on_disk.dtype == np.uint8 and on_disk.shape == (3, 16, 16, 3)
+    for loaded in (first, load_folder(root)):
+        assert np.array_equal(loaded.images.numpy(), on_disk)
+        mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if images_file.name in line]
+        assert mapped, "the images were read into RAM instead of mapped"
+    assert [p.name for p in (cache_dir / "folders").iterdir() if p.name.startswith(".")] == []  # no temporaries
+
+
+def test_an_image_that_fails_only_when_decoded_is_squeezed_out_of_the_cached_array(tmp_path, cache_dir):
+    root = tmp_path / "photos"
+    for i in range(4):
+        save(root / f"{i}.jpg", rgb((200, 200), (60 * i, 90, 160)))
+    whole = (root / "1.jpg").read_bytes()
+    (root / "1.jpg").write_bytes(whole[: len(whole) // 3])  # the header opens; the pixels do not
+    loaded = load_folder(root, image_size=16)
+    assert loaded.paths == ["0.jpg", "2.jpg", "3.jpg"] and [p for p, _ in loaded.skipped] == ["1.jpg"]
+    assert int(loaded.images[2, 8, 8, 0]) > int(loaded.images[1, 8, 8, 0]) > int(loaded.images[0, 8, 8, 0])
+    (images_file,) = (cache_dir / "folders").glob("*.npy")
+    assert np.load(images_file, mmap_mode="r").shape == (3, 16, 16, 3)
+    assert np.array_equal(load_folder(root, image_size=16).images.numpy(), loaded.images.numpy())
+
+
+def test_a_damaged_or_missing_images_file_is_decoded_again(tmp_path, cache_dir):
+    root = tmp_path / "photos"
+    save(root / "a.png", gray((8, 8), 77))
+    load_folder(root)
+    (images_file,) = (cache_dir / "folders").glob("*.npy")
+    images_file.write_bytes(images_file.read_bytes()[:-10])
+    assert int(load_folder(root).images[0, 0, 0, 0]) == 77
+    images_file.unlink()
+    assert int(load_folder(root).images[0, 0, 0, 0]) == 77
+
+
+def test_an_unwritable_cache_warns_and_loads_into_ram(tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    save(root / "a.png", gray((8, 8), 77))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DCE_CACHE_DIR", str(blocked))
+    with pytest.warns(UserWarning, match="could not cache decoded images"):
+        assert int(load_folder(root).images[0, 0, 0, 0]) == 77
+
+
+def test_decoding_a_folder_takes_at_most_one_and_a_half_decoded_arrays_of_ram(tmp_path):
+    """2,000 JPEGs of 256 px at 64 px (24.6 MB decoded), measured in a fresh process: the peak resident memory
+    the load adds may not exceed 1.5× the decoded array; before the memory-mapped cache it held every image."""
+    from engine.bench import folder_load_memory, make_jpeg_folder
+
+    folder = make_jpeg_folder(tmp_path / "jpegs", 2000, 256)
+    measured = folder_load_memory(folder, 64, tmp_path / "fresh-cache")
+    assert measured["images"] == 2000 and measured["shape"] == [64, 64, 3]
+    assert measured["ratio"] <= 1.5, measured
+
+
+def test_a_named_dataset_keeps_its_own_size_and_is_resized_once_per_size(cache_dir, monkeypatch):
+    from engine.data import registry
+
+    assert load_dataset("digits").image_shape == (8, 8, 1)
+    resizes = []
+    real_resize = registry._resize_into
+    monkeypatch.setattr(registry, "_resize_into", lambda images, out: resizes.append(out.shape) or
+                        real_resize(images, out))
+    first = load_dataset("digits", image_size=16)
+    again = load_dataset("digits", image_size=16)
+    assert resizes == [(1797, 16, 16, 1)], "the same size was resized again"
+    assert np.array_equal(first.images.numpy(), again.images.numpy()) and first.image_shape == (16, 16, 1)
+    assert load_dataset("digits", image_size=12).image_shape == (12, 12, 1) and len(resizes) == 2
+    assert len(list((cache_dir / "resized").glob("digits-*.npy"))) == 2
+
+
+def test_a_full_disk_while_reserving_the_cache_warns_loads_into_ram_and_leaves_no_temporary(tmp_path, cache_dir,
+                                                                                              monkeypatch):
+    import errno
+    import os
+
+    root = tmp_path / "photos"
+    for i in range(3):
+        save(root / f"{i}.png", gray((8, 8), 70 + i))
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.warns(UserWarning, match="could not cache decoded images .*is full"):
+        loaded = load_folder(root)
+    assert loaded.images[:, 0, 0, 0].tolist() == [70, 71, 72]
+    assert list((cache_dir / "folders").iterdir()) == []

@@ -45,7 +45,8 @@ class RunResults:
         """The run's dataset, loaded the way the run loaded it (from the decode cache when possible)."""
         options = self.record.options
         images = load_dataset(self.record.dataset, data_root=options.get("data_root"),
-                              download=bool(options.get("download")), data_roots=self.data_roots)
+                              download=bool(options.get("download")), data_roots=self.data_roots,
+                              image_size=options.get("image_size"))
         if len(images) != len(self.assign):
             raise UserError(f"the dataset {self.record.dataset} now has {len(images)} images but run "
                             f"{self.run_id} clustered {len(self.assign)}; its files changed since the run")

@@ -9,16 +9,23 @@ Three layouts are understood, in an archive as on disk:
   agree between ``train`` and ``test``.
 
 Every image is decoded with Pillow, flattened to RGB or L (alpha composited over white, palettes and 16-bit
-gray mapped to 8 bits) and resized to one square size. A file that cannot be read is skipped and reported in
-``ImageSet.skipped``; it never stops the load. An image over Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89
+gray mapped to 8 bits) and resized to one square size: the shorter side to ``image_size`` (antialiased), then
+the centre square; by default :data:`DEFAULT_FOLDER_IMAGE_SIZE` pixels, or the images' own size when they are
+smaller — never a folder's full resolution, which for 50,000 photos of 224 px would take 7.5 GB. A file that
+cannot be read is skipped and reported in ``ImageSet.skipped``; it never stops the load. An image over Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89
 megapixels) is skipped before its pixels are decoded, as a possible decompression bomb; an archive over
 :func:`archive_limits` is refused before its members are read, and one that is cut short or damaged is refused
-as a whole, never loaded as the smaller set it happens to start with. Decoded arrays are cached, so the second
-load of a 60k-image folder takes a moment instead of a minute.
+as a whole, never loaded as the smaller set it happens to start with.
+
+Decoded images are cached once per (source, image size, channels, split, limits) as a uint8 ``.npy`` that every
+load memory-maps: decoding writes into a preallocated memory map (a temporary file renamed into place), so RAM
+holds no more than the few images being decoded at once, and a cached load takes a moment and no RAM until the
+pixels are read.
 """
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import hashlib
 import io
@@ -51,8 +58,14 @@ SPLITS = ("train", "test")
 DEFAULT_MAX_ARCHIVE_FILES = 200_000
 DEFAULT_MAX_ARCHIVE_BYTES = 4 << 30
 
+# A folder's images are decoded at this side unless asked otherwise (or smaller, when the images are): enough for
+# the conv nets the methods train from scratch, and 50,000 images take 600 MB.
+DEFAULT_FOLDER_IMAGE_SIZE = 64
+# Larger sides are refused as a mistake: 1024 px is already 3 MB per colour image, 150 GB for 50,000 of them.
+MAX_IMAGE_SIZE = 1024
+
 # Bump when the cached arrays would come out differently for the same files.
-_CACHE_FORMAT = 2  # 2: truncated archives are refused; format 1 may hold one read as complete
+_CACHE_FORMAT = 3  # 3: images in a memory-mapped .npy, default side capped; 2: truncated archives are refused
 # Files handed to one worker at a time: small enough to balance, large enough that a 60k-file set does not
 # drown in futures.
 _CHUNK = 256
@@ -61,10 +74,13 @@ _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA"})
 _NOT_IN_CLASS = "not inside a class folder"
 _OUTSIDE_ROOTS = "outside the folders this server may read"
-# Images up to this many pixels are decoded once, during the size survey; beyond _KEEP_BUDGET_BYTES of them
-# (a very large set) every image is opened twice instead.
+# Images up to this many pixels are decoded once, during the size survey, as long as those kept hold at most
+# _KEEP_BUDGET_BYTES (all of CIFAR-10's 60,000 take 184 MB); the rest are opened twice instead, so RAM stays
+# near the size of the memory-mapped output.
 _SMALL_PIXELS = 96 * 96
-_KEEP_BUDGET_BYTES = 2 << 30
+_KEEP_BUDGET_BYTES = 256 << 20
+# Rows copied at a time when the output is compacted after late skips.
+_COPY_ROWS = 1024
 # Warning filters are process-wide, so two loads running at once must not interleave their set/restore.
 _DECODE_LOCK = threading.Lock()
 
@@ -84,6 +100,20 @@ def expand_user_path(path: str | Path) -> Path:
         raise DatasetError(f"{str(path)!r} contains a NUL byte (\\0), which no file or folder name can hold; "
                            f"type the path again")
     return Path(path).expanduser()
+
+
+def check_image_size(image_size: object) -> int | None:
+    """``image_size`` when it is None or a whole number of pixels from 1 to :data:`MAX_IMAGE_SIZE`.
+
+    Raises:
+        ConfigError: anything else (0, a negative or fractional number, text, an absurd side).
+    """
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"image size must be a whole number of pixels from 1 to {MAX_IMAGE_SIZE}, got "
+                          f"{image_size!r}; 32–96 suits training from scratch")
+    return image_size
 
 
 def is_archive(path: str | Path) -> bool:
@@ -127,8 +157,9 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
     Args:
         path: a folder, or a ``.zip``/``.tar``/``.tar.gz``/``.tgz`` archive of one (read in memory, never
             extracted).
-        image_size: side of the square every image is resized to (shorter side to ``image_size``, then a
-            centre crop). Default: the shorter side of the most common image size.
+        image_size: side of the square every image is resized to (shorter side to ``image_size``, antialiased,
+            then a centre crop), from 1 to :data:`MAX_IMAGE_SIZE`. Default: :data:`DEFAULT_FOLDER_IMAGE_SIZE`,
+            or the shorter side of the most common image size when that is smaller.
         channels: 1 (gray) or 3 (RGB). Default: 3 if any readable image is in colour, else 1.
         split: ``"train"`` or ``"test"`` for a folder split into ``train/`` and ``test/``; None loads both,
             train first.
@@ -137,6 +168,7 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
             check runs on every load, cached or not.
 
     Raises:
+        ConfigError: ``image_size`` or ``channels`` is out of range.
         DatasetError: the path does not exist, lies outside ``data_roots`` or holds a NUL byte, holds no file,
             holds no readable image, ``split`` names a side the folder does not have, an archive has more files
             or bytes than :func:`archive_limits`, or an archive is cut short or damaged.
@@ -146,8 +178,7 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
         >>> pets.class_names, pets.image_shape                    # doctest: +SKIP
         (['cats', 'dogs'], (64, 64, 3))
     """
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    check_image_size(image_size)
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
     if split not in (None, *SPLITS):
@@ -197,7 +228,9 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
 
     items, class_names, stray = _arrange(entries, split, root)
     skipped += stray
-    images, kept, decode_skips = _decode_all([entry for entry, _ in items], image_size, channels)
+    entries = [entry for entry, _ in items]
+    survey = _survey(entries, image_size, channels)
+    images, kept, decode_skips, cached = _decode_cached(entries, survey, cache_file.with_suffix(".npy"))
     skipped += decode_skips
     if not kept:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped[:3])
@@ -210,7 +243,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
         labels = np.array([items[i][1] for i in kept], dtype=np.int64)
     result = ImageSet(images=torch.from_numpy(images), labels=labels, class_names=class_names or [],
                       source=f"folder:{root}", paths=[items[i][0].name for i in kept], skipped=skipped)
-    _write_cache(cache_file, result)
+    if cached:
+        _write_cache(cache_file, result)
     return result
 
 
@@ -485,12 +519,13 @@ class _Probe(NamedTuple):
     pixels: np.ndarray | None  # the flattened image, for small ones, so they are opened only once
 
 
-def _probe_image(source: Path | bytes, keep_pixels: bool) -> _Probe:
-    """Size and colour of an image; with ``keep_pixels``, small images are decoded right away too."""
+def _probe_image(source: Path | bytes, may_keep: Callable[[int], bool]) -> _Probe:
+    """Size and colour of an image; a small one is decoded right away too when ``may_keep(its bytes)``."""
     with _open(source) as im:
         size, colour = im.size, _is_colour(im)
         small = size[0] * size[1] <= _SMALL_PIXELS
-        return _Probe(size, colour, np.asarray(_flatten(im)) if keep_pixels and small else None)
+        keep = small and may_keep(size[0] * size[1] * (3 if colour else 1))
+        return _Probe(size, colour, np.asarray(_flatten(im)) if keep else None)
 
 
 def _high_depth_to_gray(im: Image.Image) -> Image.Image:
@@ -536,7 +571,10 @@ def _to_square(im: Image.Image, side: int, channels: int) -> np.ndarray:
         # but the filter cannot blend in pixels from the cropped-off margins.
         crop = min(width, height)
         left, top = (width - crop) // 2, (height - crop) // 2
-        im = im.crop((left, top, left + crop, top + crop)).resize((side, side), Image.Resampling.BILINEAR)
+        # reducing_gap: shrink by a whole factor with a box filter first, then resample (thumbnail quality,
+        # antialiased either way, much faster for large images).
+        im = im.crop((left, top, left + crop, top + crop)).resize((side, side), Image.Resampling.BILINEAR,
+                                                                  reducing_gap=2.0)
     pixels = np.asarray(im, dtype=np.uint8)
     return pixels[..., None] if channels == 1 else pixels
 
@@ -555,17 +593,33 @@ def _run_parallel(task: Callable[[int], object], count: int) -> list[object]:
         return [r for chunk in pool.map(run_chunk, range(0, count, _CHUNK)) for r in chunk]
 
 
-def _decode_all(entries: Sequence[_Entry], image_size: int | None, channels: int | None
-                ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Decode every entry to one square size; returns the stacked images, the indices kept and the skips."""
+class _Survey(NamedTuple):
+    """What probing every file found: the output shape, the images that opened and their probes, the skips."""
+
+    shape: tuple[int, int, int, int]
+    readable: list[int]
+    probes: list[_Probe | None]
+    skipped: dict[int, str]
+
+
+def _survey(entries: Sequence[_Entry], image_size: int | None, channels: int | None) -> _Survey:
+    """Open every entry (decoding only small ones) to decide the side and channels and to skip unreadable files."""
     skipped: dict[int, str] = {}
     # Small images are kept decoded from the probe onwards (opening a file costs more than decoding a
     # 32×32 JPEG); the budget bounds what that may hold.
-    keep_pixels = len(entries) * _SMALL_PIXELS * 3 <= _KEEP_BUDGET_BYTES
+    kept_bytes = [0]
+    budget_lock = threading.Lock()
+
+    def may_keep(nbytes: int) -> bool:
+        with budget_lock:
+            if kept_bytes[0] + nbytes > _KEEP_BUDGET_BYTES:
+                return False
+            kept_bytes[0] += nbytes
+            return True
 
     def probe(i: int) -> _Probe | None:
         try:
-            return _probe_image(entries[i].source, keep_pixels)
+            return _probe_image(entries[i].source, may_keep)
         except Exception as error:  # any failure of one file only skips that file
             skipped[i] = _skip_reason(error)
             return None
@@ -574,40 +628,56 @@ def _decode_all(entries: Sequence[_Entry], image_size: int | None, channels: int
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; such files are skipped like bigger ones.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         probes = _run_parallel(probe, len(entries))
-        readable = [p for p in probes if p is not None]
-        if not readable:
-            return np.empty((0, 1, 1, 1), np.uint8), [], [(entries[i].name, r) for i, r in sorted(skipped.items())]
-        if image_size is None:
-            (width, height), _ = Counter(p.size for p in readable).most_common(1)[0]
-            image_size = min(width, height)
-        if channels is None:
-            channels = 3 if any(p.colour for p in readable) else 1
+    readable = [i for i, found in enumerate(probes) if found is not None]
+    if not readable:
+        return _Survey((0, 1, 1, 1), [], probes, skipped)
+    if image_size is None:
+        (width, height), _ = Counter(probes[i].size for i in readable).most_common(1)[0]
+        image_size = min(width, height, DEFAULT_FOLDER_IMAGE_SIZE)
+    if channels is None:
+        channels = 3 if any(probes[i].colour for i in readable) else 1
+    return _Survey((len(readable), image_size, image_size, channels), readable, probes, skipped)
 
-        out = np.empty((len(entries), image_size, image_size, channels), dtype=np.uint8)
 
-        def decode(i: int) -> None:
-            found = probes[i]
-            if found is None:
-                return
-            try:
-                if found.pixels is None:
-                    out[i] = _decode_image(entries[i].source, image_size, channels)
-                elif found.pixels.shape in (out.shape[1:], out.shape[1:3] if channels == 1 else None):
-                    out[i] = found.pixels.reshape(out.shape[1:])
-                else:
-                    out[i] = _to_square(Image.fromarray(found.pixels), image_size, channels)
-            except Exception as error:  # truncated data shows only now, when the pixels are read
-                skipped[i] = _skip_reason(error)
-            probes[i] = found._replace(pixels=None)  # free the memory as the output fills
+def _decode_into(out: np.ndarray, entries: Sequence[_Entry], survey: _Survey
+                 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode the readable entries into ``out`` (``survey.shape``: a memory map keeps the pixels out of RAM, so
+    RAM holds only the images being decoded at the moment); returns the images (the first rows of ``out``: the
+    few files that fail only now are squeezed out), the indices kept and the skips."""
+    _, side, _, channels = survey.shape
+    readable, probes, skipped = survey.readable, survey.probes, dict(survey.skipped)
 
-        _run_parallel(decode, len(entries))
+    def decode(row: int) -> None:
+        i = readable[row]
+        found = probes[i]
+        try:
+            if found.pixels is None:
+                out[row] = _decode_image(entries[i].source, side, channels)
+            elif found.pixels.shape in (out.shape[1:], out.shape[1:3] if channels == 1 else None):
+                out[row] = found.pixels.reshape(out.shape[1:])
+            else:
+                out[row] = _to_square(Image.fromarray(found.pixels), side, channels)
+        except Exception as error:  # truncated data shows only now, when the pixels are read
+            skipped[i] = _skip_reason(error)
+        probes[i] = found._replace(pixels=None)  # free the memory as the output fills
 
-    kept = [i for i in range(len(entries)) if i not in skipped]
-    images = out if len(kept) == len(entries) else out[kept]
-    return images, kept, [(entries[i].name, reason) for i, reason in sorted(skipped.items())]
+    with _DECODE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        _run_parallel(decode, len(readable))
+
+    rows = [row for row, i in enumerate(readable) if i not in skipped]
+    for target, row in enumerate(rows):  # rows only move up, so each is read before it is overwritten
+        if target != row:
+            out[target] = out[row]
+    return out[:len(rows)], [readable[row] for row in rows], [(entries[i].name, reason)
+                                                             for i, reason in sorted(skipped.items())]
 
 
 # ------------------------------------------------------------------------------------------------------ cache
+#
+# A cached load is two files named by one digest: ``<name>-<digest>.npy``, the images (memory-mapped on every
+# load), and ``<name>-<digest>.npz``, the rest (labels, names, paths, skips) and the images' shape. Each is renamed
+# into place whole, the images first, so a reader that finds the .npz finds complete images next to it.
 
 def _cache_file(root: Path, fingerprint: list[int], decided_by: dict[str, object]) -> Path:
     """Where the decoded ``root`` is cached, named by a digest of its files' ``fingerprint`` and of every setting
@@ -618,13 +688,76 @@ def _cache_file(root: Path, fingerprint: list[int], decided_by: dict[str, object
     return default_cache_dir() / "folders" / f"{root.name[:40]}-{digest}.npz"
 
 
+def map_images(file: Path) -> np.ndarray:
+    """The cached images, memory-mapped copy-on-write: nothing is read until used, and a stray in-place write
+    (torch has no read-only tensors) changes this process's copy, never the file, instead of crashing."""
+    return np.load(file, mmap_mode="c", allow_pickle=False)
+
+
+def _decode_cached(entries: Sequence[_Entry], survey: _Survey, images_file: Path
+                   ) -> tuple[np.ndarray, list[int], list[tuple[str, str]], bool]:
+    """Decode into a memory map that becomes ``images_file``; returns :func:`_decode_into`'s images (mapped
+    from that file), kept and skips, and whether the file was written. When it cannot be (a read-only or full
+    disk), a warning says so and the images are decoded into RAM instead."""
+    if not survey.readable:
+        return _decode_into(np.empty(survey.shape, np.uint8), entries, survey) + (False,)
+    try:
+        images_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(images_file) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=survey.shape)
+            reserve_space(tmp)
+            images, kept, skips = _decode_into(out, entries, survey)
+            if len(images) < len(out):
+                _shrink(tmp, images)
+            out.flush()
+            del out, images  # unmapped before the rename
+        return map_images(images_file), kept, skips, True
+    except (OSError, UserError) as error:
+        _warn_uncached(images_file.parent, error)
+        return _decode_into(np.empty(survey.shape, np.uint8), entries, survey) + (False,)
+
+
+def reserve_space(file: Path) -> None:
+    """Allocate the whole memory-mapped file on disk now: a page written into a map of a sparse file on a full
+    disk kills the process (SIGBUS), where this raises ENOSPC."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(file, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system that cannot: map it sparse
+            raise
+    finally:
+        os.close(fd)
+
+
+def _shrink(file: Path, images: np.ndarray) -> None:
+    """Rewrite ``file`` holding only ``images`` (its first rows), copying a few rows at a time."""
+    smaller = file.with_name(f"{file.stem}-short.npy")
+    try:
+        copy = np.lib.format.open_memmap(smaller, mode="w+", dtype=np.uint8, shape=images.shape)
+        reserve_space(smaller)
+        for start in range(0, len(images), _COPY_ROWS):
+            copy[start:start + _COPY_ROWS] = images[start:start + _COPY_ROWS]
+        copy.flush()
+        del copy
+        os.replace(smaller, file)
+    finally:
+        smaller.unlink(missing_ok=True)
+
+
 def _read_cache(file: Path, source: str) -> ImageSet | None:
-    if not file.is_file():
+    images_file = file.with_suffix(".npy")
+    if not file.is_file() or not images_file.is_file():
         return None
     try:
         with np.load(file, allow_pickle=False) as saved:
+            images = map_images(images_file)
+            if images.dtype != np.uint8 or images.shape != tuple(saved["shape"].tolist()):
+                return None
             return ImageSet(
-                images=torch.from_numpy(saved["images"]),
+                images=torch.from_numpy(images),
                 labels=saved["labels"] if bool(saved["has_labels"]) else None,
                 class_names=saved["class_names"].tolist(),
                 source=source,
@@ -636,17 +769,21 @@ def _read_cache(file: Path, source: str) -> ImageSet | None:
 
 
 def _write_cache(file: Path, data: ImageSet) -> None:
-    """Write atomically: a reader never sees half a file, even with two loads racing."""
+    """Write everything but the images (already in place, see :func:`_decode_cached`) atomically: a reader never
+    sees half a file, even with two loads racing."""
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(file) as tmp:
-            np.savez(tmp, images=data.images.numpy(),
+            np.savez(tmp, shape=np.array(data.images.shape, dtype=np.int64),
                      labels=data.labels if data.labels is not None else np.empty(0, np.int64),
                      has_labels=np.array(data.labels is not None),
                      class_names=np.array(data.class_names, dtype=str),
                      paths=np.array(data.paths, dtype=str),
                      skipped_paths=np.array([p for p, _ in data.skipped], dtype=str),
                      skipped_reasons=np.array([r for _, r in data.skipped], dtype=str))
-    except (OSError, UserError) as error:
-        warnings.warn(f"could not cache decoded images in {file.parent} ({error}); the next load will decode "
-                      f"again. Set DCE_CACHE_DIR to a writable folder to fix this.", stacklevel=3)
+    except UserError as error:
+        _warn_uncached(file.parent, error)
+
+
+def _warn_uncached(folder: Path, error: Exception) -> None:
+    warnings.warn(f"could not cache decoded images in {folder} ({error}); the next load will decode "
+                  f"again. Set DCE_CACHE_DIR to a writable folder to fix this.", stacklevel=4)

@@ -7,6 +7,9 @@ hard-coding names.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.data.folder import SPLITS, default_cache_dir, is_archive, load_folder, resolve_inside
+from engine.atomic import atomic_path
+from engine.data.folder import (SPLITS, check_image_size, default_cache_dir, is_archive, load_folder, map_images,
+                                reserve_space, resolve_inside)
 from engine.data.imageset import ImageSet
-from engine.errors import ConfigError, DatasetError
+from engine.errors import DatasetError, UserError
 
 FOLDER_PREFIX = "folder:"
+# Bump when resized named datasets would come out differently.
+_RESIZE_FORMAT = 1
 
 # CIFAR-100's 20 super-classes and the 5 fine classes in each (Krizhevsky, 2009, Appendix D). The fine→coarse
 # table is derived from this by class name, so it cannot drift out of step with torchvision's fine-label order.
@@ -108,7 +115,10 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
             ``<cache dir>/torchvision``. For an image-folder copy (``train/<class>/…``, ``test/<class>/…``,
             or an archive of that), the folder is decoded instead.
         download: let torchvision fetch missing files (needs a network).
-        image_size: resize every image to this square side (bilinear) after loading.
+        image_size: the side of the square images, from 1 to :data:`~engine.data.folder.MAX_IMAGE_SIZE`
+            (shorter side to it, antialiased, then the centre square). Default: a named dataset's own size
+            (digits 8, CIFAR 32, STL-10 96, also from an image-folder copy); for a folder, 64 px or the images'
+            own size when smaller (see :func:`load_folder`).
         data_roots: the folders a shared server may read, or None for any: a folder and ``data_root`` must lie
             inside one, and so must every file of a folder (see :func:`load_folder`).
 
@@ -122,8 +132,7 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
         (1797, (8, 8, 1), ['0', '1', '2'])
     """
     spec = spec.strip()
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    check_image_size(image_size)
     if spec.startswith(FOLDER_PREFIX):
         path = spec[len(FOLDER_PREFIX):]
         if not path:
@@ -143,7 +152,8 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
     if name == "digits":
         images = _load_digits()
     elif data_root is not None and _is_image_folder_copy(Path(data_root).expanduser()):
-        images = _load_folder_copy(info, Path(data_root).expanduser(), split or None, image_size, data_roots)
+        images = _load_folder_copy(info, Path(data_root).expanduser(), split or None,
+                                   image_size or info.image_size, data_roots)
     else:
         images = _load_torchvision(info, data_root, download, split or None)
     return dataclasses.replace(_resize(images, image_size), source=spec)
@@ -224,12 +234,50 @@ def _arrays_of(info: DatasetInfo, ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resize(data: ImageSet, image_size: int | None) -> ImageSet:
-    """Bilinear (antialiased when shrinking) resize to image_size×image_size, in chunks to bound memory."""
+    """``data`` at image_size×image_size (bilinear, antialiased when shrinking), cached like a decoded folder: a
+    memory-mapped uint8 ``.npy`` per (dataset, split, source files, size), written in chunks into a memory map
+    renamed into place, so the resized copy never sits in RAM beside the original."""
     if image_size is None or data.image_shape[:2] == (image_size, image_size):
         return data
-    chunks = []
-    for batch in data.images.split(4096):
-        x = batch.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
-        chunks.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous())
-    return dataclasses.replace(data, images=torch.cat(chunks))
+    shape = (len(data), image_size, image_size, data.image_shape[2])
+    file = _resized_file(data, image_size)
+    try:
+        images = map_images(file)
+        if images.shape == shape and images.dtype == np.uint8:
+            return dataclasses.replace(data, images=torch.from_numpy(images))
+    except (OSError, ValueError):
+        pass  # not cached yet, or damaged: resized again below
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(file) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            reserve_space(tmp)
+            _resize_into(data.images, out)
+            out.flush()
+            del out  # unmapped before the rename
+        images = map_images(file)
+    except (OSError, UserError) as error:
+        warnings.warn(f"could not cache the resized images in {file.parent} ({error}); the next load will resize "
+                      f"again. Set DCE_CACHE_DIR to a writable folder to fix this.", stacklevel=3)
+        images = np.empty(shape, np.uint8)
+        _resize_into(data.images, images)
+    return dataclasses.replace(data, images=torch.from_numpy(images))
+
+
+def _resized_file(data: ImageSet, image_size: int) -> Path:
+    """The cache file of ``data`` at ``image_size``, named by a digest of its labels and a sample of its pixels,
+    so other source files (another ``--data-root``) get their own."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([data.source, list(data.images.shape), image_size, _RESIZE_FORMAT]).encode())
+    digest.update(np.ascontiguousarray(data.images[:: max(1, len(data) // 256)].numpy()).tobytes())
+    if data.labels is not None:
+        digest.update(np.ascontiguousarray(data.labels).tobytes())
+    name = data.source.replace(":", "-")
+    return default_cache_dir() / "resized" / f"{name}-{image_size}px-{digest.hexdigest()[:32]}.npy"
+
+
+def _resize_into(images: torch.Tensor, out: np.ndarray, chunk: int = 4096) -> None:
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=out.shape[1:3], mode="bilinear", align_corners=False, antialias=True)
+        out[start:start + chunk] = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

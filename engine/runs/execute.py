@@ -19,6 +19,7 @@ import torch
 from ..analysis.metrics import clustering_scores, mean_neighbor_purity
 from ..atomic import disk_full_message, is_disk_full
 from ..data import DATASETS, load_dataset
+from ..data.folder import check_image_size
 from ..errors import DiskFullError, RunCancelled, TrainingError, UserError
 from ..methods.context import EventSink
 from ..methods import Event, FitContext, get_method, pick_device
@@ -37,10 +38,13 @@ class RunRequest:
     device: str = "auto"
     data_root: str | None = None
     download: bool = False
+    image_size: int | None = None  # None: the dataset's own size, 64 px for a folder (see load_dataset)
 
     def build_method(self) -> Method:
         """The configured method; raises ConfigError for an unknown method, preset or setting, and for K or a
-        batch size larger than the dataset when the dataset's size is known without loading it."""
+        batch size larger than the dataset when the dataset's size is known without loading it, and an image
+        size out of range."""
+        check_image_size(self.image_size)
         method = get_method(self.method).from_preset(self.preset, **self.overrides)
         n_images = _known_size(self.dataset)
         method.config.validate(n_images)
@@ -62,7 +66,7 @@ def create_run(store: RunStore, request: RunRequest) -> str:
     # The names of the settings the user set travel with the run: checks against the data (a batch size
     # larger than the dataset) treat them differently from the preset's values.
     options = {"device": request.device, "data_root": request.data_root, "download": request.download,
-               "explicit": sorted(method.explicit_settings)}
+               "explicit": sorted(method.explicit_settings), "image_size": request.image_size}
     return store.create_run(request.method, request.dataset, method.get_params(), request.preset, options)
 
 
@@ -98,6 +102,7 @@ def _summary(method: Method, images, seconds: float, device: torch.device) -> di
     labels = method.labels_
     summary: dict[str, Any] = {
         "n_images": len(images), "n_skipped": len(images.skipped), "n_clusters": method.config.n_clusters,
+        "image_size": images.image_shape[0],
         "seconds": round(seconds, 2), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else "cpu", "cluster_sizes": np.bincount(labels, minlength=method.config.n_clusters).tolist(),
     }
@@ -146,7 +151,8 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
                     if name in record.config}
         method = method_cls(method_cls.Config(**record.config), **explicit)
         images = load_dataset(record.dataset, data_root=record.options.get("data_root"),
-                              download=bool(record.options.get("download")), data_roots=data_roots)
+                              download=bool(record.options.get("download")), data_roots=data_roots,
+                              image_size=record.options.get("image_size"))
         for path, reason in images.skipped:
             store.add_message(run_id, "data", f"skipped {path}: {reason}")
         recorder = _Recorder(store, run_id, [s.name for s in method.stages])
