@@ -81,11 +81,12 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
     def step_with(speedups: Speedups) -> Callable[[], None]:
         torch.manual_seed(0)
         model = speedups.prepare(ContrastiveModel(build_backbone(backbone, image_size, 3), 128).to(device))
+        forward = speedups.compiled(model)
         optimizer = make_optimizer("sgd", model.parameters(), 0.1, 1e-4, fused=speedups.fused_optimizer)
 
         def step() -> None:
             with speedups.autocast(device):
-                loss = nt_xent_loss(model(augment(images)), model(augment(images)), 0.1)
+                loss = nt_xent_loss(forward(augment(images)), forward(augment(images)), 0.1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -112,20 +113,23 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
 
 def _speedups_label(speedups: Speedups) -> str:
     parts = [str(speedups.autocast_dtype).removeprefix("torch.")] if speedups.autocast_dtype else ["float32"]
-    parts += [name for name in ("channels_last", "fused_optimizer", "tuned_kernels", "compile")
-              if getattr(speedups, name)]
+    parts += [name for name in ("channels_last", "fused_optimizer", "tuned_kernels") if getattr(speedups, name)]
+    if speedups.compile:
+        parts.append(f"compile[{speedups.compile_backend}]")
     return "+".join(parts)
 
 
 def method_step_times(method: str, images: ImageSet, device: torch.device, preset: str = "fast",
-                      speedups: Speedups | None = None, warmup: int = 2, **settings: Any) -> list[dict[str, Any]]:
+                      speedups: Speedups | None = None, warmup: int = 2,
+                      observe: Callable[[Any], None] | None = None, **settings: Any) -> list[dict[str, Any]]:
     """One row per stage of ``method``: the median wall time of one training step, measured in a real fit.
 
     Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps) so each runs a few dozen steps of
     the ``preset``'s batch, model and augmentations on ``images``. The device is synchronised at every step event
     (a measurement-only host sync) and the first ``warmup`` steps of each stage are not counted. A stage without
     steps (neighbour mining, K-means) gets its wall time only. A fit that ends in collapse after one epoch is
-    expected and noted in ``fit_outcome``. ``settings`` override the method's settings after the cuts.
+    expected and noted in ``fit_outcome``. ``settings`` override the method's settings after the cuts; ``observe``
+    also receives every event of the fit.
     """
     from .errors import TrainingError
     from .methods import FitContext, get_method
@@ -146,6 +150,8 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
     walls: dict[str, float] = {}
 
     def on_event(event: Any) -> None:
+        if observe is not None:
+            observe(event)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         now = time.perf_counter()
