@@ -77,7 +77,7 @@ from ..errors import ConfigError
 from ..nn import build_backbone, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import ImageGeometry, embed, make_optimizer, seed_everything
+from .training import ImageGeometry, embed, make_optimizer, seed_everything, to_device
 
 ISOLATED_MERGE_FACTOR = 20  # isolated clusters join their nearest centroid while > 20·K clusters remain
 
@@ -543,11 +543,14 @@ class Jule(Method):
             return
         half = self.config.unroll_batch_size // 2
         needed = n_steps * half
-        picks = torch.cat([eligible[torch.randperm(len(eligible), generator=generator).to(device)]
-                           for _ in range(math.ceil(needed / len(eligible)))])[:needed]
-        for anchors in picks.view(n_steps, half):
+        # every draw of the epoch is made here and copied over once: a copy per step would wait for the GPU
+        orders = torch.cat([torch.randperm(len(eligible), generator=generator)
+                            for _ in range(math.ceil(needed / len(eligible)))])[:needed]
+        uniforms = torch.rand(n_steps, half, generator=generator)
+        picks = eligible[to_device(orders, device)].view(n_steps, half)
+        for anchors, u in zip(picks, to_device(uniforms, device)):
             cluster = labels[anchors]
-            offset = (torch.rand(len(anchors), generator=generator).to(device) * (sizes[cluster] - 1)).long()
+            offset = (u * (sizes[cluster] - 1)).long()
             offset = offset + (offset >= rank[anchors]).long()  # skip the anchor itself
             yield anchors, order[starts[cluster] + offset]
 
