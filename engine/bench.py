@@ -64,11 +64,13 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: in
 
 
 def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, repeats: int = 20,
-          warmup: int = 3, backbone: str = "resnet18", compile: bool = False) -> list[dict[str, Any]]:
+          warmup: int = 3, backbone: str = "resnet18", compile: bool = False,
+          compile_backend: str = "inductor") -> list[dict[str, Any]]:
     """Median time of the SimCLR augmentation and of a whole SimCLR step on random CIFAR-sized uint8 images.
 
-    The step is timed as training runs it on ``device`` (its :class:`Speedups`, with ``compile``) and, where
-    those differ from plain float32, in plain float32 too: ``ratio_to_float32_step`` compares the two.
+    The step is timed as training runs it on ``device`` (its :class:`Speedups`, with ``compile`` through
+    ``compile_backend``, on a GPU or the CPU) and, where those differ from plain float32, in plain float32 too:
+    ``ratio_to_float32_step`` compares the two; each row's ``speedups`` names what it ran with.
     """
     from .data.augment import build_augment
     from .methods.simclr import ContrastiveModel
@@ -93,7 +95,7 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
         return step
 
     variants = {"float32": Speedups()}
-    fast = Speedups.for_device(device, compile=compile)
+    fast = dataclasses.replace(Speedups.for_device(device, compile=compile), compile_backend=compile_backend)
     if fast != variants["float32"]:
         variants[_speedups_label(fast)] = fast
     aug = statistics.median(_timed(lambda: augment(images), device, repeats, warmup))

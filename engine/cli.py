@@ -68,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--micro", action="store_true",
                        help="time the augmentation, one SimCLR step, and one step of each stage of --methods")
     bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro's SimCLR step")
-    bench.add_argument("--compile", action="store_true", help="--micro on a GPU: also torch.compile the step")
+    bench.add_argument("--compile", action="store_true",
+                       help="--micro: also time the step torch.compile'd with inductor, on a GPU or the CPU "
+                            "(its rows say compile[BACKEND])")
+    bench.add_argument("--compile-backend", default="inductor",
+                       help="torch.compile backend of --compile (inductor; aot_eager traces without code generation)")
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
     bench.add_argument("--collect", action="store_true",
                        help="gather every --out/*/results.json into --out/results.json and --out/RESULTS.md")
@@ -169,6 +173,7 @@ def _list(as_json: bool) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
     from . import bench
@@ -188,9 +193,13 @@ def _bench(args: argparse.Namespace) -> int:
     for method in methods:
         get_method(method)  # an unknown name fails here, before anything is timed
     if args.micro:
-        rows = bench.micro(device, args.batch_size, compile=args.compile)
+        if args.compile:
+            print(f"--compile: the steps are compiled with torch.compile, backend {args.compile_backend}, on "
+                  f"{bench.device_name(device)}")
+        rows = bench.micro(device, args.batch_size, compile=args.compile, compile_backend=args.compile_backend)
         images = load_dataset(args.dataset, data_root=args.data_root)
-        speedups = Speedups.for_device(device, compile=args.compile)
+        speedups = dataclasses.replace(Speedups.for_device(device, compile=args.compile),
+                                       compile_backend=args.compile_backend)
         for method in methods:
             rows += bench.method_step_times(method, images, device, args.preset, speedups)
     elif args.map:

@@ -17,6 +17,14 @@ def test_micro_times_augmentation_and_a_full_step_with_ratios():
     assert step["views_per_s"] == 32 / step["seconds"] and step["device"] == "cpu"
 
 
+def test_micro_compiles_the_step_on_the_cpu_too_and_names_the_backend():
+    """``bench --micro --compile`` on a CPU used to time float32 only, silently; now it compiles there too."""
+    rows = micro(torch.device("cpu"), batch_size=8, image_size=16, repeats=1, warmup=0, backbone="convnet",
+                 compile=True, compile_backend="aot_eager")
+    assert [row["speedups"] for row in rows] == ["float32", "float32", "float32+compile[aot_eager]"]
+    assert rows[2]["seconds"] > 0 and rows[2]["ratio_to_float32_step"] == rows[2]["seconds"] / rows[1]["seconds"]
+
+
 def test_method_step_times_time_every_stage_of_scan_in_a_real_fit(digits):
     rows = method_step_times("scan", digits, torch.device("cpu"))
     assert [row["stage"] for row in rows] == ["pretext", "mine", "cluster", "selflabel"]
