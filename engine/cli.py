@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", help="comma-separated subset of png,html,csv,zip (default: all)")
     export.add_argument("--runs-dir")
     bench = commands.add_parser("bench", help="speed and quality benchmarks → results.json + RESULTS.md")
-    bench.add_argument("--methods", default="scan",
-                       help="comma-separated methods to train or, with --micro, to time a step of (all: every one)")
+    bench.add_argument("--methods",
+                       help="comma-separated methods to train or, with --micro, to time a step of (all: every one; "
+                            "default scan, with --smoke all)")
     bench.add_argument("--dataset", default="digits")
     bench.add_argument("--preset", default="paper")
     bench.add_argument("--device", default="auto")
@@ -71,8 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", action="store_true",
                        help="--micro: also time the step torch.compile'd with inductor, on a GPU or the CPU "
                             "(its rows say compile[BACKEND])")
-    bench.add_argument("--compile-backend", default="inductor",
-                       help="torch.compile backend of --compile (inductor; aot_eager traces without code generation)")
+    bench.add_argument("--compile-backend",
+                       help="torch.compile backend of --compile and --smoke (default inductor; --smoke on the CPU: "
+                            "aot_eager, which traces without generating code)")
+    bench.add_argument("--smoke", action="store_true",
+                       help="one short epoch of every stage of --methods on 192 digits, compiled: fails unless the "
+                            "losses stay finite, every trained stage compiles and no step syncs the host "
+                            "→ --out/smoke-DEVICE/")
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
     bench.add_argument("--collect", action="store_true",
                        help="gather every --out/*/results.json into --out/results.json and --out/RESULTS.md")
@@ -189,17 +195,25 @@ def _bench(args: argparse.Namespace) -> int:
             print(path)
         return 0
     device = pick_device(args.device)
-    methods = list_methods() if args.methods == "all" else args.methods.split(",")
+    methods_arg = args.methods or ("all" if args.smoke else "scan")
+    methods = list_methods() if methods_arg == "all" else methods_arg.split(",")
     for method in methods:
         get_method(method)  # an unknown name fails here, before anything is timed
+    if args.smoke:
+        rows, failures = bench.smoke(device, methods, compile_backend=args.compile_backend)
+        for path in bench.write_results(rows, Path(args.out) / f"smoke-{device.type}"):
+            print(path)
+        for failure in failures:
+            print(f"smoke: {failure}", file=sys.stderr)
+        return 1 if failures else 0
     if args.micro:
+        backend = args.compile_backend or "inductor"
         if args.compile:
-            print(f"--compile: the steps are compiled with torch.compile, backend {args.compile_backend}, on "
+            print(f"--compile: the steps are compiled with torch.compile, backend {backend}, on "
                   f"{bench.device_name(device)}")
-        rows = bench.micro(device, args.batch_size, compile=args.compile, compile_backend=args.compile_backend)
+        rows = bench.micro(device, args.batch_size, compile=args.compile, compile_backend=backend)
         images = load_dataset(args.dataset, data_root=args.data_root)
-        speedups = dataclasses.replace(Speedups.for_device(device, compile=args.compile),
-                                       compile_backend=args.compile_backend)
+        speedups = dataclasses.replace(Speedups.for_device(device, compile=args.compile), compile_backend=backend)
         for method in methods:
             rows += bench.method_step_times(method, images, device, args.preset, speedups)
     elif args.map:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import torch
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from engine.bench import map_rerender, method_step_times, micro, train_rows, write_results
 
 
@@ -103,3 +105,25 @@ def test_collect_gathers_every_benchmark_folder_into_one_table_tagged_by_folder(
 def test_collect_with_no_benchmark_folders_says_what_to_run(tmp_path):
     result = run_cli("bench", "--collect", "--out", str(tmp_path))
     assert result.returncode == 2 and "no */results.json" in result.stderr
+
+
+def test_bench_smoke_checks_a_compiled_epoch_of_every_stage_without_ui_or_index_packages(tmp_path):
+    """``bench --smoke`` on the CPU (aot_eager; the meta stand-in for the host-sync count): one row per stage with
+    the graphs compiled, seconds per step and host syncs inside steps, written to --out/smoke-cpu/, without
+    importing streamlit, faiss, umap or pacmap. Here two methods; CI runs every one."""
+    script = ("import sys; from engine.cli import main; code = main(sys.argv[1:]); "
+              "heavy = [m for m in ('streamlit', 'faiss', 'umap', 'pacmap') if m in sys.modules]; "
+              "assert not heavy, heavy; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script, "bench", "--smoke", "--methods", "jule,socnet",
+                             "--device", "cpu", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "smoke-cpu" / "results.json").read_text())
+    by_stage = {(row["method"], row["stage"]): row for row in rows}
+    assert list(by_stage) == [("jule", "init"), ("jule", "unroll"), ("socnet", "train")]
+    for key in [("jule", "unroll"), ("socnet", "train")]:
+        row = by_stage[key]
+        assert row["graphs"] > 0 and row["seconds_per_step"] > 0 and row["steps_checked_for_syncs"] > 0, row
+        assert row["reads_in_steps"] == row["device_to_host_in_steps"] == row["host_to_device_in_steps"] == 0
+        assert row["speedups"] == "float32+compile[aot_eager]" and row["sync_device"] == "stand-in (meta)"
+    assert (tmp_path / "smoke-cpu" / "RESULTS.md").exists()
