@@ -120,7 +120,7 @@ def test_training_steps_move_nothing_between_host_and_device(method, digits_subs
         if extra_steps == 0:  # steps not set by the batch (mining, K-means, SPICE-Semi's fixed count): no evidence
             continue
         compared += 1
-        per_step = {op: n for op, n in (ops - few.ops[stage]).items()}
+        per_step = dict(ops - few.ops[stage])
         allowed = PINNED_DRAWS_PER_STEP.get((method, stage), 0) * extra_steps
         assert sum(per_step.values()) == allowed and not few.ops[stage] - ops, (
             f"{method} {stage}: {extra_steps} more steps cost {per_step} (allowed {allowed} pinned draws)")
