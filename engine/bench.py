@@ -19,6 +19,10 @@ Modes:
 * ``--decode N`` — decode a folder of N synthetic 512×512 JPEGs at ``--image-size`` (64) into the memory-mapped
   cache in a fresh process, and record its peak resident memory beyond what it held before, as a ratio to the
   decoded array (the bound is 1.5), with the time of that load and of the cached one after it.
+* ``--smoke`` — one short compiled epoch of every stage of every method on 192 digits (:func:`smoke`): finite
+  losses, graphs compiled per trained stage, seconds per step and host syncs inside steps (counted on the GPU,
+  or on the CPU against the ``meta`` stand-in of ``engine.methods.host_sync``), in ``--out/smoke-DEVICE/``; the
+  command fails when a check does. It imports no UI or index package and runs on a CI CPU in minutes.
 * ``--collect`` — gather the rows of every ``--out/*/results.json`` (one folder per benchmark run) into
   ``--out/results.json`` and ``--out/RESULTS.md``, each row tagged with the folder it came from.
 """
@@ -29,7 +33,7 @@ import json
 import statistics
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,11 +76,13 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: in
 
 
 def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, repeats: int = 20,
-          warmup: int = 3, backbone: str = "resnet18", compile: bool = False) -> list[dict[str, Any]]:
+          warmup: int = 3, backbone: str = "resnet18", compile: bool = False,
+          compile_backend: str = "inductor") -> list[dict[str, Any]]:
     """Median time of the SimCLR augmentation and of a whole SimCLR step on random CIFAR-sized uint8 images.
 
-    The step is timed as training runs it on ``device`` (its :class:`Speedups`, with ``compile``) and, where
-    those differ from plain float32, in plain float32 too: ``ratio_to_float32_step`` compares the two.
+    The step is timed as training runs it on ``device`` (its :class:`Speedups`, with ``compile`` through
+    ``compile_backend``, on a GPU or the CPU) and, where those differ from plain float32, in plain float32 too:
+    ``ratio_to_float32_step`` compares the two; each row's ``speedups`` names what it ran with.
     """
     from .data.augment import build_augment
     from .methods.simclr import ContrastiveModel
@@ -89,18 +95,19 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
     def step_with(speedups: Speedups) -> Callable[[], None]:
         torch.manual_seed(0)
         model = speedups.prepare(ContrastiveModel(build_backbone(backbone, image_size, 3), 128).to(device))
+        forward = speedups.compiled(model)
         optimizer = make_optimizer("sgd", model.parameters(), 0.1, 1e-4, fused=speedups.fused_optimizer)
 
         def step() -> None:
             with speedups.autocast(device):
-                loss = nt_xent_loss(model(augment(images)), model(augment(images)), 0.1)
+                loss = nt_xent_loss(forward(augment(images)), forward(augment(images)), 0.1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         return step
 
     variants = {"float32": Speedups()}
-    fast = Speedups.for_device(device, compile=compile)
+    fast = dataclasses.replace(Speedups.for_device(device, compile=compile), compile_backend=compile_backend)
     if fast != variants["float32"]:
         variants[_speedups_label(fast)] = fast
     aug = statistics.median(_timed(lambda: augment(images), device, repeats, warmup))
@@ -120,20 +127,23 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
 
 def _speedups_label(speedups: Speedups) -> str:
     parts = [str(speedups.autocast_dtype).removeprefix("torch.")] if speedups.autocast_dtype else ["float32"]
-    parts += [name for name in ("channels_last", "fused_optimizer", "tuned_kernels", "compile")
-              if getattr(speedups, name)]
+    parts += [name for name in ("channels_last", "fused_optimizer", "tuned_kernels") if getattr(speedups, name)]
+    if speedups.compile:
+        parts.append(f"compile[{speedups.compile_backend}]")
     return "+".join(parts)
 
 
 def method_step_times(method: str, images: ImageSet, device: torch.device, preset: str = "fast",
-                      speedups: Speedups | None = None, warmup: int = 2, **settings: Any) -> list[dict[str, Any]]:
+                      speedups: Speedups | None = None, warmup: int = 2,
+                      observe: Callable[[Any], None] | None = None, **settings: Any) -> list[dict[str, Any]]:
     """One row per stage of ``method``: the median wall time of one training step, measured in a real fit.
 
     Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps) so each runs a few dozen steps of
     the ``preset``'s batch, model and augmentations on ``images``. The device is synchronised at every step event
     (a measurement-only host sync) and the first ``warmup`` steps of each stage are not counted. A stage without
     steps (neighbour mining, K-means) gets its wall time only. A fit that ends in collapse after one epoch is
-    expected and noted in ``fit_outcome``. ``settings`` override the method's settings after the cuts.
+    expected and noted in ``fit_outcome``. ``settings`` override the method's settings after the cuts; ``observe``
+    also receives every event of the fit.
     """
     from .errors import TrainingError
     from .methods import FitContext, get_method
@@ -154,6 +164,8 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
     walls: dict[str, float] = {}
 
     def on_event(event: Any) -> None:
+        if observe is not None:
+            observe(event)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         now = time.perf_counter()
@@ -518,3 +530,121 @@ def collect_results(root: Path) -> list[dict[str, Any]]:
     if not rows:
         raise UserError(f"no */results.json under {root}: run a benchmark with --out {root}/NAME first")
     return rows
+
+
+SMOKE_IMAGES = 192  # digits, in batches of SMOKE_BATCH: one epoch of a stage is six steps
+SMOKE_BATCH = 32
+
+
+def smoke(device: torch.device, methods: list[str], n_images: int = SMOKE_IMAGES,
+          compile_backend: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """One short epoch of every stage of each method on ``n_images`` digits (every batch setting ``SMOKE_BATCH``),
+    compile on; returns (rows, failures).
+
+    Each method is fitted twice. The first fit runs as training does on ``device``, compiled (``inductor`` on a
+    GPU; ``aot_eager`` on the CPU, where generating kernels would take minutes, unless ``compile_backend`` says
+    otherwise): its row per stage gives the graphs compiled during the stage and the median seconds per step. The
+    second runs eagerly under :func:`~engine.methods.host_sync.count_host_syncs` (on a CPU the ``meta`` stand-in
+    of :func:`~engine.methods.host_sync.simulated_accelerator` plays the GPU) and counts what crossed between host
+    and device inside steps: between two step events that report no losses (epoch ends, loss logging and
+    K-means are outside them). A failure is a fit that ended in error (a NaN loss included) other than a
+    collapse after one epoch, a trained stage that compiled no graph, or a read or device→host copy inside a step.
+    """
+    from .data import load_dataset
+    from .methods import get_method
+    from .methods.host_sync import STAND_IN, count_host_syncs
+
+    digits = load_dataset("digits")
+    images = dataclasses.replace(digits, images=digits.images[:n_images], labels=digits.labels[:n_images])
+    backend = compile_backend or ("inductor" if device.type == "cuda" else "aot_eager")
+    speedups = dataclasses.replace(Speedups.for_device(device, compile=True), compile_backend=backend)
+    rows, failures = [], []
+    for method in methods:
+        batches = {name: SMOKE_BATCH for name in dataclasses.asdict(get_method(method).Config())
+                   if name.endswith("batch_size")}
+        graphs = _GraphsPerStage(backend)
+        torch._dynamo.reset()
+        timed = method_step_times(method, images, device, observe=graphs, warmup=1, **batches,
+                                  speedups=dataclasses.replace(speedups, compile_backend=graphs.name))
+        # the count runs eagerly: on a GPU with its other speed-ups, on the stand-in in float32
+        sync_device, sync_speedups = ((device, dataclasses.replace(speedups, compile=False)) if device.type == "cuda"
+                                      else (STAND_IN, Speedups()))
+        windows = _StepWindows()
+        with count_host_syncs(sync_device) as syncs:
+            windows.syncs = syncs
+            method_step_times(method, images, sync_device, speedups=sync_speedups, observe=windows, **batches)
+        for row in timed:
+            stage = row["stage"]
+            trained = row["seconds_per_step"] is not None and stage not in _UNTRAINED_STAGES
+            in_steps = windows.per_stage.get(stage, Counter())
+            row.update(speedups=_speedups_label(speedups), graphs=graphs.graphs.get(stage, 0),
+                       steps_checked_for_syncs=windows.windows.get(stage, 0),
+                       reads_in_steps=sum(n for op, n in in_steps.items() if op.startswith("reads")),
+                       device_to_host_in_steps=sum(n for op, n in in_steps.items() if op.startswith("device_to")),
+                       host_to_device_in_steps=sum(n for op, n in in_steps.items() if op.startswith("host_to")),
+                       sync_device="stand-in (meta)" if sync_device == STAND_IN else device_name(device))
+            if row["fit_outcome"] != "finished" and "collapsed" not in row["fit_outcome"]:
+                failures.append(f"{method} {stage}: {row['fit_outcome']}")
+            if trained and method not in _NOT_COMPILED and not row["graphs"]:
+                failures.append(f"{method} {stage}: compiled no graph")
+            if row["reads_in_steps"] or row["device_to_host_in_steps"]:
+                failures.append(f"{method} {stage}: host syncs inside steps: "
+                                f"{ {op: n for op, n in in_steps.items() if not op.startswith('host_to')} }")
+        rows += timed
+        if get_method(method).stages and not timed:
+            failures.append(f"{method}: no stage ran")
+    return rows, failures
+
+
+_NOT_COMPILED = ("kmeans", "dec")  # K-means trains no network; DEC's small MLP steps use none of the speed-ups
+_UNTRAINED_STAGES = ("mine", "init")  # neighbour mining and JULE's first clusters: steps, but no network trained
+
+
+class _GraphsPerStage:
+    """A ``torch.compile`` backend wrapping ``backend`` that counts the graphs compiled in each stage; as an
+    ``observe`` callback it follows the stages."""
+
+    current: "_GraphsPerStage | None" = None  # the registered backend counts into the latest instance
+
+    def __init__(self, backend: str) -> None:
+        from torch._dynamo import list_backends, register_backend
+        from torch._dynamo.backends.registry import lookup_backend
+
+        self.graphs: dict[str, int] = defaultdict(int)
+        self.stage = "outside stages"
+        self.name = f"dce_smoke_{backend}"
+        inner = lookup_backend(backend)
+        _GraphsPerStage.current = self
+        if self.name not in list_backends(exclude_tags=()):
+            register_backend(lambda gm, example_inputs: _GraphsPerStage.current._compile(gm, example_inputs),
+                             name=self.name)
+        self._inner = inner
+
+    def _compile(self, gm: Any, example_inputs: Any) -> Any:
+        self.graphs[self.stage] += 1
+        return self._inner(gm, example_inputs)
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "stage":
+            self.stage = event.stage
+        elif event.kind == "stage_done":
+            self.stage = f"after {event.stage}"
+
+
+class _StepWindows:
+    """As an ``observe`` callback: the host syncs counted between consecutive loss-free step events of a stage."""
+
+    def __init__(self) -> None:
+        self.syncs: Any = None
+        self.per_stage: dict[str, Counter] = defaultdict(Counter)
+        self.windows: dict[str, int] = defaultdict(int)
+        self._last: tuple[str, Counter] | None = None
+
+    def __call__(self, event: Any) -> None:
+        now = Counter(self.syncs.ops)
+        if event.kind == "step" and not event.losses and self._last and self._last[0] == event.stage:
+            self.windows[event.stage] += 1
+            self.per_stage[event.stage] += Counter({op: n for op, n in (now - self._last[1]).items()
+                                                    if "kmeans.py" not in op})
+        clean_step = event.kind == "step" and not event.losses
+        self._last = (event.stage, now) if clean_step else None

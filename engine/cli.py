@@ -72,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", help="comma-separated subset of png,html,csv,zip (default: all)")
     export.add_argument("--runs-dir")
     bench = commands.add_parser("bench", help="speed and quality benchmarks → results.json + RESULTS.md")
-    bench.add_argument("--methods", default="scan",
-                       help="comma-separated methods to train or, with --micro, to time a step of (all: every one)")
+    bench.add_argument("--methods",
+                       help="comma-separated methods to train or, with --micro, to time a step of (all: every one; "
+                            "default scan, with --smoke all)")
     bench.add_argument("--dataset", default="digits")
     bench.add_argument("--preset", default="paper")
     bench.add_argument("--device", default="auto")
@@ -82,7 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--micro", action="store_true",
                        help="time the augmentation, one SimCLR step, and one step of each stage of --methods")
     bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro's SimCLR step")
-    bench.add_argument("--compile", action="store_true", help="--micro on a GPU: also torch.compile the step")
+    bench.add_argument("--compile", action="store_true",
+                       help="--micro: also time the step torch.compile'd with inductor, on a GPU or the CPU "
+                            "(its rows say compile[BACKEND])")
+    bench.add_argument("--compile-backend",
+                       help="torch.compile backend of --compile and --smoke (default inductor; --smoke on the CPU: "
+                            "aot_eager, which traces without generating code)")
+    bench.add_argument("--smoke", action="store_true",
+                       help="one short epoch of every stage of --methods on 192 digits, compiled: fails unless the "
+                            "losses stay finite, every trained stage compiles and no step syncs the host "
+                            "→ --out/smoke-DEVICE/")
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
     bench.add_argument("--kmeans", type=int, metavar="N",
                        help="time K-means on the pixels of N images of --dataset: ours against scikit-learn's")
@@ -241,6 +251,7 @@ def _list(as_json: bool) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
     from . import bench
@@ -256,13 +267,25 @@ def _bench(args: argparse.Namespace) -> int:
             print(path)
         return 0
     device = pick_device(args.device)
-    methods = list_methods() if args.methods == "all" else args.methods.split(",")
+    methods_arg = args.methods or ("all" if args.smoke else "scan")
+    methods = list_methods() if methods_arg == "all" else methods_arg.split(",")
     for method in methods:
         get_method(method)  # an unknown name fails here, before anything is timed
+    if args.smoke:
+        rows, failures = bench.smoke(device, methods, compile_backend=args.compile_backend)
+        for path in bench.write_results(rows, Path(args.out) / f"smoke-{device.type}"):
+            print(path)
+        for failure in failures:
+            print(f"smoke: {failure}", file=sys.stderr)
+        return 1 if failures else 0
     if args.micro:
-        rows = bench.micro(device, args.batch_size, compile=args.compile)
+        backend = args.compile_backend or "inductor"
+        if args.compile:
+            print(f"--compile: the steps are compiled with torch.compile, backend {backend}, on "
+                  f"{bench.device_name(device)}")
+        rows = bench.micro(device, args.batch_size, compile=args.compile, compile_backend=backend)
         images = load_dataset(args.dataset, data_root=args.data_root)
-        speedups = Speedups.for_device(device, compile=args.compile)
+        speedups = dataclasses.replace(Speedups.for_device(device, compile=args.compile), compile_backend=backend)
         for method in methods:
             rows += bench.method_step_times(method, images, device, args.preset, speedups)
     elif args.map:

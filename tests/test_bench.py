@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import HANG_GUARD_S, REPO, run_cli
 from engine.bench import kmeans_rows, knn_rows, map_rerender, method_step_times, micro, train_rows, write_results
 
 
@@ -16,6 +18,14 @@ def test_micro_times_augmentation_and_a_full_step_with_ratios():
     assert augmentation["seconds"] > 0 and step["seconds"] > augmentation["seconds"]
     assert augmentation["ratio_to_augmentation"] == 1.0 and step["ratio_to_augmentation"] > 1.0
     assert step["views_per_s"] == 32 / step["seconds"] and step["device"] == "cpu"
+
+
+def test_micro_compiles_the_step_on_the_cpu_too_and_names_the_backend():
+    """``bench --micro --compile`` on a CPU used to time float32 only, silently; now it compiles there too."""
+    rows = micro(torch.device("cpu"), batch_size=8, image_size=16, repeats=1, warmup=0, backbone="convnet",
+                 compile=True, compile_backend="aot_eager")
+    assert [row["speedups"] for row in rows] == ["float32", "float32", "float32+compile[aot_eager]"]
+    assert rows[2]["seconds"] > 0 and rows[2]["ratio_to_float32_step"] == rows[2]["seconds"] / rows[1]["seconds"]
 
 
 def test_method_step_times_time_every_stage_of_scan_in_a_real_fit(digits):
@@ -121,3 +131,25 @@ def test_bench_decode_writes_the_peak_memory_of_a_folder_load_as_a_ratio_to_the_
     assert row["decoded_mb"] == 30 * 16 * 16 * 3 / 1e6 and row["bound"] == 1.5
     assert row["ratio"] == pytest.approx(row["peak_rss_growth_mb"] / row["decoded_mb"]) and row["cached_same"]
     assert "decode 30 JPEGs of 512 px at 16 px" in (tmp_path / "decode" / "RESULTS.md").read_text()
+
+
+def test_bench_smoke_checks_a_compiled_epoch_of_every_stage_without_ui_or_index_packages(tmp_path):
+    """``bench --smoke`` on the CPU (aot_eager; the meta stand-in for the host-sync count): one row per stage with
+    the graphs compiled, seconds per step and host syncs inside steps, written to --out/smoke-cpu/, without
+    importing streamlit, faiss, umap or pacmap. Here two methods; CI runs every one."""
+    script = ("import sys; from engine.cli import main; code = main(sys.argv[1:]); "
+              "heavy = [m for m in ('streamlit', 'faiss', 'umap', 'pacmap') if m in sys.modules]; "
+              "assert not heavy, heavy; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script, "bench", "--smoke", "--methods", "jule,socnet",
+                             "--device", "cpu", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=HANG_GUARD_S)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "smoke-cpu" / "results.json").read_text())
+    by_stage = {(row["method"], row["stage"]): row for row in rows}
+    assert list(by_stage) == [("jule", "init"), ("jule", "unroll"), ("socnet", "train")]
+    for key in [("jule", "unroll"), ("socnet", "train")]:
+        row = by_stage[key]
+        assert row["graphs"] > 0 and row["seconds_per_step"] > 0 and row["steps_checked_for_syncs"] > 0, row
+        assert row["reads_in_steps"] == row["device_to_host_in_steps"] == row["host_to_device_in_steps"] == 0
+        assert row["speedups"] == "float32+compile[aot_eager]" and row["sync_device"] == "stand-in (meta)"
+    assert (tmp_path / "smoke-cpu" / "RESULTS.md").exists()

@@ -8,10 +8,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections import defaultdict
 
 import pytest
 import torch
 from torch import nn
+from torch._dynamo import list_backends, register_backend
+from torch._dynamo.backends.registry import lookup_backend
 
 from engine.bench import method_step_times
 from engine.methods import FitContext, get_method, list_methods
@@ -143,3 +146,64 @@ def test_training_steps_read_nothing_back_from_the_device(method, digits_subset,
         assert all(row["fit_outcome"] == "finished" or "collapsed" in row["fit_outcome"] for row in rows), rows
         counts.append(counter.count)
     assert counts[0] == counts[1] > 0
+
+
+@pytest.mark.parametrize("capability, native, expected", [((7, 0), False, None), ((8, 0), True, torch.bfloat16)])
+def test_bfloat16_only_where_the_gpu_computes_it_natively(monkeypatch, capability, native, expected):
+    """A V100 (7.0) emulates bfloat16, slower than float32: it trains in float32; an A100 (8.0) in bfloat16."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or native)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    speedups = Speedups.for_device(torch.device("cuda"), compile=False)
+    assert speedups.autocast_dtype == expected and speedups.channels_last and speedups.fused_optimizer
+
+
+class GraphsPerStage:
+    """A ``torch.compile`` backend (``aot_eager`` underneath: traced, not code-generated) that counts the graphs
+    compiled during each stage of a fit; pass it as ``observe`` to follow the stages."""
+
+    NAME = "dce_graphs_per_stage"
+    current: "GraphsPerStage | None" = None
+
+    def __init__(self) -> None:
+        self.graphs: dict[str, int] = defaultdict(int)
+        self.stage = "outside any stage"
+        GraphsPerStage.current = self
+
+    def __call__(self, event) -> None:
+        if event.kind == "stage":
+            self.stage = event.stage
+        elif event.kind == "stage_done":
+            self.stage = f"after {event.stage}"
+
+    @staticmethod
+    def backend(graph, example_inputs):
+        GraphsPerStage.current.graphs[GraphsPerStage.current.stage] += 1
+        return lookup_backend("aot_eager")(graph, example_inputs)
+
+
+if GraphsPerStage.NAME not in list_backends(exclude_tags=()):
+    register_backend(GraphsPerStage.backend, name=GraphsPerStage.NAME)
+
+UNTRAINED_STAGES = ("mine", "init")  # neighbour mining and JULE's initial clusters train no network
+
+
+@pytest.mark.parametrize("method", sorted(set(list_methods()) - {"kmeans", "dec"}))
+def test_compile_covers_what_each_training_stage_calls(method, digits_subset):
+    """With compile on, every stage that trains a network compiles at least one graph: what its loop calls, be it
+    the model, a submodule (DigPro's online and target networks) or a method (the queue pretexts' ``contrast``).
+    Before, ``prepare`` compiled the top-level module only, so SPICE's and smc's pretexts and DigPro compiled
+    nothing, and JULE used no speed-up at all."""
+    torch._dynamo.reset()
+    graphs = GraphsPerStage()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = method_step_times(method, digits_subset, CPU, observe=graphs,
+                                 speedups=Speedups(compile=True, compile_backend=GraphsPerStage.NAME))
+    finally:
+        torch.set_num_threads(threads)
+    trained = [s.name for s in get_method(method).stages if s.name not in UNTRAINED_STAGES]
+    assert all(row["fit_outcome"] == "finished" or "collapsed" in row["fit_outcome"] for row in rows), rows
+    assert all(graphs.graphs[stage] > 0 for stage in trained), dict(graphs.graphs)
+    # embedding (features for K-means, mining, the results) runs the plain module: it compiles nothing
+    assert not [stage for stage in graphs.graphs if stage not in trained], dict(graphs.graphs)

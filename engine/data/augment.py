@@ -47,13 +47,15 @@ __all__ = [
     "to_float_nchw",
 ]
 
+# Colour constants are Python floats, not tensors: a constant tensor made on the host is copied to the GPU at every
+# call, and that copy waits for the GPU (a host sync per view).
 # ITU-R BT.601 luma weights, as used by PIL's "L" conversion and torchvision's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)
 # RGB → YIQ (NTSC). Hue is the angle in the I–Q plane, so a hue shift is a rotation there: a linear map per sample.
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114],
-                            [0.595716, -0.274453, -0.321263],
-                            [0.211456, -0.522591, 0.311135]], dtype=torch.float64)
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114),
+               (0.595716, -0.274453, -0.321263),
+               (0.211456, -0.522591, 0.311135))
+_YIQ_TO_RGB = tuple(map(tuple, torch.linalg.inv(torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)).tolist()))
 
 RAND_AUGMENT_OPS = ("identity", "autocontrast", "equalize", "rotate", "shear_x", "shear_y", "translate_x",
                     "translate_y", "brightness", "contrast", "sharpness", "posterize", "solarize")
@@ -128,9 +130,10 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
         raise ValueError(f"mean/std need 1 or {c} values for {c}-channel images, got {len(mean)} and {len(std)}")
     if any(s <= 0 for s in std):
         raise ValueError(f"std must be positive, got {tuple(std)}")
-    m = torch.as_tensor(mean, dtype=x.dtype).to(x.device, non_blocking=True).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype).to(x.device, non_blocking=True).view(1, -1, 1, 1)
-    return (x - m) / s
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        return (x - mean[0]) / std[0]
+    # channel by channel with Python-float constants: a mean or std tensor would be copied from the host each call
+    return torch.cat([(x[:, i:i + 1] - mean[i % len(mean)]) / std[i % len(std)] for i in range(c)], dim=1)
 
 
 def _resize(x: torch.Tensor, out_size: int) -> torch.Tensor:
@@ -158,8 +161,14 @@ def _grayscale(x: torch.Tensor) -> torch.Tensor:
     """Luma of an N×C×H×W batch as N×1×H×W (the image itself when it has one channel)."""
     if x.shape[1] == 1:
         return x
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    return _mix(x, (_LUMA,))
+
+
+def _mix(x: torch.Tensor, matrix: Sequence[Sequence[float]]) -> torch.Tensor:
+    """The channels of an N×3×H×W batch mixed by a constant matrix of Python floats: output channel r is
+    Σ_c matrix[r][c]·x[:, c] (a per-pixel matrix product with no constant tensor to copy to the device)."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return torch.cat([torch.add(torch.add(r * wr, g, alpha=wg), b, alpha=wb) for wr, wg, wb in matrix], dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,15 +327,11 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4
             out = _blend(out, _grayscale(out), _factor(n, saturation, generator, device))
         if hue > 0:
             angle = _uniform((n,), generator, device, -hue, hue) * (2 * math.pi)
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            one, zero = torch.ones_like(cos), torch.zeros_like(cos)
-            rot = torch.stack([torch.stack([one, zero, zero], 1),
-                               torch.stack([zero, cos, -sin], 1),
-                               torch.stack([zero, sin, cos], 1)], 1)
-            to_yiq = _RGB_TO_YIQ.to(device=device, dtype=x.dtype)
-            to_rgb = _YIQ_TO_RGB.to(device=device, dtype=x.dtype)
-            m = to_rgb @ rot @ to_yiq
-            out = torch.einsum("nij,njhw->nihw", m, out).clamp_(0.0, 1.0)
+            cos, sin = _per_sample(torch.cos(angle)), _per_sample(torch.sin(angle))
+            yiq = _mix(out, _RGB_TO_YIQ)
+            y, i, q = yiq[:, 0:1], yiq[:, 1:2], yiq[:, 2:3]
+            rotated = torch.cat([y, cos * i - sin * q, sin * i + cos * q], dim=1)
+            out = _mix(rotated, _YIQ_TO_RGB).clamp_(0.0, 1.0)
     apply = _per_sample(_bernoulli(n, p, generator, device))
     return torch.where(apply, out, x)
 

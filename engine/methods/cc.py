@@ -185,6 +185,7 @@ class ContrastiveClustering(Method):
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
         context.speedups.prepare(model)
+        forward = context.speedups.compiled(model)
         optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay,
                                    fused=context.speedups.fused_optimizer)
         start_epoch, done = resume_stage(context, STAGE, model, optimizer)
@@ -204,8 +205,8 @@ class ContrastiveClustering(Method):
                     set_cosine_lr(optimizer, cfg.lr, step, total, final_fraction=0.0)
                 batch = data[idx]
                 with context.autocast():
-                    z_a, y_a = model(augment(batch))
-                    z_b, y_b = model(augment(batch))
+                    z_a, y_a = forward(augment(batch))
+                    z_b, y_b = forward(augment(batch))
                     terms = cc_loss(z_a, z_b, y_a, y_b, cfg.instance_temperature, cfg.cluster_temperature)
                 optimizer.zero_grad(set_to_none=True)
                 terms[0].backward()

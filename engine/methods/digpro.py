@@ -314,6 +314,9 @@ class DigPro(Method):
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
         context.speedups.prepare(nets)
+        # the step calls these three, never nets itself; K-means' embedding calls nets.target uncompiled
+        online_net, predictor = context.speedups.compiled(nets.online), context.speedups.compiled(nets.predictor)
+        target_projection = context.speedups.compiled(nets.target_projection)
         optimizer = make_optimizer(cfg.optimizer, [
             {"params": nets.online.parameters(), "lr_scale": 1.0},
             {"params": nets.predictor.parameters(), "lr_scale": cfg.predictor_lr_scale}], cfg.lr, cfg.weight_decay,
@@ -349,11 +352,11 @@ class DigPro(Method):
                 batch, labels = data[idx], pseudo_labels[idx]
                 views = torch.cat([augment(batch), augment(batch)])
                 with context.autocast():
-                    online = nets.online(views)
+                    online = online_net(views)
                     noise = torch.randn_like(online) * (cfg.latent_noise_std * after_warmup)
-                    predicted = nets.predictor(online + noise)
+                    predicted = predictor(online + noise)
                     with torch.no_grad():
-                        target = nets.target_projection(views)
+                        target = target_projection(views)
                     (z_a, z_b), (p_a, p_b), (t_a, t_b) = online.chunk(2), predicted.chunk(2), target.chunk(2)
                     byol = 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
                     proto = 0.5 * (prototype_loss(z_a, t_b, labels, cfg.n_clusters, cfg.prototype_temperature)

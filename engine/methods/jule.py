@@ -77,7 +77,7 @@ from ..errors import ConfigError
 from ..nn import build_backbone, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import ImageGeometry, embed, make_optimizer, seed_everything
+from .training import ImageGeometry, embed, make_optimizer, seed_everything, to_device
 
 ISOLATED_MERGE_FACTOR = 20  # isolated clusters join their nearest centroid while > 20·K clusters remain
 
@@ -466,7 +466,10 @@ class Jule(Method):
         """Periods of CNN updates and merges until K clusters remain; returns (labels, the last K_s-NN graph)."""
         cfg = self.config
         n_steps = max(1, len(data) // cfg.unroll_batch_size)
-        optimizer = make_optimizer(cfg.unroll_optimizer, model.parameters(), cfg.unroll_lr, cfg.unroll_weight_decay)
+        context.speedups.prepare(model)
+        optimizer = make_optimizer(cfg.unroll_optimizer, model.parameters(), cfg.unroll_lr, cfg.unroll_weight_decay,
+                                   fused=context.speedups.fused_optimizer)
+        forward = context.speedups.compiled(model)  # embedding (below) runs the plain model: no recompiles
         period, iteration, neighbors = 0, 0, None
         stored = context.load_stage("unroll")
         if stored is not None:
@@ -480,7 +483,8 @@ class Jule(Method):
         total = (period + self._periods(int(labels.max()) + 1)) * cfg.period_epochs * n_steps
         context.start_stage("unroll", total)
         while (n_clusters := int(labels.max()) + 1) > cfg.n_clusters:
-            self._train_period(model, optimizer, data, labels, evaluate, context, generator, iteration, total)
+            self._train_period(model, forward, optimizer, data, labels, evaluate, context, generator, iteration,
+                               total)
             iteration += cfg.period_epochs * n_steps
             labels, neighbors = agglomerate(embed(model, data, evaluate), labels,
                                             merges_in_period(n_clusters, cfg.n_clusters, cfg.unfolding_rate), cfg)
@@ -498,10 +502,11 @@ class Jule(Method):
         context.end_stage("unroll")
         return labels, neighbors
 
-    def _train_period(self, model: JuleNet, optimizer: torch.optim.Optimizer, data: torch.Tensor,
+    def _train_period(self, model: JuleNet, forward, optimizer: torch.optim.Optimizer, data: torch.Tensor,
                       labels: np.ndarray, evaluate, context: FitContext, generator: torch.Generator,
                       iteration: int, total: int) -> None:
-        """The backward pass of one period: ``period_epochs`` epochs of the weighted triplet loss on ``labels``."""
+        """The backward pass of one period: ``period_epochs`` epochs of the weighted triplet loss on ``labels``;
+        ``forward`` is ``model`` as the step calls it (compiled, with the speed-ups on)."""
         cfg = self.config
         n_steps = max(1, len(data) // cfg.unroll_batch_size)
         label_tensor = torch.from_numpy(labels).long().to(context.device)
@@ -512,7 +517,8 @@ class Jule(Method):
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.unroll_lr * (1 + cfg.lr_decay_gamma * iteration) ** -cfg.lr_decay_power
                 batch = torch.cat([anchors, positives])
-                embedding = model(evaluate(data[batch]))
+                with context.autocast():
+                    embedding = forward(evaluate(data[batch])).float()
                 is_negative = label_tensor[anchors].unsqueeze(1) != label_tensor[batch].unsqueeze(0)
                 loss = weighted_triplet_loss(embedding[:len(anchors)], embedding[len(anchors):], embedding,
                                              is_negative, cfg.triplet_margin, cfg.positive_weight)
@@ -538,11 +544,14 @@ class Jule(Method):
             return
         half = self.config.unroll_batch_size // 2
         needed = n_steps * half
-        picks = torch.cat([eligible[torch.randperm(len(eligible), generator=generator).to(device)]
-                           for _ in range(math.ceil(needed / len(eligible)))])[:needed]
-        for anchors in picks.view(n_steps, half):
+        # every draw of the epoch is made here and copied over once: a copy per step would wait for the GPU
+        orders = torch.cat([torch.randperm(len(eligible), generator=generator)
+                            for _ in range(math.ceil(needed / len(eligible)))])[:needed]
+        uniforms = torch.rand(n_steps, half, generator=generator)
+        picks = eligible[to_device(orders, device)].view(n_steps, half)
+        for anchors, u in zip(picks, to_device(uniforms, device)):
             cluster = labels[anchors]
-            offset = (torch.rand(len(anchors), generator=generator).to(device) * (sizes[cluster] - 1)).long()
+            offset = (u * (sizes[cluster] - 1)).long()
             offset = offset + (offset >= rank[anchors]).long()  # skip the anchor itself
             yield anchors, order[starts[cluster] + offset]
 

@@ -219,6 +219,7 @@ class Pica(Method):
                generator: torch.Generator) -> None:
         cfg = self.config
         context.speedups.prepare(model)
+        forward = context.speedups.compiled(model)
         optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay,
                                    fused=context.speedups.fused_optimizer)
         start_epoch, done = resume_stage(context, STAGE, model, optimizer)
@@ -241,8 +242,8 @@ class Pica(Method):
                         set_cosine_lr(optimizer, cfg.lr, step, total, final_fraction=0.0)
                     batch = data[idx]
                     with context.autocast():
-                        probs_original = model(original(batch), head)
-                        probs_perturbed = model(perturb(batch.repeat(cfg.n_repeats, 1, 1, 1)), head)
+                        probs_original = forward(original(batch), head)
+                        probs_perturbed = forward(perturb(batch.repeat(cfg.n_repeats, 1, 1, 1)), head)
                         terms = pica_loss(probs_original.repeat(cfg.n_repeats, 1), probs_perturbed,
                                           cfg.entropy_weight)
                     optimizer.zero_grad(set_to_none=True)

@@ -86,6 +86,7 @@ def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geom
     queue = FeatureQueue(settings.projection_dim, queue_size).to(context.device)
     augment = geometry.augment("simclr", crop_scale=(settings.crop_min_scale, 1.0))
     context.speedups.prepare(model)
+    contrast = context.speedups.compiled(model.contrast)  # what the step calls, not the module's forward
     optimizer = make_optimizer(settings.optimizer, model.trainable_parameters(), settings.lr, settings.weight_decay,
                                fused=context.speedups.fused_optimizer)
     n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
@@ -105,7 +106,7 @@ def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geom
             set_cosine_lr(optimizer, settings.lr, step, total, final_fraction=0.0)
             batch = images_u8[idx]
             with context.autocast():
-                loss, keys = model.contrast(augment(batch), augment(batch), queue.features, settings.temperature,
+                loss, keys = contrast(augment(batch), augment(batch), queue.features, settings.temperature,
                                             step, total)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

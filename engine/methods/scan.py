@@ -126,6 +126,7 @@ def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: to
         return
     augment = geometry.augment("strong")
     context.speedups.prepare(model)
+    forward = context.speedups.compiled(model)
     optimizer = make_optimizer("adam", model.parameters(), settings.lr, settings.weight_decay,
                                fused=context.speedups.fused_optimizer)
     n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
@@ -139,8 +140,8 @@ def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: to
         for i, idx in enumerate(index_batches(len(images_u8), settings.batch_size, generator, context.device)):
             pick = to_device(torch.randint(neighbors.shape[1], (len(idx),), generator=generator), context.device)
             with context.autocast():
-                anchor_logits = model(augment(images_u8[idx]))
-                neighbor_logits = model(augment(images_u8[neighbors[idx, pick]]))
+                anchor_logits = forward(augment(images_u8[idx]))
+                neighbor_logits = forward(augment(images_u8[neighbors[idx, pick]]))
                 terms = torch.stack([torch.stack(scan_loss(a, n, settings.entropy_weight))
                                      for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
             optimizer.zero_grad(set_to_none=True)
@@ -263,6 +264,8 @@ class Scan(Method):
             model.load_state_dict(stored[0]["model"])
             return
         weak, strong = geometry.augment("weak"), geometry.augment("strong")
+        context.speedups.prepare(model)
+        forward = context.speedups.compiled(model)  # one head left since the last stage: a graph of its own
         optimizer = make_optimizer("adam", model.parameters(), cfg.selflabel_lr, cfg.selflabel_weight_decay,
                                    fused=context.speedups.fused_optimizer)
         n_steps = steps_per_epoch(len(data), cfg.selflabel_batch_size)
@@ -275,9 +278,9 @@ class Scan(Method):
                 batch = data[idx]
                 with context.autocast():
                     with torch.no_grad():
-                        confidence, pseudo = F.softmax(model(weak(batch))[0], dim=1).max(dim=1)
+                        confidence, pseudo = F.softmax(forward(weak(batch))[0], dim=1).max(dim=1)
                     confident = confidence > cfg.confidence_threshold
-                    logits = model(strong(batch))[0]
+                    logits = forward(strong(batch))[0]
                     loss = class_balanced_cross_entropy(logits, pseudo, cfg.n_clusters, mask=confident)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -74,6 +74,7 @@ def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: Ima
     """Train ``model`` with NT-Xent for ``settings.epochs`` epochs, resuming from this run's checkpoint if any."""
     augment = geometry.augment("simclr", crop_scale=(settings.crop_min_scale, 1.0))
     context.speedups.prepare(model)
+    forward = context.speedups.compiled(model)
     optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr, settings.weight_decay,
                                fused=context.speedups.fused_optimizer)
     n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
@@ -88,7 +89,7 @@ def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: Ima
             set_cosine_lr(optimizer, settings.lr, step, total, final_fraction=0.0)
             batch = images_u8[idx]
             with context.autocast():
-                loss = nt_xent_loss(model(augment(batch)), model(augment(batch)), settings.temperature)
+                loss = nt_xent_loss(forward(augment(batch)), forward(augment(batch)), settings.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -207,6 +207,7 @@ class SocNet(Method):
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
         context.speedups.prepare(model)
+        forward = context.speedups.compiled(model)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay,
                                    fused=context.speedups.fused_optimizer)
         start_epoch, done = resume_stage(context, STAGE, model, optimizer)
@@ -222,7 +223,7 @@ class SocNet(Method):
             for i, idx in enumerate(index_batches(len(data), cfg.batch_size, generator, context.device)):
                 batch = data[idx]
                 with context.autocast():
-                    views = model(torch.cat([augment(batch), augment(batch)]))
+                    views = forward(torch.cat([augment(batch), augment(batch)]))
                     terms = torch.stack([torch.stack(soch_loss(*s.chunk(2), cfg.temperature))
                                          for s in views]).mean(0)
                     loss = terms[0] + cfg.balance_weight * terms[1]

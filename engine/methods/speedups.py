@@ -6,19 +6,27 @@ activations are laid out channels-last (what tensor cores read fastest), the opt
 parameter in one fused kernel, cuDNN picks the fastest convolution algorithm for each shape, and what stays
 float32 may use TF32 matmuls. On the CPU all of these are off, so CPU runs compute what they always did.
 
-``torch.compile`` is opt-in (``DCE_COMPILE=1`` or ``bench --compile``): compiling a ResNet-18 costs about a minute
-before the first step, which pays off over a paper-length pretext but not in a short interactive run.
+bfloat16 is used only where the GPU computes it natively (compute capability 8.0 and up: A100, H100, RTX 30xx…);
+older GPUs can emulate it, slower than float32, so they train in float32.
+
+``torch.compile`` is opt-in (``DCE_COMPILE=1`` or ``bench --compile``, on a GPU or the CPU): compiling a ResNet-18
+costs about a minute before the first step, which pays off over a paper-length pretext but not in a short
+interactive run. What is compiled is what a training loop calls (:meth:`Speedups.compiled`: a network, a
+submodule, or a method such as a queue pretext's ``contrast``), never the module in place: evaluation
+(``training.embed``, in eval mode, without gradients or autocast, with a smaller last batch) calls the plain module,
+so it neither recompiles the step's graphs nor runs in low precision.
 
 Examples:
-    >>> Speedups.for_device(torch.device("cpu"))
-    Speedups(autocast_dtype=None, channels_last=False, fused_optimizer=False, tuned_kernels=False, compile=False)
+    >>> Speedups.for_device(torch.device("cpu"))  # doctest: +NORMALIZE_WHITESPACE
+    Speedups(autocast_dtype=None, channels_last=False, fused_optimizer=False, tuned_kernels=False, compile=False,
+             compile_backend='inductor')
 """
 from __future__ import annotations
 
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import ContextManager
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
@@ -33,7 +41,9 @@ class Speedups:
         channels_last: store convolution weights (hence activations) channels-last.
         fused_optimizer: build optimisers with ``fused=True`` (one kernel for all parameters; CUDA only).
         tuned_kernels: cuDNN autotuning and TF32 float32 matmuls (process-wide settings, set by :meth:`prepare`).
-        compile: compile the trained networks with ``torch.compile``.
+        compile: compile what the training loops call with ``torch.compile`` (see :meth:`compiled`).
+        compile_backend: the ``torch.compile`` backend (``inductor`` generates kernels; ``aot_eager`` only traces,
+            which is how the tests check what is compiled without paying for code generation).
     """
 
     autocast_dtype: torch.dtype | None = None
@@ -41,16 +51,17 @@ class Speedups:
     fused_optimizer: bool = False
     tuned_kernels: bool = False
     compile: bool = False
+    compile_backend: str = "inductor"
 
     @classmethod
     def for_device(cls, device: torch.device, compile: bool | None = None) -> "Speedups":
-        """All on for a CUDA device (bfloat16 where the GPU supports it), all off elsewhere; ``compile`` defaults
-        to the ``DCE_COMPILE`` environment variable being ``1``."""
-        if device.type != "cuda":
-            return cls()
+        """All on for a CUDA device (bfloat16 where the GPU computes it natively), all off elsewhere except
+        ``compile``, which defaults to the ``DCE_COMPILE`` environment variable being ``1``."""
         if compile is None:
             compile = os.environ.get("DCE_COMPILE") == "1"
-        bf16 = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        if device.type != "cuda":
+            return cls(compile=compile)
+        bf16 = torch.bfloat16 if native_bf16(device) else None
         return cls(autocast_dtype=bf16, channels_last=True, fused_optimizer=True, tuned_kernels=True,
                    compile=compile)
 
@@ -61,13 +72,28 @@ class Speedups:
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Lay ``model`` out channels-last and compile it, in place (its ``state_dict`` keys do not change, so
-        checkpoints stay interchangeable with uncompiled runs), and switch on the tuned kernels; returns it."""
+        """Lay ``model`` out channels-last, in place, and switch on the tuned kernels; returns it. Compiling is
+        :meth:`compiled`'s job."""
         if self.tuned_kernels:
             torch.backends.cudnn.benchmark = True
             torch.set_float32_matmul_precision("high")
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        if self.compile:
-            model.compile()
         return model
+
+    def compiled(self, step_call: Callable[..., Any]) -> Callable[..., Any]:
+        """``step_call`` — a module, a submodule or a bound method that a training step calls — compiled with
+        ``torch.compile`` when ``compile`` is on, else itself. The module is not changed: its ``state_dict`` keys
+        stay those of an uncompiled run, and everything outside the step calls it uncompiled."""
+        if not self.compile:
+            return step_call
+        return torch.compile(step_call, backend=self.compile_backend)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA GPU ``device`` computes bfloat16 in hardware (``torch.cuda.is_bf16_supported`` also counts
+    emulation, which is slower than float32)."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument
+        return torch.cuda.get_device_capability(device) >= (8, 0)

@@ -408,6 +408,7 @@ class Spice(Method):
         weak = geometry.augment("weak")
         strong = geometry.augment("strong", n_ops=cfg.n_strong_ops)
         optimizer = make_optimizer("adam", heads.parameters(), cfg.self_lr, 0.0, fused=context.speedups.fused_optimizer)
+        train_heads = context.speedups.compiled(heads)
         n = len(data)
         batch = min(cfg.self_batch_size, n)
         n_labelled = cfg.n_clusters * (batch // cfg.n_clusters)
@@ -430,7 +431,7 @@ class Spice(Method):
                     order = to_device(torch.randperm(n_labelled, generator=generator), context.device)
                     for start in range(0, n_labelled - train_batch + 1, train_batch):
                         rows = order[start:start + train_batch]
-                        logits = heads(strong_features[chosen[:, rows]])  # heads×b×K
+                        logits = train_heads(strong_features[chosen[:, rows]])  # heads×b×K
                         loss = spice_self_loss(logits.flatten(0, 1), targets[:, rows].flatten())
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
@@ -465,6 +466,7 @@ class Spice(Method):
             model = Classifier(fresh, ClusterMLPHeads(fresh.out_dim, cfg.n_clusters, 1)).to(context.device)
         ema = copy.deepcopy(model).requires_grad_(False)
         context.speedups.prepare(model)
+        forward = context.speedups.compiled(model)
         optimizer = make_optimizer("sgd", model.parameters(), cfg.semi_lr, cfg.semi_weight_decay,
                                    fused=context.speedups.fused_optimizer)
         total = cfg.semi_steps
@@ -516,7 +518,7 @@ class Spice(Method):
             inputs = torch.cat([weak(data[labelled[rows]]), weak(unlabelled), strong(unlabelled)])
             n_l, n_u = len(rows), len(unlabelled)
             with context.autocast():
-                logits = model(inputs)
+                logits = forward(inputs)
                 terms = fixmatch_loss(logits[:n_l], labels[rows], logits[n_l:n_l + n_u], logits[n_l + n_u:],
                                       cfg.fixmatch_threshold, cfg.unlabeled_weight)
             optimizer.zero_grad(set_to_none=True)
