@@ -29,16 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.metrics import mean_neighbor_purity
-from ..analysis.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy, resolve_backbone, scan_loss
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .feature_source import check_feature_source, pretrained_features, pretrained_name
 from .simclr import ContrastiveModel, SimCLRSettings, load_reused_pretext, pretext_identity, train_simclr
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch,
-                       to_device)
+from .training import (ImageGeometry, embed, index_batches, make_optimizer, mine_stage, seed_everything,
+                       steps_per_epoch, to_device)
 
 
 @dataclass
@@ -211,7 +209,8 @@ class Scan(Method):
                 cfg.pretext_epochs, cfg.pretext_batch_size, cfg.pretext_optimizer, cfg.pretext_lr,
                 cfg.pretext_weight_decay, cfg.temperature, cfg.projection_dim, cfg.crop_min_scale), context, generator, identity)
 
-        neighbors = self._mine(lambda: embed(contrastive, data, geometry.augment("eval")), images, context)
+        neighbors = mine_stage(context, lambda: embed(contrastive, data, geometry.augment("eval")),
+                               self.config.n_neighbors, images.labels)
         model = ClusterModel(contrastive.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
         train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
         self._selflabel(model, data, geometry, context, generator)
@@ -229,7 +228,7 @@ class Scan(Method):
         x = pretrained_features(images, pretrained_name(cfg.pretext_from), cfg.pretrained_weights,
                                 cfg.download_weights, context)
         geometry = FeatureGeometry()
-        neighbors = self._mine(lambda: x, images, context)
+        neighbors = mine_stage(context, lambda: x, self.config.n_neighbors, images.labels)
         model = ClusterModel(FrozenFeatures(x.shape[1]), cfg.n_clusters, cfg.n_heads).to(context.device)
         train_scan_heads(model, x, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
         self._selflabel(model, x, geometry, context, generator)
@@ -238,23 +237,6 @@ class Scan(Method):
         self.probs_ = F.softmax(embed(model, x, geometry.augment("eval"))[0], dim=1).cpu().numpy()
         self.labels_ = self.probs_.argmax(1)
         self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
-
-    def _mine(self, embedding_of: Callable[[], torch.Tensor], images: ImageSet, context: FitContext) -> torch.Tensor:
-        """k nearest neighbours in ``embedding_of()`` (called only when no finished mining is stored)."""
-        stored = context.load_stage("mine")
-        if stored is not None and stored[1]:
-            return stored[0]["neighbors"].long()
-        context.start_stage("mine", 1)
-        embedding = embedding_of()
-        k = min(self.config.n_neighbors, len(embedding) - 1)
-        neighbors = torch.from_numpy(mine_neighbors(embedding, k)).long().to(context.device)
-        if images.labels is not None:
-            purity = mean_neighbor_purity(neighbors.cpu().numpy(), images.labels)
-            context.step("mine", 1, 1, {"neighbor_purity": purity})
-            context.info("mine", f"neighbour purity@{k}: {purity:.3f}")
-        context.save_stage("mine", {"neighbors": neighbors.int()}, done=True)
-        context.end_stage("mine")
-        return neighbors
 
     def _selflabel(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
                    generator: torch.Generator) -> None:

@@ -35,15 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.metrics import mean_neighbor_purity
-from ..analysis.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import ema_update
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .feature_source import check_feature_source, features_of_run, pretrained_features, pretrained_name
-from .training import index_batches, make_optimizer, seed_everything, steps_per_epoch, to_device
+from .training import index_batches, make_optimizer, mine_stage, seed_everything, steps_per_epoch, to_device
 
 TEMI_EQUATION = (r"\mathcal{L} = -\underbrace{\textstyle\sum_c q_t(c|x)\, q_t(c|x')}_{w(x,x')}\;"
                  r"\log \sum_c \frac{\big(q_s(c|x)\, q_t(c|x')\big)^{\beta}}{\tilde q(c)}")
@@ -193,26 +191,11 @@ class Temi(Method):
             x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
         return x
 
-    def _mine(self, x: torch.Tensor, images: ImageSet, context: FitContext) -> torch.Tensor:
-        stored = context.load_stage("mine")
-        if stored is not None and stored[1]:
-            return stored[0]["neighbors"].long()
-        context.start_stage("mine", 1)
-        k = min(self.config.n_neighbors, len(x) - 1)
-        neighbors = torch.from_numpy(mine_neighbors(x, k)).long().to(context.device)
-        if images.labels is not None:
-            purity = mean_neighbor_purity(neighbors.cpu().numpy(), images.labels)
-            context.step("mine", 1, 1, {"neighbor_purity": purity})
-            context.info("mine", f"neighbour purity@{k}: {purity:.3f}")
-        context.save_stage("mine", {"neighbors": neighbors.int()}, done=True)
-        context.end_stage("mine")
-        return neighbors
-
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
         x = self._features(images, context)
-        neighbors = self._mine(x, images, context)
+        neighbors = mine_stage(context, lambda: x, self.config.n_neighbors, images.labels)
         student = TemiHeads(x.shape[1], cfg.n_clusters, cfg.n_heads, cfg.head_hidden_dim,
                             cfg.head_bottleneck_dim).to(context.device)
         teacher = copy.deepcopy(student).requires_grad_(False)

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..analysis.metrics import mean_neighbor_purity
+from ..analysis.neighbors import mine_neighbors
 from ..data.augment import build_augment
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
@@ -151,3 +153,25 @@ def resume_stage(context: FitContext, stage: str, model: nn.Module,
     epoch = int(state.get("epoch", 0))
     context.info(stage, f"resumed {stage} at epoch {epoch}{' (finished)' if done else ''}")
     return epoch, done
+
+
+def mine_stage(context: FitContext, embedding_of: Callable[[], torch.Tensor], n_neighbors: int,
+               labels: np.ndarray | None) -> torch.Tensor:
+    """The ``mine`` stage of SCAN-style methods: each sample's ``n_neighbors`` nearest neighbours by cosine
+    similarity in ``embedding_of()`` (SCAN, Van Gansbeke et al. 2020, §2.2), on the context's device. A finished
+    mining stored in the checkpoints is reused and ``embedding_of`` is then never called; with labels the
+    neighbour purity is recorded as the stage's one value."""
+    stored = context.load_stage("mine")
+    if stored is not None and stored[1]:
+        return stored[0]["neighbors"].long()
+    context.start_stage("mine", 1)
+    embedding = embedding_of()
+    k = min(n_neighbors, len(embedding) - 1)
+    neighbors = torch.from_numpy(mine_neighbors(embedding, k)).long().to(context.device)
+    if labels is not None:
+        purity = mean_neighbor_purity(neighbors.cpu().numpy(), labels)
+        context.step("mine", 1, 1, {"neighbor_purity": purity})
+        context.info("mine", f"neighbour purity@{k}: {purity:.3f}")
+    context.save_stage("mine", {"neighbors": neighbors.int()}, done=True)
+    context.end_stage("mine")
+    return neighbors
