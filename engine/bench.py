@@ -272,9 +272,19 @@ def _reset_peak() -> None:
 
 
 def _peak_resident_bytes() -> int:
+    """The peak resident memory since :func:`_reset_peak`: Linux's VmHWM. ``getrusage`` is no substitute there:
+    its maximum also keeps the RSS of the process this one was forked from before its exec (a pytest worker's
+    hundreds of MB), which no reset clears."""
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # kilobytes on Linux, bytes on macOS
 

@@ -87,10 +87,10 @@ class StageCounts:
                                              if "kmeans.py" not in op})
 
 
-# Pinned draws that a GPU queues without waiting (training.to_device), one per step here: the SCAN loss's random
-# neighbour of each anchor, and SPICE-Self's shuffle of each repeat (one step per repeat at these batch sizes).
-# The stand-in cannot tell pinned from pageable memory, so they are named here.
-PINNED_DRAWS_PER_STEP = {("scan", "cluster"): 1, ("smc", "cluster"): 1, ("spice", "self"): 1}
+# Pinned draws that a GPU queues without waiting (training.to_device), one per step here: the SCAN and TEMI losses'
+# random neighbour of each anchor, and SPICE-Self's shuffle of each repeat (one step per repeat at these batch
+# sizes). The stand-in cannot tell pinned from pageable memory, so they are named here.
+PINNED_DRAWS_PER_STEP = {("scan", "cluster"): 1, ("smc", "cluster"): 1, ("spice", "self"): 1, ("temi", "cluster"): 1}
 
 
 @pytest.mark.parametrize("method", sorted(set(list_methods()) - {"kmeans"}))

@@ -248,7 +248,7 @@ def test_compare_never_shows_none_or_nan(page):
 def test_compare_only_selects_a_finished_run_for_the_explorer_pages(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "runs")
     running = store.create_run("kmeans", "digits", {"n_clusters": 10, "seed": 0}, preset="fast")
-    store.claim(running, "cpu")
+    assert store.claim(running)
     monkeypatch.setenv("DCE_RUNS_DIR", str(tmp_path / "runs"))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
     at.run()

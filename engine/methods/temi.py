@@ -228,6 +228,7 @@ class Temi(Method):
         warmup_steps = cfg.warmup_epochs * n_steps
         context.start_stage("cluster", total)
         head_losses = torch.zeros(cfg.n_heads, device=context.device)
+        student_forward, teacher_forward = context.speedups.compiled(student), context.speedups.compiled(teacher)
         for epoch in range(cfg.cluster_epochs):
             sums = torch.zeros(3, device=context.device)
             head_losses.zero_()
@@ -238,9 +239,9 @@ class Temi(Method):
                 pick = to_device(torch.randint(neighbors.shape[1], (len(idx),), generator=generator), context.device)
                 pairs = torch.cat([x[idx], x[neighbors[idx, pick]]])
                 with context.autocast():
-                    student_logits = student(pairs)
+                    student_logits = student_forward(pairs)
                     with torch.no_grad():
-                        teacher_logits = teacher(pairs)
+                        teacher_logits = teacher_forward(pairs)
                         teacher_probs = F.softmax(teacher_logits.float() / cfg.teacher_temperature, dim=-1)
                         marginal.lerp_(teacher_probs.mean(1), 1 - cfg.marginal_momentum)
                     losses, neg_pmi, weight = temi_loss(student_logits, teacher_logits, marginal, cfg.beta,
