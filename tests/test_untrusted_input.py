@@ -323,6 +323,30 @@ def upload_runs(tmp_path):
     return manager.store, uploads, ids
 
 
+def test_an_upload_is_shown_by_its_archive_name_not_its_server_path(upload_runs):
+    store, uploads, (first, _, _) = upload_runs
+    record = store.get(first)
+    assert dataset_label(record.dataset, uploads) == "upload: pets.zip"
+    assert dataset_label("digits", uploads) == "digits" and dataset_label("folder:/srv/pets", uploads) == \
+        "folder:/srv/pets"
+    assert run_title(record, uploads).startswith(f"{first} · kmeans on upload: pets.zip")
+    assert {row["dataset"] for row in overview_rows(store)} == {"upload: pets.zip"}
+
+    at = open_page("pages/train.py")
+    said = [*next(box for box in at.selectbox if box.label == "Run").options, *(md.value for md in at.markdown)]
+    assert any("upload: pets.zip" in text for text in said)
+    at.switch_page("pages/compare.py").run()
+    assert set(at.dataframe[0].value["dataset"]) == {"upload: pets.zip"}
+    at.switch_page("pages/export.py").run()
+    next(button for button in at.button if button.label == "Export").click().run()
+    assert not at.exception
+    said += [*next(box for box in at.selectbox if box.label == "Run").options, *(s.value for s in at.success)]
+    exported = store.run_dir(store.list("finished")[0].id) / "exports" / "gallery.html"
+    said.append(exported.read_text())
+    assert "upload: pets.zip" in said[-1]
+    assert not [text for text in said if str(uploads.resolve()) in text or str(store.root) in text]
+
+
 def test_an_upload_goes_with_the_last_run_made_from_it_and_not_before(upload_runs):
     store, uploads, (first, second, own) = upload_runs
     shared_folder, own_folder = (Path(store.get(run_id).dataset.removeprefix("folder:")).parent
