@@ -114,6 +114,32 @@ def wait_for(at: AppTest, done) -> AppTest:
     return at
 
 
+def test_the_app_opens_on_a_home_page_with_its_name_three_steps_and_try_it():
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    assert not at.exception
+    assert at.title[0].value == "Deep Clustering Explorer"
+    assert [h.value for h in at.subheader] == ["Three steps", "Runs so far"]
+    assert [md.value.split(" — ")[0] for md in at.markdown if md.value.startswith("**")] == [
+        "**1. Pick data**", "**2. Train**", "**3. Audit**"]
+    assert {link.proto.page for link in at.get("page_link")} >= {"train", "map", "neighbours", "clusters", "compare"}
+    assert any(button.label.startswith("Try it") for button in at.button)
+
+
+def test_try_it_trains_digits_kmeans_lists_the_run_and_says_where_to_look():
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    next(button for button in at.button if button.label.startswith("Try it")).click().run()
+    assert not at.exception
+    wait_for(at, lambda at: any("finished" in s.value for s in at.success))
+    assert not at.exception
+    (record,) = RunStore().list()
+    assert (record.method, record.dataset, record.status) == ("kmeans", "digits", "finished")
+    assert next(s.value for s in at.success).startswith(f"{record.id} finished: ACC {record.summary['acc']:.3f}")
+    labels = [link.proto.label for link in at.get("page_link")]
+    assert {"the 2-D map", "each cluster's images"} <= set(labels)
+    at.run()
+    assert list(at.dataframe[0].value["run"]) == [record.id]
+
+
 def test_the_train_page_shows_the_folder_field_only_for_a_folder_and_the_data_root_only_for_torchvision():
     at = app().run()
     shown = lambda: [box.label for box in at.text_input]  # noqa: E731
