@@ -3,14 +3,20 @@
 The app is a thin layer over the ``engine`` package: pages lay out widgets and call engine functions; training
 runs in the engine's background JobManager, shared by every browser session of this server.
 """
+from pathlib import Path
+
 import streamlit as st
 
-# Icons are emoji: Streamlit draws an emoji favicon itself, where a ":material/…:" icon makes the browser fetch
-# the favicon from fonts.gstatic.com, which an offline server cannot reach.
-st.set_page_config(page_title="Deep Clustering Explorer", page_icon="🧠", layout="wide")
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+# The favicon and logo are the app's own files, served by this server; page icons are emoji, since a
+# ":material/…:" icon makes the browser fetch a font from fonts.gstatic.com, which an offline server cannot reach.
+st.set_page_config(page_title="Deep Clustering Explorer", page_icon=str(ASSETS / "icon.png"), layout="wide")
+st.logo(str(ASSETS / "icon.png"))
 
 PAGES = [
-    st.Page("pages/train.py", title="Train", icon="🧠", default=True),
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/train.py", title="Train", icon="🧠"),
     st.Page("pages/map.py", title="Map", icon="📍"),
     st.Page("pages/neighbours.py", title="Neighbours", icon="🔗"),
     st.Page("pages/clusters.py", title="Clusters", icon="🧩"),

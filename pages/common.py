@@ -7,11 +7,12 @@ from pathlib import Path
 import streamlit as st
 
 from engine.analysis.curves import Panel, stage_panels
-from engine.analysis.overview import format_score, format_seconds  # format_seconds: also the pages' helper
+from engine.analysis.overview import format_score, format_seconds, quick_start_hint, run_title
 from engine.analysis.results import RunResults, load_results, run_neighbor_purity
-from engine.data.roots import readable_roots
+from engine.data.roots import default_upload_dir, readable_roots
 from engine.errors import UserError
 from engine.runs import JobManager, RunRecord
+from engine.runs.uploads import dataset_label
 
 
 @st.cache_resource(show_spinner=False)
@@ -31,10 +32,32 @@ def _results(runs_dir: str, run_id: str, finished: float) -> RunResults:
     return load_results(manager.store, run_id, manager.data_roots)
 
 
+def train_form_defaults(methods: list[str]) -> dict[str, object]:
+    """The Train form's session keys and their first values: digits, SCAN's fast preset, K=10, seed 0; the
+    choices stay in the session while other pages and runs are viewed."""
+    return {"train-dataset": "digits", "train-folder": "", "train-data-root": "", "train-image-size": None,
+            "train-method": "scan" if "scan" in methods else methods[0], "train-preset": "fast", "train-k": 10,
+            "train-seed": 0}
+
+
+def form_key(key: str) -> str:
+    """The widget key for the form choice kept under ``key``: Streamlit drops a widget's own state when a page
+    without it is shown, so the choice is kept under a plain session key and the widget starts from it."""
+    widget_key = f"widget-{key}"
+    if widget_key not in st.session_state:
+        st.session_state[widget_key] = st.session_state[key]
+    return widget_key
+
+
+def remember_form(keys) -> None:
+    """Copy the form widgets' values into their plain session keys (see :func:`form_key`)."""
+    for key in keys:
+        if f"widget-{key}" in st.session_state:
+            st.session_state[key] = st.session_state[f"widget-{key}"]
+
+
 def run_label(record: RunRecord) -> str:
-    acc = record.summary.get("acc")
-    score = f" · ACC {acc:.3f}" if acc is not None else ""
-    return f"{record.id} · {record.method} on {record.dataset}{score}"
+    return run_title(record, default_upload_dir(job_manager().store.root))
 
 
 def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | None = None) -> RunResults | None:
@@ -42,7 +65,7 @@ def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | No
     manager = job_manager()
     finished = [r for r in manager.store.list("finished") if r.id != exclude]
     if not finished:
-        st.info("No finished run yet: start one on the Train page (digits + kmeans takes a second).")
+        st.info(f"No finished run yet: start one on the Train page ({quick_start_hint(manager.store)}).")
         return None
     ids = [r.id for r in finished]
     wanted = st.session_state.get(key)
@@ -89,7 +112,8 @@ def show_panels(panels: list[Panel], run_id: str) -> None:
 
 def show_run(record: RunRecord, manager: JobManager) -> None:
     """Status, progress with ETA, loss curves per stage, messages, and final scores of one run."""
-    st.markdown(f"**{record.id}** — `{record.method}` on `{record.dataset}` ({record.preset}) · status "
+    dataset = dataset_label(record.dataset, default_upload_dir(manager.store.root))
+    st.markdown(f"**{record.id}** — `{record.method}` on `{dataset}` ({record.preset}) · status "
                 f"**{record.status}**" + (f" · device {record.device}" if record.device else ""))
     if record.status in ("queued", "running"):
         label = f"stage {record.stage or '…'} · ETA for this stage {format_seconds(record.eta_s)}"

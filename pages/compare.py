@@ -11,14 +11,18 @@ from engine.errors import UserError
 from engine.runs.uploads import upload_only_used_by
 from pages.common import job_manager
 
+FIRST_COLUMNS = ("run", "method", "dataset", "ACC", "NMI", "ARI", "purity@k", "status")
+
 st.title("Compare")
 manager = job_manager()
 rows = overview_rows(manager.store)
 if not rows:
     st.info("No runs yet: start one on the Train page.")
 else:
+    # The scores come right after what a run is, so a narrow window (1024 px) shows them without scrolling.
     event = st.dataframe(pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row",
-                         key="runs-table")
+                         key="runs-table",
+                         column_order=[*FIRST_COLUMNS, *(name for name in rows[0] if name not in FIRST_COLUMNS)])
     st.caption("Scores have three decimals; n/a means the run has no such score (the note says why).")
     chosen = event.selection.rows if event else []
     if chosen:

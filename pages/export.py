@@ -26,7 +26,9 @@ if results is not None:
             st.error(str(exc))
     run_id, written = st.session_state.get("exported", (None, {}))
     if run_id == results.run_id and written:
-        st.success(f"Written to {results.store.run_dir(results.run_id) / 'exports'}")
+        # The files' names only: where the server keeps them is no concern of a person downloading them.
+        st.success(f"Written {sum(len(paths) for paths in written.values())} files for {run_id}; download them "
+                   f"below")
         for fmt, paths in written.items():
             for path in paths:
                 path = Path(path)

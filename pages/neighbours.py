@@ -41,7 +41,7 @@ if results is not None:
     purity = neighbor_purity(neighbors, labels) if labels is not None else None
 
     n = len(results.assign)
-    left, middle, right = st.columns([2, 2, 1])
+    left, middle, right = st.columns([3, 3, 2])  # wide enough for "Random image" at 1024 px
     order_by = left.radio("Order", ["index", WORST_FIRST] if purity is not None else ["index"], horizontal=True,
                           key="neighbours-order", on_change=start_order)
     order = np.argsort(purity, kind="stable") if order_by == WORST_FIRST else np.arange(n)

@@ -8,35 +8,47 @@ import streamlit as st
 from engine.data import DATASETS
 from engine.data.folder import DEFAULT_FOLDER_IMAGE_SIZE, MAX_IMAGE_SIZE
 from engine.data.registry import FOLDER_PREFIX
-from engine.data.roots import check_inside_data_roots, default_upload_dir, save_upload
+from engine.data.roots import check_folder_to_load, check_inside_data_roots, default_upload_dir, save_upload
 from engine.errors import DatasetError, UserError
 from engine.methods import get_method, list_methods
 from engine.methods.feature_source import PRETRAINED_PREFIX
 from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
-from pages.common import how_it_works, job_manager, run_label, show_run
+from engine.analysis.overview import quick_start_hint
+from pages.common import (form_key, how_it_works, job_manager, remember_form, run_label, show_run,
+                          train_form_defaults)
 
 manager = job_manager()
 upload_dir = default_upload_dir(manager.store.root)
 st.title("Train")
-UPLOAD = "upload an archive…"
+FOLDER, UPLOAD = "folder:…", "upload an archive…"
 
 methods = list_methods()
 # The user's own images come through the folder field or an upload; "folder:PATH" is the CLI's spelling.
 dataset_names = [name for name, info in DATASETS.items() if info.source != "local"]
-left, right = st.columns(2)
-dataset = left.selectbox("Dataset", dataset_names + ["folder:…", UPLOAD], index=dataset_names.index("digits"),
+# The form's choices live in the session, so viewing another run or page never resets the form.
+state = st.session_state
+form = train_form_defaults(methods)
+for key, default in form.items():
+    state.setdefault(key, default)
+left, middle, right = st.columns(3)
+dataset = left.selectbox("Dataset", dataset_names + [FOLDER, UPLOAD], key=form_key("train-dataset"),
                          help="built-in, torchvision (needs the files or a download), a folder on the server or "
                               "an archive you upload")
-folder = left.text_input("Image folder or archive", "", disabled=dataset != "folder:…",
-                         help="class sub-folders (labels known) or a flat folder; .zip/.tar.gz work too")
+folder = data_root = ""
+if dataset == FOLDER:
+    folder = left.text_input("Image folder or archive", key=form_key("train-folder"),
+                             help="class sub-folders (labels known) or a flat folder; .zip/.tar.gz work too")
+if DATASETS.get(dataset) is not None and DATASETS[dataset].source == "torchvision":
+    data_root = left.text_input("Data root (optional)", key=form_key("train-data-root"),
+                                help="where this dataset's torchvision files (or an image-folder copy) are")
 uploaded_spec = None
 if dataset == UPLOAD:
     uploaded = left.file_uploader(
         "Archive of your image folder", type=["zip", "tar", "gz", "tgz", "bz2", "tbz2", "xz", "txz"],
         help=f"a .zip/.tar/.tar.gz of class sub-folders or of a flat folder, at most "
              f"{st.get_option('server.maxUploadSize')} MB")
-    saved = st.session_state.setdefault("uploads", {})  # file id → stored path: each upload is stored once
+    saved = state.setdefault("uploads", {})  # file id → stored path: each upload is stored once
     # ... unless it was deleted since, with the last run made from it (Compare page)
     if uploaded is not None and not Path(saved.get(uploaded.file_id, "")).is_file():
         saved.pop(uploaded.file_id, None)
@@ -47,21 +59,22 @@ if dataset == UPLOAD:
             st.error(str(exc))
     if uploaded is not None and uploaded.file_id in saved:
         uploaded_spec = f"{FOLDER_PREFIX}{saved[uploaded.file_id]}"
-data_root = left.text_input("Data root for torchvision datasets (optional)", "")
 image_size = left.number_input(
-    "Image size (px)", min_value=1, max_value=MAX_IMAGE_SIZE, value=None, step=1, placeholder="auto",
+    "Image size (px)", min_value=1, max_value=MAX_IMAGE_SIZE, step=1, placeholder="auto",
+    key=form_key("train-image-size"),
     help=f"every image is decoded once at this square size (shorter side, then the centre) and cached; auto: "
          f"a built-in dataset's own size, {DEFAULT_FOLDER_IMAGE_SIZE} px for your images (their own if smaller)")
-method_name = right.selectbox("Method", methods, index=methods.index("scan") if "scan" in methods else 0)
-preset = right.radio("Preset", ["fast", "paper"], horizontal=True,
-                     help="fast: short schedules (about a minute per method on digits on a CPU, hours for 10k+ "
-                          "images without a GPU); paper: the paper's schedule (GPU)")
-n_clusters = right.number_input("Clusters K", min_value=2, max_value=1000, value=10)
-seed = right.number_input("Seed", min_value=0, value=0)
+method_name = middle.selectbox("Method", methods, key=form_key("train-method"))
+preset = middle.radio("Preset", ["fast", "paper"], horizontal=True, key=form_key("train-preset"),
+                      help="fast: short schedules (about a minute per method on digits on a CPU, hours for 10k+ "
+                           "images without a GPU); paper: the paper's schedule (GPU)")
+n_clusters = right.number_input("Clusters K", min_value=2, max_value=1000, key=form_key("train-k"))
+seed = right.number_input("Seed", min_value=0, key=form_key("train-seed"))
+remember_form(form)
 
 method = get_method(method_name)
 defaults = method.describe()["presets"][preset]
-spec = {"folder:…": f"{FOLDER_PREFIX}{folder.strip()}", UPLOAD: uploaded_spec}.get(dataset, dataset)
+spec = {FOLDER: f"{FOLDER_PREFIX}{folder.strip()}", UPLOAD: uploaded_spec}.get(dataset, dataset)
 overrides: dict = {"n_clusters": int(n_clusters), "seed": int(seed)}
 with st.expander("Settings (the preset's values; change any)"):
     columns = st.columns(3)
@@ -98,9 +111,10 @@ if st.button("Start", type="primary"):
     try:
         if spec is None:
             raise DatasetError("choose an archive to upload first")
-        # On a shared server ($DCE_DATA_ROOTS set) typed paths must stay inside the data roots.
+        # Checked now, not when the run's turn comes: a typed path must exist and, on a shared server
+        # ($DCE_DATA_ROOTS set), stay inside the data roots.
         if spec.startswith(FOLDER_PREFIX):
-            check_inside_data_roots(spec[len(FOLDER_PREFIX):], also_allowed=(upload_dir,))
+            check_folder_to_load(spec[len(FOLDER_PREFIX):], also_allowed=(upload_dir,))
         if data_root.strip():
             check_inside_data_roots(data_root.strip())
         request = RunRequest(method_name, spec, preset, overrides, data_root=data_root.strip() or None,
@@ -113,7 +127,8 @@ runs = manager.store.list()
 if not runs:
     with st.expander(f"How {method_name} works"):
         how_it_works(method_name)
-    st.info("No runs yet: pick a dataset and a method and press Start. The bundled digits need no download.")
+    st.info(f"No runs yet: pick a dataset and a method and press Start. The bundled digits need no download; "
+            f"{quick_start_hint(manager.store)}.")
 else:
     ids = [run.id for run in runs]
     labels = {run.id: run_label(run) for run in runs}

@@ -76,3 +76,12 @@ def recorded_losses(events) -> dict[str, set[str]]:
         if event.kind == "step" and event.losses:
             losses.setdefault(event.stage, set()).update(event.losses)
     return losses
+
+
+def open_page(path: str = "pages/train.py"):
+    """An AppTest of the app showing ``path`` (the app opens on its Home page)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    at.switch_page(path)
+    return at.run()

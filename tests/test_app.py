@@ -1,22 +1,24 @@
-"""The Streamlit app, driven headless with AppTest: it renders, and a digits K-means run started from the Train
-page finishes and shows its scores."""
+"""The Streamlit app, driven headless with AppTest: it opens on a Home page that says what it is, the Train page
+renders, and a digits K-means run started from the Train page (or Home's "Try it") finishes and shows its scores."""
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from conftest import HANG_GUARD_S, REPO
+from conftest import HANG_GUARD_S, REPO, open_page
+from engine.runs import RunStore
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 
 def app() -> AppTest:
-    return AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
+    """The app on its Train page, not yet run again."""
+    return open_page("pages/train.py")
 
 
-def test_app_opens_on_the_train_page_with_digits_preselected():
+def test_the_train_page_opens_with_digits_preselected():
     at = app().run()
     assert not at.exception
     assert at.title[0].value == "Train"
@@ -99,3 +101,75 @@ def test_the_image_size_chosen_on_the_train_page_is_the_size_the_run_decodes_and
         time.sleep(0.5)
     (record,) = RunStore().list()
     assert record.options["image_size"] == 16 and record.summary["image_size"] == 16
+
+
+# -- issue 13: the landing and the Train page ------------------------------------------------------------------
+
+
+def wait_for(at: AppTest, done) -> AppTest:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline and not done(at):
+        time.sleep(0.5)
+        at.run()
+    return at
+
+
+def test_the_app_opens_on_a_home_page_with_its_name_three_steps_and_try_it():
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    assert not at.exception
+    assert at.title[0].value == "Deep Clustering Explorer"
+    assert [h.value for h in at.subheader] == ["Three steps", "Runs so far"]
+    assert [md.value.split(" — ")[0] for md in at.markdown if md.value.startswith("**")] == [
+        "**1. Pick data**", "**2. Train**", "**3. Audit**"]
+    assert {link.proto.page for link in at.get("page_link")} >= {"train", "map", "neighbours", "clusters", "compare"}
+    assert any(button.label.startswith("Try it") for button in at.button)
+
+
+def test_try_it_trains_digits_kmeans_lists_the_run_and_says_where_to_look():
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    next(button for button in at.button if button.label.startswith("Try it")).click().run()
+    assert not at.exception
+    wait_for(at, lambda at: any("finished" in s.value for s in at.success))
+    assert not at.exception
+    (record,) = RunStore().list()
+    assert (record.method, record.dataset, record.status) == ("kmeans", "digits", "finished")
+    assert next(s.value for s in at.success).startswith(f"{record.id} finished: ACC {record.summary['acc']:.3f}")
+    labels = [link.proto.label for link in at.get("page_link")]
+    assert {"the 2-D map", "each cluster's images"} <= set(labels)
+    at.run()
+    assert list(at.dataframe[0].value["run"]) == [record.id]
+
+
+def test_the_train_page_shows_the_folder_field_only_for_a_folder_and_the_data_root_only_for_torchvision():
+    at = app().run()
+    shown = lambda: [box.label for box in at.text_input]  # noqa: E731
+    assert shown() == []  # digits: bundled, nothing to point at
+    next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()
+    assert shown() == ["Image folder or archive"]
+    next(box for box in at.selectbox if box.label == "Dataset").select("cifar10").run()
+    assert [label.startswith("Data root") for label in shown()] == [True]
+
+
+def test_a_folder_that_does_not_exist_is_refused_at_start_and_nothing_is_queued(tmp_path):
+    at = app().run()
+    next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()
+    next(box for box in at.text_input if box.label == "Image folder or archive").input(str(tmp_path / "nope")).run()
+    next(button for button in at.button if button.label == "Start").click().run()
+    assert not at.exception
+    assert any("does not exist" in error.value for error in at.error), [e.value for e in at.error]
+    assert RunStore().list() == [] and "run_id" not in at.session_state
+
+
+def test_the_train_form_keeps_its_choices_while_another_page_or_run_is_viewed():
+    at = app().run()
+    next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()
+    next(box for box in at.text_input if box.label == "Image folder or archive").input("/srv/pets").run()
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans").run()
+    next(box for box in at.number_input if box.label == "Clusters K").set_value(7).run()
+    at.switch_page("pages/compare.py").run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert next(box for box in at.selectbox if box.label == "Dataset").value == "folder:…"
+    assert next(box for box in at.text_input if box.label == "Image folder or archive").value == "/srv/pets"
+    assert next(box for box in at.selectbox if box.label == "Method").value == "kmeans"
+    assert next(box for box in at.number_input if box.label == "Clusters K").value == 7

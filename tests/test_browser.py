@@ -1,5 +1,5 @@
-"""End to end in a real headless Chromium: start the app, train on digits from the Train page, then visit every
-explorer page. Screenshots land in test-artifacts/ for a person to look at."""
+"""End to end in a real headless Chromium: open the app's Home page at 1440 and 1024 px, train on digits from the
+Train page, then visit every explorer page. Screenshots land in test-artifacts/ for a person to look at."""
 from __future__ import annotations
 
 from urllib.parse import urlparse
@@ -62,38 +62,64 @@ def no_exception(page, name: str) -> None:
     assert page.locator("[data-testid='stException']").count() == 0, f"exception box on {name}"
 
 
-def test_train_a_digits_run_then_explore_it_in_chromium(app_url):
+WIDE, NARROW = {"width": 1440, "height": 900}, {"width": 1024, "height": 768}
+
+
+def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport=WIDE)
         # the app must work offline: nothing (icon fonts, usage stats) may come from another host
         foreign = []
         own_host = urlparse(app_url).hostname
         page.on("request", lambda request: urlparse(request.url).hostname in (own_host, None)
                 or foreign.append(request.url))
         page.goto(app_url)
+        page.get_by_role("heading", name="Deep Clustering Explorer").wait_for(timeout=WAIT_MS)
+        page.get_by_role("button", name="Try it: K-means on digits").wait_for(timeout=WAIT_MS)
+        no_exception(page, "0-home-1440")
+        page.set_viewport_size(NARROW)
+        no_exception(page, "0-home-1024")
+        assert above_the_fold(page.get_by_role("button", name="Try it: K-means on digits"))
+
+        page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Train").click()
         page.get_by_role("heading", name="Train").wait_for(timeout=WAIT_MS)
         page.locator("[data-testid='stSelectbox']").filter(has_text="Method").click()
         page.get_by_role("option", name="kmeans", exact=True).click()
         page.get_by_role("button", name="Start").click()
         page.get_by_text("status finished").wait_for(timeout=WAIT_MS)
         page.get_by_text("ACC", exact=True).wait_for(timeout=WAIT_MS)
-        no_exception(page, "1-train-finished")
+        no_exception(page, "1-train-finished-1024")
+        assert above_the_fold(page.get_by_text("status finished")), "the live view is below the fold at 1024 px"
 
         for title in ("Map", "Neighbours", "Clusters", "Compare", "Export"):
             page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
             page.get_by_role("heading", name=title).wait_for(timeout=WAIT_MS)
             if title == "Map":
                 page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
-            no_exception(page, f"2-{title.lower()}")
+            no_exception(page, f"2-{title.lower()}-1024")
             if title == "Neighbours":
+                random_image = page.get_by_role("button", name="Random image")
+                assert random_image.evaluate("b => b.scrollWidth <= b.clientWidth"), "the button's label is cut"
                 step_through_neighbours(page)
         page.get_by_role("button", name="Export").click()
-        page.get_by_text("Written to").wait_for(timeout=WAIT_MS)
-        no_exception(page, "3-exported")
+        page.get_by_text("download them below").wait_for(timeout=WAIT_MS)
+        no_exception(page, "3-exported-1024")
+
+        page.set_viewport_size(WIDE)
+        page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Home").click()
+        page.get_by_role("heading", name="Runs so far").wait_for(timeout=WAIT_MS)
+        no_exception(page, "4-home-with-a-run-1440")
         browser.close()
     assert foreign == [], f"requests to other hosts than the app's: {foreign}"
+
+
+def above_the_fold(locator) -> bool:
+    """Whether the element's top lies inside the first screenful of the page."""
+    locator.wait_for(timeout=WAIT_MS)
+    top = locator.evaluate("e => e.getBoundingClientRect().top + window.scrollY")
+    return top < locator.page.viewport_size["height"]
 
 
 def settle(page) -> None:

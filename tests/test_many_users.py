@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from conftest import HANG_GUARD_S, REPO
+from conftest import HANG_GUARD_S, open_page
 from engine.runs import JobManager, RunRequest, RunStore
 
 pytest.importorskip("streamlit")
@@ -25,7 +25,7 @@ def one_torch_thread():
 
 
 def session() -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    at = open_page("pages/train.py")
     next(box for box in at.selectbox if box.label == "Method").select("kmeans")
     return at.run()
 

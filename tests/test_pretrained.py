@@ -227,11 +227,9 @@ def test_temi_clusters_a_10_class_gaussian_mixture_in_384_d(tmp_path):
 
 def test_the_train_page_offers_pretrained_features_and_refuses_a_backbone_without_weights():
     pytest.importorskip("streamlit")
-    from streamlit.testing.v1 import AppTest
+    from conftest import open_page
 
-    from conftest import HANG_GUARD_S, REPO
-
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    at = open_page("pages/train.py")
     next(box for box in at.selectbox if box.label == "Method").select("temi").run()
     assert not any(box.label == "Reuse pretext from run" for box in at.selectbox)
     features = next(box for box in at.selectbox if box.label == "Frozen pretrained features")

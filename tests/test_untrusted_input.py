@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import HANG_GUARD_S, REPO
+from conftest import HANG_GUARD_S, REPO, open_page
 from engine.analysis.results import load_results
 from engine.data import DATASETS, load_folder
-from engine.data.roots import (DEFAULT_MAX_UPLOADS_BYTES, check_inside_data_roots, configured_data_roots,
-                               default_upload_dir, save_upload, uploads_cap)
+from engine.data.roots import (DEFAULT_MAX_UPLOADS_BYTES, check_folder_to_load, check_inside_data_roots,
+                               configured_data_roots, default_upload_dir, save_upload, uploads_cap)
 from engine.errors import ConfigError, DatasetError, UserError
 from engine.runs import JobManager, RunRequest, RunStore, create_run
-from engine.runs.uploads import delete_run, upload_only_used_by
+from engine.analysis.overview import overview_rows, run_title
+from engine.runs.uploads import dataset_label, delete_run, upload_only_used_by
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -120,7 +121,7 @@ def test_uploads_go_to_dce_upload_dir_or_into_the_runs_folder(tmp_path, monkeypa
 # ---------------------------------------------------------------------------------------- the Train page
 
 def train_page() -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
+    at = open_page("pages/train.py")
     next(box for box in at.selectbox if box.label == "Method").select("kmeans")
     next(box for box in at.number_input if box.label == "Clusters K").set_value(2)
     return at.run()
@@ -167,6 +168,7 @@ def test_the_train_page_refuses_a_folder_with_a_nul_byte_with_a_message(tmp_path
 def test_the_train_page_refuses_a_torchvision_data_root_outside_the_data_roots(tmp_path, monkeypatch):
     monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
     at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("mnist").run()
     next(box for box in at.text_input if box.label.startswith("Data root")).input(str(tmp_path / "elsewhere"))
     at = start(at.run())
     assert any(OUTSIDE in error.value for error in at.error)
@@ -321,6 +323,30 @@ def upload_runs(tmp_path):
     return manager.store, uploads, ids
 
 
+def test_an_upload_is_shown_by_its_archive_name_not_its_server_path(upload_runs):
+    store, uploads, (first, _, _) = upload_runs
+    record = store.get(first)
+    assert dataset_label(record.dataset, uploads) == "upload: pets.zip"
+    assert dataset_label("digits", uploads) == "digits" and dataset_label("folder:/srv/pets", uploads) == \
+        "folder:/srv/pets"
+    assert run_title(record, uploads).startswith(f"{first} · kmeans on upload: pets.zip")
+    assert {row["dataset"] for row in overview_rows(store)} == {"upload: pets.zip"}
+
+    at = open_page("pages/train.py")
+    said = [*next(box for box in at.selectbox if box.label == "Run").options, *(md.value for md in at.markdown)]
+    assert any("upload: pets.zip" in text for text in said)
+    at.switch_page("pages/compare.py").run()
+    assert set(at.dataframe[0].value["dataset"]) == {"upload: pets.zip"}
+    at.switch_page("pages/export.py").run()
+    next(button for button in at.button if button.label == "Export").click().run()
+    assert not at.exception
+    said += [*next(box for box in at.selectbox if box.label == "Run").options, *(s.value for s in at.success)]
+    exported = store.run_dir(store.list("finished")[0].id) / "exports" / "gallery.html"
+    said.append(exported.read_text())
+    assert "upload: pets.zip" in said[-1]
+    assert not [text for text in said if str(uploads.resolve()) in text or str(store.root) in text]
+
+
 def test_an_upload_goes_with_the_last_run_made_from_it_and_not_before(upload_runs):
     store, uploads, (first, second, own) = upload_runs
     shared_folder, own_folder = (Path(store.get(run_id).dataset.removeprefix("folder:")).parent
@@ -415,3 +441,19 @@ def test_every_torch_load_is_weights_only():
     unsafe = [str(path.relative_to(REPO)) for path, arguments in calls
               if not re.search(r"\bweights_only\s*=\s*True\b", arguments)]
     assert unsafe == []
+
+
+def test_a_folder_to_load_is_checked_before_a_run_is_queued(tmp_path, monkeypatch):
+    monkeypatch.delenv("DCE_DATA_ROOTS", raising=False)
+    pets = write_images(tmp_path / "pets")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "pets.zip").write_bytes(b"")  # its contents are checked when it loads
+    assert check_folder_to_load(f"  {pets}  ") == pets.resolve()
+    assert check_folder_to_load(tmp_path / "pets.zip") == (tmp_path / "pets.zip").resolve()
+    for bad, reason in ((tmp_path / "nope", "does not exist"), (tmp_path / "notes.txt", "is a file"),
+                        ("  ", "type the path")):
+        with pytest.raises(DatasetError, match=reason):
+            check_folder_to_load(bad)
+    monkeypatch.setenv("DCE_DATA_ROOTS", str(tmp_path / "allowed"))
+    with pytest.raises(DatasetError, match=OUTSIDE):  # confinement first: whether it exists is not said
+        check_folder_to_load(tmp_path / "nope")

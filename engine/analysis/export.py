@@ -19,7 +19,9 @@ from typing import Iterable
 import numpy as np
 
 from ..atomic import atomic_path, write_atomic
+from ..data.roots import default_upload_dir
 from ..errors import ConfigError, UserError
+from ..runs.uploads import dataset_label
 from .clusters import ClusterSummary, cluster_summaries, off_majority
 from .results import RunResults
 from .thumbnails import contact_sheet, png_bytes, thumbnail
@@ -194,7 +196,7 @@ section.cluster h2 { font-size: 1.1rem; margin: 0 0 .2rem; }
 def _gallery(export: _Export) -> list[tuple[str, bytes]]:
     results, record = export.results, export.results.record
     esc = html.escape
-    facts = [("run", record.id), ("method", record.method), ("dataset", record.dataset),
+    facts = [("run", record.id), ("method", record.method), ("dataset", dataset_label(record.dataset, default_upload_dir(results.store.root))),
              ("preset", record.preset), ("clusters", results.n_clusters), ("images", len(results.assign)),
              ("device", record.summary.get("device", record.device))]
     facts += [(label, f"{record.summary[key]:.4f}") for key, label in SCORE_LABELS.items()

@@ -2,7 +2,11 @@
 no such score and a note saying why, so a table never shows a bare None or NaN."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..data.roots import default_upload_dir
 from ..runs import RunRecord, RunStore
+from ..runs.uploads import dataset_label
 from .results import run_neighbor_purity
 
 NOT_AVAILABLE = "n/a"
@@ -35,14 +39,24 @@ def _why_no_scores(record: RunRecord) -> str:
     return ""
 
 
-def overview_rows(store: RunStore) -> list[dict[str, str]]:
-    """One row per run, newest first: run, method, dataset, preset, K, seed, ACC, NMI, ARI, purity@k, time,
-    device, status and a note on any "n/a". A finished run lacking its neighbour purity gets it computed and
-    stored once (:func:`run_neighbor_purity`)."""
+def run_title(record: RunRecord, upload_dir: Path) -> str:
+    """One line naming a run in pickers: "<id> · kmeans on upload: shapes.zip · ACC 0.790"."""
+    acc = record.summary.get("acc")
+    score = f" · ACC {acc:.3f}" if acc is not None else ""
+    return f"{record.id} · {record.method} on {dataset_label(record.dataset, upload_dir)}{score}"
+
+
+def overview_rows(store: RunStore, upload_dir: Path | None = None) -> list[dict[str, str]]:
+    """One row per run, newest first: run, method, dataset (an upload by its file name), preset, K, seed, ACC,
+    NMI, ARI, purity@k, time, device, status and a note on any "n/a". ``upload_dir`` defaults to the store's
+    (:func:`~engine.data.roots.default_upload_dir`). A finished run lacking its neighbour purity gets it computed
+    and stored once (:func:`run_neighbor_purity`)."""
+    upload_dir = default_upload_dir(store.root) if upload_dir is None else upload_dir
     rows = []
     for record in store.list():
         purity, purity_note = run_neighbor_purity(store, record.id)
-        row = {"run": record.id, "method": record.method, "dataset": record.dataset, "preset": record.preset or "–",
+        row = {"run": record.id, "method": record.method, "dataset": dataset_label(record.dataset, upload_dir),
+               "preset": record.preset or "–",
                "K": str(record.config.get("n_clusters", "–")), "seed": str(record.config.get("seed", "–"))}
         row.update({title: format_score(record.summary.get(key)) for title, key in SCORES.items()})
         row["purity@k"] = format_score(purity)
@@ -52,3 +66,13 @@ def overview_rows(store: RunStore) -> list[dict[str, str]]:
         row["note"] = _why_no_scores(record) or purity_note
         rows.append(row)
     return rows
+
+
+def quick_start_hint(store: RunStore) -> str:
+    """How long the quickest run, K-means on digits, takes: the wait of the last one this store finished (queued
+    to finished, what a person waits), or a bound that holds on a busy CPU when none has run yet. The first run of
+    a server also loads the libraries, which is why it is never promised as "a second"."""
+    done = [r for r in store.list("finished") if r.method == "kmeans" and r.dataset == "digits" and r.finished]
+    if done:
+        return f"digits + kmeans took {format_seconds(done[0].finished - done[0].created)} here last time"
+    return "digits + kmeans usually finishes within half a minute on a CPU; the server's first run takes longest"

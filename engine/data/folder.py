@@ -146,6 +146,22 @@ def resolve_inside(path: str | Path, roots: Sequence[Path]) -> Path:
     return resolved
 
 
+def check_image_source(path: Path) -> Path:
+    """``path`` resolved, after checking it can hold a dataset: an existing folder, or an archive file.
+
+    Raises:
+        DatasetError: ``path`` does not exist, or is a file that is not one of :data:`ARCHIVE_SUFFIXES`.
+    """
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist; give a folder of images (one sub-folder per class, or "
+                           f"all in one folder) or a .zip/.tar/.tar.gz archive of one")
+    root = path.resolve()
+    if root.is_file() and not is_archive(root):
+        raise DatasetError(f"{root} is a file; give a folder of images or a "
+                           f"{'/'.join(ARCHIVE_SUFFIXES)} archive of one")
+    return root
+
+
 def _is_inside(resolved: Path, roots: Sequence[Path]) -> bool:
     return any(resolved.is_relative_to(Path(root).expanduser().resolve()) for root in roots)
 
@@ -185,14 +201,7 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
         raise DatasetError(f"unknown split {split!r}; use 'train', 'test', or none for both")
 
     # Confinement first: whether a path outside the roots exists is none of the user's business.
-    root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
-    if not root.exists():
-        raise DatasetError(f"{root} does not exist; give a folder of images (one sub-folder per class, or "
-                           f"all in one folder) or a .zip/.tar/.tar.gz archive of one")
-    root = root.resolve()
-    if root.is_file() and not is_archive(root):
-        raise DatasetError(f"{root} is a file; give a folder of images or a "
-                           f"{'/'.join(ARCHIVE_SUFFIXES)} archive of one")
+    root = check_image_source(expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots))
 
     links_out: list[str] = []
     if root.is_dir():

@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from engine.atomic import atomic_path, disk_full_message, is_disk_full
-from engine.data.folder import ARCHIVE_SUFFIXES, describe_size, expand_user_path, positive_env, resolve_inside
+from engine.data.folder import (ARCHIVE_SUFFIXES, check_image_source, describe_size, expand_user_path, positive_env,
+                                resolve_inside)
 from engine.errors import DatasetError, DiskFullError, UserError
 
 DEFAULT_MAX_UPLOADS_BYTES = 10 << 30
@@ -54,6 +55,19 @@ def check_inside_data_roots(path: str | Path, also_allowed: tuple[Path, ...] = (
     if roots is None:
         return expand_user_path(path).resolve()
     return resolve_inside(path, [*roots, *also_allowed])
+
+
+def check_folder_to_load(path: str | Path, also_allowed: tuple[Path, ...] = ()) -> Path:
+    """``path`` resolved, after the checks a run would only make when its turn comes: it lies inside the data
+    roots (:func:`check_inside_data_roots`) and is an existing folder or archive. Call it before queueing a run.
+
+    Raises:
+        DatasetError: ``path`` is empty, outside the data roots, missing, or a file that is not an archive.
+    """
+    if not str(path).strip():
+        raise DatasetError("type the path of a folder of images (or of a .zip/.tar/.tar.gz archive of one) on "
+                           "the server")
+    return check_image_source(check_inside_data_roots(str(path).strip(), also_allowed))
 
 
 def readable_roots(runs_root: Path) -> list[Path] | None:

@@ -22,6 +22,19 @@ def upload_of(record: RunRecord, upload_dir: Path) -> Path | None:
     return uploads / inside.parts[0] if len(inside.parts) == 2 else None
 
 
+def dataset_label(spec: str, upload_dir: Path) -> str:
+    """How a run's dataset is shown: ``upload: shapes.zip`` for an archive uploaded on the Train page (its server
+    path means nothing to the person who uploaded it), the spec itself for anything else."""
+    if not spec.startswith(FOLDER_PREFIX):
+        return spec
+    uploads = Path(upload_dir).resolve()
+    try:
+        inside = Path(spec[len(FOLDER_PREFIX):]).resolve().relative_to(uploads)
+    except ValueError:
+        return spec
+    return f"upload: {inside.name}" if len(inside.parts) == 2 else spec
+
+
 def upload_only_used_by(store: RunStore, run_id: str, upload_dir: Path) -> Path | None:
     """The upload folder run ``run_id`` was made from, when no other run in ``store`` uses it; else None."""
     folder = upload_of(store.get(run_id), upload_dir)
