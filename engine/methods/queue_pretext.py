@@ -5,7 +5,8 @@ Both train an online network against a slowly moving target network (its EMA): t
 the target network encodes the other, and the target's keys of past batches wait in a FIFO queue to serve as
 negatives (MoCo, He et al. 2020, §3.2). What differs between the two — which network produces the query, how the
 momentum evolves, whether the loss is symmetrised — is the pretext model's :meth:`QueueContrastModel.contrast`;
-this module owns the loop, the queue, the checkpoints and resuming.
+this module owns the queue (updated after every optimiser step); :func:`training.train_epochs` runs the loop,
+its checkpoints and resuming.
 """
 from __future__ import annotations
 
