@@ -64,8 +64,7 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy, nt_xent_loss, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, save_epoch,
-                       seed_everything, set_cosine_lr, steps_per_epoch)
+from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
 
 STAGE = "train"
 LOSS_NAMES = ("total", "instance", "cluster", "entropy")
@@ -184,40 +183,22 @@ class ContrastiveClustering(Method):
     def _train(self, model: ContrastiveClusteringNet, data: torch.Tensor, geometry: ImageGeometry,
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
-        context.speedups.prepare(model)
         forward = context.speedups.compiled(model)
         optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay,
                                    fused=context.speedups.fused_optimizer)
-        start_epoch, done = resume_stage(context, STAGE, model, optimizer)
-        if done:
-            return
         augment = geometry.augment("simclr", crop_scale=(cfg.crop_min_scale, 1.0),
                                    jitter_strength=cfg.jitter_strength)
-        n_steps = steps_per_epoch(len(data), cfg.batch_size)
-        total = cfg.epochs * n_steps
-        context.start_stage(STAGE, total)
-        model.train()
-        for epoch in range(start_epoch, cfg.epochs):
-            sums = torch.zeros(len(LOSS_NAMES), device=context.device)
-            for i, idx in enumerate(index_batches(len(data), cfg.batch_size, generator, context.device)):
-                step = epoch * n_steps + i
-                if cfg.lr_schedule == "cosine":
-                    set_cosine_lr(optimizer, cfg.lr, step, total, final_fraction=0.0)
-                batch = data[idx]
-                with context.autocast():
-                    z_a, y_a = forward(augment(batch))
-                    z_b, y_b = forward(augment(batch))
-                    terms = cc_loss(z_a, z_b, y_a, y_b, cfg.instance_temperature, cfg.cluster_temperature)
-                optimizer.zero_grad(set_to_none=True)
-                terms[0].backward()
-                optimizer.step()
-                sums += torch.stack(terms).detach()
-                context.step(STAGE, step + 1, total)
-            context.step(STAGE, (epoch + 1) * n_steps, total, dict(zip(LOSS_NAMES, sums / n_steps)))
-            save_epoch(context, STAGE, model, optimizer, epoch + 1, cfg.epochs)
-        if start_epoch >= cfg.epochs:
-            save_epoch(context, STAGE, model, optimizer, cfg.epochs, cfg.epochs)
-        context.end_stage(STAGE)
+
+        def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            batch = data[indices]
+            z_a, y_a = forward(augment(batch))
+            z_b, y_b = forward(augment(batch))
+            return dict(zip(LOSS_NAMES, cc_loss(z_a, z_b, y_a, y_b, cfg.instance_temperature,
+                                                cfg.cluster_temperature)))
+
+        train_epochs(context, STAGE, model, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
+                     batch_size=cfg.batch_size, generator=generator, losses=LOSS_NAMES, lr=cfg.lr,
+                     lr_schedule=cfg.lr_schedule)
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         data = images.images.to(next(self.model_.parameters()).device)

@@ -81,8 +81,7 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, save_epoch,
-                       seed_everything, set_cosine_lr, steps_per_epoch)
+from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
 
 STAGE = "train"
 SOBEL_CHANNELS = 2
@@ -218,48 +217,26 @@ class Pica(Method):
     def _train(self, model: PicaNet, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
                generator: torch.Generator) -> None:
         cfg = self.config
-        context.speedups.prepare(model)
         forward = context.speedups.compiled(model)
         optimizer = make_optimizer("adam", model.parameters(), cfg.lr, cfg.weight_decay,
                                    fused=context.speedups.fused_optimizer)
-        start_epoch, done = resume_stage(context, STAGE, model, optimizer)
-        if done:
-            return
         original = geometry.augment("weak")
         perturb = geometry.augment("simclr", crop_scale=(cfg.crop_min_scale, 1.0), jitter_p=1.0)
-        n_steps = steps_per_epoch(len(data), cfg.batch_size)
-        n_heads = len(model.heads)
-        total = cfg.epochs * n_heads * n_steps
-        context.start_stage(STAGE, total)
-        model.train()
-        for epoch in range(start_epoch, cfg.epochs):
-            head_sums = []
-            for head in range(n_heads):  # over-clustering head first, then the main head (official order)
-                sums = torch.zeros(3, device=context.device)
-                for i, idx in enumerate(index_batches(len(data), cfg.batch_size, generator, context.device)):
-                    step = (epoch * n_heads + head) * n_steps + i
-                    if cfg.lr_schedule == "cosine":
-                        set_cosine_lr(optimizer, cfg.lr, step, total, final_fraction=0.0)
-                    batch = data[idx]
-                    with context.autocast():
-                        probs_original = forward(original(batch), head)
-                        probs_perturbed = forward(perturb(batch.repeat(cfg.n_repeats, 1, 1, 1)), head)
-                        terms = pica_loss(probs_original.repeat(cfg.n_repeats, 1), probs_perturbed,
-                                          cfg.entropy_weight)
-                    optimizer.zero_grad(set_to_none=True)
-                    terms[0].backward()
-                    optimizer.step()
-                    sums += torch.stack(terms).detach()
-                    context.step(STAGE, step + 1, total)
-                head_sums.append(sums / n_steps)
-            main, over = head_sums[-1], head_sums[0]
-            context.step(STAGE, (epoch + 1) * n_heads * n_steps, total,
-                         {"total": main[0], "partition_uncertainty": main[1], "entropy": main[2],
-                          "overcluster_total": over[0]})
-            save_epoch(context, STAGE, model, optimizer, epoch + 1, cfg.epochs)
-        if start_epoch >= cfg.epochs:
-            save_epoch(context, STAGE, model, optimizer, cfg.epochs, cfg.epochs)
-        context.end_stage(STAGE)
+
+        def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            # one pass per head: the over-clustering head first, then the main head (official order)
+            batch = data[indices]
+            probs_original = forward(original(batch), at.pass_)
+            probs_perturbed = forward(perturb(batch.repeat(cfg.n_repeats, 1, 1, 1)), at.pass_)
+            total, partition_uncertainty, size_entropy = pica_loss(probs_original.repeat(cfg.n_repeats, 1),
+                                                                   probs_perturbed, cfg.entropy_weight)
+            if at.pass_ < len(model.heads) - 1:
+                return {"overcluster_total": total}
+            return {"total": total, "partition_uncertainty": partition_uncertainty, "entropy": size_entropy}
+
+        train_epochs(context, STAGE, model, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
+                     batch_size=cfg.batch_size, generator=generator, losses=self.stages[0].losses, lr=cfg.lr,
+                     lr_schedule=cfg.lr_schedule, passes=len(model.heads))
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         data = images.images.to(next(self.model_.parameters()).device)

@@ -5,7 +5,8 @@ Both train an online network against a slowly moving target network (its EMA): t
 the target network encodes the other, and the target's keys of past batches wait in a FIFO queue to serve as
 negatives (MoCo, He et al. 2020, §3.2). What differs between the two — which network produces the query, how the
 momentum evolves, whether the loss is symmetrised — is the pretext model's :meth:`QueueContrastModel.contrast`;
-this module owns the loop, the queue, the checkpoints and resuming.
+this module owns the queue (updated after every optimiser step); :func:`training.train_epochs` runs the loop,
+its checkpoints and resuming.
 """
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from torch import nn
 
 from ..nn.memory_queue import FeatureQueue
 from .context import FitContext
-from .training import (ImageGeometry, index_batches, make_optimizer, resume_stage, save_epoch, set_cosine_lr,
-                       steps_per_epoch)
+from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
 STAGE = "pretext"
 QUEUE_INFO_NCE_EQUATION = (r"\mathcal{L}_q = -\log \frac{\exp(q \cdot k_+/\tau)}"
@@ -85,37 +85,19 @@ def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geom
         context.info(STAGE, f"queue shortened to {queue_size} keys for {len(images_u8)} images")
     queue = FeatureQueue(settings.projection_dim, queue_size).to(context.device)
     augment = geometry.augment("simclr", crop_scale=(settings.crop_min_scale, 1.0))
-    context.speedups.prepare(model)
     contrast = context.speedups.compiled(model.contrast)  # what the step calls, not the module's forward
     optimizer = make_optimizer(settings.optimizer, model.trainable_parameters(), settings.lr, settings.weight_decay,
                                fused=context.speedups.fused_optimizer)
-    n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
-    total = settings.epochs * n_steps
-    start_epoch, _ = resume_stage(context, STAGE, model, optimizer, queue=queue)
+    keys: list[torch.Tensor] = []  # the step's keys, enqueued once the optimiser has stepped
 
-    def save(epoch: int) -> None:
-        save_epoch(context, STAGE, model, optimizer, epoch, settings.epochs, queue=queue.state_dict(),
-                   identity=identity)
+    def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+        batch = images_u8[indices]
+        loss, new_keys = contrast(augment(batch), augment(batch), queue.features, settings.temperature, at.step,
+                                  at.total)
+        keys.append(new_keys)
+        return {"info_nce": loss}
 
-    context.start_stage(STAGE, total)
-    model.train()
-    for epoch in range(start_epoch, settings.epochs):
-        loss_sum = torch.zeros((), device=context.device)
-        for i, idx in enumerate(index_batches(len(images_u8), settings.batch_size, generator, context.device)):
-            step = epoch * n_steps + i
-            set_cosine_lr(optimizer, settings.lr, step, total, final_fraction=0.0)
-            batch = images_u8[idx]
-            with context.autocast():
-                loss, keys = contrast(augment(batch), augment(batch), queue.features, settings.temperature,
-                                            step, total)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            queue.enqueue(keys)
-            loss_sum += loss.detach()
-            context.step(STAGE, step + 1, total)
-        context.step(STAGE, (epoch + 1) * n_steps, total, {"info_nce": loss_sum / n_steps})
-        save(epoch + 1)
-    if start_epoch >= settings.epochs:
-        save(settings.epochs)
-    context.end_stage(STAGE)
+    train_epochs(context, STAGE, model, optimizer, step, epochs=settings.epochs, n_samples=len(images_u8),
+                 batch_size=settings.batch_size, generator=generator, losses=("info_nce",), lr=settings.lr,
+                 lr_schedule="cosine", after_step=lambda: queue.enqueue(keys.pop()), checkpointed={"queue": queue},
+                 extra_state={"identity": identity})

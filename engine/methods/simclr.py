@@ -15,8 +15,7 @@ from torch import nn
 from ..errors import UserError
 from ..nn import mlp_projector, nt_xent_loss
 from .context import FitContext
-from .training import (ImageGeometry, index_batches, make_optimizer, resume_stage, save_epoch, set_cosine_lr,
-                       steps_per_epoch)
+from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
 STAGE = "pretext"
 
@@ -71,32 +70,17 @@ def load_reused_pretext(model: ContrastiveModel, context: FitContext, from_run: 
 def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: ImageGeometry,
                  settings: SimCLRSettings, context: FitContext, generator: torch.Generator,
                  identity: dict[str, Any]) -> None:
-    """Train ``model`` with NT-Xent for ``settings.epochs`` epochs, resuming from this run's checkpoint if any."""
+    """Train ``model`` with NT-Xent for ``settings.epochs`` epochs (cosine learning rate), resuming from this run's
+    checkpoint if any."""
     augment = geometry.augment("simclr", crop_scale=(settings.crop_min_scale, 1.0))
-    context.speedups.prepare(model)
     forward = context.speedups.compiled(model)
     optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr, settings.weight_decay,
                                fused=context.speedups.fused_optimizer)
-    n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
-    total = settings.epochs * n_steps
-    start_epoch, _ = resume_stage(context, STAGE, model, optimizer)
-    context.start_stage(STAGE, total)
-    model.train()
-    for epoch in range(start_epoch, settings.epochs):
-        loss_sum = torch.zeros((), device=context.device)
-        for i, idx in enumerate(index_batches(len(images_u8), settings.batch_size, generator, context.device)):
-            step = epoch * n_steps + i
-            set_cosine_lr(optimizer, settings.lr, step, total, final_fraction=0.0)
-            batch = images_u8[idx]
-            with context.autocast():
-                loss = nt_xent_loss(forward(augment(batch)), forward(augment(batch)), settings.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            context.step(STAGE, step + 1, total)
-        context.step(STAGE, (epoch + 1) * n_steps, total, {"nt_xent": loss_sum / n_steps})
-        save_epoch(context, STAGE, model, optimizer, epoch + 1, settings.epochs, identity=identity)
-    if start_epoch >= settings.epochs or settings.epochs == 0:
-        save_epoch(context, STAGE, model, optimizer, settings.epochs, settings.epochs, identity=identity)
-    context.end_stage(STAGE)
+
+    def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+        batch = images_u8[indices]
+        return {"nt_xent": nt_xent_loss(forward(augment(batch)), forward(augment(batch)), settings.temperature)}
+
+    train_epochs(context, STAGE, model, optimizer, step, epochs=settings.epochs, n_samples=len(images_u8),
+                 batch_size=settings.batch_size, generator=generator, losses=("nt_xent",), lr=settings.lr,
+                 lr_schedule="cosine", extra_state={"identity": identity})

@@ -68,8 +68,7 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, resume_stage, save_epoch,
-                       seed_everything, steps_per_epoch)
+from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
 
 STAGE = "train"
 
@@ -206,38 +205,20 @@ class SocNet(Method):
     def _train(self, model: SelfOrganizingClusteringNet, data: torch.Tensor, geometry: ImageGeometry,
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
-        context.speedups.prepare(model)
         forward = context.speedups.compiled(model)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay,
                                    fused=context.speedups.fused_optimizer)
-        start_epoch, done = resume_stage(context, STAGE, model, optimizer)
-        if done:
-            return
         augment = geometry.augment("simclr", crop_scale=(cfg.crop_min_scale, 1.0))
-        n_steps = steps_per_epoch(len(data), cfg.batch_size)
-        total = cfg.epochs * n_steps
-        context.start_stage(STAGE, total)
-        model.train()
-        for epoch in range(start_epoch, cfg.epochs):
-            sums = torch.zeros(3, device=context.device)
-            for i, idx in enumerate(index_batches(len(data), cfg.batch_size, generator, context.device)):
-                batch = data[idx]
-                with context.autocast():
-                    views = forward(torch.cat([augment(batch), augment(batch)]))
-                    terms = torch.stack([torch.stack(soch_loss(*s.chunk(2), cfg.temperature))
-                                         for s in views]).mean(0)
-                    loss = terms[0] + cfg.balance_weight * terms[1]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sums += torch.stack([loss.detach(), terms[0].detach(), terms[1].detach()])
-                context.step(STAGE, epoch * n_steps + i + 1, total)
-            context.step(STAGE, (epoch + 1) * n_steps, total,
-                         dict(zip(("total", "assignment", "balance"), sums / n_steps)))
-            save_epoch(context, STAGE, model, optimizer, epoch + 1, cfg.epochs)
-        if start_epoch >= cfg.epochs:
-            save_epoch(context, STAGE, model, optimizer, cfg.epochs, cfg.epochs)
-        context.end_stage(STAGE)
+
+        def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            batch = data[indices]
+            views = forward(torch.cat([augment(batch), augment(batch)]))
+            assignment, balance = torch.stack([torch.stack(soch_loss(*s.chunk(2), cfg.temperature))
+                                               for s in views]).mean(0)
+            return {"total": assignment + cfg.balance_weight * balance, "assignment": assignment, "balance": balance}
+
+        train_epochs(context, STAGE, model, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
+                     batch_size=cfg.batch_size, generator=generator, losses=self.stages[0].losses, lr=cfg.lr)
 
     def _probs(self, data: torch.Tensor) -> np.ndarray:
         similarities = embed(_ClusterOutput(self.model_), data, self.geometry_.augment("eval"))

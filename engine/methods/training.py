@@ -1,11 +1,11 @@
-"""Training-loop pieces the methods share: seeding, batching a device-resident dataset, optimisers, schedules,
-and embedding a whole dataset."""
+"""The training loop the methods share (:func:`train_epochs`) and its pieces: seeding, batching a device-resident
+dataset, optimisers, schedules, checkpoints and embedding a whole dataset."""
 from __future__ import annotations
 
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from ..data.augment import build_augment
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from .context import FitContext
+from .settings import LR_SCHEDULES
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a CPU generator for batch order."""
@@ -104,6 +105,16 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: 
     raise ConfigError(f"unknown optimizer {name!r}; use sgd, adam or adamw")
 
 
+def set_lr(optimizer: torch.optim.Optimizer, schedule: str, base_lr: float, step: int, total_steps: int,
+           final_fraction: float = 0.0) -> None:
+    """The learning rate of ``step`` under a ``constant`` schedule (``base_lr`` throughout, left as the optimiser
+    was built) or a ``cosine`` one (:func:`set_cosine_lr`, decaying to ``final_fraction·base_lr``)."""
+    if schedule == "cosine":
+        set_cosine_lr(optimizer, base_lr, step, total_steps, final_fraction)
+    elif schedule != "constant":
+        raise ConfigError(f"unknown lr_schedule {schedule!r}; use {' or '.join(LR_SCHEDULES)}")
+
+
 def set_cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total_steps: int,
                   final_fraction: float = 0.1) -> None:
     """Cosine decay from ``base_lr`` to ``final_fraction·base_lr`` over ``total_steps`` (SCAN's schedule)."""
@@ -141,9 +152,16 @@ def resume_stage(context: FitContext, stage: str, model: nn.Module,
 
     Returns (epoch to continue from, whether the stage had finished); (0, False) when nothing was stored.
     """
+    _, epoch, done = _restore_stage(context, stage, model, optimizer, modules)
+    return epoch, done
+
+
+def _restore_stage(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                   modules: Mapping[str, nn.Module]) -> tuple[dict[str, Any], int, bool]:
+    """:func:`resume_stage`'s work; also returns the stored state ({} when there is none)."""
     stored = context.load_stage(stage)
     if stored is None:
-        return 0, False
+        return {}, 0, False
     state, done = stored
     model.load_state_dict(state["model"])
     for name, module in modules.items():
@@ -152,7 +170,7 @@ def resume_stage(context: FitContext, stage: str, model: nn.Module,
         optimizer.load_state_dict(state["optimizer"])
     epoch = int(state.get("epoch", 0))
     context.info(stage, f"resumed {stage} at epoch {epoch}{' (finished)' if done else ''}")
-    return epoch, done
+    return state, epoch, done
 
 
 def mine_stage(context: FitContext, embedding_of: Callable[[], torch.Tensor], n_neighbors: int,
@@ -175,3 +193,112 @@ def mine_stage(context: FitContext, embedding_of: Callable[[], torch.Tensor], n_
     context.save_stage("mine", {"neighbors": neighbors.int()}, done=True)
     context.end_stage("mine")
     return neighbors
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a training step stands: its ``epoch``, its ``pass_`` over the data within the epoch (methods that
+    alternate heads make several), and its ``step`` (0-based) of the stage's ``total``."""
+
+    epoch: int
+    pass_: int
+    step: int
+    total: int
+
+
+TrainingStep = Callable[[torch.Tensor, Position], Mapping[str, torch.Tensor]]
+
+
+def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 step: TrainingStep, *, epochs: int, n_samples: int, batch_size: int, generator: torch.Generator,
+                 losses: Sequence[str], lr: float, lr_schedule: str = "constant", passes: int = 1,
+                 after_step: Callable[[], None] | None = None,
+                 checkpointed: Mapping[str, nn.Module] | None = None,
+                 extra_state: Mapping[str, Any] | None = None) -> None:
+    """Train ``model`` for ``epochs`` epochs of stage ``stage``: the loop every method's trained stage runs.
+
+    ``step(indices, position)`` is the method's part: it gets one shuffled batch of sample indices (on the
+    device) and returns its named loss tensors. **The first entry is the objective** that is minimised; every
+    entry is recorded as its mean over the epoch's steps that returned it, under its name, which must be one of
+    ``losses`` (the stage's ``Stage.losses``; they are recorded in that order). The loop owns the rest:
+
+    - resuming: a finished stage stored in this run's checkpoints is loaded and skipped (no events); an unfinished
+      one continues at the epoch after its last checkpoint, with the batch order and the augmentations' random
+      draws restored, so a resumed run trains what the uninterrupted one would have;
+    - the ``stage`` start and end events, progress every step and the losses once per epoch (summed on the device
+      and read once per epoch: no step waits for the device);
+    - the speed-ups: :meth:`Speedups.prepare` on ``model``, the step run under autocast (compiling what the step
+      calls is the method's choice: :meth:`Speedups.compiled`);
+    - the learning rate of every step (:func:`set_lr` with ``lr_schedule``);
+    - zero_grad / backward / optimiser step, then ``after_step()`` (a queue update, an EMA update…);
+    - a checkpoint after every epoch (throttled by ``FitContext.checkpoint_every_s``; always at the end) holding
+      ``model``, ``optimizer``, the modules of ``checkpointed`` (e.g. a queue of negatives) and ``extra_state``.
+
+    ``passes`` > 1 makes each epoch that many passes over the data, each in its own shuffled order (PICA trains
+    its heads in turn). ``n_samples`` is the number of samples the indices range over.
+    """
+    checkpointed = dict(checkpointed or {})
+    context.speedups.prepare(model)
+    start_epoch, done = _resume_epoch(context, stage, model, optimizer, generator, checkpointed)
+    if done:
+        return
+    n_steps = steps_per_epoch(n_samples, batch_size)
+    total = epochs * passes * n_steps
+
+    def save(epoch: int) -> None:
+        save_epoch(context, stage, model, optimizer, epoch, epochs, rng=_rng_state(generator, context.device),
+                   **{name: module.state_dict() for name, module in checkpointed.items()}, **(extra_state or {}))
+
+    context.start_stage(stage, total)
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        for pass_ in range(passes):
+            for i, indices in enumerate(index_batches(n_samples, batch_size, generator, context.device)):
+                at = Position(epoch, pass_, (epoch * passes + pass_) * n_steps + i, total)
+                set_lr(optimizer, lr_schedule, lr, at.step, total)
+                with context.autocast():
+                    terms = step(indices, at)
+                unknown = set(terms) - set(losses)
+                if unknown:
+                    raise ValueError(f"stage {stage!r} records {list(losses)}, its step returned {sorted(unknown)}")
+                optimizer.zero_grad(set_to_none=True)
+                next(iter(terms.values())).backward()
+                optimizer.step()
+                if after_step is not None:
+                    after_step()
+                for name, value in terms.items():
+                    value = value.detach()
+                    sums[name] = sums[name] + value if name in sums else value
+                    counts[name] = counts.get(name, 0) + 1
+                context.step(stage, at.step + 1, total)
+        context.step(stage, (epoch + 1) * passes * n_steps, total,
+                     {name: sums[name] / counts[name] for name in losses if name in sums})
+        save(epoch + 1)
+    if start_epoch >= epochs:
+        save(epochs)
+    context.end_stage(stage)
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The random states an epoch's draws come from: the batch order's generator and torch's global generators
+    (the augmentations draw from them)."""
+    state = {"batches": generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _resume_epoch(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                  generator: torch.Generator, modules: Mapping[str, nn.Module]) -> tuple[int, bool]:
+    """:func:`resume_stage`, plus the random states of an unfinished stage's checkpoint (the checkpoint is loaded
+    onto the fit's device; random states live on the host)."""
+    state, start_epoch, done = _restore_stage(context, stage, model, optimizer, modules)
+    rng = state.get("rng")
+    if rng is not None and not done:
+        generator.set_state(rng["batches"].cpu())
+        torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and context.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), context.device)
+    return start_epoch, done

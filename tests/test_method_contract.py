@@ -1,0 +1,120 @@
+"""The contract every registered method follows — the written rule for adding one (engine/methods/README.md).
+
+Each method is fitted once, cheaply (every training stage 2 epochs of batches of 100 over 300 digits; a result
+may be collapsed that early, which the contract does not judge), and must give: integer labels_ in [0, K),
+N×K probs_ whose rows sum to 1, N-row float features_, exactly its stages' declared loss names recorded per stage,
+and, where it can assign images, predict_proba equal to probs_ on the images it was fitted on. Methods whose
+trained stages run ``training.train_epochs`` must also resume mid-stage to the very result of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import recorded_losses
+from engine.errors import RunCancelled, TrainingError
+from engine.methods import FitContext, create_method, get_method, list_methods
+
+N_IMAGES = 300
+# the stage of each method that runs train_epochs first: a resumed fit is cancelled after its first epoch
+LOOPED_STAGE = {"cc": "train", "pica": "train", "socnet": "train", "scan": "pretext", "spice": "pretext",
+                "smc": "pretext"}
+# settings counted in steps rather than epochs: kept as short as the epochs
+SHORT_STEPS = {"dec": {"update_interval": 2}, "spice": {"semi_steps": 4}}
+
+
+@pytest.fixture(scope="module")
+def few_digits(digits):
+    return dataclasses.replace(digits, images=digits.images[:N_IMAGES], labels=digits.labels[:N_IMAGES])
+
+
+def cheap_settings(method: str) -> dict:
+    """Every stage of the fast preset at 2 epochs (a warm-up at most 1) of batches of at most 100, and the
+    settings of :data:`SHORT_STEPS`."""
+    fast = dataclasses.asdict(create_method(method, "fast").config)
+    settings = {}
+    for name, value in fast.items():
+        if name.endswith("epochs") and isinstance(value, int) and value > 0:
+            settings[name] = 1 if name.startswith("warmup") else min(value, 2)
+        elif name.endswith("batch_size") and isinstance(value, int):
+            settings[name] = min(value, 100)
+    return {**settings, **SHORT_STEPS.get(method, {})}
+
+
+def fit(method: str, images, context: FitContext):
+    """Fit with the cheap settings on one thread; a collapsed result still has its attributes to check."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = create_method(method, "fast", **cheap_settings(method))
+        try:
+            model.fit(images, context)
+        except TrainingError as error:
+            if "collapsed" not in str(error):
+                raise
+        return model
+    finally:
+        torch.set_num_threads(threads)
+
+
+_FITS: dict[str, tuple] = {}
+
+
+def fitted(method: str, images):
+    if method not in _FITS:
+        events = []
+        _FITS[method] = fit(method, images, FitContext("cpu", events.append)), events
+    return _FITS[method]
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
+def test_results_have_the_contracts_shapes_and_types(method, few_digits):
+    model, _ = fitted(method, few_digits)
+    k = model.config.n_clusters
+    assert model.labels_.shape == (N_IMAGES,) and np.issubdtype(model.labels_.dtype, np.integer)
+    assert 0 <= model.labels_.min() and model.labels_.max() < k
+    assert model.probs_.shape == (N_IMAGES, k) and np.issubdtype(model.probs_.dtype, np.floating)
+    np.testing.assert_allclose(model.probs_.sum(1), 1.0, atol=1e-3)
+    assert model.features_.ndim == 2 and model.features_.shape[0] == N_IMAGES
+    assert np.issubdtype(model.features_.dtype, np.floating)
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
+def test_every_stage_records_exactly_its_declared_losses(method, few_digits):
+    _, events = fitted(method, few_digits)
+    assert recorded_losses(events) == {stage.name: set(stage.losses) for stage in get_method(method).stages}
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
+def test_predict_proba_gives_the_fitted_images_their_probs(method, few_digits):
+    model, _ = fitted(method, few_digits)
+    try:
+        probs = model.predict_proba(few_digits)
+    except NotImplementedError:
+        pytest.skip(f"{method} cannot assign new images")
+    np.testing.assert_allclose(probs, model.probs_, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(LOOPED_STAGE))
+def test_a_fit_cancelled_mid_stage_resumes_to_the_uninterrupted_result(method, few_digits, tmp_path):
+    cancel = threading.Event()
+
+    def cancel_after_first_epoch(event) -> None:
+        if event.kind == "step" and event.stage == LOOPED_STAGE[method] and event.losses:
+            cancel.set()
+
+    def context(on_event=None) -> FitContext:
+        return FitContext("cpu", on_event, cancel, checkpoint_dir=tmp_path / "checkpoints", checkpoint_every_s=0)
+
+    with pytest.raises(RunCancelled):
+        fit(method, few_digits, context(cancel_after_first_epoch))
+    cancel.clear()
+    messages = []
+    resumed = fit(method, few_digits, context(lambda e: messages.append(e.message)))
+    assert f"resumed {LOOPED_STAGE[method]} at epoch 1" in messages
+    uninterrupted, _ = fitted(method, few_digits)
+    np.testing.assert_array_equal(resumed.labels_, uninterrupted.labels_)
