@@ -45,6 +45,19 @@ def check_feature_source(pretext_from: str | None, weights: str | None, download
     check_weights_source(name, weights, download)
 
 
+def check_frozen_features_settings(method: str, pretext_from: str | None, features_from: str | None,
+                                   weights: str | None, download: bool) -> None:
+    """The feature-source settings of a method that only clusters frozen features (kmeans, temi): ``pretext_from``
+    may name a pretrained backbone only, ``features_from`` and ``pretext_from`` exclude each other, and the
+    backbone must be able to get its weights (:func:`check_feature_source`)."""
+    if pretext_from is not None and pretrained_name(pretext_from) is None:
+        raise ConfigError(f"{method} clusters frozen features and has no pretext of its own to reuse: "
+                          f"pretext_from must be pretrained:NAME, got {pretext_from!r}")
+    if pretext_from and features_from:
+        raise ConfigError("set features_from or pretext_from, not both")
+    check_feature_source(pretext_from, weights, download)
+
+
 def features_of_run(context: FitContext, run_id: str, n_images: int) -> torch.Tensor:
     """The float32 features run ``run_id`` stored, on the context's device."""
     if context.runs_root is None:

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from ..data.imageset import ImageSet
-from ..errors import ConfigError
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .feature_source import check_feature_source, features_of_run, pretrained_features, pretrained_name
+from .feature_source import check_frozen_features_settings, features_of_run, pretrained_features, pretrained_name
 from .settings import bounded
 
 
@@ -114,12 +113,8 @@ class KMeansConfig(MethodConfig):
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)
-        if self.pretext_from is not None and pretrained_name(self.pretext_from) is None:
-            raise ConfigError(f"kmeans has no pretext of its own to reuse: pretext_from must be pretrained:NAME, "
-                              f"got {self.pretext_from!r}")
-        if self.pretext_from and self.features_from:
-            raise ConfigError("set features_from or pretext_from, not both")
-        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
+        check_frozen_features_settings("kmeans", self.pretext_from, self.features_from, self.pretrained_weights,
+                                       self.download_weights)
 
 
 @register_method

@@ -40,7 +40,8 @@ from ..errors import ConfigError
 from ..nn import ema_update
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .feature_source import check_feature_source, features_of_run, pretrained_features, pretrained_name
+from .feature_source import (check_frozen_features_settings, features_of_run, pretrained_features,
+                             pretrained_name)
 from .training import index_batches, make_optimizer, mine_stage, seed_everything, steps_per_epoch, to_device
 
 TEMI_EQUATION = (r"\mathcal{L} = -\underbrace{\textstyle\sum_c q_t(c|x)\, q_t(c|x')}_{w(x,x')}\;"
@@ -140,17 +141,13 @@ class TemiConfig(MethodConfig):
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)
-        if self.pretext_from is not None and pretrained_name(self.pretext_from) is None:
-            raise ConfigError(f"temi starts from frozen features: pretext_from must be pretrained:NAME, got "
-                              f"{self.pretext_from!r}")
-        if self.pretext_from and self.features_from:
-            raise ConfigError("set features_from or pretext_from, not both")
+        check_frozen_features_settings("temi", self.pretext_from, self.features_from, self.pretrained_weights,
+                                       self.download_weights)
         for name in ("teacher_momentum", "marginal_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 < self.beta <= 1:
             raise ConfigError(f"beta must be in (0, 1], got {self.beta}")
-        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
 
 
 @register_method
