@@ -57,27 +57,23 @@ def confusion_matrix(results: RunResults) -> None:
 
 
 def side_by_side(results: RunResults, other: RunResults, order: str, page: int, cell: int) -> None:
-    a_to_b, overlap, agree = run_agreement(results.assign, other.assign)
-    b_to_a, overlap_b, _ = run_agreement(other.assign, results.assign)
+    _, overlap, agree = run_agreement(results.assign, other.assign)
+    _, overlap_other, _ = run_agreement(other.assign, results.assign)
     st.metric("Images on which the matched clusterings agree", f"{agree:.1%}")
     left, right = st.columns(2)
     left.subheader(results.run_id)
     right.subheader(other.run_id)
     mine, theirs = summaries_of(results), summaries_of(other)
     for a, b in aligned_rows(results.assign, other.assign, results.n_clusters, other.n_clusters):
-        left, right = st.columns(2)
-        with left:
-            if a is None:
-                st.caption("no cluster of this run matches")
-            else:
-                cluster_block(results, mine[a], order, page, cell, WIDTH // 2,
-                              f" · {overlap.get(a, 0.0):.0%} in cluster {b} beside it" if b is not None else "")
-        with right:
-            if b is None:
-                st.caption("no cluster of this run matches")
-            else:
-                cluster_block(other, theirs[b], order, page, cell, WIDTH // 2,
-                              f" · {overlap_b.get(b, 0.0):.0%} in cluster {a} beside it" if a is not None else "")
+        sides = ((results, mine, overlap, a, b), (other, theirs, overlap_other, b, a))
+        for column, (run, summaries, overlaps, cluster, beside) in zip(st.columns(2), sides):
+            with column:
+                if cluster is None:
+                    st.caption("no cluster of this run matches")
+                else:
+                    note = ("" if beside is None
+                            else f" · {overlaps.get(cluster, 0.0):.0%} in cluster {beside} beside it")
+                    cluster_block(run, summaries[cluster], order, page, cell, WIDTH // 2, note)
     differing = disagreements(results.assign, other.assign)
     st.subheader(f"{len(differing)} images the two runs disagree on")
     if len(differing):

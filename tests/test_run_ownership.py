@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from conftest import HANG_GUARD_S, REPO, run_cli
+from conftest import HANG_GUARD_S, ONE_THREAD, REPO, run_cli
 from engine.runs import RunStore
+from engine.runs.store import RunRecord
 from engine.runs.owner import Owner
 
 # Slow enough to be caught running on a loaded machine, bounded by its restarts (each one checks for a cancel).
@@ -24,7 +25,7 @@ SHORT_KMEANS = ("--method", "kmeans", "--dataset", "digits", "--device", "cpu", 
 def start_cli_train(runs, *method_args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "engine", "train", *method_args, "--runs-dir", str(runs)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, **ONE_THREAD})
 
 
 def running_run(store: RunStore, process: subprocess.Popen, hang_guard_s: float = HANG_GUARD_S):
@@ -60,40 +61,38 @@ def test_another_hosts_process_is_not_judged_from_here():
     assert Owner("some-other-host", 1, 1).alive()
 
 
-def test_a_sigkilled_cli_run_is_listed_interrupted_by_runs_and_resume_finishes_it(tmp_path):
-    runs = tmp_path / "runs"
+def sigkilled_cli_run(runs) -> tuple[RunStore, RunRecord]:
+    """A CLI kmeans train in ``runs``, SIGKILLed once it is fitting; its store and its run as it was then."""
     process = start_cli_train(runs, *SHORT_KMEANS)
     store = RunStore(runs)
     try:
         run = running_run(store, process)
         process.send_signal(signal.SIGKILL)
-        process.wait(30)
+        process.wait(HANG_GUARD_S)
     finally:
         process.kill()
         process.communicate()
+    return store, run
+
+
+def test_a_sigkilled_cli_run_is_listed_interrupted_by_runs_and_resume_finishes_it(tmp_path):
+    runs = tmp_path / "runs"
+    store, run = sigkilled_cli_run(runs)
     assert store.get(run.id).status == "running"  # nobody has looked yet
 
     listed = run_cli("runs", "--json", "--runs-dir", str(runs))
     assert listed.returncode == 0, listed.stderr
     assert [r["status"] for r in json.loads(listed.stdout)] == ["interrupted"]
 
-    resumed = run_cli("resume", run.id, "--json", "--runs-dir", str(runs), env={"OMP_NUM_THREADS": "1"})
+    resumed = run_cli("resume", run.id, "--json", "--runs-dir", str(runs))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.splitlines()[-1])["status"] == "finished"
 
 
 def test_resume_of_a_sigkilled_cli_run_finishes_it_without_runs_looking_first(tmp_path):
     runs = tmp_path / "runs"
-    process = start_cli_train(runs, *SHORT_KMEANS)
-    store = RunStore(runs)
-    try:
-        run = running_run(store, process)
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        process.kill()
-        process.communicate()
-    resumed = run_cli("resume", run.id, "--runs-dir", str(runs), env={"OMP_NUM_THREADS": "1"})
+    store, run = sigkilled_cli_run(runs)
+    resumed = run_cli("resume", run.id, "--runs-dir", str(runs))
     assert resumed.returncode == 0, resumed.stderr
     assert store.get(run.id).status == "finished"
 
