@@ -272,3 +272,26 @@ def test_an_authors_style_dinov2_checkpoint_at_518_px_is_converted_to_the_224_px
     released["mask_token"] = torch.zeros(1, 384)
     assert released["pos_embed"].shape != model.state_dict()["pos_embed"].shape
     load_state_dict_strictly(model, entry.adapt_state_dict(released, model), "a DINOv2 release file")
+
+
+def test_smc_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gaussian_mixture(monkeypatch):
+    """smc with pretext_from=pretrained:NAME: the three-view mining and the SCAN step run on the backbone's (here:
+    stand-in) features, with no pretext trained."""
+    from engine.methods import smc
+
+    features, labels = gaussian_mixture()
+    monkeypatch.setattr(smc, "pretrained_features", lambda *args: torch.from_numpy(features))
+    images = ImageSet(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels, [], "gmm")
+    events = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fitted = create_method("smc", "fast", pretext_from=f"pretrained:{RESNET18}",
+                               pretrained_weights=__file__).fit(images, FitContext("cpu", events.append))
+    finally:
+        torch.set_num_threads(threads)
+    assert cluster_accuracy(labels, fitted.labels_) >= 0.95
+    assert [e.stage for e in events if e.kind == "stage"] == ["mine", "cluster"]
+    assert fitted.features_.shape == (1000, 384) and fitted.neighbors_.shape == (1000, 20)
+    with pytest.raises(NotImplementedError):
+        fitted.predict_proba(images)

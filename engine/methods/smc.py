@@ -29,6 +29,10 @@ Readings and assumptions:
   is shortened to that (a longer one would hold old keys of the very images it is contrasted with).
 - The predictor is Linear–BN–ReLU–Linear with the backbone's width as hidden size, like the projector.
 
+With ``pretext_from=pretrained:NAME`` the pretext is a frozen pretrained backbone's cached features
+(``feature_source``): with no pixels to augment the three views are one (the 2q candidates closest in that space,
+then the q that agree most in K-means probabilities) and the SCAN step trains heads on the features.
+
 Collapse: the InfoNCE negatives keep the pretext from BYOL's trivial solution without relying on the predictor;
 the SCAN entropy term (λ = 5) keeps every cluster in use.
 """
@@ -52,7 +56,8 @@ from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .kmeans import fit_kmeans
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
-from .scan import SCAN_LOSS_EQUATION, ScanHeadSettings, train_scan_heads
+from .feature_source import check_feature_source, pretrained_features, pretrained_name
+from .scan import SCAN_LOSS_EQUATION, FeatureGeometry, FrozenFeatures, ScanHeadSettings, train_scan_heads
 from .simclr import ContrastiveModel, load_reused_pretext, pretext_identity
 from .training import ImageGeometry, embed, seed_everything
 
@@ -65,7 +70,9 @@ class SmcConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
     flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
-    pretext_from: str | None = None  # run id whose finished pretext (of this method) to reuse
+    pretext_from: str | None = None  # run id whose finished pretext (of this method) to reuse, or pretrained:NAME
+    pretrained_weights: str | None = None  # state dict file for pretext_from=pretrained:NAME (train --weights)
+    download_weights: bool = False  # let the backbone's library download its weights (train --download-weights)
     pretext_epochs: int = 500
     pretext_batch_size: int = 512
     pretext_optimizer: str = "sgd"
@@ -93,6 +100,7 @@ class SmcConfig(MethodConfig):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if n_images is not None and self.n_neighbors >= n_images:
             raise ConfigError(f"n_neighbors={self.n_neighbors} needs more images than the dataset's {n_images}")
+        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
 
 
 def symmetric_queue_info_nce(prediction_a: torch.Tensor, prediction_b: torch.Tensor, target_a: torch.Tensor,
@@ -202,6 +210,9 @@ class Smc(Method):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         generator = seed_everything(cfg.seed)
+        if pretrained_name(cfg.pretext_from) is not None:
+            self._fit_on_features(images, context, generator)
+            return
         geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
         identity = {**pretext_identity(images.source, geometry, backbone_name), "pretext": "smc",
@@ -218,8 +229,23 @@ class Smc(Method):
 
         neighbors = self._mine(pretext.online, data, geometry, images, context)
         model = ClusterModel(pretext.online.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
-        train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
+        self._cluster(model, data, neighbors, geometry, context, generator)
 
+    def _fit_on_features(self, images: ImageSet, context: FitContext, generator: torch.Generator) -> None:
+        """The stages after the pretext on a frozen pretrained backbone's features. There are no pixels to augment,
+        so the three views are one: candidates by cosine, then the q that agree most in K-means probabilities."""
+        cfg = self.config
+        x = pretrained_features(images, pretrained_name(cfg.pretext_from), cfg.pretrained_weights,
+                                cfg.download_weights, context)
+        geometry = FeatureGeometry()
+        neighbors = self._mine(nn.Identity(), x, geometry, images, context)
+        model = ClusterModel(FrozenFeatures(x.shape[1]), cfg.n_clusters, cfg.n_heads).to(context.device)
+        self._cluster(model, x, neighbors, geometry, context, generator)
+
+    def _cluster(self, model: ClusterModel, data: torch.Tensor, neighbors: torch.Tensor,
+                 geometry: ImageGeometry | FeatureGeometry, context: FitContext, generator: torch.Generator) -> None:
+        """The SCAN step on the mined neighbours, then the fitted attributes."""
+        train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(self.config), context, generator)
         evaluate = geometry.augment("eval")
         self.model_, self.geometry_ = model, geometry
         self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
@@ -227,8 +253,8 @@ class Smc(Method):
         self.labels_ = self.probs_.argmax(1)
         self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
 
-    def _mine(self, encoder: ContrastiveModel, data: torch.Tensor, geometry: ImageGeometry, images: ImageSet,
-              context: FitContext) -> torch.Tensor:
+    def _mine(self, encoder: nn.Module, data: torch.Tensor, geometry: ImageGeometry | FeatureGeometry,
+              images: ImageSet, context: FitContext) -> torch.Tensor:
         cfg = self.config
         stored = context.load_stage("mine")
         if stored is not None and stored[1]:
@@ -255,5 +281,7 @@ class Smc(Method):
         return neighbors
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
+        if isinstance(self.geometry_, FeatureGeometry):
+            raise NotImplementedError("smc on pretrained features assigns only the images it was fit on")
         data = images.images.to(next(self.model_.parameters()).device)
         return F.softmax(embed(self.model_, data, self.geometry_.augment("eval"))[0], dim=1).cpu().numpy()
