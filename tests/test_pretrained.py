@@ -295,3 +295,33 @@ def test_smc_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gaussi
     assert fitted.features_.shape == (1000, 384) and fitted.neighbors_.shape == (1000, 20)
     with pytest.raises(NotImplementedError):
         fitted.predict_proba(images)
+
+
+def test_a_pretrained_kmeans_run_started_from_the_train_page_on_a_weights_file_finishes(resnet18_weights,
+                                                                                         two_kinds_folder):
+    pytest.importorskip("streamlit")
+    import time
+
+    from conftest import HANG_GUARD_S, open_page
+
+    at = open_page("pages/train.py")
+    next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()
+    next(box for box in at.text_input if box.label == "Image folder or archive").input(str(two_kinds_folder))
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans").run()
+    next(box for box in at.number_input if box.label == "Clusters K").set_value(2)
+    next(box for box in at.selectbox if box.label == "Frozen pretrained features").select(RESNET18).run()
+    weights = next(box for box in at.text_input if box.label.startswith("Backbone weights file"))
+    weights.input(str(resnet18_weights)).run()
+    next(button for button in at.button if button.label == "Start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline and not any(metric.label == "ACC" for metric in at.metric):
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception
+    assert any("finished" in md.value for md in at.markdown)
+    from engine.runs import RunStore
+
+    (run,) = RunStore().list()
+    assert run.config["pretext_from"] == f"pretrained:{RESNET18}"
+    assert run.config["pretrained_weights"] == str(resnet18_weights)
