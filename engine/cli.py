@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--decode", type=int, metavar="N",
                        help="peak RAM and time of decoding N synthetic 512 px JPEGs at --image-size into the cache")
     bench.add_argument("--image-size", type=int, default=64, metavar="N", help="the side --decode decodes at")
+    bench.add_argument("--extract", action="store_true",
+                       help="images/s of every pretrained backbone at its input size (random weights)")
+    bench.add_argument("--pretrained", type=int, metavar="N",
+                       help="end to end on N images of --dataset: load, extract --backbone's features, fit "
+                            "--methods (default kmeans,temi) on them")
+    bench.add_argument("--backbone", default="dinov2-vits14", help="the backbone of --pretrained")
     bench.add_argument("--collect", action="store_true",
                        help="gather every --out/*/results.json into --out/results.json and --out/RESULTS.md")
     bench.add_argument("--runs-dir", default="bench-runs")
@@ -267,7 +273,7 @@ def _bench(args: argparse.Namespace) -> int:
             print(path)
         return 0
     device = pick_device(args.device)
-    methods_arg = args.methods or ("all" if args.smoke else "scan")
+    methods_arg = args.methods or ("all" if args.smoke else "kmeans,temi" if args.pretrained else "scan")
     methods = list_methods() if methods_arg == "all" else methods_arg.split(",")
     for method in methods:
         get_method(method)  # an unknown name fails here, before anything is timed
@@ -288,6 +294,11 @@ def _bench(args: argparse.Namespace) -> int:
         speedups = dataclasses.replace(Speedups.for_device(device, compile=args.compile), compile_backend=backend)
         for method in methods:
             rows += bench.method_step_times(method, images, device, args.preset, speedups)
+    elif args.extract or args.pretrained:
+        from . import bench_features
+
+        rows = bench_features.extraction_rows(device=device) if args.extract else bench_features.end_to_end_rows(
+            args.dataset, args.data_root, args.pretrained, args.backbone, methods, device)
     elif args.map:
         rows = [bench.map_rerender(args.map)]
     elif args.decode:

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -153,3 +154,22 @@ def test_bench_smoke_checks_a_compiled_epoch_of_every_stage_without_ui_or_index_
         assert row["reads_in_steps"] == row["device_to_host_in_steps"] == row["host_to_device_in_steps"] == 0
         assert row["speedups"] == "float32+compile[aot_eager]" and row["sync_device"] == "stand-in (meta)"
     assert (tmp_path / "smoke-cpu" / "RESULTS.md").exists()
+
+
+def test_pretrained_end_to_end_times_load_extraction_and_each_fit_from_one_extraction(tmp_path):
+    """bench --pretrained N: one extraction into a fresh cache, then each method on the cached features."""
+    result = run_cli("bench", "--pretrained", "40", "--dataset", "digits", "--backbone", "resnet18-imagenet",
+                     "--methods", "kmeans,kmeans", "--device", "cpu", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = json.loads((tmp_path / "results.json").read_text())
+    assert first["n_images"] == 40 and first["extract_s"] > 0 and first["extract_s"] == second["extract_s"]
+    for row in (first, second):
+        assert row["end_to_end_s"] >= row["load_s"] + row["extract_s"]
+        assert 0 <= row["acc_random_weights"] <= 1
+
+
+def test_balanced_subset_takes_every_class_equally(digits):
+    from engine.bench_features import _balanced_subset
+
+    subset = _balanced_subset(digits, 100)
+    assert len(subset) == 100 and set(np.bincount(subset.labels)) == {10}
