@@ -16,9 +16,10 @@ Each image gets a few scores, higher meaning more suspect:
   (``1 − neighbour purity``, the k-NN label-noise signal): a mislabelled image disagrees with its neighbours.
 
 The combined ranking puts first the images that are most extreme in any one score: each score becomes a percentile
-rank in (0, 1] (ties share the highest) and an image is ranked by its largest percentile (the minimum of its empirical p-values), ties by the
-mean of its percentiles. cleanlab's label-quality scores need its package (not installed here) and out-of-sample
-predicted probabilities that a clustering does not have; LOF is scikit-learn's, the rest is a line of numpy each.
+rank in (0, 1] (ties share the highest) and an image is ranked by its largest percentile (the minimum of its
+empirical p-values), ties by the mean of its percentiles. cleanlab's label-quality scores need its package (not
+installed here) and out-of-sample predicted probabilities that a clustering does not have; LOF is scikit-learn's,
+the rest is a line of numpy each.
 
 Examples:
     >>> suspects = suspect_scores(assign, probs, neighbors, features, labels)   # doctest: +SKIP
