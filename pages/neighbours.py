@@ -81,9 +81,10 @@ if results is not None:
     st.subheader(title)
     st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(k + 1, 11), cell=96,
                            captions=captions, outline=wrong))
-    tag_panel(results, [index], tags, key="neighbours-tags")
     if labels is not None:
         st.caption("Neighbours with another label than the query are outlined in red.")
+    tag_panel(results, [index], tags, key="neighbours-tags")
+    if labels is not None:
         overall, _ = run_neighbor_purity(results.store, results.run_id, k)
         st.metric(f"Purity@{k} over the dataset", f"{overall:.3f}")
         histogram, per_class = st.columns(2)

@@ -12,6 +12,9 @@ from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, 
 from pages.common import pick_finished_run
 
 TABLE_ROWS = 200
+SHEET_COLUMNS = 8  # 96-px cells: the sheet fits beside the sidebar at 1440 px and stays legible at 1024
+SHORT_TITLES = {"neighbours": "neighbours disagree", "confidence": "low confidence", "outlier": "outlier (LOF)",
+                "centre": "far from centres", "label": "label vs neighbours"}
 state = st.session_state
 
 
@@ -70,8 +73,10 @@ if results is not None:
         st.stop()
     position = current_position(order)
     state["suspect-position"], state["widget-suspect-number"] = position, position + 1
-    st.number_input("Suspect number (1 = most suspect)", 1, len(order), key="widget-suspect-number",
-                    on_change=remember_position, help="+ and − step through the suspects in this order")
+    stepper, advance_column = st.columns([1, 2], vertical_alignment="bottom")
+    stepper.number_input("Suspect number (1 = most suspect)", 1, len(order), key="widget-suspect-number",
+                         on_change=remember_position, help="+ and − step through the suspects in this order")
+    advance = advance_column.toggle("Go to the next suspect after tagging", value=True, key="suspect-advance")
     index = int(order[position])
 
     neighbors, _ = view_neighbors(results)
@@ -86,17 +91,16 @@ if results is not None:
     captions = ["suspect"] + [caption_with_tags(results.image_caption(j, separator="\n"), tags, j)
                               for j in neighbors[index]]
     other_cluster = [False] + [bool(results.assign[j] != results.assign[index]) for j in neighbors[index]]
-    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(len(shown), 11), cell=96,
+    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(len(shown), SHEET_COLUMNS), cell=96,
                            captions=captions, outline=other_cluster))
     st.caption("The suspect, then its neighbours; neighbours in another cluster are outlined in red.")
-    columns = st.columns(len(suspects.names))
-    for column, name in zip(columns, suspects.names):
-        column.metric(SCORE_TITLES[name], f"{suspects.scores[name][index]:.2f}",
-                      help=f"higher than {suspects.percentiles[name][index]:.0%} of the images (or equal)")
-
-    advance = st.toggle("Go to the next suspect after tagging", value=True, key="suspect-advance")
     tag_panel(results, [index], tags, key="suspect-tags",
               after=(lambda: show_next(order, position)) if advance else None)
+    columns = st.columns(len(suspects.names))
+    for column, name in zip(columns, suspects.names):
+        column.metric(SHORT_TITLES[name], f"{suspects.scores[name][index]:.2f}",
+                      help=f"{SCORE_TITLES[name]}: at least as high as for {suspects.percentiles[name][index]:.0%} "
+                           "of the images")
 
     st.subheader(f"The first {min(TABLE_ROWS, len(order))} suspects")
     top = order[:TABLE_ROWS]
@@ -105,7 +109,7 @@ if results is not None:
     if results.labels is not None:
         table["label"] = [results.class_name(int(results.labels[i])) for i in top]
     for name in suspects.names:
-        table[SCORE_TITLES[name]] = np.round(suspects.scores[name][top], 3)
+        table[SHORT_TITLES[name]] = np.round(suspects.scores[name][top], 3)
     table["tags"] = [tags_text(tags, int(i)) for i in top]
     picked = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
                           key=f"suspect-table-{results.run_id}-{by}")

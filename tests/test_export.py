@@ -208,6 +208,7 @@ def test_a_filtered_export_holds_only_the_images_the_filter_keeps(runs, tmp_path
     assert f"tag duplicate: {len(kept)} of 1797 images" in page
     assert sections(page) == [str(k) for k in range(10)]  # every cluster still has its section
     assert "passes the filter" in page
+    assert sorted(p.name for p in written["png"]) == [f"cluster_{results.assign[500]}.png"]
 
 
 FORMULA_CLASSES = ("=cls()", "+cmd|' -C calc'!A0", "-2+3", "@SUM(A1)", "\tTab", "\rReturn")

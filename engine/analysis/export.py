@@ -111,7 +111,7 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
     * ``zip``: ``<run id>.zip`` of the files above (written too when not asked for separately).
 
     ``image_filter``: only the images it keeps (with the run's tags as they are now) go into every file; the
-    gallery names the filter.
+    gallery names the filter, and a cluster none of whose images it keeps gets no sheet.
 
     Raises:
         UserError: an unknown format, the run's dataset can no longer be loaded, or ``out_dir`` is not
@@ -161,6 +161,8 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
 def _sheets(export: _Export) -> list[tuple[str, bytes]]:
     files = []
     for summary in export.summaries:
+        if export.filter_note and not summary.size:
+            continue  # the filter kept none of it: no blank sheet (a cluster that is empty itself still gets one)
         shown = export.shown(summary)
         captions = [str(i) if export.labels is None else f"{i}: {export.label_name(i)}" for i in shown]
         sheet = contact_sheet(export.pixels[shown], SHEET_COLUMNS, CELL, captions, export.off_majority(summary),
