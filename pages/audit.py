@@ -131,8 +131,12 @@ def _apply(results: RunResults, images: list[int], key: str, tag: str | None = N
     except UserError as exc:
         state[f"{key}-said"] = ("error", str(exc))
         return
-    state[f"{key}-said"] = ("success", f"“{tag}” taken off {changed} image(s)" if remove
-                            else f"{changed} image(s) newly tagged “{tag}”")
+    if remove:
+        said = f"“{tag}” taken off {changed} image(s)"
+    else:
+        already = len(images) - changed
+        said = f"{changed} image(s) newly tagged “{tag}”" + (f"; {already} had it already" if already else "")
+    state[f"{key}-said"] = ("success", said)
     if typed == f"{key}-text":
         state[typed] = ""
     if after is not None and not remove:

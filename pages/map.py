@@ -9,7 +9,7 @@ import streamlit as st
 from engine.analysis.maps import MAP_KINDS, compute_map
 from engine.analysis.metrics import match_clusters
 from engine.analysis.thumbnails import contact_sheet
-from pages.audit import filter_note, image_filter, run_tags, tag_panel, tags_text
+from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
 from pages.common import pick_finished_run
 
 st.title("Map")
@@ -28,7 +28,8 @@ if results is not None:
         coords = compute_map(results, kind)
 
     index = np.flatnonzero(keep)  # the points the shared filter keeps
-    hover = {i: results.image_caption(i) + (f" · tags: {tags_text(tags, i)}" if i in tags else "") for i in index}
+    # tags stay out of the figure: a changed figure clears the selection that is being tagged
+    hover = {i: results.image_caption(i) for i in index}
     figure = go.Figure()
     if colour_by == "confidence":
         figure.add_trace(go.Scattergl(x=coords[index, 0], y=coords[index, 1], mode="markers", customdata=index,
@@ -61,7 +62,7 @@ if results is not None:
     if selected:
         st.session_state["image_index"] = selected[0]
         shown = selected[:200]
-        captions = [results.image_caption(i, separator="\n") for i in shown]
+        captions = [caption_with_tags(results.image_caption(i, separator="\n"), tags, i) for i in shown]
         st.subheader(f"{len(selected)} selected" + (" (first 200 shown)" if len(selected) > 200 else ""))
         st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=12, cell=96, captions=captions))
         tag_panel(results, selected, tags, key="map-tags")

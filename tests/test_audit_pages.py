@@ -156,3 +156,21 @@ def test_stepping_through_suspects_follows_the_chosen_ranking(app, run):
     table = at.dataframe[0].value
     assert table["tags"].iloc[3] == "duplicate" and table["image"].iloc[0] == f"#{order[0]}"
     assert np.array_equal(table["cluster"].to_numpy()[:5], results.assign[order[:5]])
+
+
+def test_points_selected_on_the_map_are_tagged_and_the_figure_keeps_the_selection(app, run):
+    _, results = run
+    at = go(app, "map")
+    figure = at.get("plotly_chart")[0].proto.spec
+    from streamlit.elements.plotly_chart import PlotlySelectionState, PlotlyState
+
+    at.session_state[f"map-{results.run_id}-pacmap-cluster"] = PlotlyState({"selection": PlotlySelectionState(
+        {"points": [{"customdata": 11}, {"customdata": 42}], "point_indices": [], "box": [], "lasso": []})})
+    at.run()
+    assert any(h.value == "2 selected" for h in at.subheader)
+    at.button(key="map-tags-duplicate").click().run()
+    assert not at.exception
+    assert results.store.image_tags(results.run_id) == {11: ["duplicate"], 42: ["duplicate"]}
+    assert any(md.value == "**Tag these 2 images** · tagged: duplicate" for md in at.markdown)
+    # the browser clears a plotly selection when its figure changes: tagging must leave the figure as it was
+    assert at.get("plotly_chart")[0].proto.spec == figure
