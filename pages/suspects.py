@@ -8,6 +8,7 @@ import streamlit as st
 from engine.analysis.results import RunResults, view_neighbors
 from engine.analysis.suspects import COMBINED, SCORE_TITLES, Suspects, run_suspects
 from engine.analysis.thumbnails import contact_sheet
+from engine.errors import UserError
 from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
 from pages.common import pick_finished_run
 
@@ -57,7 +58,11 @@ results = pick_finished_run()
 if results is not None:
     tags = run_tags(results)
     keep = image_filter(results, tags)
-    suspects = suspects_of(results.run_id, results.record.finished or 0.0, results)
+    try:
+        suspects = suspects_of(results.run_id, results.record.finished or 0.0, results)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
     st.caption("Images whose cluster disagrees with their neighbours', that the run was unsure of, that sit in a "
                "sparse spot (scikit-learn's Local Outlier Factor) or far from every cluster centre"
                + (", or whose label disagrees with their neighbours'" if results.labels is not None else "")

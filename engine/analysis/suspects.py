@@ -33,6 +33,7 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import rankdata
 
+from ..errors import UserError
 from .results import RunResults, view_neighbors
 
 SCORE_TITLES = {
@@ -128,8 +129,9 @@ def local_outlier_factor(points: np.ndarray, neighbors: np.ndarray, k: int) -> n
     n, width = neighbors.shape[0], neighbors.shape[1] + 1
     # each row holds the image itself at distance 0: LOF, fitted on its own graph, drops the first entry as self
     columns = np.concatenate([np.arange(n)[:, None], neighbors], axis=1)
-    distances = np.maximum(1.0 - np.einsum("nd,nkd->nk", points, points[columns]), 0.0)
-    distances[:, 0] = 0.0
+    distances = np.zeros(columns.shape, dtype=np.float64)
+    for j in range(1, width):  # one neighbour column at a time: N×D at once, never N×k×D
+        distances[:, j] = np.maximum(1.0 - np.einsum("nd,nd->n", points, points[columns[:, j]]), 0.0)
     graph = sparse.csr_matrix((distances.ravel(), columns.ravel(), np.arange(0, n * width + 1, width)),
                               shape=(n, n))
     graph = sort_graph_by_row_values(graph, warn_when_not_sorted=False)
@@ -157,5 +159,7 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 def run_suspects(results: RunResults) -> Suspects:
     """:func:`suspect_scores` of a finished run, over the neighbours the Neighbours page shows (its mined ones,
     else the nearest in its features, computed once and kept)."""
+    if len(results.assign) < 3:
+        raise UserError("suspects need at least 3 images, to compare each with 2 neighbours")
     neighbors, _ = view_neighbors(results)
     return suspect_scores(results.assign, results.probs, neighbors, results.features, results.labels)
