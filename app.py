@@ -20,6 +20,7 @@ PAGES = [
     st.Page("pages/map.py", title="Map", icon="📍"),
     st.Page("pages/neighbours.py", title="Neighbours", icon="🔗"),
     st.Page("pages/clusters.py", title="Clusters", icon="🧩"),
+    st.Page("pages/suspects.py", title="Suspects", icon="🔎"),
     st.Page("pages/compare.py", title="Compare", icon="📊"),
     st.Page("pages/export.py", title="Export", icon="📦"),
 ]

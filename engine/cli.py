@@ -70,7 +70,32 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run_id")
     export.add_argument("--out", required=True, help="folder to write the files to (created if missing)")
     export.add_argument("--format", help="comma-separated subset of png,html,csv,zip (default: all)")
+    export.add_argument("--tag", action="append", default=[],
+                        help="only images with this tag (repeatable: any of them)")
+    export.add_argument("--cluster", action="append", default=[], type=int,
+                        help="only images of this cluster (repeatable: any of them)")
     export.add_argument("--runs-dir")
+
+    tag = commands.add_parser("tag", help="tag images of a finished run (e.g. mislabelled, duplicate, "
+                                          "'label: 7' for a corrected label)")
+    tag.add_argument("run_id")
+    tag.add_argument("tag")
+    tag.add_argument("images", nargs="+", type=int, help="image indices")
+    tag.add_argument("--remove", action="store_true", help="take the tag off instead")
+    tag.add_argument("--runs-dir")
+
+    tags = commands.add_parser("tags", help="the tagged images of a run")
+    tags.add_argument("run_id")
+    tags.add_argument("--runs-dir")
+    tags.add_argument("--json", action="store_true", help="one JSON object: image index → its tags")
+
+    suspects = commands.add_parser("suspects", help="a finished run's images most likely to be mistakes, ranked")
+    suspects.add_argument("run_id")
+    suspects.add_argument("--top", type=int, default=20)
+    suspects.add_argument("--by", default="combined",
+                          help="combined, neighbours, confidence, outlier, centre or (with labels) label")
+    suspects.add_argument("--runs-dir")
+    suspects.add_argument("--json", action="store_true")
     bench = commands.add_parser("bench", help="speed and quality benchmarks → results.json + RESULTS.md")
     bench.add_argument("--methods",
                        help="comma-separated methods to train or, with --micro, to time a step of (all: every one; "
@@ -315,6 +340,42 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(store, args: argparse.Namespace) -> int:
+    """``tag``, ``tags`` and ``suspects``: the audit the app's Suspects page offers, from a shell."""
+    from .analysis.results import load_results
+
+    if args.command == "tags":
+        store.get(args.run_id)
+        tagged = store.image_tags(args.run_id)
+        if args.json:
+            print(json.dumps({str(image): tags for image, tags in sorted(tagged.items())}))
+        for image, tags in sorted(tagged.items()) if not args.json else []:
+            print(f"{image}\t{'; '.join(tags)}")
+        return 0
+    results = load_results(store, args.run_id)
+    if args.command == "tag":
+        from .analysis.tags import tag_images, untag_images
+
+        changed = (untag_images if args.remove else tag_images)(results, args.images, args.tag)
+        print(f"{'untagged' if args.remove else 'tagged'} {changed} image(s)")
+        return 0
+    from .analysis.suspects import COMBINED, run_suspects
+
+    suspects = run_suspects(results)
+    if args.by != COMBINED and args.by not in suspects.scores:
+        raise UserError(f"unknown score {args.by!r}; choose from {COMBINED}, {', '.join(suspects.scores)}")
+    if args.top < 1:
+        raise UserError(f"--top must be at least 1, got {args.top}")
+    rows = [{"image": int(i), "cluster": int(results.assign[i]),
+             **{name: round(float(values[i]), 4) for name, values in suspects.scores.items()},
+             "reasons": suspects.reasons(int(i))} for i in suspects.ranking(args.by)[:args.top]]
+    if args.json:
+        print(json.dumps(rows))
+    for row in rows if not args.json else []:
+        print(f"{row['image']}\tcluster {row['cluster']}\t{', '.join(row['reasons']) or '-'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -339,10 +400,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .analysis.export import FORMATS, export_run
             from .analysis.results import load_results
 
-            written = export_run(load_results(store, args.run_id), args.out, args.format or FORMATS)
+            from .analysis.filters import ImageFilter
+
+            only = ImageFilter(clusters=tuple(args.cluster), tags=tuple(args.tag))
+            written = export_run(load_results(store, args.run_id), args.out, args.format or FORMATS,
+                                 image_filter=only)
             for path in (path for paths in written.values() for path in paths):
                 print(path)
             return 0
+        if args.command in ("tag", "tags", "suspects"):
+            return _audit(store, args)
         if args.command == "resume":
             store.requeue(args.run_id)
             return _run_in_foreground(store, args.run_id, args.json)

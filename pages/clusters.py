@@ -3,6 +3,9 @@ label; the confusion matrix after matching; two runs side by side, row by row as
 images they disagree on."""
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -10,6 +13,7 @@ from engine.analysis.clusters import (ClusterSummary, aligned_rows, cluster_summ
                                       gallery_members, matched_confusion, off_majority, run_agreement)
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import contact_sheet
+from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
 from pages.common import pick_finished_run
 
 PER_PAGE = 30
@@ -22,25 +26,44 @@ def summaries_of(results: RunResults) -> list[ClusterSummary]:
     return cluster_summaries(results.assign, results.confidence, results.n_clusters, results.labels)
 
 
+def passing(summary: ClusterSummary, keep: np.ndarray | None) -> ClusterSummary:
+    """The cluster with only the members the shared filter keeps (its size, purity and majority stay the
+    cluster's own in the header)."""
+    if keep is None:
+        return summary
+    kept = keep[summary.members]
+    return replace(summary, members=summary.members[kept], confidence=summary.confidence[kept])
+
+
 def cluster_block(results: RunResults, summary: ClusterSummary, order: str, page: int, cell: int, width: int,
-                  overlap: str = "") -> None:
-    """One cluster's header line and the page of its gallery; members off the majority label are outlined."""
+                  overlap: str = "", keep: np.ndarray | None = None, tags: dict[int, list[str]] | None = None
+                  ) -> None:
+    """One cluster's header line and the page of its gallery (the members the filter ``keep`` keeps); members
+    off the majority label are outlined, tagged ones list their tags under their name."""
+    tags = tags or {}
     line = f"Cluster {summary.cluster} · {summary.size} images"
     if summary.purity is not None:
         line += f" · purity {summary.purity:.2f} · mostly {results.class_name(summary.majority_label)}"
     st.markdown(f"**{line + overlap}**")
-    members = gallery_members(summary, order, page, PER_PAGE)
+    shown = passing(summary, keep)
+    members = gallery_members(shown, order, page, PER_PAGE)
+    passed = " passing the filter" if shown.size < summary.size else ""
     if not summary.size:
         st.caption("empty cluster")
+    elif not shown.size:
+        st.caption("no image of this cluster passes the filter")
     elif not len(members):
-        st.caption(f"no images on page {page}: the cluster has {summary.size}")
+        st.caption(f"no images on page {page}: the cluster has {shown.size}{passed}")
     else:
         start = (page - 1) * PER_PAGE
-        st.caption(f"images {start + 1}–{start + len(members)} of {summary.size}"
+        st.caption(f"images {start + 1}–{start + len(members)} of {shown.size}{passed}"
                    + (" (outlined: not the majority label)" if results.labels is not None else ""))
         st.image(contact_sheet(results.images.images[members].numpy(), n_cols=max(1, width // cell), cell=cell,
-                               captions=[results.image_name(i) for i in members],
+                               captions=[caption_with_tags(results.image_name(i), tags, i) for i in members],
                                outline=off_majority(summary, members, results.labels)))
+        tagged = [f"{results.image_name(i)} ({tags_text(tags, i)})" for i in members if i in tags]
+        if tagged:
+            st.caption("Tagged here: " + " · ".join(tagged))
 
 
 def confusion_matrix(results: RunResults) -> None:
@@ -56,7 +79,10 @@ def confusion_matrix(results: RunResults) -> None:
     st.plotly_chart(figure)
 
 
-def side_by_side(results: RunResults, other: RunResults, order: str, page: int, cell: int) -> None:
+def side_by_side(results: RunResults, other: RunResults, order: str, page: int, cell: int, keep: np.ndarray,
+                 tags: dict[int, list[str]]) -> None:
+    """Both runs' clusters row by row as they match, each gallery holding the images the filter keeps (the tags
+    are the first run's), then the images they disagree on."""
     _, overlap, agree = run_agreement(results.assign, other.assign)
     _, overlap_other, _ = run_agreement(other.assign, results.assign)
     st.metric("Images on which the matched clusterings agree", f"{agree:.1%}")
@@ -65,16 +91,17 @@ def side_by_side(results: RunResults, other: RunResults, order: str, page: int, 
     right.subheader(other.run_id)
     mine, theirs = summaries_of(results), summaries_of(other)
     for a, b in aligned_rows(results.assign, other.assign, results.n_clusters, other.n_clusters):
-        sides = ((results, mine, overlap, a, b), (other, theirs, overlap_other, b, a))
-        for column, (run, summaries, overlaps, cluster, beside) in zip(st.columns(2), sides):
+        sides = ((results, mine, overlap, a, b, tags), (other, theirs, overlap_other, b, a, None))
+        for column, (run, summaries, overlaps, cluster, beside, shown_tags) in zip(st.columns(2), sides):
             with column:
                 if cluster is None:
                     st.caption("no cluster of this run matches")
                 else:
                     note = ("" if beside is None
                             else f" · {overlaps.get(cluster, 0.0):.0%} in cluster {beside} beside it")
-                    cluster_block(run, summaries[cluster], order, page, cell, WIDTH // 2, note)
+                    cluster_block(run, summaries[cluster], order, page, cell, WIDTH // 2, note, keep, shown_tags)
     differing = disagreements(results.assign, other.assign)
+    differing = differing[keep[differing]]
     st.subheader(f"{len(differing)} images the two runs disagree on")
     if len(differing):
         shown = differing[:DISAGREEMENTS_SHOWN]
@@ -90,20 +117,30 @@ def side_by_side(results: RunResults, other: RunResults, order: str, page: int, 
 st.title("Clusters")
 results = pick_finished_run()
 if results is not None:
+    tags = run_tags(results)
+    keep = image_filter(results, tags)
     if results.labels is not None:
         confusion_matrix(results)
+    filter_note(results, keep)
     compare = st.toggle("Compare with another run side by side")
     size, show, paging = st.columns(3)
     cell = size.slider("Thumbnail size (px)", 48, 128, 64, step=8)
     order = SHOW[show.radio("Show", list(SHOW), horizontal=True)]
-    largest = max(summary.size for summary in summaries_of(results))
+    largest = max(passing(summary, keep).size for summary in summaries_of(results))
     page = int(paging.number_input(f"Page ({PER_PAGE} images per cluster)", 1, max(1, -(-largest // PER_PAGE)), 1))
+    on_page = [int(i) for summary in summaries_of(results)
+               for i in gallery_members(passing(summary, keep), order, page, PER_PAGE)]
+    with st.expander("Tag images of these galleries"):
+        picked = st.multiselect("Images to tag", on_page, key=f"clusters-pick-{results.run_id}",
+                                format_func=lambda i: f"{results.image_name(i)} · cluster {results.assign[i]}",
+                                placeholder="type a name to find an image shown below")
+        tag_panel(results, picked, tags, key="clusters-tags")
     if compare:
         other = pick_finished_run("Second run", key="second_run_id", exclude=results.run_id)
         if other is not None and len(other.assign) != len(results.assign):
             st.error("The two runs clustered different image sets; pick a run on the same dataset.")
         elif other is not None:
-            side_by_side(results, other, order, page, cell)
+            side_by_side(results, other, order, page, cell, keep, tags)
     else:
         for summary in summaries_of(results):
-            cluster_block(results, summary, order, page, cell, WIDTH)
+            cluster_block(results, summary, order, page, cell, WIDTH, keep=keep, tags=tags)

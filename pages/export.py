@@ -1,4 +1,5 @@
-"""Export: a run's cluster galleries as PNG sheets, one offline HTML page, a CSV of assignments, or a zip."""
+"""Export: a run's cluster galleries as PNG sheets, one offline HTML page, a CSV of assignments and tags (with
+labels also the corrected labels), or a zip; all images or only those the shared filter keeps."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,9 @@ from pathlib import Path
 import streamlit as st
 
 from engine.analysis.export import FORMATS, export_run
+from engine.analysis.filters import ImageFilter
 from engine.errors import UserError
+from pages.audit import current_filter, image_filter, run_tags
 from pages.common import pick_finished_run
 
 MIME = {"png": "image/png", "html": "text/html", "csv": "text/csv", "zip": "application/zip"}
@@ -16,12 +19,21 @@ results = pick_finished_run()
 if results is not None:
     formats = st.multiselect("Formats", FORMATS, default=list(FORMATS))
     per_cluster = st.number_input("Images per cluster (PNG and HTML)", 1, 10_000, 100)
+    keep = image_filter(results, run_tags(results))
+    chosen = current_filter()
+    only_kept = chosen.active and st.checkbox(
+        f"Only the {int(keep.sum())} of {len(keep)} images the filter keeps ({chosen.describe(results.class_name)})",
+        value=True, key="export-filtered")
+    st.caption("The CSV lists every exported image with its tags"
+               + ("; corrected_labels.csv adds the labels set with a “label: NAME” tag (Suspects, Neighbours, "
+                  "Clusters or Map: Set label)" if results.labels is not None else "") + ".")
     if st.button("Export", type="primary", disabled=not formats):
         out_dir = results.store.run_dir(results.run_id) / "exports"
         try:
             with st.spinner("Writing…"):
-                st.session_state["exported"] = (results.run_id, export_run(results, out_dir, formats,
-                                                                           int(per_cluster)))
+                written = export_run(results, out_dir, formats, int(per_cluster),
+                                     image_filter=chosen if only_kept else ImageFilter())
+                st.session_state["exported"] = (results.run_id, written)
         except UserError as exc:
             st.error(str(exc))
     run_id, written = st.session_state.get("exported", (None, {}))

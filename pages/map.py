@@ -9,11 +9,15 @@ import streamlit as st
 from engine.analysis.maps import MAP_KINDS, compute_map
 from engine.analysis.metrics import match_clusters
 from engine.analysis.thumbnails import contact_sheet
+from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
 from pages.common import pick_finished_run
 
 st.title("Map")
 results = pick_finished_run()
 if results is not None:
+    tags = run_tags(results)
+    keep = image_filter(results, tags)
+    filter_note(results, keep)
     left, right = st.columns(2)
     kind = left.radio("Projection", MAP_KINDS, horizontal=True, format_func={"pacmap": "PaCMAP",
                                                                              "umap": "UMAP"}.get)
@@ -23,13 +27,14 @@ if results is not None:
     with st.spinner(f"Computing the {kind} map of {len(results.assign)} points (once per run)…"):
         coords = compute_map(results, kind)
 
-    index = np.arange(len(coords))
-    hover = [results.image_caption(i) for i in index]
+    index = np.flatnonzero(keep)  # the points the shared filter keeps
+    # tags stay out of the figure: a changed figure clears the selection that is being tagged
+    hover = {i: results.image_caption(i) for i in index}
     figure = go.Figure()
     if colour_by == "confidence":
-        figure.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", customdata=index,
-                                      text=hover, hoverinfo="text",
-                                      marker=dict(size=4, color=results.confidence, colorscale="Viridis",
+        figure.add_trace(go.Scattergl(x=coords[index, 0], y=coords[index, 1], mode="markers", customdata=index,
+                                      text=[hover[i] for i in index], hoverinfo="text",
+                                      marker=dict(size=4, color=results.confidence[index], colorscale="Viridis",
                                                   colorbar=dict(title="confidence"))))
     else:
         if colour_by == "cluster":
@@ -42,7 +47,7 @@ if results is not None:
             groups = (np.array([mapping[c] for c in results.assign]) == results.labels).astype(int)
             names = {1: "correct", 0: "incorrect"}
         for group, name in names.items():
-            members = index[groups == group]
+            members = index[groups[index] == group]
             figure.add_trace(go.Scattergl(x=coords[members, 0], y=coords[members, 1], mode="markers", name=name,
                                           customdata=members, text=[hover[i] for i in members],
                                           hoverinfo="text", marker=dict(size=4)))
@@ -57,8 +62,9 @@ if results is not None:
     if selected:
         st.session_state["image_index"] = selected[0]
         shown = selected[:200]
-        captions = [results.image_caption(i, separator="\n") for i in shown]
+        captions = [caption_with_tags(results.image_caption(i, separator="\n"), tags, i) for i in shown]
         st.subheader(f"{len(selected)} selected" + (" (first 200 shown)" if len(selected) > 200 else ""))
         st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=12, cell=96, captions=captions))
+        tag_panel(results, selected, tags, key="map-tags")
     else:
         st.caption("Drag a box or lasso around points to see their images.")

@@ -9,6 +9,7 @@ import streamlit as st
 from engine.analysis.metrics import neighbor_purity
 from engine.analysis.results import run_neighbor_purity, view_neighbors
 from engine.analysis.thumbnails import contact_sheet
+from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
 from pages.common import pick_finished_run
 
 WORST_FIRST = "worst purity first"
@@ -40,15 +41,23 @@ if results is not None:
     labels = results.labels
     purity = neighbor_purity(neighbors, labels) if labels is not None else None
 
+    tags = run_tags(results)
+    keep = image_filter(results, tags)
+    filter_note(results, keep)
     n = len(results.assign)
     left, middle, right = st.columns([3, 3, 2])  # wide enough for "Random image" at 1024 px
     order_by = left.radio("Order", ["index", WORST_FIRST] if purity is not None else ["index"], horizontal=True,
                           key="neighbours-order", on_change=start_order)
     order = np.argsort(purity, kind="stable") if order_by == WORST_FIRST else np.arange(n)
+    order = order[keep[order]]  # only the images the shared filter keeps
+    if not len(order):
+        st.warning("No image passes the filter.")
+        st.stop()
+    n = len(order)
     # The shown image is kept in the session (the Map page sets it too); the position input follows it, and its
     # callbacks move it, so the widget keeps one identity and every click counts.
     index = state.get("image_index")
-    if index is None or not 0 <= index < n:
+    if index is None or not 0 <= index < len(keep) or not keep[index]:
         index = int(order[0])
     position = int(np.flatnonzero(order == index)[0])
     if state.get("neighbours-position") != position:
@@ -61,7 +70,8 @@ if results is not None:
     shown = [index, *neighbors[index].tolist()]
     wrong = [False] + ([bool(labels[j] != labels[index]) for j in neighbors[index]] if labels is not None
                        else [False] * k)
-    captions = ["query"] + [results.image_caption(j, separator="\n") for j in neighbors[index]]
+    captions = [caption_with_tags("query", tags, index)] + [
+        caption_with_tags(results.image_caption(j, separator="\n"), tags, j) for j in neighbors[index]]
     title = f"Image #{index}"
     if results.image_name(index) != f"#{index}":
         title += f" · {results.image_name(index)}"
@@ -73,6 +83,8 @@ if results is not None:
                            captions=captions, outline=wrong))
     if labels is not None:
         st.caption("Neighbours with another label than the query are outlined in red.")
+    tag_panel(results, [index], tags, key="neighbours-tags")
+    if labels is not None:
         overall, _ = run_neighbor_purity(results.store, results.run_id, k)
         st.metric(f"Purity@{k} over the dataset", f"{overall:.3f}")
         histogram, per_class = st.columns(2)

@@ -1,5 +1,6 @@
 """End to end in a real headless Chromium: open the app's Home page at 1440 and 1024 px, train on digits from the
-Train page, then visit every explorer page. Screenshots land in test-artifacts/ for a person to look at."""
+Train page, then visit every explorer page; a tag set on the Neighbours page filters the Clusters page and the
+export. Screenshots land in test-artifacts/ for a person to look at."""
 from __future__ import annotations
 
 from urllib.parse import urlparse
@@ -93,7 +94,7 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
         no_exception(page, "1-train-finished-1024")
         assert above_the_fold(page.get_by_text("status finished")), "the live view is below the fold at 1024 px"
 
-        for title in ("Map", "Neighbours", "Clusters", "Compare", "Export"):
+        for title in ("Map", "Neighbours", "Clusters", "Suspects", "Compare", "Export"):
             page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
             page.get_by_role("heading", name=title).wait_for(timeout=WAIT_MS)
             if title == "Map":
@@ -103,6 +104,11 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
                 random_image = page.get_by_role("button", name="Random image")
                 assert random_image.evaluate("b => b.scrollWidth <= b.clientWidth"), "the button's label is cut"
                 step_through_neighbours(page)
+                tagged = tag_the_shown_image(page, "mislabelled")
+            if title == "Clusters":
+                see_the_tag_through_the_shared_filter(page, "mislabelled", tagged)
+                no_exception(page, "2-clusters-filtered-by-tag-1024")
+        page.get_by_text("Only the 1 of 1797 images the filter keeps").wait_for(timeout=WAIT_MS)  # it still holds
         page.get_by_role("button", name="Export").click()
         page.get_by_text("download them below").wait_for(timeout=WAIT_MS)
         no_exception(page, "3-exported-1024")
@@ -146,3 +152,21 @@ def step_through_neighbours(page) -> None:
     assert position.locator("input").input_value() == "6"
     assert page.locator("h3").filter(has_text="Image #").first.inner_text().startswith("Image #6 ")
     assert set(counts) == {1}, f"position inputs shown while stepping: {counts}"
+
+
+def tag_the_shown_image(page, tag: str) -> str:
+    """Press the tag's button under the Neighbours query; the panel then lists the tag. Returns the image's name."""
+    shown = page.locator("h3").filter(has_text="Image #").first.inner_text().split(" · ")[0].removeprefix("Image ")
+    page.get_by_role("button", name=tag, exact=True).click()
+    page.get_by_text(f"Tag image {shown} · tagged: {tag}").wait_for(timeout=WAIT_MS)
+    return shown
+
+
+def see_the_tag_through_the_shared_filter(page, tag: str, image: str) -> None:
+    """On another page, the sidebar's tag filter offers the tag, and choosing it leaves only the tagged image."""
+    page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelect']").filter(has_text="Tags").click()
+    page.get_by_role("option", name=tag, exact=True).click()
+    page.keyboard.press("Escape")
+    settle(page)
+    page.get_by_text(f"Tagged here: {image} ({tag})").wait_for(timeout=WAIT_MS)
+    assert page.get_by_text("images 1–1 of 1 passing the filter").count() == 1

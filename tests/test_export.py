@@ -143,7 +143,7 @@ def test_unlabelled_gallery_has_no_purity_or_label(runs, tmp_path):
 def test_csv_of_a_labelled_run_has_one_row_per_image_with_labels(runs, tmp_path):
     results = runs["digits"]
     rows = read_csv(export_run(results, tmp_path, ["csv"])["csv"][0])
-    assert rows[0] == ["index", "path", "cluster", "confidence", "label", "label_name"]
+    assert rows[0] == ["index", "path", "cluster", "confidence", "label", "label_name", "tags"]
     assert len(rows) == 1797 + 1
     body = rows[1:]
     assert [int(r[0]) for r in body] == list(range(1797))
@@ -156,9 +156,59 @@ def test_csv_of_a_labelled_run_has_one_row_per_image_with_labels(runs, tmp_path)
 def test_csv_of_an_unlabelled_run_has_no_label_columns(runs, tmp_path):
     results = runs["flat"]
     rows = read_csv(export_run(results, tmp_path, ["csv"])["csv"][0])
-    assert rows[0] == ["index", "path", "cluster", "confidence"]
-    assert len(rows) == 30 + 1 and all(len(r) == 4 for r in rows)
+    assert rows[0] == ["index", "path", "cluster", "confidence", "tags"]
+    assert len(rows) == 30 + 1 and all(len(r) == 5 for r in rows)
     assert sorted(r[1] for r in rows[1:]) == [f"img_{i:02d}.png" for i in range(30)]
+
+
+def test_csv_carries_each_images_tags_and_the_corrected_labels_they_set(runs, tmp_path):
+    from engine.analysis.tags import label_tag, tag_images
+
+    results = runs["digits"]
+    tag_images(results, [4], "mislabelled")
+    tag_images(results, [4], label_tag("7"))
+    tag_images(results, [9], "=2+3 looks odd")
+    try:
+        written = export_run(results, tmp_path, ["csv"])
+    finally:
+        for tag in ("mislabelled", "label: 7", "=2+3 looks odd"):
+            results.store.remove_tag(results.run_id, [4, 9], tag)
+    assert [p.name for p in written["csv"]] == ["assignments.csv", "corrected_labels.csv"]
+    rows = read_csv(tmp_path / "assignments.csv")
+    tags = {int(r[0]): r[6] for r in rows[1:] if r[6]}
+    assert tags == {4: "mislabelled; label: 7", 9: "'=2+3 looks odd"}  # a formula-like cell is quoted
+    corrected = read_csv(tmp_path / "corrected_labels.csv")
+    assert corrected[0] == ["index", "path", "cluster", "label", "label_name", "corrected_label",
+                            "corrected_label_name", "corrected"]
+    assert len(corrected) == 1797 + 1
+    assert corrected[5] == ["4", "", str(results.assign[4]), "4", "4", "7", "7", "1"]
+    unchanged = [r for r in corrected[1:] if r[0] != "4"]
+    assert all(r[5] == r[3] and r[7] == "0" for r in unchanged)
+
+
+def test_an_unlabelled_run_has_no_corrected_labels_file(runs, tmp_path):
+    assert [p.name for p in export_run(runs["flat"], tmp_path, ["csv"])["csv"]] == ["assignments.csv"]
+
+
+def test_a_filtered_export_holds_only_the_images_the_filter_keeps(runs, tmp_path):
+    from engine.analysis.filters import ImageFilter
+
+    results = runs["digits"]
+    results.store.add_tag(results.run_id, [1, 2, 3, 500], "duplicate")
+    try:
+        only = ImageFilter(clusters=(int(results.assign[500]),), tags=("duplicate",))
+        written = export_run(results, tmp_path, ["csv", "html", "png"], image_filter=only)
+    finally:
+        results.store.remove_tag(results.run_id, [1, 2, 3, 500], "duplicate")
+    kept = [i for i in (1, 2, 3, 500) if results.assign[i] == results.assign[500]]
+    assert [int(r[0]) for r in read_csv(tmp_path / "assignments.csv")[1:]] == kept
+    assert [int(r[0]) for r in read_csv(tmp_path / "corrected_labels.csv")[1:]] == kept
+    page = written["html"][0].read_text(encoding="utf-8")
+    assert len(re.findall(r"<img\b", page)) == len(kept)
+    assert f"tag duplicate: {len(kept)} of 1797 images" in page
+    assert sections(page) == [str(k) for k in range(10)]  # every cluster still has its section
+    assert "passes the filter" in page
+    assert sorted(p.name for p in written["png"]) == [f"cluster_{results.assign[500]}.png"]
 
 
 FORMULA_CLASSES = ("=cls()", "+cmd|' -C calc'!A0", "-2+3", "@SUM(A1)", "\tTab", "\rReturn")
@@ -234,7 +284,7 @@ def test_cli_export_writes_the_files_it_prints(runs, tmp_path):
                      "--runs-dir", str(results.store.root))
     assert result.returncode == 0, result.stderr
     printed = [Path(line) for line in result.stdout.splitlines()]
-    assert sorted(p.name for p in printed) == ["assignments.csv", "gallery.html"]
+    assert sorted(p.name for p in printed) == ["assignments.csv", "corrected_labels.csv", "gallery.html"]
     assert all(p.is_file() and p.parent == out for p in printed)
 
 

@@ -121,7 +121,7 @@ def unlabelled_runs(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("path", ["pages/map.py", "pages/neighbours.py", "pages/clusters.py",
+@pytest.mark.parametrize("path", ["pages/map.py", "pages/neighbours.py", "pages/clusters.py", "pages/suspects.py",
                                   "pages/compare.py", "pages/export.py"])
 def test_every_page_works_for_a_run_without_labels(unlabelled_runs, monkeypatch, path):
     monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))

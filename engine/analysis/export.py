@@ -1,5 +1,6 @@
 """Export a finished run for people without the app: a PNG contact sheet per cluster, one self-contained HTML
-gallery, a CSV of every image's assignment, and a zip of them all.
+gallery, a CSV of every image's assignment and tags (with labels also a corrected-labels CSV), and a zip of them
+all; optionally only the images a filter keeps.
 
 Everything is written to a temporary file first and renamed into place (:mod:`engine.atomic`), so a reader never
 sees half a file and a full disk leaves the files of an earlier export as they were.
@@ -12,7 +13,7 @@ import html
 import io
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -23,7 +24,9 @@ from ..data.roots import default_upload_dir
 from ..errors import ConfigError, UserError
 from ..runs.uploads import dataset_label
 from .clusters import ClusterSummary, cluster_summaries, off_majority
+from .filters import ImageFilter
 from .results import RunResults
+from .tags import corrected_labels
 from .thumbnails import contact_sheet, png_bytes, thumbnail
 
 FORMATS = ("png", "html", "csv", "zip")
@@ -61,7 +64,8 @@ def check_formats(formats: Iterable[str] | str) -> list[str]:
 
 @dataclass
 class _Export:
-    """What every format draws on: the run, its clusters (most confident first) and its images."""
+    """What every format draws on: the run, its clusters (most confident first, only the kept images), its images,
+    their tags and which of them the filter keeps."""
 
     results: RunResults
     summaries: list[ClusterSummary]
@@ -69,6 +73,9 @@ class _Export:
     paths: list[str]
     class_names: list[str]
     max_per_cluster: int
+    tags: dict[int, list[str]]
+    kept: np.ndarray
+    filter_note: str
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -89,7 +96,7 @@ class _Export:
 
 
 def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] = FORMATS,
-               max_per_cluster: int = 100) -> dict[str, list[Path]]:
+               max_per_cluster: int = 100, image_filter: ImageFilter | None = None) -> dict[str, list[Path]]:
     """Write a finished run's clusters to ``out_dir`` in the chosen formats; returns format → written files.
 
     * ``png``: ``cluster_<k>.png`` per cluster, its ``max_per_cluster`` most confident members captioned with
@@ -97,8 +104,14 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
     * ``html``: ``gallery.html``, one page with every image inlined (opens offline): the run's scores, then one
       section per cluster, empty ones included.
     * ``csv``: ``assignments.csv``, one row per image: index, path, cluster, confidence, and label, label_name
-      when the run has labels; a path or name a spreadsheet would run as a formula starts with a quote.
-    * ``zip``: ``<run id>.zip`` of the three above (written too when not asked for separately).
+      when the run has labels, then its tags (``; ``-separated); with labels also ``corrected_labels.csv``:
+      index, path, cluster, label, label_name, the corrected label and its name (a ``label: NAME`` tag's class,
+      else the label) and whether it was corrected. A path or name a spreadsheet would run as a formula starts
+      with a quote.
+    * ``zip``: ``<run id>.zip`` of the files above (written too when not asked for separately).
+
+    ``image_filter``: only the images it keeps (with the run's tags as they are now) go into every file; the
+    gallery names the filter, and a cluster none of whose images it keeps gets no sheet.
 
     Raises:
         UserError: an unknown format, the run's dataset can no longer be loaded, or ``out_dir`` is not
@@ -121,9 +134,15 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
     images = results.images
     pixels = np.asarray(images.images)
     paths = list(images.paths) if len(images.paths) == len(pixels) else [""] * len(pixels)
-    export = _Export(results, cluster_summaries(results.assign, results.confidence, results.n_clusters,
-                                                results.labels),
-                     pixels, paths, list(images.class_names), max_per_cluster)
+    tags = results.store.image_tags(results.run_id)
+    image_filter = image_filter or ImageFilter()
+    kept = image_filter.mask(results, tags)
+    summaries = [replace(summary, members=summary.members[kept[summary.members]],
+                         confidence=summary.confidence[kept[summary.members]])
+                 for summary in cluster_summaries(results.assign, results.confidence, results.n_clusters,
+                                                  results.labels)]
+    export = _Export(results, summaries, pixels, paths, list(images.class_names), max_per_cluster, tags, kept,
+                     image_filter.describe(results.class_name))
 
     makers = {"png": _sheets, "html": _gallery, "csv": _assignments}
     needed = set(makers) if "zip" in chosen else set(chosen)
@@ -142,6 +161,8 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
 def _sheets(export: _Export) -> list[tuple[str, bytes]]:
     files = []
     for summary in export.summaries:
+        if export.filter_note and not summary.size:
+            continue  # the filter kept none of it: no blank sheet (a cluster that is empty itself still gets one)
         shown = export.shown(summary)
         captions = [str(i) if export.labels is None else f"{i}: {export.label_name(i)}" for i in shown]
         sheet = contact_sheet(export.pixels[shown], SHEET_COLUMNS, CELL, captions, export.off_majority(summary),
@@ -166,14 +187,33 @@ def _assignments(export: _Export) -> list[tuple[str, bytes]]:
     # RFC 4180's CRLF line ends; with them the writer also quotes a cell holding a lone CR, which would
     # otherwise end its row early in a reader
     writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(["index", "path", "cluster", "confidence"] + (["label", "label_name"] if labelled else []))
+    writer.writerow(["index", "path", "cluster", "confidence"] + (["label", "label_name"] if labelled else [])
+                    + ["tags"])
     confidence = results.confidence
-    for i in range(len(results.assign)):
+    for i in np.flatnonzero(export.kept).tolist():
         row = [i, spreadsheet_safe(export.paths[i]), int(results.assign[i]), f"{float(confidence[i]):.6f}"]
         if labelled:
             row += [int(export.labels[i]), spreadsheet_safe(export.label_name(i))]
-        writer.writerow(row)
-    return [("assignments.csv", text.getvalue().encode("utf-8"))]
+        writer.writerow(row + [spreadsheet_safe("; ".join(export.tags.get(i, [])))])
+    files = [("assignments.csv", text.getvalue().encode("utf-8"))]
+    return files + (_corrected_labels(export) if labelled else [])
+
+
+def _corrected_labels(export: _Export) -> list[tuple[str, bytes]]:
+    """The labels with the corrections a person tagged (``label: NAME``): a label file to train or score on."""
+    results = export.results
+    corrected = corrected_labels(results, export.tags)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow(["index", "path", "cluster", "label", "label_name", "corrected_label", "corrected_label_name",
+                     "corrected"])
+    for i in np.flatnonzero(export.kept).tolist():
+        label = int(export.labels[i])
+        final = label if corrected[i] < 0 else int(corrected[i])
+        writer.writerow([i, spreadsheet_safe(export.paths[i]), int(results.assign[i]), label,
+                         spreadsheet_safe(export.label_name(i)), final, spreadsheet_safe(export.class_name(final)),
+                         int(final != label)])
+    return [("corrected_labels.csv", text.getvalue().encode("utf-8"))]
 
 
 _CSS = """
@@ -201,6 +241,8 @@ def _gallery(export: _Export) -> list[tuple[str, bytes]]:
              ("device", record.summary.get("device", record.device))]
     facts += [(label, f"{record.summary[key]:.4f}") for key, label in SCORE_LABELS.items()
               if record.summary.get(key) is not None]
+    if export.filter_note:
+        facts.append(("filter", f"{export.filter_note}: {int(export.kept.sum())} of {len(export.kept)} images"))
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              f"<title>{esc(record.id)} — clusters</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
              "<header>", f"<h1>Run {esc(record.id)}</h1>", "<dl>"]
@@ -220,7 +262,11 @@ def _gallery(export: _Export) -> list[tuple[str, bytes]]:
 
 def _cluster_section(export: _Export, summary: ClusterSummary) -> list[str]:
     esc = html.escape
-    facts = f"{summary.size} images" if summary.size else "empty: no image was assigned to this cluster"
+    if summary.size:
+        facts = f"{summary.size} images" + (" passing the filter" if export.filter_note else "")
+    else:
+        facts = ("no image of this cluster passes the filter" if export.filter_note
+                 else "empty: no image was assigned to this cluster")
     if summary.purity is not None:
         facts += (f" · purity {summary.purity:.3f} · majority label "
                   f"{esc(export.class_name(summary.majority_label))}")
@@ -234,6 +280,8 @@ def _cluster_section(export: _Export, summary: ClusterSummary) -> list[str]:
             title += f" · label {export.label_name(index)}"
         if export.paths[index]:
             title += f" · {export.paths[index]}"
+        if export.tags.get(index):
+            title += f" · tags: {'; '.join(export.tags[index])}"
         data = base64.b64encode(png_bytes(thumbnail(export.pixels[index], CELL))).decode("ascii")
         css_class = ' class="off"' if is_off else ""
         lines.append(f'<img{css_class} src="data:image/png;base64,{data}" alt="image {index}" '

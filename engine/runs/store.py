@@ -8,6 +8,10 @@ A run's status changes by conditional UPDATEs: queued → running only in the pr
 ``owner``: host, pid and start time), stopped → queued once however many processes resume it at the same moment,
 queued/running → interrupted only while its owner is the process that died. So two processes never run one run at
 once. Each start and end of an execution is logged in the run's messages (stage ``run``) in the same transaction.
+
+Tags a person puts on a run's images ("mislabelled", "duplicate", free text) are rows of ``tags``, one per
+(run, image, tag): adding one twice keeps one row, so sessions tagging the same images at the same moment agree,
+and they last as long as the run.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -47,7 +51,12 @@ CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id);
 CREATE TABLE IF NOT EXISTS messages (
     run_id TEXT NOT NULL, stage TEXT, message TEXT NOT NULL, time REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tags (
+    run_id TEXT NOT NULL, image INTEGER NOT NULL, tag TEXT NOT NULL, time REAL NOT NULL,
+    PRIMARY KEY (run_id, image, tag)
+);
 """
+TAG_MAX_CHARS = 80
 
 
 def default_runs_dir() -> Path:
@@ -237,6 +246,7 @@ class RunStore:
             if deleted:
                 db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM messages WHERE run_id = ?", (run_id,))
+                db.execute("DELETE FROM tags WHERE run_id = ?", (run_id,))
         if not deleted:
             record = self.get(run_id)
             raise UserError(f"run {run_id} is {record.status} (in process {record.owner}); cancel it before "
@@ -272,6 +282,45 @@ class RunStore:
                               (run_id,)).fetchall()
         return [dict(row) for row in rows]
 
+    # -- tags ---------------------------------------------------------------------------------------------------
+    def add_tag(self, run_id: str, images: Sequence[int], tag: str, replace_prefix: str | None = None) -> int:
+        """Tag ``images`` (indices into the run's images) with ``tag``; returns how many were not tagged so yet.
+
+        ``replace_prefix``: first drop these images' tags that start with it (in the same transaction), so an
+        image keeps one tag of that kind (a corrected label).
+
+        Raises:
+            UserError: no such run, an empty or over-long tag, or a negative image index.
+        """
+        tag, rows = check_tag(tag), _image_rows(images)
+        now = time.time()
+        with self._connect() as db:
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise UserError(f"no run {run_id!r} in {self.root}")
+            if replace_prefix:
+                db.executemany("DELETE FROM tags WHERE run_id = ? AND image = ? AND substr(tag, 1, ?) = ? "
+                               "AND tag != ?",
+                               [(run_id, image, len(replace_prefix), replace_prefix, tag) for image in rows])
+            return db.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)",
+                                  [(run_id, image, tag, now) for image in rows]).rowcount
+
+    def remove_tag(self, run_id: str, images: Sequence[int], tag: str) -> int:
+        """Take ``tag`` off ``images``; returns how many carried it."""
+        tag, rows = check_tag(tag), _image_rows(images)
+        with self._connect() as db:
+            return db.executemany("DELETE FROM tags WHERE run_id = ? AND image = ? AND tag = ?",
+                                  [(run_id, image, tag) for image in rows]).rowcount
+
+    def image_tags(self, run_id: str) -> dict[int, list[str]]:
+        """Image index → its tags, in the order they were added; untagged images are absent."""
+        with self._connect() as db:
+            rows = db.execute("SELECT image, tag FROM tags WHERE run_id = ? ORDER BY time, rowid",
+                              (run_id,)).fetchall()
+        tags: dict[int, list[str]] = {}
+        for image, tag in rows:
+            tags.setdefault(int(image), []).append(tag)
+        return tags
+
     # -- files --------------------------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
@@ -286,3 +335,23 @@ class RunStore:
     def load_array(self, run_id: str, name: str) -> np.ndarray | None:
         path = self.run_dir(run_id) / f"{name}.npy"
         return np.load(path) if path.exists() else None
+
+
+def check_tag(tag: str) -> str:
+    """``tag`` with its whitespace collapsed; a UserError when that leaves nothing, more than
+    ``TAG_MAX_CHARS`` characters, or a control character."""
+    cleaned = " ".join(str(tag).split())
+    if not cleaned:
+        raise UserError("a tag needs some text, e.g. mislabelled or duplicate")
+    if len(cleaned) > TAG_MAX_CHARS:
+        raise UserError(f"a tag has at most {TAG_MAX_CHARS} characters; {cleaned[:20]!r}… has {len(cleaned)}")
+    if any(not ch.isprintable() for ch in cleaned):
+        raise UserError(f"a tag cannot hold control characters: {cleaned!r}")
+    return cleaned
+
+
+def _image_rows(images: Sequence[int]) -> list[int]:
+    rows = sorted({int(image) for image in images})
+    if rows and rows[0] < 0:
+        raise UserError(f"image indices start at 0, got {rows[0]}")
+    return rows

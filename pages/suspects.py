@@ -1,0 +1,126 @@
+"""Suspects: the images most likely to be mistakes, ranked, to step through and tag one by one."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from engine.analysis.results import RunResults, view_neighbors
+from engine.analysis.suspects import COMBINED, SCORE_TITLES, Suspects, run_suspects
+from engine.analysis.thumbnails import contact_sheet
+from engine.errors import UserError
+from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
+from pages.common import pick_finished_run
+
+TABLE_ROWS = 200
+SHEET_COLUMNS = 8  # 96-px cells: the sheet fits beside the sidebar at 1440 px and stays legible at 1024
+SHORT_TITLES = {"neighbours": "neighbours disagree", "confidence": "low confidence", "outlier": "outlier (LOF)",
+                "centre": "far from centres", "label": "label vs neighbours"}
+state = st.session_state
+
+
+@st.cache_resource(show_spinner="Scoring every image (once per run)…", max_entries=4)
+def suspects_of(run_id: str, finished: float, _results: RunResults) -> Suspects:
+    return run_suspects(_results)
+
+
+def move_to(position: int) -> None:
+    state["suspect-position"] = position
+    state.pop("suspect-next", None)
+
+
+def start_ranking() -> None:
+    """Another ranking starts at its first suspect."""
+    move_to(0)
+
+
+def remember_position() -> None:
+    move_to(int(state["widget-suspect-number"]) - 1)
+
+
+def show_next(order: np.ndarray, position: int) -> None:
+    """After tagging: show the image after this one in the order, wherever the tag moved it (a filter on tags may
+    drop the tagged image from the order)."""
+    if position + 1 < len(order):
+        state["suspect-next"] = int(order[position + 1])
+
+
+def current_position(order: np.ndarray) -> int:
+    """Where the shown suspect is in ``order``: the image tagging moved on to, else the kept position."""
+    wanted = state.pop("suspect-next", None)
+    found = np.flatnonzero(order == wanted) if wanted is not None else []
+    position = int(found[0]) if len(found) else int(state.get("suspect-position", 0))
+    return min(max(position, 0), len(order) - 1)
+
+
+st.title("Suspects")
+results = pick_finished_run()
+if results is not None:
+    tags = run_tags(results)
+    keep = image_filter(results, tags)
+    try:
+        suspects = suspects_of(results.run_id, results.record.finished or 0.0, results)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.caption("Images whose cluster disagrees with their neighbours', that the run was unsure of, that sit in a "
+               "sparse spot (scikit-learn's Local Outlier Factor) or far from every cluster centre"
+               + (", or whose label disagrees with their neighbours'" if results.labels is not None else "")
+               + ". Combined: most extreme in any one score first.")
+    filter_note(results, keep)
+    names = [COMBINED, *suspects.names]
+    by = st.radio("Rank by", names, horizontal=True, key="suspect-rank-by", on_change=start_ranking,
+                  format_func=lambda name: SCORE_TITLES.get(name, name))
+    order = suspects.ranking(by)
+    order = order[keep[order]]
+    if not len(order):
+        st.warning("No image passes the filter.")
+        st.stop()
+    position = current_position(order)
+    state["suspect-position"], state["widget-suspect-number"] = position, position + 1
+    stepper, advance_column = st.columns([1, 2], vertical_alignment="bottom")
+    stepper.number_input("Suspect number (1 = most suspect)", 1, len(order), key="widget-suspect-number",
+                         on_change=remember_position, help="+ and − step through the suspects in this order")
+    advance = advance_column.toggle("Go to the next suspect after tagging", value=True, key="suspect-advance")
+    index = int(order[position])
+
+    neighbors, _ = view_neighbors(results)
+    title = f"Suspect {position + 1} of {len(order)}: {results.image_caption(index)}"
+    st.subheader(title)
+    reasons = suspects.reasons(index)
+    st.markdown("**Why:** " + (", ".join(reasons) if reasons else "no score in its top 5 %; it ranks here because "
+                                                                  "the images above it were reviewed or filtered"))
+    if tags.get(index):
+        st.markdown(f"**Tags:** {tags_text(tags, index)}")
+    shown = [index, *neighbors[index].tolist()]
+    captions = ["suspect"] + [caption_with_tags(results.image_caption(j, separator="\n"), tags, j)
+                              for j in neighbors[index]]
+    other_cluster = [False] + [bool(results.assign[j] != results.assign[index]) for j in neighbors[index]]
+    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(len(shown), SHEET_COLUMNS), cell=96,
+                           captions=captions, outline=other_cluster))
+    st.caption("The suspect, then its neighbours; neighbours in another cluster are outlined in red.")
+    tag_panel(results, [index], tags, key="suspect-tags",
+              after=(lambda: show_next(order, position)) if advance else None)
+    columns = st.columns(len(suspects.names))
+    for column, name in zip(columns, suspects.names):
+        column.metric(SHORT_TITLES[name], f"{suspects.scores[name][index]:.2f}",
+                      help=f"{SCORE_TITLES[name]}: at least as high as for {suspects.percentiles[name][index]:.0%} "
+                           "of the images")
+
+    st.subheader(f"The first {min(TABLE_ROWS, len(order))} suspects")
+    top = order[:TABLE_ROWS]
+    table = pd.DataFrame({"rank": np.arange(1, len(top) + 1), "image": [results.image_name(i) for i in top],
+                          "cluster": results.assign[top]})
+    if results.labels is not None:
+        table["label"] = [results.class_name(int(results.labels[i])) for i in top]
+    for name in suspects.names:
+        table[SHORT_TITLES[name]] = np.round(suspects.scores[name][top], 3)
+    table["tags"] = [tags_text(tags, int(i)) for i in top]
+    picked = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
+                          key=f"suspect-table-{results.run_id}-{by}")
+    st.caption("Select a row to look at that suspect.")
+    rows = picked.selection.rows if picked else []
+    if rows and rows[0] != position and state.get("suspect-picked") != (by, rows[0]):
+        state["suspect-picked"] = (by, rows[0])
+        move_to(rows[0])
+        st.rerun()
