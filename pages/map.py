@@ -7,8 +7,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine.analysis.maps import MAP_KINDS, compute_map
-from engine.analysis.metrics import match_clusters
 from engine.analysis.thumbnails import contact_sheet
+from engine.clustering.metrics import match_clusters
 from pages.common import pick_finished_run
 
 st.title("Map")

@@ -46,15 +46,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.metrics import mean_neighbor_purity
-from ..analysis.neighbors import mine_neighbors
+from ..clustering.kmeans import fit_kmeans
+from ..clustering.metrics import mean_neighbor_purity
+from ..clustering.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import ClusterModel, build_backbone, ema_update, mlp_projector, resolve_backbone
 from ..nn.memory_queue import cosine_momentum, queue_info_nce_loss
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .kmeans import fit_kmeans
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
 from .feature_source import check_feature_source, pretrained_features, pretrained_name
 from .scan import SCAN_LOSS_EQUATION, FeatureGeometry, FrozenFeatures, ScanHeadSettings, train_scan_heads

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..analysis.metrics import clustering_scores, mean_neighbor_purity
+from ..clustering.metrics import clustering_scores, mean_neighbor_purity
 from ..atomic import disk_full_message, is_disk_full
 from ..data import DATASETS, load_dataset
 from ..data.folder import check_image_size
