@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("methods",),
     ("runs",),
     ("analysis",),
-    ("bench",),
+    ("bench", "bench_features"),
     ("cli",),
     ("__main__", ROOT),
 )
