@@ -359,8 +359,8 @@ def kmeans_rows(images: ImageSet, n_images: int, n_init: int = 10, seed: int = 0
     both with k-means++ seeding, ``n_init`` restarts and Lloyd iterations on the CPU."""
     from sklearn.cluster import KMeans as SklearnKMeans
 
-    from .analysis.metrics import cluster_accuracy
-    from .methods.kmeans import fit_kmeans
+    from .clustering.metrics import cluster_accuracy
+    from .clustering.kmeans import fit_kmeans
 
     pixels = images.images[:n_images].reshape(min(n_images, len(images)), -1).float() / 255
     labels = images.labels[:n_images] if images.labels is not None else None
@@ -402,7 +402,7 @@ def neighbor_recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def knn_rows(n_points: int, dim: int = 128, k: int = 20) -> list[dict[str, Any]]:
     """Time exact and approximate k-NN mining on ``n_points`` clustered features; recall of the approximate."""
-    from .analysis.neighbors import mine_neighbors
+    from .clustering.neighbors import mine_neighbors
 
     features = clustered_features(n_points, dim)
     rows, found = [], {}

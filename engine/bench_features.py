@@ -86,7 +86,7 @@ def end_to_end_rows(dataset: str, data_root: str | None, n_images: int, backbone
     """Wall time of clustering ``n_images`` of ``dataset`` (every class equally, a fixed subset) on ``backbone``'s
     features: loading, then extraction (timed once, into a fresh feature cache), then each method's fit on the
     cached features. ``end_to_end_s`` = load + extraction + that method's fit: what a first run costs."""
-    from .analysis.metrics import cluster_accuracy
+    from .clustering.metrics import cluster_accuracy
     from .data import load_dataset
     from .methods import FitContext, create_method
 

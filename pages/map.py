@@ -7,8 +7,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine.analysis.maps import MAP_KINDS, compute_map
-from engine.analysis.metrics import match_clusters
 from engine.analysis.thumbnails import contact_sheet
+from engine.clustering.metrics import match_clusters
 from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
 from pages.common import pick_finished_run
 

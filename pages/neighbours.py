@@ -6,9 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine.analysis.metrics import neighbor_purity
 from engine.analysis.results import run_neighbor_purity, view_neighbors
 from engine.analysis.thumbnails import contact_sheet
+from engine.clustering.metrics import neighbor_purity
 from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
 from pages.common import pick_finished_run
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.data import DATASETS
-from engine.data.folder import DEFAULT_FOLDER_IMAGE_SIZE, MAX_IMAGE_SIZE
+from engine.data.decode import DEFAULT_FOLDER_IMAGE_SIZE, MAX_IMAGE_SIZE
 from engine.data.registry import FOLDER_PREFIX
 from engine.data.roots import check_folder_to_load, check_inside_data_roots, default_upload_dir, save_upload
 from engine.errors import DatasetError, UserError

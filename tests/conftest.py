@@ -42,7 +42,7 @@ def digits():
 @pytest.fixture(scope="session")
 def kmeans_digits_acc(digits) -> float:
     """ACC of K-means (k-means++, 10 restarts) on digits pixels: the baseline every method must beat."""
-    from engine.analysis.metrics import cluster_accuracy
+    from engine.clustering.metrics import cluster_accuracy
     from engine.methods import create_method
 
     return cluster_accuracy(digits.labels, create_method("kmeans", "fast").fit(digits).labels_)

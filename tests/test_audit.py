@@ -14,8 +14,8 @@ import pytest
 
 from conftest import HANG_GUARD_S, ONE_THREAD, REPO
 from engine.analysis.filters import ANY_TAG, NO_TAG, ImageFilter, correct
-from engine.analysis.metrics import match_clusters
-from engine.analysis.neighbors import mine_neighbors
+from engine.clustering.metrics import match_clusters
+from engine.clustering.neighbors import mine_neighbors
 from engine.analysis.results import load_results
 from engine.analysis.suspects import COMBINED, local_outlier_factor, run_suspects, suspect_scores
 from engine.analysis.tags import NOT_CORRECTED, corrected_labels, label_tag, tag_images, tag_names, untag_images

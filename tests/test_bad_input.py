@@ -21,7 +21,7 @@ from PIL import Image
 from conftest import HANG_GUARD_S, ONE_THREAD, REPO, run_cli
 from engine.cli import main
 from engine.data import load_folder
-from engine.data.folder import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_ARCHIVE_FILES, archive_limits
+from engine.data.archive import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_ARCHIVE_FILES, archive_limits
 from engine.errors import ConfigError, DatasetError
 from engine.methods import FitContext, create_method
 from engine.methods.base import check_batch_sizes

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from engine.data import DATASETS, ImageSet, describe_datasets, load_dataset, load_folder
-from engine.data import folder as folder_module
+from engine.data import decode as decode_module
 from engine.data.registry import CIFAR100_COARSE_OF_FINE, CIFAR100_SUPERCLASSES
 from engine.errors import ConfigError, DatasetError
 
@@ -380,7 +380,7 @@ def test_second_load_comes_from_the_cache_without_decoding(tmp_path, cache_dir, 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the cache holds this folder")
 
-    monkeypatch.setattr(folder_module, "_open", no_decoding)
+    monkeypatch.setattr(decode_module, "_open", no_decoding)
     second = load_folder(root)
     assert np.array_equal(first.images.numpy(), second.images.numpy())
     assert np.array_equal(first.labels, second.labels)
@@ -392,8 +392,8 @@ def test_cache_is_not_used_when_the_folder_or_the_options_change(tmp_path, cache
     save(root / "a.png", gray((8, 8)))
     load_folder(root)
     calls = []
-    real_open = folder_module._open
-    monkeypatch.setattr(folder_module, "_open", lambda source: calls.append(source) or real_open(source))
+    real_open = decode_module._open
+    monkeypatch.setattr(decode_module, "_open", lambda source: calls.append(source) or real_open(source))
 
     assert load_folder(root, image_size=4).image_shape == (4, 4, 1)
     assert calls, "a different image_size must decode again"
@@ -489,7 +489,7 @@ def test_a_folder_defaults_to_64_px_or_its_own_smaller_size(tmp_path):
     for i in range(3):
         save(tmp_path / "photos" / f"{i}.jpg", rgb((320, 240), (10 * i, 90, 160)))
         save(tmp_path / "icons" / f"{i}.png", rgb((40, 40), (10 * i, 90, 160)))
-    assert folder_module.DEFAULT_FOLDER_IMAGE_SIZE == 64
+    assert decode_module.DEFAULT_FOLDER_IMAGE_SIZE == 64
     assert load_folder(tmp_path / "photos").image_shape == (64, 64, 3)
     assert load_folder(tmp_path / "icons").image_shape == (40, 40, 3)
 
@@ -508,8 +508,8 @@ def test_the_cache_is_keyed_on_the_image_size(tmp_path, monkeypatch):
     for i in range(5):
         save(root / f"{i}.jpg", rgb((200, 150), (40 * i, 90, 160)))
     decodes = []
-    real_decode = folder_module._decode_image
-    monkeypatch.setattr(folder_module, "_decode_image", lambda *a: decodes.append(a[1]) or real_decode(*a))
+    real_decode = decode_module._decode_image
+    monkeypatch.setattr(decode_module, "_decode_image", lambda *a: decodes.append(a[1]) or real_decode(*a))
     assert load_folder(root, image_size=32).image_shape == (32, 32, 3)
     assert decodes == [32] * 5
     assert load_folder(root, image_size=32).image_shape == (32, 32, 3)

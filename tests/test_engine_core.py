@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import HANG_GUARD_S, REPO
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.kmeans import fit_kmeans
+from engine.clustering.metrics import cluster_accuracy
 from engine.errors import ConfigError, TrainingError
 from engine.methods import FitContext, create_method, get_method, list_methods
 from engine.methods.base import check_not_collapsed
-from engine.methods.kmeans import fit_kmeans
 from engine.nn import class_balanced_cross_entropy, ema_update, entropy, nt_xent_loss, scan_loss
 
 HEAVY_UI_MODULES = ("streamlit", "plotly", "faiss", "umap", "pacmap")

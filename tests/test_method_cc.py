@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import fit_on_digits
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.methods import create_method
 from engine.methods.cc import cc_loss
 from engine.nn import nt_xent_loss

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import fit_on_digits
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
 from engine.methods import get_method
 from engine.methods.dec import dec_loss, student_t_assignment, target_distribution

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import fit_on_digits
 
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
 from engine.methods.digpro import DigPro, MomentumGroups, byol_loss, group_loss, prototype_loss
 

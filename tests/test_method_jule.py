@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fit_on_digits
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
 from engine.methods import get_method
 from engine.methods.jule import (GraphDegreeLinkage, knn_graph, merges_in_period, nearest_neighbor_components,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import fit_on_digits
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.methods import create_method
 from engine.methods.pica import SobelFilter, partition_uncertainty_index, pica_loss
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import fit_on_digits
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.errors import UserError
 from engine.methods import FitContext, create_method
 from engine.methods.smc import symmetric_queue_info_nce, three_view_neighbors

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import fit_on_digits
 
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
 from engine.methods.socnet import SelfOrganizingClusteringNet, SelfOrganizingHead, SocNet, soch_loss
 

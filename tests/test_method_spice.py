@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import fit_on_digits
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.errors import ConfigError, UserError
 from engine.methods import FitContext, create_method
 from engine.methods.spice import fixmatch_loss, prototype_pseudo_labels, reliable_pseudo_labels, spice_self_loss

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import fit_on_digits, recorded_losses
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.errors import ConfigError
 from engine.methods import create_method
 from engine.methods.temi import TemiHeads, temi_loss

@@ -1,9 +1,9 @@
-"""Specification of engine.analysis.metrics (DESIGN.md §4), on cases small enough to check by hand."""
+"""Specification of engine.clustering.metrics (DESIGN.md §4), on cases small enough to check by hand."""
 
 import numpy as np
 import pytest
 
-from engine.analysis.metrics import (
+from engine.clustering.metrics import (
     SCORE_NAMES,
     ari,
     cluster_accuracy,

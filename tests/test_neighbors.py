@@ -1,4 +1,4 @@
-"""Specification of engine.analysis.neighbors.mine_neighbors (SCAN-style cosine kNN mining)."""
+"""Specification of engine.clustering.neighbors.mine_neighbors (SCAN-style cosine kNN mining)."""
 
 import sys
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.analysis import neighbors as neighbors_module
-from engine.analysis.neighbors import mine_neighbors
+from engine.clustering import neighbors as neighbors_module
+from engine.clustering.neighbors import mine_neighbors
 
 try:
     import faiss  # noqa: F401
@@ -131,7 +131,7 @@ def test_the_approximate_search_finds_at_least_95_percent_of_the_exact_neighbour
 
 
 def test_large_sets_are_searched_approximately_small_ones_exactly(monkeypatch):
-    import engine.analysis.neighbors as neighbors
+    import engine.clustering.neighbors as neighbors
 
     calls = []
     monkeypatch.setattr(neighbors, "_faiss_top", lambda feats, m, exact=True: calls.append(exact) or

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from conftest import run_cli
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.kmeans import fit_kmeans
+from engine.clustering.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
 from engine.errors import ConfigError, UserError
 from engine.methods import FitContext, create_method
 from engine.methods import feature_source
 from engine.methods.feature_source import preprocess
-from engine.methods.kmeans import fit_kmeans
 from engine.nn.pretrained import PRETRAINED_BACKBONES, get_pretrained, load_pretrained, load_state_dict_strictly
 
 RESNET18 = "resnet18-imagenet"

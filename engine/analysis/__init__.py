@@ -1,31 +1,3 @@
-"""Analysis of a finished run: clustering metrics, neighbour mining and neighbour purity."""
-
-from .metrics import (
-    SCORE_NAMES,
-    ari,
-    cluster_accuracy,
-    cluster_purity,
-    clustering_scores,
-    match_clusters,
-    mean_neighbor_purity,
-    neighbor_purity,
-    nmi,
-    overall_purity,
-    weighted_prf,
-)
-from .neighbors import mine_neighbors
-
-__all__ = [
-    "SCORE_NAMES",
-    "ari",
-    "cluster_accuracy",
-    "cluster_purity",
-    "clustering_scores",
-    "match_clusters",
-    "mean_neighbor_purity",
-    "mine_neighbors",
-    "neighbor_purity",
-    "nmi",
-    "overall_purity",
-    "weighted_prf",
-]
+"""Analysis of finished runs for the pages and the command line: loading a run's results, per-cluster views, loss
+curves, 2-D maps, thumbnails and export. The metrics and the neighbour mining they use are in
+:mod:`engine.clustering`."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import matched_pairs
+from ..clustering.metrics import matched_pairs
 
 
 @dataclass

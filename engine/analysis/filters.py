@@ -4,7 +4,7 @@ the Map, Neighbours, Clusters, Suspects and Export pages all apply, so a filter 
 Each part left at its default keeps every image; the parts combine with AND, the values within a part with OR
 (clusters 1 and 3: images in either). A part that needs labels (true label, correct/incorrect) keeps every image of
 an unlabelled run. "Correct" means the image's label is the class its cluster is matched to by the Hungarian
-matching (:func:`~engine.analysis.metrics.match_clusters`), as the Map's "correct / incorrect" colouring shows.
+matching (:func:`~engine.clustering.metrics.match_clusters`), as the Map's "correct / incorrect" colouring shows.
 
 Examples:
     >>> keep = ImageFilter(clusters=(3,), tags=("mislabelled",)).mask(results, tags)   # doctest: +SKIP
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import match_clusters
+from ..clustering.metrics import match_clusters
 from .results import RunResults
 
 CORRECTNESS = ("all", "correct", "incorrect")

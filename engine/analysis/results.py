@@ -97,7 +97,7 @@ def view_neighbors(results: RunResults, k: int = 20) -> tuple[np.ndarray, bool]:
     cached = results.store.load_array(results.run_id, "knn")
     if cached is not None and cached.shape[1] >= min(k, len(results.assign) - 1):
         return cached, False
-    from .neighbors import mine_neighbors
+    from ..clustering.neighbors import mine_neighbors
 
     source = results.features if results.features is not None else results.probs
     knn = mine_neighbors(source.astype(np.float32), min(k, len(source) - 1))
@@ -127,7 +127,7 @@ def run_neighbor_purity(store: RunStore, run_id: str, k: int = 20) -> tuple[floa
         return None, str(exc)
     if results.labels is None:
         return no_labels
-    from .metrics import mean_neighbor_purity
+    from ..clustering.metrics import mean_neighbor_purity
 
     value = mean_neighbor_purity(view_neighbors(results, k)[0], results.labels)
     store.update(run_id, summary={**record.summary, "neighbor_purity": value})

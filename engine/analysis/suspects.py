@@ -88,7 +88,7 @@ def suspect_scores(assign: np.ndarray, probs: np.ndarray, neighbors: np.ndarray,
     Args:
         assign: N cluster ids.
         probs: N×K soft assignments (rows sum to 1).
-        neighbors: N×k neighbour indices, self excluded (:func:`~engine.analysis.neighbors.mine_neighbors`).
+        neighbors: N×k neighbour indices, self excluded (:func:`~engine.clustering.neighbors.mine_neighbors`).
         features: N×D features the distances are measured in; ``probs`` when None.
         labels: N true labels, or None for an unlabelled set (no ``label`` score then).
         lof_neighbors: neighbours per image for LOF, at most k.

@@ -19,9 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.atomic import atomic_path
-from engine.data.folder import (SPLITS, check_image_size, default_cache_dir, is_archive, load_folder, map_images,
-                                reserve_space, resolve_inside)
+from engine.data.cache import default_cache_dir, map_images, reserve_space
+from engine.data.decode import check_image_size
+from engine.data.folder import load_folder
 from engine.data.imageset import ImageSet
+from engine.data.layout import SPLITS
+from engine.data.listing import is_archive, resolve_inside
 from engine.errors import DatasetError, UserError
 
 FOLDER_PREFIX = "folder:"
@@ -115,7 +118,7 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
             ``<cache dir>/torchvision``. For an image-folder copy (``train/<class>/…``, ``test/<class>/…``,
             or an archive of that), the folder is decoded instead.
         download: let torchvision fetch missing files (needs a network).
-        image_size: the side of the square images, from 1 to :data:`~engine.data.folder.MAX_IMAGE_SIZE`
+        image_size: the side of the square images, from 1 to :data:`~engine.data.decode.MAX_IMAGE_SIZE`
             (shorter side to it, antialiased, then the centre square). Default: a named dataset's own size
             (digits 8, CIFAR 32, STL-10 96, also from an image-folder copy); for a folder, 64 px or the images'
             own size when smaller (see :func:`load_folder`).

@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from engine.atomic import atomic_path, disk_full_message, is_disk_full
-from engine.data.folder import (ARCHIVE_SUFFIXES, check_image_source, describe_size, expand_user_path, positive_env,
-                                resolve_inside)
+from engine.data.archive import describe_size, positive_env
+from engine.data.listing import ARCHIVE_SUFFIXES, check_image_source, expand_user_path, resolve_inside
 from engine.errors import DatasetError, DiskFullError, UserError
 
 DEFAULT_MAX_UPLOADS_BYTES = 10 << 30
@@ -92,7 +92,7 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
 
     Only the last component of ``filename`` is kept, reduced to letters, digits, ``.``, ``_`` and ``-``, so a
     name like ``../../x.zip`` cannot place the file elsewhere. Its contents are checked when it is loaded, with
-    the limits every archive gets (:func:`engine.data.folder.archive_limits`).
+    the limits every archive gets (:func:`engine.data.archive.archive_limits`).
 
     Raises:
         DatasetError: the name does not end in one of the archive suffixes.

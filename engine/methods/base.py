@@ -10,14 +10,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
+import torch
 
 from ..data.imageset import ImageSet
 from ..errors import ConfigError, TrainingError
+from ..nn.backbones import resolve_backbone
 from .context import FitContext
 from .settings import bounded, check_ranges, check_types
+from .training import ImageGeometry, seed_everything
 
 COLLAPSE_SHARE = 0.9
 TINY_SHARE = 0.25  # a cluster under this share of N/K is reported as tiny
@@ -61,6 +64,32 @@ class MethodConfig:
         if epochs and not any(epochs.values()):
             raise ConfigError(f"every training stage is set to 0 epochs ({', '.join(epochs)}), so nothing would "
                               "be trained; give at least one of them 1 epoch or more")
+
+
+@dataclass
+class BackboneConfig(MethodConfig):
+    """Settings every method that trains a network on the images has: the backbone and how images reach it."""
+
+    backbone: str = "auto"
+    image_size: int | None = None  # None → the dataset's own size
+    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+
+
+class FitStart(NamedTuple):
+    """What a :class:`BackboneConfig` method's fit starts from (:func:`start_fit`)."""
+
+    generator: torch.Generator  # seeded: the batch order
+    geometry: ImageGeometry  # how the images are fed to the network
+    backbone: str  # the backbone's name, ``auto`` resolved for the geometry
+    data: torch.Tensor  # the uint8 images on the fit's device
+
+
+def start_fit(images: ImageSet, config: BackboneConfig, context: FitContext) -> FitStart:
+    """Seed everything, and work out the geometry, the backbone and the images on the device from ``config``."""
+    generator = seed_everything(config.seed)
+    geometry = ImageGeometry.of(images, config.image_size, config.flip)
+    backbone = resolve_backbone(config.backbone, geometry.size, geometry.channels)
+    return FitStart(generator, geometry, backbone, images.images.to(context.device))
 
 
 class Method:

@@ -60,11 +60,11 @@ import torch
 from torch import nn
 
 from ..data.imageset import ImageSet
-from ..errors import ConfigError
-from ..nn import build_backbone, entropy, nt_xent_loss, resolve_backbone
-from .base import Method, MethodConfig, Stage, register_method
+from ..nn import build_backbone, entropy, nt_xent_loss
+from .base import BackboneConfig, Method, Stage, register_method, start_fit
 from .context import FitContext
-from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
+from .settings import bounded
+from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
 
 STAGE = "train"
 LOSS_NAMES = ("total", "instance", "cluster", "entropy")
@@ -118,25 +118,17 @@ def cc_loss(z_a: torch.Tensor, z_b: torch.Tensor, y_a: torch.Tensor, y_b: torch.
 
 
 @dataclass
-class CCConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+class CCConfig(BackboneConfig):
     epochs: int = 1000
     batch_size: int = 256
     lr: float = 3e-4
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # the paper's; "cosine" decays it to 0 over the run
-    feature_dim: int = 128  # instance projection size
+    feature_dim: int = bounded(128, low=0, low_excluded=True)  # instance projection size
     instance_temperature: float = 0.5
     cluster_temperature: float = 1.0
     crop_min_scale: float = 0.08
     jitter_strength: float = 0.5
-
-    def validate(self, n_images: int | None = None) -> None:
-        super().validate(n_images)
-        if self.feature_dim < 1:
-            raise ConfigError(f"feature_dim must be positive, got {self.feature_dim}")
 
 
 @register_method
@@ -166,10 +158,7 @@ class ContrastiveClustering(Method):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
-        data = images.images.to(context.device)
+        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
         model = ContrastiveClusteringNet(build_backbone(backbone_name, geometry.size, geometry.channels),
                                          cfg.n_clusters, cfg.feature_dim).to(context.device)
         self._train(model, data, geometry, context, generator)

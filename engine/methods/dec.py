@@ -47,12 +47,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..clustering.kmeans import fit_kmeans
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn.autoencoder import StackedAutoencoder, reconstruction_loss
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .kmeans import fit_kmeans
 from .training import ImageGeometry, index_batches, make_optimizer, seed_everything, steps_per_epoch
 
 AUTOENCODERS = ("auto", "mlp")

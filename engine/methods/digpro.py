@@ -69,12 +69,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..clustering.kmeans import fit_kmeans
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, ema_update, mlp_projector, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .kmeans import fit_kmeans
 from .training import ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch
 
 STAGE = "train"

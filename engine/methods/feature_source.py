@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_path
-from ..data.folder import default_cache_dir
+from ..data.cache import default_cache_dir
 from ..data.imageset import ImageSet
 from ..errors import ConfigError, UserError
 from ..nn.pretrained import PretrainedBackbone, check_weights_source, get_pretrained, load_pretrained, weights_identity

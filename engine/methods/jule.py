@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
-from ..analysis.neighbors import mine_neighbors
+from ..clustering.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, resolve_backbone

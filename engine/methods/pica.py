@@ -78,10 +78,10 @@ from torch import nn
 
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import build_backbone, entropy, resolve_backbone
-from .base import Method, MethodConfig, Stage, register_method
+from ..nn import build_backbone, entropy
+from .base import BackboneConfig, Method, Stage, register_method, start_fit
 from .context import FitContext
-from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
+from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
 
 STAGE = "train"
 SOBEL_CHANNELS = 2
@@ -149,10 +149,7 @@ def pica_loss(probs_a: torch.Tensor, probs_b: torch.Tensor, entropy_weight: floa
 
 
 @dataclass
-class PicaConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+class PicaConfig(BackboneConfig):
     sobel: bool = True
     epochs: int = 200
     batch_size: int = 256
@@ -199,11 +196,8 @@ class Pica(Method):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
+        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
         channels = SOBEL_CHANNELS if cfg.sobel else geometry.channels
-        data = images.images.to(context.device)
         model = PicaNet(build_backbone(backbone_name, geometry.size, channels),
                         [cfg.n_overclusters, cfg.n_clusters], cfg.sobel).to(context.device)
         self._train(model, data, geometry, context, generator)

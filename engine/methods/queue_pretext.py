@@ -18,6 +18,7 @@ from torch import nn
 
 from ..nn.memory_queue import FeatureQueue
 from .context import FitContext
+from .simclr import SimCLRSettings, load_reused_pretext
 from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
 STAGE = "pretext"
@@ -26,23 +27,13 @@ QUEUE_INFO_NCE_EQUATION = (r"\mathcal{L}_q = -\log \frac{\exp(q \cdot k_+/\tau)}
 
 
 @dataclass(frozen=True)
-class QueuePretextSettings:
-    """The pretext's hyper-parameters; methods that run it name their config fields ``pretext_*`` alike."""
-    epochs: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    weight_decay: float
-    temperature: float
+class QueuePretextSettings(SimCLRSettings):
+    """The SimCLR pretext's hyper-parameters (the same augmentations and schedule) and the queue's length."""
     queue_size: int
-    projection_dim: int
-    crop_min_scale: float
 
     @classmethod
     def of(cls, config: Any) -> "QueuePretextSettings":
-        return cls(config.pretext_epochs, config.pretext_batch_size, config.pretext_optimizer, config.pretext_lr,
-                   config.pretext_weight_decay, config.temperature, config.queue_size, config.projection_dim,
-                   config.crop_min_scale)
+        return super().of(config, queue_size=config.queue_size)
 
 
 class QueueContrastModel(nn.Module):
@@ -72,6 +63,18 @@ def usable_queue_size(requested: int, n_images: int, batch_size: int) -> int:
         1024
     """
     return min(requested, max(1, n_images - min(batch_size, n_images)))
+
+
+def reuse_or_train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geometry: ImageGeometry,
+                                  config: Any, context: FitContext, generator: torch.Generator,
+                                  identity: dict[str, Any]) -> None:
+    """Load the finished pretext of run ``config.pretext_from`` into ``model`` when it names one, else train it here
+    with the settings of ``config`` (:meth:`QueuePretextSettings.of`)."""
+    if config.pretext_from:
+        load_reused_pretext(model, context, config.pretext_from, identity)
+    else:
+        train_queue_pretext(model, images_u8, geometry, QueuePretextSettings.of(config), context, generator,
+                            identity)
 
 
 def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geometry: ImageGeometry,

@@ -22,6 +22,7 @@ STAGE = "pretext"
 
 @dataclass(frozen=True)
 class SimCLRSettings:
+    """The pretext's hyper-parameters; methods that run it name their config fields alike (:meth:`of`)."""
     epochs: int
     batch_size: int
     optimizer: str
@@ -30,6 +31,14 @@ class SimCLRSettings:
     temperature: float
     projection_dim: int
     crop_min_scale: float
+
+    @classmethod
+    def of(cls, config: Any, **more: Any) -> "SimCLRSettings":
+        """The settings from a method's config: ``pretext_*`` for the schedule, and ``temperature``,
+        ``projection_dim`` and ``crop_min_scale``; ``more`` fills a subclass's own fields."""
+        return cls(config.pretext_epochs, config.pretext_batch_size, config.pretext_optimizer, config.pretext_lr,
+                   config.pretext_weight_decay, config.temperature, config.projection_dim, config.crop_min_scale,
+                   **more)
 
 
 class ContrastiveModel(nn.Module):

@@ -46,19 +46,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.metrics import mean_neighbor_purity
-from ..analysis.neighbors import mine_neighbors
+from ..clustering.kmeans import fit_kmeans
+from ..clustering.metrics import mean_neighbor_purity
+from ..clustering.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import ClusterModel, build_backbone, ema_update, mlp_projector, resolve_backbone
+from ..nn import ClusterModel, build_backbone, ema_update, mlp_projector
 from ..nn.memory_queue import cosine_momentum, queue_info_nce_loss
-from .base import Method, MethodConfig, Stage, register_method
+from .base import BackboneConfig, Method, Stage, register_method, start_fit
 from .context import FitContext
-from .kmeans import fit_kmeans
-from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
+from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, reuse_or_train_queue_pretext
 from .feature_source import check_feature_source, pretrained_features, pretrained_name
 from .scan import SCAN_LOSS_EQUATION, FeatureGeometry, FrozenFeatures, ScanHeadSettings, train_scan_heads
-from .simclr import ContrastiveModel, load_reused_pretext, pretext_identity
+from .simclr import ContrastiveModel, pretext_identity
 from .training import ImageGeometry, embed, seed_everything
 
 CANDIDATE_FACTOR = 4  # feature-space candidates per neighbour kept (4q)
@@ -66,10 +66,7 @@ STRONG_FACTOR = 2  # candidates kept after the strong view (2q)
 
 
 @dataclass
-class SmcConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+class SmcConfig(BackboneConfig):
     pretext_from: str | None = None  # run id whose finished pretext (of this method) to reuse, or pretrained:NAME
     pretrained_weights: str | None = None  # state dict file for pretext_from=pretrained:NAME (train --weights)
     download_weights: bool = False  # let the backbone's library download its weights (train --download-weights)
@@ -209,23 +206,15 @@ class Smc(Method):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        generator = seed_everything(cfg.seed)
         if pretrained_name(cfg.pretext_from) is not None:
-            self._fit_on_features(images, context, generator)
+            self._fit_on_features(images, context, seed_everything(cfg.seed))
             return
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
+        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
         identity = {**pretext_identity(images.source, geometry, backbone_name), "pretext": "smc",
                     "projection_dim": cfg.projection_dim}
-        data = images.images.to(context.device)
-
         pretext = OnlineTarget(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,
                                cfg.base_momentum).to(context.device)
-        if cfg.pretext_from:
-            load_reused_pretext(pretext, context, cfg.pretext_from, identity)
-        else:
-            train_queue_pretext(pretext, data, geometry, QueuePretextSettings.of(cfg), context, generator,
-                                identity)
+        reuse_or_train_queue_pretext(pretext, data, geometry, cfg, context, generator, identity)
 
         neighbors = self._mine(pretext.online, data, geometry, images, context)
         model = ClusterModel(pretext.online.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)

@@ -65,10 +65,10 @@ from torch import nn
 
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import build_backbone, entropy, resolve_backbone
-from .base import Method, MethodConfig, Stage, register_method
+from ..nn import build_backbone, entropy
+from .base import BackboneConfig, Method, Stage, register_method, start_fit
 from .context import FitContext
-from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
+from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
 
 STAGE = "train"
 
@@ -141,10 +141,7 @@ def soch_loss(similarities_a: torch.Tensor, similarities_b: torch.Tensor, temper
 
 
 @dataclass
-class SocNetConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+class SocNetConfig(BackboneConfig):
     epochs: int = 500
     batch_size: int = 256
     optimizer: str = "adam"
@@ -187,10 +184,7 @@ class SocNet(Method):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
-        data = images.images.to(context.device)
+        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
         layer_sizes = [int(n) for n in cfg.hidden_soch_sizes] + [cfg.n_clusters]
         backbone = build_backbone(backbone_name, geometry.size, geometry.channels)
         model = SelfOrganizingClusteringNet(backbone, layer_sizes).to(context.device)

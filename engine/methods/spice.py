@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.neighbors import mine_neighbors
+from ..clustering.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, ema_update, resolve_backbone

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis.metrics import mean_neighbor_purity
-from ..analysis.neighbors import mine_neighbors
+from ..clustering.metrics import mean_neighbor_purity
+from ..clustering.neighbors import mine_neighbors
 from ..data.augment import build_augment
 from ..data.imageset import ImageSet
 from ..errors import ConfigError

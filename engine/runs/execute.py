@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..analysis.metrics import clustering_scores, mean_neighbor_purity
+from ..clustering.metrics import clustering_scores, mean_neighbor_purity
 from ..atomic import disk_full_message, is_disk_full
 from ..data import DATASETS, load_dataset
-from ..data.folder import check_image_size
+from ..data.decode import check_image_size
 from ..errors import DiskFullError, RunCancelled, TrainingError, UserError
 from ..methods.context import EventSink
 from ..methods import Event, FitContext, get_method, pick_device
