@@ -76,9 +76,10 @@ class FitContext:
         self._last_checkpoint = time.monotonic()
         self.messages: list[str] = []
 
-    def autocast(self) -> ContextManager:
-        """The context a training step's forward pass and loss run in (bfloat16 autocast on a GPU)."""
-        return self.speedups.autocast(self.device)
+    def autocast(self, gradients_scaled: bool = False) -> ContextManager:
+        """The context a training step's forward pass and loss run in (bfloat16 autocast on a GPU; float16 only in a
+        loop that scales its gradients, :meth:`Speedups.autocast`)."""
+        return self.speedups.autocast(self.device, gradients_scaled)
 
     def emit(self, event: Event) -> None:
         if self._on_event is not None:

@@ -227,8 +227,9 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
       draws restored, so a resumed run trains what the uninterrupted one would have;
     - the ``stage`` start and end events, progress every step and the losses once per epoch (summed on the device
       and read once per epoch: no step waits for the device);
-    - the speed-ups: :meth:`Speedups.prepare` on ``model``, the step run under autocast (compiling what the step
-      calls is the method's choice: :meth:`Speedups.compiled`);
+    - the speed-ups: :meth:`Speedups.prepare` on ``model``, the step run under autocast, its loss scaled when
+      autocast runs float16 (:meth:`Speedups.grad_scaler`; compiling what the step calls is the method's choice:
+      :meth:`Speedups.compiled`);
     - the learning rate of every step (:func:`set_lr` with ``lr_schedule``);
     - zero_grad / backward / optimiser step, then ``after_step()`` (a queue update, an EMA update…);
     - a checkpoint after every epoch (throttled by ``FitContext.checkpoint_every_s``; always at the end) holding
@@ -239,15 +240,18 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
     """
     checkpointed = dict(checkpointed or {})
     context.speedups.prepare(model)
-    start_epoch, done = _resume_epoch(context, stage, model, optimizer, generator, checkpointed)
+    scaler = context.speedups.grad_scaler(context.device)
+    start_epoch, done = _resume_epoch(context, stage, model, optimizer, generator, checkpointed, scaler)
     if done:
         return
     n_steps = steps_per_epoch(n_samples, batch_size)
     total = epochs * passes * n_steps
 
     def save(epoch: int) -> None:
+        scaling = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
         save_epoch(context, stage, model, optimizer, epoch, epochs, rng=_rng_state(generator, context.device),
-                   **{name: module.state_dict() for name, module in checkpointed.items()}, **(extra_state or {}))
+                   **{name: module.state_dict() for name, module in checkpointed.items()}, **scaling,
+                   **(extra_state or {}))
 
     context.start_stage(stage, total)
     model.train()
@@ -258,14 +262,15 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
             for i, indices in enumerate(index_batches(n_samples, batch_size, generator, context.device)):
                 at = Position(epoch, pass_, (epoch * passes + pass_) * n_steps + i, total)
                 set_lr(optimizer, lr_schedule, lr, at.step, total)
-                with context.autocast():
+                with context.autocast(gradients_scaled=True):
                     terms = step(indices, at)
                 unknown = set(terms) - set(losses)
                 if unknown:
                     raise ValueError(f"stage {stage!r} records {list(losses)}, its step returned {sorted(unknown)}")
                 optimizer.zero_grad(set_to_none=True)
-                next(iter(terms.values())).backward()
-                optimizer.step()
+                scaler.scale(next(iter(terms.values()))).backward()
+                scaler.step(optimizer)  # skipped (and the scale lowered) when a float16 gradient overflowed
+                scaler.update()
                 if after_step is not None:
                     after_step()
                 for name, value in terms.items():
@@ -291,10 +296,13 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
 
 
 def _resume_epoch(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                  generator: torch.Generator, modules: Mapping[str, nn.Module]) -> tuple[int, bool]:
-    """:func:`resume_stage`, plus the random states of an unfinished stage's checkpoint (the checkpoint is loaded
-    onto the fit's device; random states live on the host)."""
+                  generator: torch.Generator, modules: Mapping[str, nn.Module],
+                  scaler: torch.amp.GradScaler) -> tuple[int, bool]:
+    """:func:`resume_stage`, plus the random states and the loss scale of an unfinished stage's checkpoint (the
+    checkpoint is loaded onto the fit's device; random states live on the host)."""
     state, start_epoch, done = _restore_stage(context, stage, model, optimizer, modules)
+    if "scaler" in state and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
     rng = state.get("rng")
     if rng is not None and not done:
         generator.set_state(rng["batches"].cpu())
