@@ -3,6 +3,10 @@
 Exit codes: 0 success; 1 the run failed or was cancelled; 2 a user error (bad dataset, method, K, …), printed as one
 ``error:`` line on stderr without a traceback; 128 + the signal's number when SIGINT (Ctrl-C) or SIGTERM stopped a
 ``train`` or ``resume`` (the run is recorded cancelled, or interrupted after a second signal, and resumes).
+
+``torchrun --nproc-per-node N -m engine train|resume …`` trains one run with N processes (one per GPU, or N CPU
+processes): rank 0 records the run and prints what a one-process command prints; see
+:mod:`engine.methods.distributed`.
 """
 from __future__ import annotations
 
@@ -170,7 +174,7 @@ def _signals_cancel(cancel: threading.Event) -> Iterator[list[int]]:
             signal.signal(signum, handler)
 
 
-def _run_in_foreground(store, run_id: str, as_json: bool) -> int:
+def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
     from .runs import execute_run
     from .runs.owner import Owner
 
@@ -179,7 +183,8 @@ def _run_in_foreground(store, run_id: str, as_json: bool) -> int:
     resume_hint = f"`python -m engine resume {run_id}` continues it"
     with _signals_cancel(cancel) as received:
         try:
-            execute_run(store, run_id, cancel, observer=_progress_printer(store, run_id))
+            execute_run(store, run_id, cancel, observer=_progress_printer(store, run_id),
+                        device=None if parallel is None else parallel.device, parallel=parallel)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             code = 2
@@ -214,6 +219,53 @@ def _run_in_foreground(store, run_id: str, as_json: bool) -> int:
     return code
 
 
+def _run_distributed(args: argparse.Namespace, store) -> int:
+    """``train`` or ``resume`` in one of the processes ``torchrun`` started: rank 0 queues the run (or requeues it)
+    and runs it in the foreground, recording it; the others train beside it and print nothing (rank 0 reports
+    the errors they share). Exit codes as for one process."""
+    from .methods.distributed import DataParallel
+    from .runs import RunRequest, create_run
+    from .runs.execute import execute_replica
+
+    if args.command == "resume":
+        device = store.get(args.run_id).options.get("device", "auto")
+    else:
+        request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
+                             args.data_root, args.download, image_size=args.image_size)
+        request.build_method()  # a bad request fails here, in every process, before any waits for the others
+        device = args.device
+    parallel = DataParallel.start(device)
+    try:
+        run_id = None
+        if parallel.is_writer:
+            try:
+                if args.command == "resume":
+                    store.requeue(args.run_id)
+                    run_id = args.run_id
+                else:
+                    run_id = create_run(store, request)
+            except UserError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+        run_id = parallel.broadcast(run_id)
+        if run_id is None:
+            return 2
+        if parallel.is_writer:
+            return _run_in_foreground(store, run_id, args.json, parallel)
+        cancel = threading.Event()
+        with _signals_cancel(cancel) as received:
+            try:
+                execute_replica(store, run_id, parallel, cancel)
+            except UserError:
+                return 2
+            except RunCancelled:
+                return 128 + received[0] if received else 1
+            except TrainingError:
+                return 1
+        return 0
+    finally:
+        parallel.close()
+
+
 def _run_json(record) -> dict[str, Any]:
     summary = record.summary
     return {
@@ -224,6 +276,7 @@ def _run_json(record) -> dict[str, Any]:
         "acc": summary.get("acc"), "nmi": summary.get("nmi"), "ari": summary.get("ari"),
         "neighbor_purity": summary.get("neighbor_purity"),
         "seconds": summary.get("seconds", record.seconds), "device": summary.get("device", record.device),
+        "processes": summary.get("processes", 1),
     }
 
 
@@ -312,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "bench":
             return _bench(args)
+        from .methods.distributed import launched_by_torchrun
         from .runs import RunRequest, RunStore, create_run
 
         store = RunStore(args.runs_dir)
@@ -332,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in (path for paths in written.values() for path in paths):
                 print(path)
             return 0
+        if args.command in ("train", "resume") and launched_by_torchrun():
+            return _run_distributed(args, store)
         if args.command == "resume":
             store.requeue(args.run_id)
             return _run_in_foreground(store, args.run_id, args.json)

@@ -149,7 +149,8 @@ def test_training_steps_read_nothing_back_from_the_device(method, digits_subset,
 
 
 @pytest.mark.parametrize("capability, native, expected", [((6, 1), False, None), ((7, 0), False, torch.float16),
-                                                         ((7, 5), False, torch.float16), ((8, 0), True, torch.bfloat16)])
+                                                         ((7, 5), False, torch.float16),
+                                                         ((8, 0), True, torch.bfloat16)])
 def test_bfloat16_where_the_gpu_computes_it_natively_else_float16_on_tensor_cores(monkeypatch, capability, native,
                                                                                     expected):
     """A V100 (7.0) or T4 (7.5) emulates bfloat16, slower than float32: it trains in float16 with a gradient scaler;

@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Speedups:
         compile: compile what the training loops call with ``torch.compile`` (see :meth:`compiled`).
         compile_backend: the ``torch.compile`` backend (``inductor`` generates kernels; ``aot_eager`` only traces,
             which is how the tests check what is compiled without paying for code generation).
+        parallel: the processes of a multi-process fit (:mod:`.distributed`), whose ``train_epochs`` steps run
+            what :meth:`compiled` returns through DistributedDataParallel; None in a one-process fit.
     """
 
     autocast_dtype: torch.dtype | None = None
@@ -58,6 +63,7 @@ class Speedups:
     tuned_kernels: bool = False
     compile: bool = False
     compile_backend: str = "inductor"
+    parallel: "DataParallel | None" = field(default=None, repr=False, compare=False)
 
     @classmethod
     def for_device(cls, device: torch.device, compile: bool | None = None) -> "Speedups":
@@ -88,9 +94,12 @@ class Speedups:
         device, so the scaler makes the CPU wait for nothing."""
         return torch.amp.GradScaler(device.type, enabled=self.scales_gradients)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Lay ``model`` out channels-last, in place, and switch on the tuned kernels; returns it. Compiling is
-        :meth:`compiled`'s job."""
+    def prepare(self, model: nn.Module, sync_batchnorm: bool = False) -> nn.Module:
+        """Lay ``model`` out channels-last, in place, and switch on the tuned kernels; in a multi-process fit with
+        ``sync_batchnorm``, make its batch-norm layers ``SyncBatchNorm`` (GPUs only). Returns it. Compiling and
+        replicating what a step calls is :meth:`compiled`'s job."""
+        if sync_batchnorm and self.parallel is not None:
+            self.parallel.synchronise_batchnorm(model)
         if self.tuned_kernels:
             torch.backends.cudnn.benchmark = True
             torch.set_float32_matmul_precision("high")
@@ -101,10 +110,17 @@ class Speedups:
     def compiled(self, step_call: Callable[..., Any]) -> Callable[..., Any]:
         """``step_call`` — a module, a submodule or a bound method that a training step calls — compiled with
         ``torch.compile`` when ``compile`` is on, else itself. The module is not changed: its ``state_dict`` keys
-        stay those of an uncompiled run, and everything outside the step calls it uncompiled."""
-        if not self.compile:
-            return step_call
-        return torch.compile(step_call, backend=self.compile_backend)
+        stay those of an uncompiled run, and everything outside the step calls it uncompiled.
+
+        In a multi-process fit the call is also replicated: inside a ``train_epochs`` stage it runs through
+        DistributedDataParallel, which averages the gradients of the processes (:meth:`DataParallel.replicate`)."""
+        plain = torch.compile(step_call, backend=self.compile_backend) if self.compile else step_call
+        if self.parallel is None:
+            return plain
+        return self.parallel.replicate(step_call, plain, self._compiled_module)
+
+    def _compiled_module(self, module: nn.Module) -> Callable[..., Any]:
+        return torch.compile(module, backend=self.compile_backend) if self.compile else module
 
 
 def low_precision_dtype(device: torch.device) -> torch.dtype | None:
