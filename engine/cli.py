@@ -59,12 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--download-weights", action="store_true",
                        help="let torchvision/timm/open_clip download the pretrained backbone's weights (internet)")
     train.add_argument("--runs-dir", help="run store folder (default $DCE_RUNS_DIR or ./runs)")
+    train.add_argument("--queue", action="store_true",
+                       help="queue the run for `worker` processes and return at once (prints the run id)")
     train.add_argument("--json", action="store_true", help="end with one JSON line describing the run")
 
     resume = commands.add_parser("resume", help="continue an interrupted, cancelled or failed run")
     resume.add_argument("run_id")
     resume.add_argument("--runs-dir")
+    resume.add_argument("--queue", action="store_true", help="queue it for `worker` processes instead")
     resume.add_argument("--json", action="store_true")
+
+    worker = commands.add_parser("worker", help="run the runs queued with --queue, one at a time, on one device")
+    worker.add_argument("--device", default="cpu",
+                        help="cpu or cuda:N: the worker takes the runs that ask for it, those asking for auto (on "
+                             "the CPU: when there is no GPU, or light ones such as kmeans) and, on a GPU, cuda")
+    worker.add_argument("--runs-dir")
 
     runs = commands.add_parser("runs", help="list stored runs")
     runs.add_argument("--runs-dir")
@@ -217,6 +226,19 @@ def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
             if record.summary.get(key) is not None:
                 print(f"  {key.upper()} {record.summary[key]:.4f}")
     return code
+
+
+def _work(store, device: str) -> int:
+    """``worker``: serve the runs queued for workers until SIGINT or SIGTERM, which cancels the run in progress
+    (recorded cancelled) and ends the worker with 128 + the signal's number."""
+    from .runs.jobs import serve, worker_devices
+
+    worker_devices(device, source="--device")  # checks the name
+    stop = threading.Event()
+    with _signals_cancel(stop) as received:
+        print(f"worker on {device} serving {store.root}", file=sys.stderr, flush=True)
+        serve(store, device, stop, on_start=lambda run_id: print(f"run {run_id}", file=sys.stderr, flush=True))
+    return 128 + received[0] if received else 0
 
 
 def _run_distributed(args: argparse.Namespace, store) -> int:
@@ -386,14 +408,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in (path for paths in written.values() for path in paths):
                 print(path)
             return 0
-        if args.command in ("train", "resume") and launched_by_torchrun():
+        if args.command == "worker":
+            return _work(store, args.device)
+        if args.command in ("train", "resume") and launched_by_torchrun() and not args.queue:
             return _run_distributed(args, store)
         if args.command == "resume":
-            store.requeue(args.run_id)
-            return _run_in_foreground(store, args.run_id, args.json)
-        request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
-                             args.data_root, args.download, image_size=args.image_size)
-        run_id = create_run(store, request)
+            store.requeue(args.run_id, for_workers=args.queue)
+            run_id = args.run_id
+        else:
+            request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
+                                 args.data_root, args.download, image_size=args.image_size)
+            run_id = create_run(store, request, for_workers=args.queue)
+        if args.queue:
+            print(json.dumps(_run_json(store.get(run_id))) if args.json else run_id)
+            return 0
         return _run_in_foreground(store, run_id, args.json)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

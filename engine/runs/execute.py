@@ -60,15 +60,17 @@ def _known_size(spec: str) -> int | None:
     return info.n_images if info is not None else None
 
 
-def create_run(store: RunStore, request: RunRequest) -> str:
-    """Check the request and record it as a queued run; returns the run id."""
+def create_run(store: RunStore, request: RunRequest, for_workers: bool = False) -> str:
+    """Check the request and record it as a queued run (of this process, or ``for_workers``: for worker processes,
+    :func:`engine.runs.jobs.serve`); returns the run id."""
     method = request.build_method()
     pick_device(request.device)
     # The names of the settings the user set travel with the run: checks against the data (a batch size
     # larger than the dataset) treat them differently from the preset's values.
     options = {"device": request.device, "data_root": request.data_root, "download": request.download,
                "explicit": sorted(method.explicit_settings), "image_size": request.image_size}
-    return store.create_run(request.method, request.dataset, method.get_params(), request.preset, options)
+    return store.create_run(request.method, request.dataset, method.get_params(), request.preset, options,
+                            for_workers)
 
 
 class _Recorder:
