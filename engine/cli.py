@@ -3,6 +3,10 @@
 Exit codes: 0 success; 1 the run failed or was cancelled; 2 a user error (bad dataset, method, K, …), printed as one
 ``error:`` line on stderr without a traceback; 128 + the signal's number when SIGINT (Ctrl-C) or SIGTERM stopped a
 ``train`` or ``resume`` (the run is recorded cancelled, or interrupted after a second signal, and resumes).
+
+``torchrun --nproc-per-node N -m engine train|resume …`` trains one run with N processes (one per GPU, or N CPU
+processes): rank 0 records the run and prints what a one-process command prints; see
+:mod:`engine.methods.distributed`.
 """
 from __future__ import annotations
 
@@ -55,12 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--download-weights", action="store_true",
                        help="let torchvision/timm/open_clip download the pretrained backbone's weights (internet)")
     train.add_argument("--runs-dir", help="run store folder (default $DCE_RUNS_DIR or ./runs)")
+    train.add_argument("--queue", action="store_true",
+                       help="queue the run for `worker` processes and return at once (prints the run id)")
     train.add_argument("--json", action="store_true", help="end with one JSON line describing the run")
 
     resume = commands.add_parser("resume", help="continue an interrupted, cancelled or failed run")
     resume.add_argument("run_id")
     resume.add_argument("--runs-dir")
+    resume.add_argument("--queue", action="store_true", help="queue it for `worker` processes instead")
     resume.add_argument("--json", action="store_true")
+
+    worker = commands.add_parser("worker", help="run the runs queued with --queue, one at a time, on one device")
+    worker.add_argument("--device", default="cpu",
+                        help="cpu or cuda:N: the worker takes the runs that ask for it, those asking for auto (on "
+                             "the CPU: when there is no GPU, or light ones such as kmeans) and, on a GPU, cuda")
+    worker.add_argument("--runs-dir")
 
     runs = commands.add_parser("runs", help="list stored runs")
     runs.add_argument("--runs-dir")
@@ -201,7 +214,7 @@ def _signals_cancel(cancel: threading.Event) -> Iterator[list[int]]:
             signal.signal(signum, handler)
 
 
-def _run_in_foreground(store, run_id: str, as_json: bool) -> int:
+def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
     from .runs import execute_run
     from .runs.owner import Owner
 
@@ -210,7 +223,8 @@ def _run_in_foreground(store, run_id: str, as_json: bool) -> int:
     resume_hint = f"`python -m engine resume {run_id}` continues it"
     with _signals_cancel(cancel) as received:
         try:
-            execute_run(store, run_id, cancel, observer=_progress_printer(store, run_id))
+            execute_run(store, run_id, cancel, observer=_progress_printer(store, run_id),
+                        device=None if parallel is None else parallel.device, parallel=parallel)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             code = 2
@@ -245,6 +259,66 @@ def _run_in_foreground(store, run_id: str, as_json: bool) -> int:
     return code
 
 
+def _work(store, device: str) -> int:
+    """``worker``: serve the runs queued for workers until SIGINT or SIGTERM, which cancels the run in progress
+    (recorded cancelled) and ends the worker with 128 + the signal's number."""
+    from .runs.jobs import serve, worker_devices
+
+    worker_devices(device, source="--device")  # checks the name
+    stop = threading.Event()
+    with _signals_cancel(stop) as received:
+        print(f"worker on {device} serving {store.root}", file=sys.stderr, flush=True)
+        serve(store, device, stop, on_start=lambda run_id: print(f"run {run_id}", file=sys.stderr, flush=True))
+    return 128 + received[0] if received else 0
+
+
+def _run_distributed(args: argparse.Namespace, store) -> int:
+    """``train`` or ``resume`` in one of the processes ``torchrun`` started: rank 0 queues the run (or requeues it)
+    and runs it in the foreground, recording it; the others train beside it and print nothing (rank 0 reports
+    the errors they share). Exit codes as for one process."""
+    from .methods.distributed import DataParallel
+    from .runs import RunRequest, create_run
+    from .runs.execute import execute_replica
+
+    if args.command == "resume":
+        device = store.get(args.run_id).options.get("device", "auto")
+    else:
+        request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
+                             args.data_root, args.download, image_size=args.image_size)
+        request.build_method()  # a bad request fails here, in every process, before any waits for the others
+        device = args.device
+    parallel = DataParallel.start(device)
+    try:
+        run_id = None
+        if parallel.is_writer:
+            try:
+                if args.command == "resume":
+                    store.requeue(args.run_id)
+                    run_id = args.run_id
+                else:
+                    run_id = create_run(store, request)
+            except UserError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+        run_id = parallel.broadcast(run_id)
+        if run_id is None:
+            return 2
+        if parallel.is_writer:
+            return _run_in_foreground(store, run_id, args.json, parallel)
+        cancel = threading.Event()
+        with _signals_cancel(cancel) as received:
+            try:
+                execute_replica(store, run_id, parallel, cancel)
+            except UserError:
+                return 2
+            except RunCancelled:
+                return 128 + received[0] if received else 1
+            except TrainingError:
+                return 1
+        return 0
+    finally:
+        parallel.close()
+
+
 def _run_json(record) -> dict[str, Any]:
     summary = record.summary
     return {
@@ -255,6 +329,7 @@ def _run_json(record) -> dict[str, Any]:
         "acc": summary.get("acc"), "nmi": summary.get("nmi"), "ari": summary.get("ari"),
         "neighbor_purity": summary.get("neighbor_purity"),
         "seconds": summary.get("seconds", record.seconds), "device": summary.get("device", record.device),
+        "processes": summary.get("processes", 1),
     }
 
 
@@ -384,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "bench":
             return _bench(args)
+        from .methods.distributed import launched_by_torchrun
         from .runs import RunRequest, RunStore, create_run
 
         store = RunStore(args.runs_dir)
@@ -410,12 +486,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command in ("tag", "tags", "suspects"):
             return _audit(store, args)
+        if args.command == "worker":
+            return _work(store, args.device)
+        if args.command in ("train", "resume") and launched_by_torchrun() and not args.queue:
+            return _run_distributed(args, store)
         if args.command == "resume":
-            store.requeue(args.run_id)
-            return _run_in_foreground(store, args.run_id, args.json)
-        request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
-                             args.data_root, args.download, image_size=args.image_size)
-        run_id = create_run(store, request)
+            store.requeue(args.run_id, for_workers=args.queue)
+            run_id = args.run_id
+        else:
+            request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
+                                 args.data_root, args.download, image_size=args.image_size)
+            run_id = create_run(store, request, for_workers=args.queue)
+        if args.queue:
+            print(json.dumps(_run_json(store.get(run_id))) if args.json else run_id)
+            return 0
         return _run_in_foreground(store, run_id, args.json)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from torch._dynamo.backends.registry import lookup_backend
 from engine.bench import method_step_times
 from engine.methods import FitContext, get_method, list_methods
 from engine.methods.speedups import Speedups
-from engine.methods.training import make_optimizer, to_device
+from engine.methods.training import make_optimizer, to_device, train_epochs
 from engine.nn import build_backbone, nt_xent_loss
 
 CPU = torch.device("cpu")
@@ -148,13 +148,54 @@ def test_training_steps_read_nothing_back_from_the_device(method, digits_subset,
     assert counts[0] == counts[1] > 0
 
 
-@pytest.mark.parametrize("capability, native, expected", [((7, 0), False, None), ((8, 0), True, torch.bfloat16)])
-def test_bfloat16_only_where_the_gpu_computes_it_natively(monkeypatch, capability, native, expected):
-    """A V100 (7.0) emulates bfloat16, slower than float32: it trains in float32; an A100 (8.0) in bfloat16."""
+@pytest.mark.parametrize("capability, native, expected", [((6, 1), False, None), ((7, 0), False, torch.float16),
+                                                         ((7, 5), False, torch.float16),
+                                                         ((8, 0), True, torch.bfloat16)])
+def test_bfloat16_where_the_gpu_computes_it_natively_else_float16_on_tensor_cores(monkeypatch, capability, native,
+                                                                                    expected):
+    """A V100 (7.0) or T4 (7.5) emulates bfloat16, slower than float32: it trains in float16 with a gradient scaler;
+    a GTX 1080 (6.1) has no float16 tensor cores and trains in float32; an A100 (8.0) trains in bfloat16."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or native)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     speedups = Speedups.for_device(torch.device("cuda"), compile=False)
     assert speedups.autocast_dtype == expected and speedups.channels_last and speedups.fused_optimizer
+    assert speedups.scales_gradients == (expected == torch.float16)
+
+
+def test_float16_runs_only_in_a_loop_that_scales_its_gradients():
+    layer, x = nn.Linear(4, 2), torch.randn(3, 4)
+    with Speedups(autocast_dtype=torch.float16).autocast(CPU):
+        assert layer(x).dtype == torch.float32
+    with Speedups(autocast_dtype=torch.float16).autocast(CPU, gradients_scaled=True):
+        assert layer(x).dtype == torch.float16
+    with Speedups(autocast_dtype=torch.bfloat16).autocast(CPU):
+        assert layer(x).dtype == torch.bfloat16
+
+
+def test_train_epochs_scales_float16_gradients_skipping_the_steps_that_overflow(tmp_path):
+    """dLoss/dW is 80 per weight here: scaled by GradScaler's first 2^16 it overflows float16 (max 65504), so the
+    step is skipped and the scale halved, seven times, until 2^9 (80·512 = 40960 fits); the three steps left update
+    the weights by exactly what three unscaled float32 SGD steps would (momentum 0.9: 80 + 152 + 216.8 = 448.8
+    times the learning rate). The loss scale is checkpointed with the stage."""
+    layer = nn.Linear(4, 1)
+    before = layer.weight.detach().clone()
+    context = FitContext("cpu", speedups=Speedups(autocast_dtype=torch.float16), checkpoint_dir=tmp_path)
+    optimizer = make_optimizer("sgd", layer.parameters(), 1e-3, 0.0)
+    images = torch.full((8, 4), 10.0)
+    dtypes, losses = [], []
+
+    def step(indices, at):
+        out = layer(images[indices])
+        dtypes.append(out.dtype)
+        loss = out.float().sum()
+        losses.append(loss.detach())
+        return {"loss": loss}
+
+    train_epochs(context, "stage", layer, optimizer, step, epochs=10, n_samples=8, batch_size=8,
+                 generator=torch.Generator().manual_seed(0), losses=("loss",), lr=1e-3)
+    assert set(dtypes) == {torch.float16} and all(torch.isfinite(loss) for loss in losses)
+    assert torch.allclose(before - layer.weight.detach(), torch.full_like(before, 448.8e-3), atol=1e-4)
+    assert torch.load(tmp_path / "stage.pt")["state"]["scaler"]["scale"] == 2.0 ** 9
 
 
 class GraphsPerStage:

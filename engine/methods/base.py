@@ -157,6 +157,12 @@ class Method:
         return self.predict_proba(images).argmax(axis=1)
 
     @classmethod
+    def light_on_cpu(cls, config: MethodConfig) -> bool:
+        """Whether a run of ``config`` is quick on a CPU whatever the dataset (it trains no network): a job server
+        with a GPU gives such runs to its CPU worker rather than queueing them behind the GPU's runs."""
+        return False
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         """What the CLI's ``list`` and the UI show: stages, losses, presets, defaults and the paper."""
         defaults = dataclasses.asdict(cls.Config())

@@ -4,18 +4,22 @@ A method never knows whether a CLI, a background job or a test drives it; it rep
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import torch
 
 from ..atomic import atomic_path
 from ..errors import RunCancelled, TrainingError, UserError
 from .speedups import Speedups
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 
 @dataclass
@@ -60,14 +64,19 @@ class FitContext:
         runs_root: the folder holding other runs, to reuse their stored stages (e.g. a finished pretext).
         checkpoint_every_s: at most one mid-stage checkpoint per this many seconds.
         speedups: how training steps use the device; None → :meth:`Speedups.for_device` (all off on the CPU).
+        parallel: this process's place in a multi-process fit (:mod:`.distributed`), or None. Only rank 0 writes
+            checkpoints, and a cancel takes effect where the processes agree on it (``train_epochs``' epoch ends).
     """
 
     def __init__(self, device: torch.device | str = "cpu", on_event: EventSink | None = None,
                  cancel: threading.Event | None = None, checkpoint_dir: Path | None = None,
                  runs_root: Path | None = None, checkpoint_every_s: float = 60.0,
-                 speedups: Speedups | None = None) -> None:
+                 speedups: Speedups | None = None, parallel: "DataParallel | None" = None) -> None:
         self.device = torch.device(device)
         self.speedups = speedups or Speedups.for_device(self.device)
+        if parallel is not None:
+            self.speedups = dataclasses.replace(self.speedups, parallel=parallel)
+        self.parallel = parallel
         self._on_event = on_event
         self._cancel = cancel or threading.Event()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -76,9 +85,10 @@ class FitContext:
         self._last_checkpoint = time.monotonic()
         self.messages: list[str] = []
 
-    def autocast(self) -> ContextManager:
-        """The context a training step's forward pass and loss run in (bfloat16 autocast on a GPU)."""
-        return self.speedups.autocast(self.device)
+    def autocast(self, gradients_scaled: bool = False) -> ContextManager:
+        """The context a training step's forward pass and loss run in (bfloat16 autocast on a GPU; float16 only in a
+        loop that scales its gradients, :meth:`Speedups.autocast`)."""
+        return self.speedups.autocast(self.device, gradients_scaled)
 
     def emit(self, event: Event) -> None:
         if self._on_event is not None:
@@ -95,8 +105,25 @@ class FitContext:
         self.messages.append(message)
         self.emit(Event("info", stage, message=message))
 
+    def gathered(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` of every process of a multi-process fit, concatenated in rank order (MoCo enqueues the keys
+        of the whole batch); ``tensor`` itself in a one-process fit."""
+        return tensor if self.parallel is None else self.parallel.gather(tensor)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes checkpoints: always, except in the processes other than rank 0 of a
+        multi-process fit."""
+        return self.parallel is None or self.parallel.is_writer
+
     def check_cancelled(self) -> None:
-        if self._cancel.is_set():
+        """Raise RunCancelled when a cancel was asked for. In a multi-process fit a process stopping alone would
+        leave the others waiting for it: ``train_epochs`` stops all of them together at an epoch end instead."""
+        if self.parallel is None and self._cancel.is_set():
             raise RunCancelled("cancelled by the user")
 
     def step(self, stage: str, step: int, total: int, losses: dict[str, Any] | None = None) -> None:
@@ -123,7 +150,7 @@ class FitContext:
     def save_stage(self, stage: str, state: dict[str, Any], *, done: bool, force: bool = False) -> None:
         """Store a stage's state (atomically). Mid-stage saves are throttled to ``checkpoint_every_s``."""
         path = self._path(stage)
-        if path is None:
+        if path is None or not self.writes:
             return
         now = time.monotonic()
         if not (done or force or now - self._last_checkpoint >= self.checkpoint_every_s):
@@ -157,6 +184,8 @@ class FitContext:
             if from_run is not None:
                 raise UserError(f"run {from_run}'s stored '{stage}' stage, {path}, is unreadable ({exc}); pick "
                                 f"another run or train a new {stage}") from exc
+            if not self.writes:
+                return None  # rank 0 moves it aside and says so
             aside = path.with_name(f"{path.name}.unreadable")
             try:
                 path.replace(aside)

@@ -102,5 +102,6 @@ def train_queue_pretext(model: QueueContrastModel, images_u8: torch.Tensor, geom
 
     train_epochs(context, STAGE, model, optimizer, step, epochs=settings.epochs, n_samples=len(images_u8),
                  batch_size=settings.batch_size, generator=generator, losses=("info_nce",), lr=settings.lr,
-                 lr_schedule="cosine", after_step=lambda: queue.enqueue(keys.pop()), checkpointed={"queue": queue},
+                 lr_schedule="cosine", after_step=lambda: queue.enqueue(context.gathered(keys.pop())),
+                 checkpointed={"queue": queue},
                  extra_state={"identity": identity})

@@ -92,4 +92,5 @@ def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: Ima
 
     train_epochs(context, STAGE, model, optimizer, step, epochs=settings.epochs, n_samples=len(images_u8),
                  batch_size=settings.batch_size, generator=generator, losses=("nt_xent",), lr=settings.lr,
-                 lr_schedule="cosine", extra_state={"identity": identity})
+                 lr_schedule="cosine", extra_state={"identity": identity},
+                 sync_batchnorm=True)  # SimCLR's global BN (Chen et al. 2020, §2): statistics over all devices

@@ -1,4 +1,5 @@
-"""How a training step uses a GPU: bfloat16 autocast, channels-last memory, fused optimisers, opt-in torch.compile.
+"""How a training step uses a GPU: bfloat16 (or float16) autocast, channels-last memory, fused optimisers, opt-in
+torch.compile.
 
 On a CUDA device the network's convolutions and matrix products run in bfloat16 under ``torch.autocast`` (weights,
 optimiser state and the ops autocast keeps in float32 — softmax, log-softmax, norms, reductions — stay float32),
@@ -7,7 +8,11 @@ parameter in one fused kernel, cuDNN picks the fastest convolution algorithm for
 float32 may use TF32 matmuls. On the CPU all of these are off, so CPU runs compute what they always did.
 
 bfloat16 is used only where the GPU computes it natively (compute capability 8.0 and up: A100, H100, RTX 30xx…);
-older GPUs can emulate it, slower than float32, so they train in float32.
+older GPUs can emulate it, slower than float32. Those with float16 tensor cores (7.0 and up: V100, T4, RTX 20xx)
+train in float16 instead, with a gradient scaler (:meth:`Speedups.grad_scaler`): float16's narrow range turns
+small gradients into zeros unless the loss is scaled up before the backward pass. Only a loop that scales its
+gradients — :func:`training.train_epochs` — runs float16; the loops that do not yet run on it stay float32 there.
+Older GPUs (Pascal and before) train in float32.
 
 ``torch.compile`` is opt-in (``DCE_COMPILE=1`` or ``bench --compile``, on a GPU or the CPU): compiling a ResNet-18
 costs about a minute before the first step, which pays off over a paper-length pretext but not in a short
@@ -25,11 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 
 @dataclass(frozen=True)
@@ -37,13 +45,16 @@ class Speedups:
     """The speed options of one fit.
 
     Args:
-        autocast_dtype: the low-precision dtype of ``torch.autocast`` (bfloat16), or None for float32 throughout.
+        autocast_dtype: the low-precision dtype of ``torch.autocast`` (bfloat16, or float16 with a gradient
+            scaler), or None for float32 throughout.
         channels_last: store convolution weights (hence activations) channels-last.
         fused_optimizer: build optimisers with ``fused=True`` (one kernel for all parameters; CUDA only).
         tuned_kernels: cuDNN autotuning and TF32 float32 matmuls (process-wide settings, set by :meth:`prepare`).
         compile: compile what the training loops call with ``torch.compile`` (see :meth:`compiled`).
         compile_backend: the ``torch.compile`` backend (``inductor`` generates kernels; ``aot_eager`` only traces,
             which is how the tests check what is compiled without paying for code generation).
+        parallel: the processes of a multi-process fit (:mod:`.distributed`), whose ``train_epochs`` steps run
+            what :meth:`compiled` returns through DistributedDataParallel; None in a one-process fit.
     """
 
     autocast_dtype: torch.dtype | None = None
@@ -52,28 +63,43 @@ class Speedups:
     tuned_kernels: bool = False
     compile: bool = False
     compile_backend: str = "inductor"
+    parallel: "DataParallel | None" = field(default=None, repr=False, compare=False)
 
     @classmethod
     def for_device(cls, device: torch.device, compile: bool | None = None) -> "Speedups":
-        """All on for a CUDA device (bfloat16 where the GPU computes it natively), all off elsewhere except
+        """All on for a CUDA device (autocast in :func:`low_precision_dtype`), all off elsewhere except
         ``compile``, which defaults to the ``DCE_COMPILE`` environment variable being ``1``."""
         if compile is None:
             compile = os.environ.get("DCE_COMPILE") == "1"
         if device.type != "cuda":
             return cls(compile=compile)
-        bf16 = torch.bfloat16 if native_bf16(device) else None
-        return cls(autocast_dtype=bf16, channels_last=True, fused_optimizer=True, tuned_kernels=True,
-                   compile=compile)
+        return cls(autocast_dtype=low_precision_dtype(device), channels_last=True, fused_optimizer=True,
+                   tuned_kernels=True, compile=compile)
 
-    def autocast(self, device: torch.device) -> ContextManager:
-        """The context a forward pass and its loss run in."""
-        if self.autocast_dtype is None:
+    @property
+    def scales_gradients(self) -> bool:
+        """Whether the loss is scaled before the backward pass: float16 autocast needs it, bfloat16 does not."""
+        return self.autocast_dtype == torch.float16
+
+    def autocast(self, device: torch.device, gradients_scaled: bool = False) -> ContextManager:
+        """The context a forward pass and its loss run in. float16 autocast needs its gradients scaled: a loop that
+        does not scale them (``gradients_scaled`` False) runs in float32 instead."""
+        if self.autocast_dtype is None or (self.scales_gradients and not gradients_scaled):
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Lay ``model`` out channels-last, in place, and switch on the tuned kernels; returns it. Compiling is
-        :meth:`compiled`'s job."""
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        """The loss scaler of a training loop: ``torch.amp.GradScaler`` when autocast runs float16, a pass-through
+        (``enabled=False``) otherwise. With a fused optimiser a skipped step (inf or NaN gradients) is decided on the
+        device, so the scaler makes the CPU wait for nothing."""
+        return torch.amp.GradScaler(device.type, enabled=self.scales_gradients)
+
+    def prepare(self, model: nn.Module, sync_batchnorm: bool = False) -> nn.Module:
+        """Lay ``model`` out channels-last, in place, and switch on the tuned kernels; in a multi-process fit with
+        ``sync_batchnorm``, make its batch-norm layers ``SyncBatchNorm`` (GPUs only). Returns it. Compiling and
+        replicating what a step calls is :meth:`compiled`'s job."""
+        if sync_batchnorm and self.parallel is not None:
+            self.parallel.synchronise_batchnorm(model)
         if self.tuned_kernels:
             torch.backends.cudnn.benchmark = True
             torch.set_float32_matmul_precision("high")
@@ -84,10 +110,27 @@ class Speedups:
     def compiled(self, step_call: Callable[..., Any]) -> Callable[..., Any]:
         """``step_call`` — a module, a submodule or a bound method that a training step calls — compiled with
         ``torch.compile`` when ``compile`` is on, else itself. The module is not changed: its ``state_dict`` keys
-        stay those of an uncompiled run, and everything outside the step calls it uncompiled."""
-        if not self.compile:
-            return step_call
-        return torch.compile(step_call, backend=self.compile_backend)
+        stay those of an uncompiled run, and everything outside the step calls it uncompiled.
+
+        In a multi-process fit the call is also replicated: inside a ``train_epochs`` stage it runs through
+        DistributedDataParallel, which averages the gradients of the processes (:meth:`DataParallel.replicate`)."""
+        plain = torch.compile(step_call, backend=self.compile_backend) if self.compile else step_call
+        if self.parallel is None:
+            return plain
+        return self.parallel.replicate(step_call, plain, self._compiled_module)
+
+    def _compiled_module(self, module: nn.Module) -> Callable[..., Any]:
+        return torch.compile(module, backend=self.compile_backend) if self.compile else module
+
+
+def low_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the CUDA GPU ``device``: bfloat16 where it computes it natively, else float16 where it
+    has float16 tensor cores (compute capability 7.0 and up), else None (float32)."""
+    if native_bf16(device):
+        return torch.bfloat16
+    if torch.cuda.get_device_capability(device) >= (7, 0):
+        return torch.float16
+    return None
 
 
 def native_bf16(device: torch.device) -> bool:

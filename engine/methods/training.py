@@ -15,8 +15,9 @@ from ..clustering.metrics import mean_neighbor_purity
 from ..clustering.neighbors import mine_neighbors
 from ..data.augment import build_augment
 from ..data.imageset import ImageSet
-from ..errors import ConfigError
+from ..errors import ConfigError, RunCancelled
 from .context import FitContext
+from .distributed import DataParallel
 from .settings import LR_SCHEDULES
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -77,14 +78,16 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def index_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device,
-                  drop_last: bool = True) -> Iterator[torch.Tensor]:
+                  drop_last: bool = True, shared_by: DataParallel | None = None) -> Iterator[torch.Tensor]:
     """Shuffled index batches over n samples. ``drop_last`` keeps batch-norm statistics sane; when n is smaller
-    than one batch the whole set is one batch."""
+    than one batch the whole set is one batch. With ``shared_by`` (a multi-process fit) every process draws the
+    same order and takes its share of each batch."""
     batch_size = min(batch_size, n)
     order = to_device(torch.randperm(n, generator=generator), device)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        yield order[start:start + batch_size]
+        batch = order[start:start + batch_size]
+        yield batch if shared_by is None else shared_by.share(batch)
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
@@ -138,11 +141,12 @@ def embed(model: nn.Module, images_u8: torch.Tensor, transform: Callable[[torch.
 
 
 def save_epoch(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-               epochs: int, **extra: Any) -> None:
+               epochs: int, *, force: bool = False, **extra: Any) -> None:
     """Checkpoint a stage after ``epoch`` of its ``epochs`` (finished at the last one): the ``model``,
-    ``optimizer`` and ``epoch`` keys that :func:`resume_stage` reads back, plus ``extra`` entries."""
+    ``optimizer`` and ``epoch`` keys that :func:`resume_stage` reads back, plus ``extra`` entries. ``force``
+    saves even within ``FitContext.checkpoint_every_s`` of the last save."""
     context.save_stage(stage, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                               **extra}, done=epoch >= epochs)
+                               **extra}, done=epoch >= epochs, force=force)
 
 
 def resume_stage(context: FitContext, stage: str, model: nn.Module,
@@ -214,7 +218,7 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
                  losses: Sequence[str], lr: float, lr_schedule: str = "constant", passes: int = 1,
                  after_step: Callable[[], None] | None = None,
                  checkpointed: Mapping[str, nn.Module] | None = None,
-                 extra_state: Mapping[str, Any] | None = None) -> None:
+                 extra_state: Mapping[str, Any] | None = None, sync_batchnorm: bool = False) -> None:
     """Train ``model`` for ``epochs`` epochs of stage ``stage``: the loop every method's trained stage runs.
 
     ``step(indices, position)`` is the method's part: it gets one shuffled batch of sample indices (on the
@@ -227,8 +231,9 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
       draws restored, so a resumed run trains what the uninterrupted one would have;
     - the ``stage`` start and end events, progress every step and the losses once per epoch (summed on the device
       and read once per epoch: no step waits for the device);
-    - the speed-ups: :meth:`Speedups.prepare` on ``model``, the step run under autocast (compiling what the step
-      calls is the method's choice: :meth:`Speedups.compiled`);
+    - the speed-ups: :meth:`Speedups.prepare` on ``model``, the step run under autocast, its loss scaled when
+      autocast runs float16 (:meth:`Speedups.grad_scaler`; compiling what the step calls is the method's choice:
+      :meth:`Speedups.compiled`);
     - the learning rate of every step (:func:`set_lr` with ``lr_schedule``);
     - zero_grad / backward / optimiser step, then ``after_step()`` (a queue update, an EMA update…);
     - a checkpoint after every epoch (throttled by ``FitContext.checkpoint_every_s``; always at the end) holding
@@ -236,36 +241,51 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
 
     ``passes`` > 1 makes each epoch that many passes over the data, each in its own shuffled order (PICA trains
     its heads in turn). ``n_samples`` is the number of samples the indices range over.
+
+    In a multi-process fit (``context.parallel``, :mod:`.distributed`) each process gets its share of every batch
+    of ``batch_size``, the step's :meth:`Speedups.compiled` calls run through DistributedDataParallel, the
+    recorded losses are the means over all processes, the processes' copies of ``model`` and ``checkpointed`` are
+    compared after every epoch, and a cancel stops every process at the end of the epoch, checkpointed.
+    ``sync_batchnorm`` (where the paper's code synchronises batch-norm across devices) makes ``model``'s
+    batch-norm layers ``SyncBatchNorm`` there.
     """
+    parallel = context.parallel
     checkpointed = dict(checkpointed or {})
-    context.speedups.prepare(model)
-    start_epoch, done = _resume_epoch(context, stage, model, optimizer, generator, checkpointed)
+    context.speedups.prepare(model, sync_batchnorm)
+    scaler = context.speedups.grad_scaler(context.device)
+    start_epoch, done = _resume_epoch(context, stage, model, optimizer, generator, checkpointed, scaler)
     if done:
         return
     n_steps = steps_per_epoch(n_samples, batch_size)
     total = epochs * passes * n_steps
 
-    def save(epoch: int) -> None:
+    def save(epoch: int, force: bool = False) -> None:
+        scaling = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
         save_epoch(context, stage, model, optimizer, epoch, epochs, rng=_rng_state(generator, context.device),
-                   **{name: module.state_dict() for name, module in checkpointed.items()}, **(extra_state or {}))
+                   **{name: module.state_dict() for name, module in checkpointed.items()}, **scaling,
+                   **(extra_state or {}), force=force)
 
     context.start_stage(stage, total)
     model.train()
+    if parallel is not None:
+        parallel.start_sharding(batch_size, n_samples, passes)  # until the stage ends; an error ends the fit
     for epoch in range(start_epoch, epochs):
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         for pass_ in range(passes):
-            for i, indices in enumerate(index_batches(n_samples, batch_size, generator, context.device)):
+            for i, indices in enumerate(index_batches(n_samples, batch_size, generator, context.device,
+                                                      shared_by=parallel)):
                 at = Position(epoch, pass_, (epoch * passes + pass_) * n_steps + i, total)
                 set_lr(optimizer, lr_schedule, lr, at.step, total)
-                with context.autocast():
+                with context.autocast(gradients_scaled=True):
                     terms = step(indices, at)
                 unknown = set(terms) - set(losses)
                 if unknown:
                     raise ValueError(f"stage {stage!r} records {list(losses)}, its step returned {sorted(unknown)}")
                 optimizer.zero_grad(set_to_none=True)
-                next(iter(terms.values())).backward()
-                optimizer.step()
+                scaler.scale(next(iter(terms.values()))).backward()
+                scaler.step(optimizer)  # skipped (and the scale lowered) when a float16 gradient overflowed
+                scaler.update()
                 if after_step is not None:
                     after_step()
                 for name, value in terms.items():
@@ -273,11 +293,18 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
                     sums[name] = sums[name] + value if name in sums else value
                     counts[name] = counts.get(name, 0) + 1
                 context.step(stage, at.step + 1, total)
-        context.step(stage, (epoch + 1) * passes * n_steps, total,
-                     {name: sums[name] / counts[name] for name in losses if name in sums})
-        save(epoch + 1)
+        means, stop = {name: sums[name] / counts[name] for name in losses if name in sums}, False
+        if parallel is not None:
+            means, stop = parallel.epoch_end(means, context.cancel_requested)
+            parallel.check_replicas_agree(stage, [model, *checkpointed.values()])
+        context.step(stage, (epoch + 1) * passes * n_steps, total, means)
+        save(epoch + 1, force=stop)
+        if stop:
+            raise RunCancelled(f"cancelled by the user; {stage} stopped after epoch {epoch + 1}, checkpointed")
     if start_epoch >= epochs:
         save(epochs)
+    if parallel is not None:
+        parallel.end_sharding(model)
     context.end_stage(stage)
 
 
@@ -291,10 +318,13 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
 
 
 def _resume_epoch(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                  generator: torch.Generator, modules: Mapping[str, nn.Module]) -> tuple[int, bool]:
-    """:func:`resume_stage`, plus the random states of an unfinished stage's checkpoint (the checkpoint is loaded
-    onto the fit's device; random states live on the host)."""
+                  generator: torch.Generator, modules: Mapping[str, nn.Module],
+                  scaler: torch.amp.GradScaler) -> tuple[int, bool]:
+    """:func:`resume_stage`, plus the random states and the loss scale of an unfinished stage's checkpoint (the
+    checkpoint is loaded onto the fit's device; random states live on the host)."""
     state, start_epoch, done = _restore_stage(context, stage, model, optimizer, modules)
+    if "scaler" in state and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
     rng = state.get("rng")
     if rng is not None and not done:
         generator.set_state(rng["batches"].cpu())

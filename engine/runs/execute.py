@@ -24,7 +24,8 @@ from ..errors import DiskFullError, RunCancelled, TrainingError, UserError
 from ..methods.context import EventSink
 from ..methods import Event, FitContext, get_method, pick_device
 from ..methods.base import Method, check_batch_sizes
-from .store import RunStore
+from ..methods.distributed import DataParallel
+from .store import RunRecord, RunStore
 
 
 @dataclass
@@ -59,15 +60,17 @@ def _known_size(spec: str) -> int | None:
     return info.n_images if info is not None else None
 
 
-def create_run(store: RunStore, request: RunRequest) -> str:
-    """Check the request and record it as a queued run; returns the run id."""
+def create_run(store: RunStore, request: RunRequest, for_workers: bool = False) -> str:
+    """Check the request and record it as a queued run (of this process, or ``for_workers``: for worker processes,
+    :func:`engine.runs.jobs.serve`); returns the run id."""
     method = request.build_method()
     pick_device(request.device)
     # The names of the settings the user set travel with the run: checks against the data (a batch size
     # larger than the dataset) treat them differently from the preset's values.
     options = {"device": request.device, "data_root": request.data_root, "download": request.download,
                "explicit": sorted(method.explicit_settings), "image_size": request.image_size}
-    return store.create_run(request.method, request.dataset, method.get_params(), request.preset, options)
+    return store.create_run(request.method, request.dataset, method.get_params(), request.preset, options,
+                            for_workers)
 
 
 class _Recorder:
@@ -98,13 +101,14 @@ class _Recorder:
                 self.store.update(self.run_id, progress=(index + fraction) / len(self.stage_names), eta_s=eta)
 
 
-def _summary(method: Method, images, seconds: float, device: torch.device) -> dict[str, Any]:
+def _summary(method: Method, images, seconds: float, device: torch.device, processes: int) -> dict[str, Any]:
     labels = method.labels_
     summary: dict[str, Any] = {
         "n_images": len(images), "n_skipped": len(images.skipped), "n_clusters": method.config.n_clusters,
         "image_size": images.image_shape[0],
         "seconds": round(seconds, 2), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else "cpu", "cluster_sizes": np.bincount(labels, minlength=method.config.n_clusters).tolist(),
+        else "cpu", "processes": processes,
+        "cluster_sizes": np.bincount(labels, minlength=method.config.n_clusters).tolist(),
     }
     summary.update(clustering_scores(images.labels, labels))
     summary["neighbor_purity"] = (mean_neighbor_purity(method.neighbors_, images.labels)
@@ -123,9 +127,25 @@ def _save_results(store: RunStore, run_id: str, method: Method, images) -> None:
         store.save_array(run_id, "labels", images.labels.astype(np.int64))
 
 
+def _method_and_images(record: RunRecord, data_roots: Sequence[Path] | None):
+    """The run's configured method and its loaded dataset."""
+    method_cls = get_method(record.method)
+    explicit = {name: record.config[name] for name in record.options.get("explicit", ()) if name in record.config}
+    method = method_cls(method_cls.Config(**record.config), **explicit)
+    images = load_dataset(record.dataset, data_root=record.options.get("data_root"),
+                          download=bool(record.options.get("download")), data_roots=data_roots,
+                          image_size=record.options.get("image_size"))
+    return method, images
+
+
 def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = None,
-                observer: EventSink | None = None, data_roots: Sequence[Path] | None = None) -> dict[str, Any]:
+                observer: EventSink | None = None, data_roots: Sequence[Path] | None = None, *,
+                device: torch.device | None = None, parallel: DataParallel | None = None) -> dict[str, Any]:
     """Run a queued (or resumed) run to its end; returns its summary. ``observer`` also receives every event.
+
+    ``device`` overrides the run's own (``auto``, ``cpu``, ``cuda``…): a job worker's. ``parallel``: this is rank
+    0 of a multi-process run (:mod:`engine.methods.distributed`), whose other processes call
+    :func:`execute_replica` at the same time.
 
     Only a run this process queued starts (``RunStore.claim``); one cancelled, deleted or taken over by another
     process since raises ``UserError`` and is left as it is.
@@ -144,15 +164,9 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
                         "cancelled, deleted or resumed elsewhere, so it does not start here")
     started = time.time()
     try:
-        device = pick_device(record.options.get("device", "auto"))
+        device = device or pick_device(record.options.get("device", "auto"))
         store.update(run_id, device=str(device))
-        method_cls = get_method(record.method)
-        explicit = {name: record.config[name] for name in record.options.get("explicit", ())
-                    if name in record.config}
-        method = method_cls(method_cls.Config(**record.config), **explicit)
-        images = load_dataset(record.dataset, data_root=record.options.get("data_root"),
-                              download=bool(record.options.get("download")), data_roots=data_roots,
-                              image_size=record.options.get("image_size"))
+        method, images = _method_and_images(record, data_roots)
         for path, reason in images.skipped:
             store.add_message(run_id, "data", f"skipped {path}: {reason}")
         recorder = _Recorder(store, run_id, [s.name for s in method.stages])
@@ -162,11 +176,12 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
             if observer is not None:
                 observer(event)
 
-        context = FitContext(device, on_event, cancel,
-                             checkpoint_dir=store.run_dir(run_id) / "checkpoints", runs_root=store.root)
+        context = FitContext(device, on_event, cancel, checkpoint_dir=store.run_dir(run_id) / "checkpoints",
+                             runs_root=store.root, parallel=parallel)
         method.fit(images, context)
         _save_results(store, run_id, method, images)
-        summary = _summary(method, images, time.time() - started, device)
+        summary = _summary(method, images, time.time() - started, device,
+                           1 if parallel is None else parallel.world_size)
         store.finish(run_id, "finished", progress=1.0, eta_s=0.0, summary=summary)
         return summary
     except RunCancelled:
@@ -194,3 +209,13 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         store.finish(run_id, "failed", f"internal error ({type(exc).__name__}: {exc}); details in "
                      f"{run_id}/error.log")
         raise
+
+
+def execute_replica(store: RunStore, run_id: str, parallel: DataParallel, cancel: threading.Event | None = None,
+                    data_roots: Sequence[Path] | None = None) -> None:
+    """What a process other than rank 0 of a multi-process run does while rank 0 runs :func:`execute_run`: the
+    same fit, on its device, with its share of every batch, writing nothing (rank 0 records the run, its
+    checkpoints and results). Errors are raised, not recorded: rank 0 meets the same ones and records them."""
+    method, images = _method_and_images(store.get(run_id), data_roots)
+    method.fit(images, FitContext(parallel.device, None, cancel, checkpoint_dir=store.run_dir(run_id) / "checkpoints",
+                                  runs_root=store.root, parallel=parallel))

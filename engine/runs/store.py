@@ -6,8 +6,10 @@ in another process can share a store. Arrays are written to a temporary file and
 
 A run's status changes by conditional UPDATEs: queued → running only in the process that queued it (its
 ``owner``: host, pid and start time), stopped → queued once however many processes resume it at the same moment,
-queued/running → interrupted only while its owner is the process that died. So two processes never run one run at
-once. Each start and end of an execution is logged in the run's messages (stage ``run``) in the same transaction.
+queued/running → interrupted only while its owner is the process that died. A run queued for worker processes
+(``python -m engine worker``) has no owner until one worker adopts it, by one conditional UPDATE that only one of
+several racing workers wins. So two processes never run one run at once. Each start and end of an execution is
+logged in the run's messages (stage ``run``) in the same transaction.
 
 Tags a person puts on a run's images ("mislabelled", "duplicate", free text) are rows of ``tags``, one per
 (run, image, tag): adding one twice keeps one row, so sessions tagging the same images at the same moment agree,
@@ -119,13 +121,14 @@ class RunStore:
 
     # -- runs --------------------------------------------------------------------------------------------------
     def create_run(self, method: str, dataset: str, config: dict[str, Any], preset: str | None = None,
-                   options: dict[str, Any] | None = None) -> str:
+                   options: dict[str, Any] | None = None, for_workers: bool = False) -> str:
+        """Record a queued run, owned by this process, or by none when it is queued ``for_workers``."""
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{secrets.token_hex(2)}"
         with self._connect() as db:
             db.execute("INSERT INTO runs (id, method, dataset, preset, config, options, status, created, owner) "
                        "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
                        (run_id, method, dataset, preset, json.dumps(config), json.dumps(options or {}),
-                        time.time(), str(Owner.current())))
+                        time.time(), None if for_workers else str(Owner.current())))
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return run_id
 
@@ -163,8 +166,9 @@ class RunStore:
             self._set(db, run_id, {"status": status, "finished": time.time(), "error": error, **fields})
             self._log(db, run_id, f"{status} in process {Owner.current()}")
 
-    def requeue(self, run_id: str) -> None:
-        """Queue a stopped run again under this process (resume); a run whose process died counts as stopped.
+    def requeue(self, run_id: str, for_workers: bool = False) -> None:
+        """Queue a stopped run again under this process (resume), or for worker processes; a run whose process
+        died counts as stopped.
 
         Raises:
             UserError: the run is queued, running or finished; of several processes resuming one run at once,
@@ -174,10 +178,29 @@ class RunStore:
         with self._connect() as db:
             requeued = db.execute(
                 f"UPDATE runs SET status = 'queued', error = NULL, finished = NULL, owner = ? "
-                f"WHERE id = ? AND status IN {RESUMABLE}", (str(Owner.current()), run_id)).rowcount == 1
+                f"WHERE id = ? AND status IN {RESUMABLE}",
+                (None if for_workers else str(Owner.current()), run_id)).rowcount == 1
         if not requeued:
             raise UserError(f"run {run_id} is {self.get(run_id).status}; only interrupted, cancelled or failed "
                             "runs resume")
+
+    def queued_for_workers(self) -> list[RunRecord]:
+        """The runs queued for worker processes that no worker has adopted yet, oldest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM runs WHERE status = 'queued' AND owner IS NULL "
+                              "ORDER BY created, id").fetchall()
+        return [self._record(row) for row in rows]
+
+    def adopt(self, run_id: str) -> bool:
+        """Make a run queued for worker processes this process's, to :meth:`claim` and execute; False (nothing
+        changed) when another worker adopted it first or it was cancelled."""
+        me = str(Owner.current())
+        with self._connect() as db:
+            adopted = db.execute("UPDATE runs SET owner = ? WHERE id = ? AND status = 'queued' AND owner IS NULL",
+                                 (me, run_id)).rowcount == 1
+            if adopted:
+                self._log(db, run_id, f"adopted by worker {me}")
+        return adopted
 
     def cancel_queued(self, run_id: str) -> bool:
         """Cancel a run that waits in a queue (of any process); False when it is not queued (any more)."""
