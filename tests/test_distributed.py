@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from conftest import HANG_GUARD_S, ONE_THREAD, REPO, fit_on_digits
-from engine.analysis.metrics import cluster_accuracy
+from engine.clustering.metrics import cluster_accuracy
 from engine.errors import ConfigError, RunCancelled, TrainingError
 from engine.methods import FitContext
 from engine.methods.distributed import DataParallel
