@@ -236,6 +236,9 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
 
     ``passes`` > 1 makes each epoch that many passes over the data, each in its own shuffled order (PICA trains
     its heads in turn). ``n_samples`` is the number of samples the indices range over.
+
+    Under a context's ``step_limit`` (an estimate) the stage ends after that many steps, without its epoch's
+    losses or a checkpoint; its start event still gives the full run's steps.
     """
     checkpointed = dict(checkpointed or {})
     context.speedups.prepare(model)
@@ -273,6 +276,9 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
                     sums[name] = sums[name] + value if name in sums else value
                     counts[name] = counts.get(name, 0) + 1
                 context.step(stage, at.step + 1, total)
+                if context.step_limit is not None and at.step + 1 >= context.step_limit:
+                    context.end_stage(stage)
+                    return
         context.step(stage, (epoch + 1) * passes * n_steps, total,
                      {name: sums[name] / counts[name] for name in losses if name in sums})
         save(epoch + 1)
