@@ -496,6 +496,7 @@ def _train_row(store: Any, run_id: str, dataset: str, preset: str, session_start
         "pretext_s_per_epoch": s_per_epoch,
         "views_per_s": 2 * n_images / s_per_epoch if n_images and s_per_epoch else None,
         "seconds": sum(sessions), "sessions": len(sessions),
+        "estimated_seconds": record.summary.get("estimated_seconds"),
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "acc": record.summary.get("acc"), "nmi": record.summary.get("nmi"), "ari": record.summary.get("ari"),
         "paper_acc_nmi_ari": paper,

@@ -11,6 +11,7 @@ processes): rank 0 records the run and prints what a one-process command prints;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--queue", action="store_true",
                        help="queue the run for `worker` processes and return at once (prints the run id)")
     train.add_argument("--json", action="store_true", help="end with one JSON line describing the run")
+    train.add_argument("--estimate", action="store_true",
+                       help="time a few steps of every stage and print how long the run would take, then exit: "
+                            "nothing is trained or stored (with --json: estimated_seconds and per_stage)")
+    train.add_argument("--budget-minutes", type=float, metavar="M",
+                       help="scale every stage's epochs by one factor so that the run's estimate fits into M "
+                            "minutes; the run records the factor and the settings it changed")
 
     resume = commands.add_parser("resume", help="continue an interrupted, cancelled or failed run")
     resume.add_argument("run_id")
@@ -330,7 +337,50 @@ def _run_json(record) -> dict[str, Any]:
         "neighbor_purity": summary.get("neighbor_purity"),
         "seconds": summary.get("seconds", record.seconds), "device": summary.get("device", record.device),
         "processes": summary.get("processes", 1),
+        "estimated_seconds": summary.get("estimated_seconds"), "budget": record.options.get("budget"),
     }
+
+
+def _request(args: argparse.Namespace):
+    from .runs import RunRequest
+
+    return RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device, args.data_root,
+                      args.download, image_size=args.image_size)
+
+
+def _timed_request(args: argparse.Namespace):
+    """The train request with its estimate (and, with --budget-minutes, scaled to the budget), without touching
+    the run store: the runs folder is only read, for a pretext another run left."""
+    from pathlib import Path
+
+    from .runs import default_runs_dir
+    from .runs.budget import budget_message, estimate_request, fit_to_budget
+
+    request = _request(args)
+    runs_root = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    print(f"estimating: a few timed steps of every stage of {request.method} on {request.dataset} …",
+          file=sys.stderr, flush=True)
+    estimate = estimate_request(request, runs_root=runs_root)
+    if args.budget_minutes is None:
+        return dataclasses.replace(request, estimate=estimate.to_json())
+    request = fit_to_budget(request, args.budget_minutes, estimate)
+    print(budget_message(request.budget), file=sys.stderr, flush=True)
+    return request
+
+
+def _print_estimate(request, as_json: bool) -> None:
+    from .methods.estimate import format_seconds
+
+    estimate = request.estimate
+    if as_json:
+        print(json.dumps({**estimate, **({"budget": request.budget} if request.budget else {})}))
+        return
+    print(f"estimated {format_seconds(estimate['estimated_seconds'])} on {estimate['device']} "
+          f"(measured in {format_seconds(estimate['estimate_seconds'])})")
+    for stage, seconds in estimate["per_stage"].items():
+        print(f"  {stage:<10} {format_seconds(seconds):>14}  {estimate['steps'][stage]} steps")
+    if estimate["unmeasured"]:
+        print(f"  not measured: {', '.join(estimate['unmeasured'])}")
 
 
 def _list(as_json: bool) -> None:
@@ -462,6 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .methods.distributed import launched_by_torchrun
         from .runs import RunRequest, RunStore, create_run
 
+        if args.command == "train" and (args.estimate or args.budget_minutes is not None):
+            request = _timed_request(args)
+            if args.estimate:
+                _print_estimate(request, args.json)
+                return 0
         store = RunStore(args.runs_dir)
         if args.command == "runs":
             store.mark_orphans_interrupted()
@@ -494,8 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             store.requeue(args.run_id, for_workers=args.queue)
             run_id = args.run_id
         else:
-            request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
-                                 args.data_root, args.download, image_size=args.image_size)
+            if args.budget_minutes is None:
+                request = _request(args)
             run_id = create_run(store, request, for_workers=args.queue)
         if args.queue:
             print(json.dumps(_run_json(store.get(run_id))) if args.json else run_id)

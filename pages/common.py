@@ -116,7 +116,8 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
     st.markdown(f"**{record.id}** — `{record.method}` on `{dataset}` ({record.preset}) · status "
                 f"**{record.status}**" + (f" · device {record.device}" if record.device else ""))
     if record.status in ("queued", "running"):
-        label = f"stage {record.stage or '…'} · ETA for this stage {format_seconds(record.eta_s)}"
+        label = ("estimating the run's time from a few steps of every stage" if record.stage == "estimate" else
+                 f"stage {record.stage or '…'} · ETA for the whole run {format_seconds(record.eta_s)}")
         st.progress(min(max(record.progress or 0.0, 0.0), 1.0), text=label)
     if record.status == "failed":
         st.error(record.error or "the run failed")

@@ -1,6 +1,8 @@
 """Train: choose a dataset and a method, start a run, watch its losses live, read its scores."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -14,7 +16,8 @@ from engine.methods import get_method, list_methods
 from engine.methods.feature_source import PRETRAINED_PREFIX
 from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
-from engine.analysis.overview import quick_start_hint
+from engine.runs.budget import estimate_request
+from engine.analysis.overview import estimate_advice, quick_start_hint
 from pages.common import (form_key, how_it_works, job_manager, remember_form, run_label, show_run,
                           train_form_defaults)
 
@@ -107,19 +110,44 @@ if "pretrained_weights" in defaults:  # methods that can start from a frozen pre
         elif st.checkbox("Download the published weights (needs internet access)"):
             overrides["download_weights"] = True
 
-if st.button("Start", type="primary"):
+request = RunRequest(method_name, spec or "", preset, overrides, data_root=data_root.strip() or None,
+                     image_size=None if image_size is None else int(image_size))
+request_key = json.dumps(dataclasses.asdict(request), sort_keys=True, default=str)
+
+
+def checked_request() -> RunRequest:
+    """The form's request, its paths checked now rather than when the run's turn comes: a typed folder must exist
+    and, on a shared server ($DCE_DATA_ROOTS set), stay inside the data roots."""
+    if spec is None:
+        raise DatasetError("choose an archive to upload first")
+    if spec.startswith(FOLDER_PREFIX):
+        check_folder_to_load(spec[len(FOLDER_PREFIX):], also_allowed=(upload_dir,))
+    if data_root.strip():
+        check_inside_data_roots(data_root.strip())
+    return request
+
+
+start_column, estimate_column = st.columns([1, 4])
+if estimate_column.button("Estimate time", help="time a few steps of every stage of this run (seconds; up to a "
+                                                "minute for long schedules) and say how long the whole run takes"):
     try:
-        if spec is None:
-            raise DatasetError("choose an archive to upload first")
-        # Checked now, not when the run's turn comes: a typed path must exist and, on a shared server
-        # ($DCE_DATA_ROOTS set), stay inside the data roots.
-        if spec.startswith(FOLDER_PREFIX):
-            check_folder_to_load(spec[len(FOLDER_PREFIX):], also_allowed=(upload_dir,))
-        if data_root.strip():
-            check_inside_data_roots(data_root.strip())
-        request = RunRequest(method_name, spec, preset, overrides, data_root=data_root.strip() or None,
-                             image_size=None if image_size is None else int(image_size))
-        st.session_state["run_id"] = manager.submit(request)
+        with st.spinner("Timing a few steps of every stage…"):
+            estimate = estimate_request(checked_request(), runs_root=manager.store.root,
+                                        data_roots=manager.data_roots)
+        state["train-estimate"] = (request_key, estimate.to_json())
+    except UserError as exc:
+        st.error(str(exc))
+estimated = state.get("train-estimate")
+estimated = estimated[1] if estimated and estimated[0] == request_key else None  # for this form's choices only
+if estimated is not None:
+    line, warning = estimate_advice(estimated, method_name)
+    st.info(line)
+    if warning:
+        st.warning(warning)
+if start_column.button("Start", type="primary"):
+    try:
+        # the estimate made for these choices gives the run its ETA at once instead of being made again
+        st.session_state["run_id"] = manager.submit(dataclasses.replace(checked_request(), estimate=estimated))
     except UserError as exc:
         st.error(str(exc))
 

@@ -169,3 +169,42 @@ def test_the_train_form_keeps_its_choices_while_another_page_or_run_is_viewed():
     assert next(box for box in at.text_input if box.label == "Image folder or archive").value == "/srv/pets"
     assert next(box for box in at.selectbox if box.label == "Method").value == "kmeans"
     assert next(box for box in at.number_input if box.label == "Clusters K").value == 7
+
+
+# -- issue 16: honest time on the Train page ---------------------------------------------------------------------
+
+
+def press(at: AppTest, label: str) -> AppTest:
+    next(button for button in at.button if button.label == label).click()
+    return at.run()
+
+
+def test_the_train_page_estimates_a_run_before_start_and_the_run_keeps_that_estimate():
+    at = app().run()
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans").run()
+    press(at, "Estimate time")
+    assert not at.exception
+    (line,) = [info.value for info in at.info if info.value.startswith("Estimated time")]
+    assert "on cpu" in line and "cluster" in line
+    assert not at.warning  # K-means on digits: seconds
+    estimate = at.session_state["train-estimate"][1]
+    next(box for box in at.number_input if box.label == "Clusters K").set_value(7).run()
+    assert not [info for info in at.info if info.value.startswith("Estimated time")]  # made for other choices
+    next(box for box in at.number_input if box.label == "Clusters K").set_value(10).run()
+    start_kmeans_and_wait_for_its_scores(at)
+    (record,) = RunStore().list()
+    assert record.options["estimate"] == estimate  # handed to the run, not estimated again
+    assert not [m for m in RunStore().messages(record.id) if m["stage"] == "estimate"]
+
+
+def test_a_cpu_run_estimated_over_half_an_hour_warns_and_points_to_pretrained_features_or_a_gpu():
+    at = app().run()  # SCAN, fast preset, on digits
+    # 100,000 SimCLR epochs of 7 batches: days on any CPU; the estimate still times only a few steps
+    at.number_input(key="setting-scan-pretext_epochs").set_value(100_000).run()
+    press(at, "Estimate time")
+    assert not at.exception
+    (line,) = [info.value for info in at.info if info.value.startswith("Estimated time")]
+    assert " d " in line or " h " in line
+    (warning,) = [warning.value for warning in at.warning]
+    assert "on this CPU" in warning and "pretext_from=pretrained:NAME" in warning and "GPU" in warning
+    assert RunStore().list() == []  # estimating queued nothing

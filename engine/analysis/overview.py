@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.roots import default_upload_dir
+from ..methods import get_method, list_methods
+from ..methods.estimate import format_seconds  # noqa: F401 — the pages' duration format
 from ..runs import RunRecord, RunStore
 from ..runs.uploads import dataset_label
 from .results import run_neighbor_purity
@@ -15,20 +17,6 @@ SCORES = {"ACC": "acc", "NMI": "nmi", "ARI": "ari"}
 
 def format_score(value: float | None) -> str:
     return NOT_AVAILABLE if value is None else f"{value:.3f}"
-
-
-def format_seconds(seconds: float | None) -> str:
-    """A duration as people read it: "42 s", "3 min 05 s", "2 h 07 min", "27 d 3 h" (never "39000 min")."""
-    if seconds is None:
-        return "—"
-    days, rest = divmod(int(round(seconds)), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def _why_no_scores(record: RunRecord) -> str:
@@ -76,3 +64,28 @@ def quick_start_hint(store: RunStore) -> str:
     if done:
         return f"digits + kmeans took {format_seconds(done[0].finished - done[0].created)} here last time"
     return "digits + kmeans usually finishes within half a minute on a CPU; the server's first run takes longest"
+
+
+CPU_WARNING_SECONDS = 30 * 60  # above this on a CPU, the Train page points to faster ways
+
+
+def estimate_advice(estimate: dict, method: str) -> tuple[str, str | None]:
+    """What the Train page says about an estimate (``FitEstimate.to_json()``) of a ``method`` run: one line with
+    the whole run and each stage, and a warning when a CPU run would take over half an hour, naming what is
+    faster — a frozen pretrained backbone's features (``pretext_from=pretrained:NAME``), or a GPU."""
+    stages = " · ".join(f"{name} {format_seconds(seconds)}" for name, seconds in estimate["per_stage"].items())
+    unmeasured = f" · not measured: {', '.join(estimate['unmeasured'])}" if estimate.get("unmeasured") else ""
+    line = (f"Estimated time: **{format_seconds(estimate['estimated_seconds'])}** on {estimate['device']} "
+            f"({stages}{unmeasured}), from a few timed steps of each stage")
+    if estimate["device"] != "cpu" or estimate["estimated_seconds"] <= CPU_WARNING_SECONDS:
+        return line, None
+    pretrained = [name for name in list_methods() if "pretrained_weights" in vars(get_method(name).Config())]
+    if method in pretrained:
+        faster = ("cluster a frozen pretrained backbone's features instead (choose one under \"Frozen pretrained "
+                  "features\"; on the command line `--set pretext_from=pretrained:NAME`), which takes minutes, or "
+                  "train on a GPU")
+    else:
+        faster = (f"train on a GPU, or use a method that clusters a frozen pretrained backbone's features "
+                  f"({', '.join(pretrained)} with `pretext_from=pretrained:NAME`), which takes minutes")
+    return line, (f"This run would take about {format_seconds(estimate['estimated_seconds'])} on this CPU. To get "
+                  f"results sooner, {faster}.")

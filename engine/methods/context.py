@@ -66,13 +66,21 @@ class FitContext:
         speedups: how training steps use the device; None → :meth:`Speedups.for_device` (all off on the CPU).
         parallel: this process's place in a multi-process fit (:mod:`.distributed`), or None. Only rank 0 writes
             checkpoints, and a cancel takes effect where the processes agree on it (``train_epochs``' epoch ends).
+        step_limit: an estimate's (:mod:`.estimate`): each stage runs at most this many steps. ``train_epochs``
+            ends a stage there; a stage with its own loop is stopped by :class:`StepLimitReached` from
+            :meth:`step`. Such a fit keeps no checkpoints.
     """
 
     def __init__(self, device: torch.device | str = "cpu", on_event: EventSink | None = None,
                  cancel: threading.Event | None = None, checkpoint_dir: Path | None = None,
                  runs_root: Path | None = None, checkpoint_every_s: float = 60.0,
-                 speedups: Speedups | None = None, parallel: "DataParallel | None" = None) -> None:
+                 speedups: Speedups | None = None, parallel: "DataParallel | None" = None,
+                 step_limit: int | None = None) -> None:
+        if step_limit is not None and checkpoint_dir is not None:
+            raise ValueError("a fit cut to a few steps per stage must not store checkpoints: they would be taken "
+                             "for finished stages")
         self.device = torch.device(device)
+        self.step_limit = step_limit
         self.speedups = speedups or Speedups.for_device(self.device)
         if parallel is not None:
             self.speedups = dataclasses.replace(self.speedups, parallel=parallel)
@@ -133,6 +141,8 @@ class FitContext:
         waits for the GPU.
         """
         self.check_cancelled()
+        if self.step_limit is not None and step > self.step_limit:
+            raise StepLimitReached(stage)
         values: dict[str, float] = {}
         for name, value in (losses or {}).items():
             value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
@@ -206,6 +216,15 @@ class FitContext:
         if not isinstance(stored, dict) or not isinstance(stored.get("state"), dict) or "done" not in stored:
             raise UnreadableCheckpoint("not a stage checkpoint")
         return stored["state"], bool(stored["done"])
+
+
+class StepLimitReached(Exception):
+    """A stage ran past the context's ``step_limit`` in a loop of its own: the estimate has timed enough of it, and
+    the fit ends here (``train_epochs`` ends its stages at the limit instead, and the fit goes on)."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"stage {stage!r} reached the step limit")
+        self.stage = stage
 
 
 class UnreadableCheckpoint(Exception):

@@ -25,6 +25,7 @@ from .context import FitContext
 
 PRETRAINED_PREFIX = "pretrained:"
 FEATURES_STAGE = "features"  # the stage name extraction progress is reported under
+ESTIMATE_BATCH = 4  # images per batch when an estimate times the extraction on a CPU (a GPU keeps its batch)
 
 
 def pretrained_name(pretext_from: str | None) -> str | None:
@@ -99,17 +100,26 @@ def preprocess(batch_u8: torch.Tensor, entry: PretrainedBackbone) -> torch.Tenso
 def extract_features(model: torch.nn.Module, images: ImageSet, entry: PretrainedBackbone, context: FitContext,
                      batch_size: int = 128) -> torch.Tensor:
     """N×D float32 features of every image, in batches; on a GPU in channels-last layout under bf16 autocast.
-    Reports a ``features`` stage: one step per batch (the run store turns them into progress and an ETA)."""
+    Reports a ``features`` stage: one step per batch (the run store turns them into progress and an ETA).
+
+    Under the context's ``step_limit`` (an estimate) only that many batches are embedded, on a CPU of
+    ``ESTIMATE_BATCH`` images (its cost is per image), and their rows repeat to N for the later stages."""
     device = context.device
     model = model.to(device)
     on_gpu = device.type == "cuda"
     if on_gpu:
         model = model.to(memory_format=torch.channels_last)
+    limit = context.step_limit
+    if limit is not None and not on_gpu:
+        batch_size = min(batch_size, ESTIMATE_BATCH)
     n_batches = -(-len(images) // batch_size)
     context.start_stage(FEATURES_STAGE, n_batches)
     started = time.monotonic()
     chunks = []
     for i, start in enumerate(range(0, len(images), batch_size)):
+        if limit is not None and i == limit:
+            context.end_stage(FEATURES_STAGE)
+            return torch.cat(chunks).repeat(n_batches, 1)[:len(images)]
         x = preprocess(images.images[start:start + batch_size].to(device), entry)
         if on_gpu:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -131,7 +141,10 @@ def pretrained_features(images: ImageSet, name: str, weights: str | None, downlo
         context.info(FEATURES_STAGE, f"reusing cached {name} features ({path.name})")
         return torch.from_numpy(np.load(path).astype(np.float32)).to(context.device)
     entry = get_pretrained(name)
-    stored = extract_features(load_pretrained(name, weights, download), images, entry, context).half()
+    features = extract_features(load_pretrained(name, weights, download), images, entry, context)
+    if context.step_limit is not None:
+        return features.to(context.device)  # an estimate's few embedded rows, repeated: never cached
+    stored = features.half()
     if not torch.isfinite(stored).all():
         raise UserError(f"the {name} backbone produced NaN, infinite or float16-overflowing features; check the "
                         "weights file")

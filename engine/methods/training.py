@@ -248,6 +248,8 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
     compared after every epoch, and a cancel stops every process at the end of the epoch, checkpointed.
     ``sync_batchnorm`` (where the paper's code synchronises batch-norm across devices) makes ``model``'s
     batch-norm layers ``SyncBatchNorm`` there.
+    Under a context's ``step_limit`` (an estimate) the stage ends after that many steps, without its epoch's
+    losses or a checkpoint; its start event still gives the full run's steps.
     """
     parallel = context.parallel
     checkpointed = dict(checkpointed or {})
@@ -293,6 +295,9 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
                     sums[name] = sums[name] + value if name in sums else value
                     counts[name] = counts.get(name, 0) + 1
                 context.step(stage, at.step + 1, total)
+                if context.step_limit is not None and at.step + 1 >= context.step_limit:
+                    context.end_stage(stage)
+                    return
         means, stop = {name: sums[name] / counts[name] for name in losses if name in sums}, False
         if parallel is not None:
             means, stop = parallel.epoch_end(means, context.cancel_requested)

@@ -25,6 +25,8 @@ from ..methods.context import EventSink
 from ..methods import Event, FitContext, get_method, pick_device
 from ..methods.base import Method, check_batch_sizes
 from ..methods.distributed import DataParallel
+from ..methods.estimate import FitEstimate, estimate_fit, format_seconds
+from .progress import RunProgress
 from .store import RunRecord, RunStore
 
 
@@ -40,6 +42,8 @@ class RunRequest:
     data_root: str | None = None
     download: bool = False
     image_size: int | None = None  # None: the dataset's own size, 64 px for a folder (see load_dataset)
+    estimate: dict[str, Any] | None = None  # FitEstimate.to_json() of this request; None: the run estimates itself
+    budget: dict[str, Any] | None = None  # how --budget-minutes scaled the epochs (engine.runs.budget)
 
     def build_method(self) -> Method:
         """The configured method; raises ConfigError for an unknown method, preset or setting, and for K or a
@@ -68,44 +72,50 @@ def create_run(store: RunStore, request: RunRequest, for_workers: bool = False) 
     # The names of the settings the user set travel with the run: checks against the data (a batch size
     # larger than the dataset) treat them differently from the preset's values.
     options = {"device": request.device, "data_root": request.data_root, "download": request.download,
-               "explicit": sorted(method.explicit_settings), "image_size": request.image_size}
-    return store.create_run(request.method, request.dataset, method.get_params(), request.preset, options,
-                            for_workers)
+               "explicit": sorted(method.explicit_settings), "image_size": request.image_size,
+               "estimate": request.estimate, "budget": request.budget}
+    run_id = store.create_run(request.method, request.dataset, method.get_params(), request.preset, options,
+                              for_workers)
+    if request.budget is not None:
+        from .budget import budget_message
+
+        store.add_message(run_id, "budget", budget_message(request.budget))
+    return run_id
 
 
 class _Recorder:
-    """Turns a fit's events into run-store rows: losses always, progress/ETA at most every 0.5 s."""
+    """Turns a fit's events into run-store rows: losses always, progress and the whole run's ETA (each stage
+    weighted by its cost, :class:`RunProgress`) at most every 0.5 s."""
 
-    def __init__(self, store: RunStore, run_id: str, stage_names: list[str]) -> None:
+    def __init__(self, store: RunStore, run_id: str, stage_names: list[str], estimate: FitEstimate | None) -> None:
         self.store, self.run_id, self.stage_names = store, run_id, stage_names
-        self.stage_started = time.time()
+        self.progress = RunProgress(estimate)
         self.last_write = 0.0
 
     def __call__(self, event: Event) -> None:
         index = self.stage_names.index(event.stage) if event.stage in self.stage_names else 0
         if event.kind == "stage":
-            self.stage_started = time.time()
-            self.store.update(self.run_id, stage=event.stage, stage_index=index,
-                              progress=index / len(self.stage_names), eta_s=None)
+            progress, eta = self.progress.start(event.stage, event.total, event.time)
+            self.store.update(self.run_id, stage=event.stage, stage_index=index, progress=progress, eta_s=eta)
+        elif event.kind == "stage_done":
+            self.progress.done(event.stage, event.time)
         elif event.kind == "info":
             self.store.add_message(self.run_id, event.stage, event.message)
         elif event.kind == "step":
             if event.losses:
                 self.store.add_metrics(self.run_id, event.stage, event.step, event.losses)
-            now = time.time()
-            if now - self.last_write >= 0.5 or event.step == event.total:
-                self.last_write = now
-                fraction = event.step / max(event.total, 1)
-                elapsed = now - self.stage_started
-                eta = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-                self.store.update(self.run_id, progress=(index + fraction) / len(self.stage_names), eta_s=eta)
+            progress, eta = self.progress.at(event.step, event.total, event.time)
+            if event.time - self.last_write >= 0.5 or event.step == event.total:
+                self.last_write = event.time
+                self.store.update(self.run_id, progress=progress, eta_s=eta)
 
 
-def _summary(method: Method, images, seconds: float, device: torch.device, processes: int) -> dict[str, Any]:
+def _summary(method: Method, images, seconds: float, device: torch.device, processes: int, estimate: FitEstimate,
+             budget: dict[str, Any] | None) -> dict[str, Any]:
     labels = method.labels_
     summary: dict[str, Any] = {
         "n_images": len(images), "n_skipped": len(images.skipped), "n_clusters": method.config.n_clusters,
-        "image_size": images.image_shape[0],
+        "image_size": images.image_shape[0], "estimated_seconds": round(estimate.seconds, 2), "budget": budget,
         "seconds": round(seconds, 2), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else "cpu", "processes": processes,
         "cluster_sizes": np.bincount(labels, minlength=method.config.n_clusters).tolist(),
@@ -136,6 +146,28 @@ def _method_and_images(record: RunRecord, data_roots: Sequence[Path] | None):
                           download=bool(record.options.get("download")), data_roots=data_roots,
                           image_size=record.options.get("image_size"))
     return method, images
+def _run_estimate(store: RunStore, run_id: str, method: Method, images, device: torch.device,
+                  cancel: threading.Event | None, observer: EventSink | None) -> FitEstimate:
+    """The estimate the run was created with, else one made now (a few timed steps of each stage, before any
+    stage starts): what the whole run's ETA and the weights of its progress bar come from."""
+    stored = store.get(run_id).options.get("estimate")
+    if stored is not None:
+        return FitEstimate.from_json(stored)
+    store.update(run_id, stage="estimate", progress=0.0, eta_s=None)
+    estimate = estimate_fit(method, images, device, runs_root=store.root, cancel=cancel)
+    message = Event("info", "estimate", message=estimate_message(estimate))
+    store.add_message(run_id, message.stage, message.message)
+    if observer is not None:
+        observer(message)
+    return estimate
+
+
+def estimate_message(estimate: FitEstimate) -> str:
+    """One line for the run's messages: the whole run, then each stage."""
+    stages = ", ".join(f"{name} {format_seconds(stage.seconds)}" for name, stage in estimate.stages.items())
+    unmeasured = f"; not measured: {', '.join(estimate.unmeasured)}" if estimate.unmeasured else ""
+    return (f"estimated {format_seconds(estimate.seconds)} on {estimate.device} ({stages}{unmeasured}), from a few "
+            f"timed steps of each stage in {format_seconds(estimate.wall_seconds)}")
 
 
 def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = None,
@@ -169,7 +201,8 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         method, images = _method_and_images(record, data_roots)
         for path, reason in images.skipped:
             store.add_message(run_id, "data", f"skipped {path}: {reason}")
-        recorder = _Recorder(store, run_id, [s.name for s in method.stages])
+        estimate = _run_estimate(store, run_id, method, images, device, cancel, observer)
+        recorder = _Recorder(store, run_id, [s.name for s in method.stages], estimate)
 
         def on_event(event: Event) -> None:
             recorder(event)
@@ -181,7 +214,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         method.fit(images, context)
         _save_results(store, run_id, method, images)
         summary = _summary(method, images, time.time() - started, device,
-                           1 if parallel is None else parallel.world_size)
+                           1 if parallel is None else parallel.world_size, estimate, record.options.get("budget"))
         store.finish(run_id, "finished", progress=1.0, eta_s=0.0, summary=summary)
         return summary
     except RunCancelled:
