@@ -98,6 +98,10 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
             page.get_by_role("heading", name=title).wait_for(timeout=WAIT_MS)
             if title == "Map":
                 page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
+                hover_shows_the_image(page)
+                page.set_viewport_size(WIDE)
+                no_exception(page, "2-map-1440")
+                page.set_viewport_size(NARROW)
             no_exception(page, f"2-{title.lower()}-1024")
             if title == "Neighbours":
                 random_image = page.get_by_role("button", name="Random image")
@@ -146,3 +150,22 @@ def step_through_neighbours(page) -> None:
     assert position.locator("input").input_value() == "6"
     assert page.locator("h3").filter(has_text="Image #").first.inner_text().startswith("Image #6 ")
     assert set(counts) == {1}, f"position inputs shown while stepping: {counts}"
+
+
+def hover_shows_the_image(page) -> None:
+    """Resting the pointer on a map point shows that image (an inline PNG, nothing fetched) above the pointer."""
+    graph = page.locator(".js-plotly-plot").first
+    graph.scroll_into_view_if_needed()
+    settle(page)
+    x, y = graph.evaluate("""graph => {
+        const trace = graph._fullData[0], box = graph.querySelector('.nsewdrag').getBoundingClientRect();
+        return [box.left + graph._fullLayout.xaxis.l2p(trace.x[0]), box.top + graph._fullLayout.yaxis.l2p(trace.y[0])];
+    }""")
+    page.mouse.move(x - 30, y - 30)
+    page.mouse.move(x, y, steps=5)
+    preview = page.locator("[data-testid='map-hover-preview'] img")
+    preview.wait_for(state="visible", timeout=WAIT_MS)
+    assert preview.get_attribute("src").startswith("data:image/png;base64,")
+    assert preview.evaluate("image => image.complete && image.naturalWidth > 0")
+    page.screenshot(path=str(ARTIFACTS / "2-map-hover-1024.png"))
+    page.mouse.move(5, 5)
