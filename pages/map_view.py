@@ -17,7 +17,7 @@ from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import png_data_uri, thumbnail
 
 PREVIEW_PX = 96  # the hover preview's width on screen
-GRID_COLUMNS, GRID_ROWS = 6, 4
+GRID_COLUMNS, GRID_ROWS = 5, 4  # five tiles keep the button's label whole at 1024 px
 MATCHES_LISTED = 50
 PROJECTIONS = {"pacmap": "PaCMAP", "umap": "UMAP"}
 
@@ -105,29 +105,39 @@ def image_tile(results: RunResults, index: int, column, key: str) -> None:
     """One image with its name, cluster and label, and a button that opens it on the Neighbours page."""
     column.image(thumbnail(results.images.images[index].numpy(), PREVIEW_PX),
                  caption=results.image_caption(index))
-    if column.button("Neighbours", key=key, help="Open this image and its neighbours on the Neighbours page",
-                     width="stretch"):
+    if column.button("Neighbours", key=key, type="tertiary",
+                     help="Open this image and its neighbours on the Neighbours page"):
         open_in_neighbours(index)
 
 
-def search(results: RunResults, points: np.ndarray, column) -> int | None:
-    """A "find" box: the image a query names (the first match, or one chosen among up to 50), when it is drawn."""
+def search(results: RunResults, points: np.ndarray, column) -> np.ndarray:
+    """A "find" box; returns the drawn images its query names (see :func:`find_images`), best first."""
     query = column.text_input("Find an image", key=f"map-find-{results.run_id}",
                               placeholder="index (e.g. 42) or file name",
                               help="A number finds that image's index; text finds file names containing it.")
-    if not query.strip():
-        return None
     matches = find_images(query, results.image_names)
     shown = matches[np.isin(matches, points)]
-    if not len(shown):
+    if query.strip() and not len(shown):
         column.warning(f"No image on the map matches “{query}”" + (" (the filters hide it)" if len(matches) else ""))
-        return None
-    if len(shown) == 1:
-        return int(shown[0])
-    listed = shown[:MATCHES_LISTED].tolist()
-    return column.selectbox(f"{len(shown)} images match" + (f"; the first {MATCHES_LISTED} listed"
-                                                            if len(shown) > MATCHES_LISTED else ""),
-                            listed, format_func=results.image_caption, key=f"map-found-{results.run_id}")
+    return shown
+
+
+def found_image(results: RunResults, matches: np.ndarray) -> int:
+    """The image a search found, beside its picture: one match, or the one chosen among the first 50."""
+    picture, details = st.columns([1, 5])
+    found = int(matches[0])
+    if len(matches) > 1:
+        listed = matches[:MATCHES_LISTED].tolist()
+        found = details.selectbox(f"{len(matches)} images match" + (f"; the first {MATCHES_LISTED} are listed"
+                                                                    if len(matches) > MATCHES_LISTED else ""),
+                                  listed, format_func=results.image_caption, key=f"map-found-{results.run_id}")
+    else:
+        details.markdown(f"Found **{results.image_caption(found)}**")
+    picture.image(thumbnail(results.images.images[found].numpy(), PREVIEW_PX))
+    if details.button("Open in Neighbours", key=f"map-open-found-{found}",
+                      help="Open this image and its neighbours on the Neighbours page"):
+        open_in_neighbours(found)
+    return found
 
 
 def selection_grid(results: RunResults, rows: list[int]) -> None:
@@ -147,26 +157,24 @@ def show_map(results: RunResults, points: np.ndarray) -> None:
     """The Map of ``points`` (indices of the run's images): controls, the scatter with its hover preview, the found
     image and the selected ones."""
     points = np.asarray(points, dtype=np.int64)
-    projection, colouring, find = st.columns([2, 4, 3])
+    projection, colouring, find = st.columns([2.2, 4.2, 2.6])
     kind = projection.radio("Projection", MAP_KINDS, horizontal=True, format_func=PROJECTIONS.get)
     colourings = ["cluster", "confidence"] + (["true label", "correct / incorrect"] if results.labels is not None
                                               else [])
     colour_by = colouring.radio("Colour by", colourings, horizontal=True)
-    found = search(results, points, find)
+    matches = search(results, points, find)
     with st.spinner(f"Computing the {PROJECTIONS[kind]} map of {len(results.assign)} points (once per run)…"):
         coords = compute_map(results, kind)
     if not len(points):
         st.info("No image to draw: the filters keep none.")
         return
 
+    found = found_image(results, matches) if len(matches) else None
     chart_key = f"map-{results.run_id}-{kind}-{colour_by.replace(' / ', '-').replace(' ', '-')}"
     event = st.plotly_chart(map_figure(results, coords, points, colour_by, found), key=chart_key,
                             on_select="rerun", selection_mode=("points", "box", "lasso"))
     hover_preview(results, coords, points, chart_key)
 
-    if found is not None:
-        tile, _ = st.columns([1, GRID_COLUMNS - 1])
-        image_tile(results, found, tile, key=f"map-open-found-{found}")
     rows = selected_rows(event["selection"]["points"] if event else [])
     rows = [row for row, drawn in zip(rows, np.isin(rows, points)) if drawn]
     if rows:

@@ -319,3 +319,18 @@ def test_train_page_charts_name_their_axes_and_lines(page):
     assert layout["xaxis"]["title"]["text"] == "restart"
     assert layout["yaxis"]["title"]["text"] == "inertia"
     assert layout["showlegend"] is True and [line["name"] for line in lines] == ["inertia"]
+
+
+def test_map_search_by_file_name_lists_every_match_and_rings_the_chosen_one(unlabelled_runs, monkeypatch):
+    monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
+    at.run()
+    at.switch_page("pages/map.py")
+    at.run()
+    next(box for box in at.text_input if box.label == "Find an image").set_value("IMG1").run()
+    matches = next(box for box in at.selectbox if box.label.endswith("images match"))
+    assert [option.split(" · ")[0] for option in matches.options] == [f"img1{i}.png" for i in range(10)]
+    matches.select_index(3).run()
+    assert not at.exception
+    ring = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][-1]
+    assert ring["name"] == "found: img13.png"
