@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
                             "losses stay finite, every trained stage compiles and no step syncs the host "
                             "→ --out/smoke-DEVICE/")
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
+    bench.add_argument("--pages", action="store_true",
+                       help="time each page of the app in headless Chromium: digits, then CIFAR-10 from --data-root "
+                            "with generated features (60k points), then plotly's WebGL scatter alone at 100k")
     bench.add_argument("--kmeans", type=int, metavar="N",
                        help="time K-means on the pixels of N images of --dataset: ours against scikit-learn's")
     bench.add_argument("--knn", type=int, metavar="N",
@@ -451,6 +454,10 @@ def _bench(args: argparse.Namespace) -> int:
             args.dataset, args.data_root, args.pretrained, args.backbone, methods, device)
     elif args.map:
         rows = [bench.map_rerender(args.map)]
+    elif args.pages:
+        from .bench_pages import page_rows
+
+        rows = page_rows(args.data_root)
     elif args.decode:
         rows = bench.decode_rows(args.decode, args.image_size)
     elif args.knn:

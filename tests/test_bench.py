@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,34 @@ def test_balanced_subset_takes_every_class_equally(digits):
 
     subset = _balanced_subset(digits, 100)
     assert len(subset) == 100 and set(np.bincount(subset.labels)) == {10}
+
+
+def test_a_generated_run_keeps_its_labels_but_the_chosen_share_and_has_what_the_pages_need(tmp_path):
+    from engine.analysis.results import load_results
+    from engine.bench_pages import generated_run
+    from engine.runs import RunStore
+
+    run_id = generated_run(tmp_path, "digits", noise=0.3)
+    store = RunStore(tmp_path)
+    results = load_results(store, run_id)
+    # 70 % keep their label and a tenth of the others draw it again: 0.73, within 3 binomial sd of 1,797 images
+    assert abs((results.assign == results.labels).mean() - 0.73) < 0.032
+    assert results.features.shape == (1797, 64) and np.allclose(results.probs.sum(axis=1), 1, atol=1e-5)
+    assert (store.run_dir(run_id) / "map_pacmap.npy").exists() and store.load_array(run_id, "knn") is not None
+    assert store.get(run_id).summary["neighbor_purity"] is not None
+
+
+def test_page_times_time_pages_and_the_map_hover_preview_in_chromium(tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    from engine.bench_pages import digits_run, serve_and_time
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("no Chromium: install Debian's chromium package (.ci/run does)")
+    digits_run(tmp_path / "digits")
+    rows = {row["piece"]: row for row in serve_and_time(tmp_path / "digits", "digits", 1797, 2.0, repeats=1,
+                                                        pages=("home", "map"))}
+    assert set(rows) == {"page home", "page map", "map hover preview, first hover (asks the server)",
+                         "map hover preview, next hover (a prefetched neighbour)"}
+    assert all(row["seconds"] > 0 for row in rows.values())
+    assert rows["page map"]["server_cpu_s"] > 0 and rows["page map"]["new_context_browser_cpu_s"] > 0
+    assert rows["page home"]["ratio_to_home"] == 1 and rows["page map"]["n_points"] == 1797

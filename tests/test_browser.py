@@ -99,6 +99,10 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
             page.get_by_role("heading", name=title).wait_for(timeout=WAIT_MS)
             if title == "Map":
                 page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
+                hover_shows_the_image(page)
+                page.set_viewport_size(WIDE)
+                no_exception(page, "2-map-1440")
+                page.set_viewport_size(NARROW)
             no_exception(page, f"2-{title.lower()}-1024")
             if title == "Neighbours":
                 random_image = page.get_by_role("button", name="Random image")
@@ -170,3 +174,22 @@ def see_the_tag_through_the_shared_filter(page, tag: str, image: str) -> None:
     settle(page)
     page.get_by_text(f"Tagged here: {image} ({tag})").wait_for(timeout=WAIT_MS)
     assert page.get_by_text("images 1–1 of 1 passing the filter").count() == 1
+
+
+def hover_shows_the_image(page) -> None:
+    """Resting the pointer on a map point shows that image (an inline PNG, nothing fetched) above the pointer."""
+    graph = page.locator(".js-plotly-plot").first
+    graph.scroll_into_view_if_needed()
+    settle(page)
+    x, y = graph.evaluate("""graph => {
+        const trace = graph._fullData[0], box = graph.querySelector('.nsewdrag').getBoundingClientRect();
+        return [box.left + graph._fullLayout.xaxis.l2p(trace.x[0]), box.top + graph._fullLayout.yaxis.l2p(trace.y[0])];
+    }""")
+    page.mouse.move(x - 30, y - 30)
+    page.mouse.move(x, y, steps=5)
+    preview = page.locator("[data-testid='map-hover-preview'] img")
+    preview.wait_for(state="visible", timeout=WAIT_MS)
+    assert preview.get_attribute("src").startswith("data:image/png;base64,")
+    assert preview.evaluate("image => image.complete && image.naturalWidth > 0")
+    page.screenshot(path=str(ARTIFACTS / "2-map-hover-1024.png"))
+    page.mouse.move(5, 5)

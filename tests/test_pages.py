@@ -51,6 +51,49 @@ def test_map_page_draws_every_point_and_offers_label_colourings(page, runs):
     assert not at.exception
 
 
+def map_chart_key(at) -> str:
+    return f"map-{at.session_state['run_id']}-pacmap-cluster"
+
+
+def test_map_hover_sends_the_hovered_image_and_its_map_neighbours_as_inline_pngs(page, runs):
+    at = page("pages/map.py")
+    preview = json.loads(at.get("bidi_component")[0].proto.json)
+    assert preview["chart"] == map_chart_key(at) and preview["thumbs"] == {}
+    at.session_state[f"{map_chart_key(at)}-hover-wanted"] = 5  # what a hover's trigger value stores
+    at.run()
+    preview = json.loads(at.get("bidi_component")[0].proto.json)
+    _, store, _ = runs
+    coords = np.load(store.run_dir(at.session_state["run_id"]) / "map_pacmap.npy")
+    nearest = np.argsort(((coords - coords[5]) ** 2).sum(axis=1), kind="stable")[1:33]
+    assert list(preview["thumbs"])[0] == "5" and set(preview["thumbs"]) == {"5", *map(str, nearest)}
+    assert all(uri.startswith("data:image/png;base64,") for uri in preview["thumbs"].values())
+    assert preview["captions"]["5"].startswith("#5 · cluster ")
+
+
+def test_map_finds_an_image_by_index_rings_it_and_centres_the_view(page):
+    at = page("pages/map.py")
+    next(box for box in at.text_input if box.label == "Find an image").set_value("42").run()
+    assert not at.exception
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    ring = figure["data"][-1]
+    assert ring["name"] == "found: #42" and ring["hoverinfo"] == "skip"
+    x_range, y_range = figure["layout"]["xaxis"]["range"], figure["layout"]["yaxis"]["range"]
+    assert sum(x_range) / 2 == pytest.approx(ring["x"][0]) and sum(y_range) / 2 == pytest.approx(ring["y"][0])
+    assert [button.key for button in at.button] == ["map-open-found-42"]
+
+
+def test_map_selection_lists_the_images_and_opens_one_on_the_neighbours_page(page):
+    at = page("pages/map.py")
+    at.session_state[map_chart_key(at)] = {"selection": {"points": [{"customdata": 30}, {"customdata": 7}],
+                                                         "point_indices": [], "box": [], "lasso": []}}
+    at.run()
+    assert not at.exception
+    assert [header.value for header in at.subheader] == ["2 selected"]
+    assert [button.key for button in at.button] == ["map-open-7", "map-open-30"]
+    next(button for button in at.button if button.key == "map-open-30").click().run()
+    assert not at.exception
+    assert at.subheader[0].value.startswith("Image #30 · cluster ")
+
 def test_neighbours_page_shows_purity_for_the_chosen_image(page, runs):
     at = page("pages/neighbours.py")
     assert not at.exception
@@ -276,3 +319,18 @@ def test_train_page_charts_name_their_axes_and_lines(page):
     assert layout["xaxis"]["title"]["text"] == "restart"
     assert layout["yaxis"]["title"]["text"] == "inertia"
     assert layout["showlegend"] is True and [line["name"] for line in lines] == ["inertia"]
+
+
+def test_map_search_by_file_name_lists_every_match_and_rings_the_chosen_one(unlabelled_runs, monkeypatch):
+    monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
+    at.run()
+    at.switch_page("pages/map.py")
+    at.run()
+    next(box for box in at.text_input if box.label == "Find an image").set_value("IMG1").run()
+    matches = next(box for box in at.selectbox if box.label.endswith("images match"))
+    assert [option.split(" · ")[0] for option in matches.options] == [f"img1{i}.png" for i in range(10)]
+    matches.select_index(3).run()
+    assert not at.exception
+    ring = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][-1]
+    assert ring["name"] == "found: img13.png"

@@ -63,10 +63,17 @@ class RunResults:
         names = self.class_names
         return names[label] if 0 <= label < len(names) else str(label)
 
-    def image_name(self, index: int) -> str:
-        """How the pages name an image: its file name when the dataset was read from files, else ``#index``."""
+    @cached_property
+    def image_names(self) -> list[str]:
+        """How the pages name each image: its file name when the dataset was read from files, else ``#index``."""
         paths = self.images.paths
-        return PurePath(paths[index]).name if len(paths) == len(self.assign) else f"#{index}"
+        if len(paths) == len(self.assign):
+            return [PurePath(path).name for path in paths]
+        return [f"#{index}" for index in range(len(self.assign))]
+
+    def image_name(self, index: int) -> str:
+        """The name of one image (see :attr:`image_names`)."""
+        return self.image_names[index]
 
     def image_caption(self, index: int, separator: str = " · ") -> str:
         """Name, cluster and (with labels) label of an image, spelled out: ``#122 · cluster 8 · label 8``."""

@@ -8,6 +8,7 @@ Examples:
 """
 from __future__ import annotations
 
+import base64
 import io
 from functools import lru_cache
 
@@ -148,3 +149,12 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+def png_data_uri(image: np.ndarray, max_side: int = 128) -> str:
+    """The image as a ``data:image/png;base64,…`` URI a browser shows without fetching anything: kept at its own
+    size when its longer side fits ``max_side`` (the page scales it up, pixelated), else shrunk to fit."""
+    image = np.asarray(image)
+    if max(image.shape[:2]) > max_side:
+        image = thumbnail(image, max_side)
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")

@@ -1,0 +1,131 @@
+// The Map page's hover preview (a Streamlit components.v2 component, see pages/map_view.py).
+//
+// Plotly's hover label shows text only, so this script listens to the map's plotly_hover events and shows the
+// hovered image in a box above the pointer. Thumbnails come from the app's own server as data: URIs: the first
+// hover of an image asks the server (a trigger value, which reruns only the preview's fragment), which answers
+// with that image and its nearest points on the map; later hovers of those show at once from this cache.
+
+const BOX_ID = "dce-map-hover-preview";
+const ASK_DELAY_MS = 60; // the pointer sweeping over points asks only for the one it rests on
+
+function previewBox() {
+  let box = document.getElementById(BOX_ID);
+  if (!box) {
+    box = document.createElement("div");
+    box.id = BOX_ID;
+    box.setAttribute("data-testid", "map-hover-preview");
+    Object.assign(box.style, {
+      position: "fixed", zIndex: "100000", pointerEvents: "none", display: "none", padding: "4px",
+      background: "#fff", border: "1px solid #bbb", borderRadius: "4px", boxShadow: "0 2px 8px rgba(0,0,0,.25)",
+      font: "12px sans-serif", color: "#222", textAlign: "center", maxWidth: "220px",
+    });
+    const image = document.createElement("img");
+    image.alt = "";
+    image.style.display = "block";
+    image.style.margin = "0 auto";
+    const caption = document.createElement("div");
+    caption.style.marginTop = "2px";
+    caption.style.wordBreak = "break-all";
+    box.append(image, caption);
+    document.body.append(box);
+  }
+  return box;
+}
+
+function hide() {
+  const box = document.getElementById(BOX_ID);
+  if (box) box.style.display = "none";
+}
+
+function place(box, pointer) {
+  // above the pointer, centred on it: plotly's own label sits beside the point, so both stay readable
+  const margin = 8, gap = 18;
+  const { width, height } = box.getBoundingClientRect();
+  let left = pointer.x - width / 2;
+  left = Math.max(margin, Math.min(left, window.innerWidth - width - margin));
+  let top = pointer.y - height - gap;
+  if (top < margin) top = pointer.y + gap;
+  box.style.left = `${left}px`;
+  box.style.top = `${top}px`;
+}
+
+function show(shared) {
+  const index = shared.hovered;
+  if (index === null) return hide();
+  const box = previewBox();
+  const [image, caption] = box.children;
+  const uri = shared.thumbs.get(index);
+  if (uri === undefined) {
+    image.style.display = "none";
+    image.removeAttribute("src");
+    caption.textContent = "loading…";
+  } else {
+    image.style.display = "block";
+    if (image.getAttribute("src") !== uri) {
+      image.onload = () => {
+        // small images (8-px digits, 32-px CIFAR) are scaled up with sharp pixels; large ones shrink smoothly
+        image.style.imageRendering = image.naturalWidth < shared.size ? "pixelated" : "auto";
+        place(box, shared.pointer);
+      };
+      image.src = uri;
+    }
+    image.style.width = `${shared.size}px`;
+    caption.textContent = shared.captions.get(index) ?? "";
+  }
+  box.style.display = "block";
+  place(box, shared.pointer);
+}
+
+function attach(shared, chart) {
+  const graph = document.querySelector(`.st-key-${chart} .js-plotly-plot`);
+  if (!graph || typeof graph.on !== "function") {
+    // plotly draws after this component mounts: look again shortly
+    shared.retry = setTimeout(() => attach(shared, chart), 100);
+    return;
+  }
+  if (graph.dceHoverAttached) return;
+  graph.dceHoverAttached = true;
+  graph.on("plotly_hover", (event) => {
+    const point = event.points && event.points[0];
+    if (!point || point.customdata === undefined || point.customdata === null) return;
+    const index = Number(Array.isArray(point.customdata) ? point.customdata[0] : point.customdata);
+    const bounds = graph.getBoundingClientRect();
+    shared.pointer = event.event && event.event.clientX !== undefined
+      ? { x: event.event.clientX, y: event.event.clientY }
+      : { x: bounds.left + event.xPixel, y: bounds.top + event.yPixel };
+    shared.hovered = index;
+    show(shared);
+    if (!shared.thumbs.has(index)) {
+      clearTimeout(shared.askTimer);
+      shared.askTimer = setTimeout(() => {
+        if (shared.hovered === index && !shared.thumbs.has(index)) shared.ask("hover", index);
+      }, ASK_DELAY_MS);
+    }
+  });
+  graph.on("plotly_unhover", () => {
+    shared.hovered = null;
+    hide();
+  });
+}
+
+export default function ({ data, setTriggerValue }) {
+  const shared = (window.dceMapHover ??= { thumbs: new Map(), captions: new Map(), hovered: null });
+  if (shared.run !== data.run) {
+    shared.thumbs.clear();
+    shared.captions.clear();
+    shared.run = data.run;
+  }
+  shared.ask = setTriggerValue;
+  shared.size = data.size;
+  for (const [index, uri] of Object.entries(data.thumbs)) shared.thumbs.set(Number(index), uri);
+  for (const [index, text] of Object.entries(data.captions)) shared.captions.set(Number(index), text);
+  clearTimeout(shared.retry);
+  attach(shared, data.chart);
+  if (shared.hovered !== null) show(shared);
+  return () => {
+    clearTimeout(shared.retry);
+    clearTimeout(shared.askTimer);
+    shared.hovered = null;
+    hide();
+  };
+}

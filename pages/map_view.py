@@ -1,0 +1,186 @@
+"""The Map page's parts: the WebGL scatter of a subset of a run's images, the hover preview, finding an image, and
+the grid of selected images with a way into the Neighbours page. ``show_map`` takes the indices of the images to
+draw, so the page can pass every image or only those its filters keep."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine.analysis.map_view import find_images, hover_batch, hover_captions, selected_rows, view_window
+from engine.analysis.maps import MAP_KINDS, compute_map
+from engine.clustering.metrics import match_clusters
+from engine.analysis.results import RunResults
+from engine.analysis.thumbnails import png_data_uri, thumbnail
+from pages.audit import caption_with_tags, tag_panel
+
+PREVIEW_PX = 96  # the hover preview's width on screen
+GRID_COLUMNS, GRID_ROWS = 5, 4  # five tiles keep the button's label whole at 1024 px
+MATCHES_LISTED = 50
+PROJECTIONS = {"pacmap": "PaCMAP", "umap": "UMAP"}
+
+# registered once per server process: a page script runs again on every rerun, a module only once
+hover_preview_component = st.components.v2.component(
+    "dce_map_hover", js=(Path(__file__).resolve().parent.parent / "assets" / "map_hover.js").read_text(),
+    isolate_styles=False)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _captions(_results: RunResults, run_id: str) -> list[str]:
+    return hover_captions(_results.image_names, _results.assign, _results.labels, _results.class_names)
+
+
+def colour_groups(results: RunResults, colour_by: str) -> tuple[np.ndarray, dict[int, str]]:
+    """Each image's group for a categorical colouring, and the groups' legend names."""
+    if colour_by == "cluster":
+        return results.assign, {int(c): f"cluster {c}" for c in np.unique(results.assign)}
+    if colour_by == "true label":
+        return results.labels, {int(c): results.class_name(int(c)) for c in np.unique(results.labels)}
+    mapping = match_clusters(results.labels, results.assign)
+    correct = (np.array([mapping[c] for c in results.assign]) == results.labels).astype(int)
+    return correct, {1: "correct", 0: "incorrect"}
+
+
+def map_figure(results: RunResults, coords: np.ndarray, points: np.ndarray, colour_by: str,
+               found: int | None = None) -> go.Figure:
+    """The scatter of ``points`` (WebGL: one trace per group, each point's image index as its customdata),
+    ``found`` ringed and centred."""
+    captions = _captions(results, results.run_id)
+    template = "%{text}<extra></extra>"
+    figure = go.Figure()
+    if colour_by == "confidence":
+        figure.add_trace(go.Scattergl(x=coords[points, 0], y=coords[points, 1], mode="markers", customdata=points,
+                                      text=[captions[i] for i in points], hovertemplate=template,
+                                      marker=dict(size=4, color=results.confidence[points], colorscale="Viridis",
+                                                  colorbar=dict(title="confidence"))))
+    else:
+        groups, names = colour_groups(results, colour_by)
+        for group, name in names.items():
+            members = points[groups[points] == group]
+            if len(members):
+                figure.add_trace(go.Scattergl(x=coords[members, 0], y=coords[members, 1], mode="markers",
+                                              name=name, customdata=members, text=[captions[i] for i in members],
+                                              hovertemplate=template, marker=dict(size=4)))
+    # the legend goes under the plot: at the top right, plotly's toolbar covered its first entry
+    figure.update_layout(height=700, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso", uirevision="map",
+                         legend=dict(itemsizing="constant", orientation="h", x=0, y=-0.04, yanchor="top"))
+    if found is not None:
+        figure.add_trace(go.Scatter(x=[float(coords[found, 0])], y=[float(coords[found, 1])], mode="markers",
+                                    name=f"found: {results.image_name(found)}", hoverinfo="skip",
+                                    marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="red"))))
+        x_range, y_range = view_window(coords, found)
+        # a new uirevision applies these ranges once; zooming after that is kept across reruns
+        figure.update_layout(xaxis_range=x_range, yaxis_range=y_range, uirevision=f"found-{found}")
+    return figure
+
+
+def remember_hover(key: str) -> None:
+    st.session_state[f"{key}-wanted"] = st.session_state[key]["hover"]
+
+
+@st.fragment
+def hover_preview(results: RunResults, coords: np.ndarray, points: np.ndarray, chart_key: str) -> None:
+    """The hovered image above the pointer. A hover the browser has no thumbnail for reruns only this fragment,
+    which sends that image's thumbnail and those of its nearest points on the map."""
+    key = f"{chart_key}-hover"
+    wanted = st.session_state.get(f"{key}-wanted")
+    batch = hover_batch(coords, points, int(wanted)) if wanted is not None and 0 <= wanted < len(coords) else []
+    images = results.images.images[np.asarray(batch, dtype=np.int64)].numpy() if len(batch) else []
+    captions = _captions(results, results.run_id)
+    hover_preview_component(
+        key=key, height=0, on_hover_change=partial(remember_hover, key),
+        data={"chart": chart_key, "run": results.run_id, "size": PREVIEW_PX,
+              "thumbs": {str(i): png_data_uri(image) for i, image in zip(batch, images)},
+              "captions": {str(i): captions[i] for i in batch}})
+
+
+def open_in_neighbours(index: int) -> None:
+    st.session_state["image_index"] = index
+    st.switch_page("pages/neighbours.py")
+
+
+def image_tile(results: RunResults, index: int, column, key: str, tags: dict[int, list[str]]) -> None:
+    """One image with its name, cluster, label and tags, and a button that opens it on the Neighbours page."""
+    column.image(thumbnail(results.images.images[index].numpy(), PREVIEW_PX),
+                 caption=caption_with_tags(results.image_caption(index), tags, index))
+    if column.button("Neighbours", key=key, type="tertiary",
+                     help="Open this image and its neighbours on the Neighbours page"):
+        open_in_neighbours(index)
+
+
+def search(results: RunResults, points: np.ndarray, column) -> np.ndarray:
+    """A "find" box; returns the drawn images its query names (see :func:`find_images`), best first."""
+    query = column.text_input("Find an image", key=f"map-find-{results.run_id}",
+                              placeholder="index (e.g. 42) or file name",
+                              help="A number finds that image's index; text finds file names containing it.")
+    matches = find_images(query, results.image_names)
+    shown = matches[np.isin(matches, points)]
+    if query.strip() and not len(shown):
+        column.warning(f"No image on the map matches “{query}”" + (" (the filters hide it)" if len(matches) else ""))
+    return shown
+
+
+def found_image(results: RunResults, matches: np.ndarray) -> int:
+    """The image a search found, beside its picture: one match, or the one chosen among the first 50."""
+    picture, details = st.columns([1, 5])
+    found = int(matches[0])
+    if len(matches) > 1:
+        listed = matches[:MATCHES_LISTED].tolist()
+        found = details.selectbox(f"{len(matches)} images match" + (f"; the first {MATCHES_LISTED} are listed"
+                                                                    if len(matches) > MATCHES_LISTED else ""),
+                                  listed, format_func=results.image_caption, key=f"map-found-{results.run_id}")
+    else:
+        details.markdown(f"Found **{results.image_caption(found)}**")
+    picture.image(thumbnail(results.images.images[found].numpy(), PREVIEW_PX))
+    if details.button("Open in Neighbours", key=f"map-open-found-{found}",
+                      help="Open this image and its neighbours on the Neighbours page"):
+        open_in_neighbours(found)
+    return found
+
+
+def selection_grid(results: RunResults, rows: list[int], tags: dict[int, list[str]]) -> None:
+    """The selected images, a page of them at a time, each with a button into the Neighbours page, and the panel
+    that tags them all."""
+    per_page = GRID_COLUMNS * GRID_ROWS
+    n_pages = -(-len(rows) // per_page)
+    title, pager = st.columns([3, 1])
+    title.subheader(f"{len(rows)} selected")
+    page = pager.number_input(f"Page (of {n_pages})", 1, n_pages, 1, key="map-selection-page") if n_pages > 1 else 1
+    shown = rows[(page - 1) * per_page:page * per_page]
+    for first in range(0, len(shown), GRID_COLUMNS):
+        for column, index in zip(st.columns(GRID_COLUMNS), shown[first:first + GRID_COLUMNS]):
+            image_tile(results, index, column, key=f"map-open-{index}", tags=tags)
+    tag_panel(results, rows, tags, key="map-tags")
+
+
+def show_map(results: RunResults, points: np.ndarray, tags: dict[int, list[str]]) -> None:
+    """The Map of ``points`` (indices of the run's images): controls, the scatter with its hover preview, the found
+    image and the selected ones."""
+    points = np.asarray(points, dtype=np.int64)
+    projection, colouring, find = st.columns([2.2, 4.2, 2.6])
+    kind = projection.radio("Projection", MAP_KINDS, horizontal=True, format_func=PROJECTIONS.get)
+    colourings = ["cluster", "confidence"] + (["true label", "correct / incorrect"] if results.labels is not None
+                                              else [])
+    colour_by = colouring.radio("Colour by", colourings, horizontal=True)
+    matches = search(results, points, find)
+    with st.spinner(f"Computing the {PROJECTIONS[kind]} map of {len(results.assign)} points (once per run)…"):
+        coords = compute_map(results, kind)
+    if not len(points):
+        st.info("No image to draw: the filters keep none.")
+        return
+
+    found = found_image(results, matches) if len(matches) else None
+    chart_key = f"map-{results.run_id}-{kind}-{colour_by.replace(' / ', '-').replace(' ', '-')}"
+    event = st.plotly_chart(map_figure(results, coords, points, colour_by, found), key=chart_key,
+                            on_select="rerun", selection_mode=("points", "box", "lasso"))
+    hover_preview(results, coords, points, chart_key)
+
+    rows = selected_rows(event["selection"]["points"] if event else [])
+    rows = [row for row, drawn in zip(rows, np.isin(rows, points)) if drawn]
+    if rows:
+        selection_grid(results, rows, tags)
+    else:
+        st.caption("Hover a point to see its image; drag a box or lasso around points to list their images.")
