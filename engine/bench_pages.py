@@ -114,7 +114,7 @@ def generated_run(folder: Path, dataset: str, data_root: str | None = None, seed
     """A finished run over ``dataset``'s images whose results are generated, not trained: each image's cluster is
     its label (a random one for a share ``noise`` of them), its features its cluster's 64-d centre plus unit noise,
     its probabilities a softmax of minus the distances to the centres. The map and neighbours are computed."""
-    from .analysis.metrics import clustering_scores
+    from .clustering.metrics import clustering_scores
     from .data import load_dataset
     from .runs import RunStore
 
