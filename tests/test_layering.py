@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("methods",),
     ("runs",),
     ("analysis",),
-    ("bench", "bench_features"),
+    ("bench", "bench_features", "bench_pages"),
     ("cli",),
     ("__main__", ROOT),
 )
