@@ -3,8 +3,9 @@
 The method is fitted under a :class:`FitContext` with a ``step_limit`` of :data:`ESTIMATE_STEPS`: ``train_epochs``
 ends each stage after that many steps (its start event still says how many steps the full stage has), and
 feature extraction embeds that many small batches. A stage's first step pays for warm-up (allocations, cuDNN's
-search, a compile) and is not timed; its seconds are the mean time of the later steps times its steps. A stage
-that finishes within the limit (neighbour mining, JULE's first clusters) is timed whole.
+search, a compile) and is not part of the rate: a stage's seconds are its start up to the end of its first step,
+plus the mean time of the later steps for each other step. A stage that finishes within the limit (neighbour
+mining, JULE's first clusters) is timed whole.
 
 A stage that runs a loop of its own instead of ``train_epochs`` (K-means' restarts, and for now the loops not yet
 moved onto it) is stopped by :class:`StepLimitReached` when it reports a step past the limit, and is timed the
@@ -86,10 +87,11 @@ class _Segment:
     def estimate(self) -> StageEstimate | None:
         if self.ended is not None and (not self.marks or self.marks[-1][0] >= self.total):
             return StageEstimate(self.ended - self.began, self.total, 0)
-        if len(self.marks) >= 2:  # from the end of the first step (its warm-up) to the end of the last one
+        if len(self.marks) >= 2:  # the rate from the end of the first step (its warm-up) to the end of the last
             (first_step, first_time), (last_step, last_time) = self.marks[0], self.marks[-1]
             per_step = (last_time - first_time) / max(last_step - first_step, 1)
-            return StageEstimate(per_step * self.total, self.total, last_step - first_step)
+            seconds = first_time - self.began + per_step * (self.total - first_step)  # the run warms up once too
+            return StageEstimate(seconds, self.total, last_step - first_step)
         if self.marks:  # stopped after one step: its warm-up is all there is to go by
             step, when = self.marks[0]
             return StageEstimate((when - self.began) / max(step, 1) * self.total, self.total, 1)
