@@ -50,7 +50,7 @@ class DataParallel:
     device: torch.device
     sharding: bool = False  # a train_epochs stage is running: its steps' calls go through DistributedDataParallel
     _unused_parameters: bool = field(default=False, repr=False)  # the stage's steps may leave some unused
-    _replicas: dict[tuple[int, str, bool], nn.Module] = field(default_factory=dict, repr=False)
+    _replicas: dict[tuple, nn.Module] = field(default_factory=dict, repr=False)
 
     @classmethod
     def start(cls, device: str = "auto", timeout_s: float = 1800) -> "DataParallel":
@@ -131,9 +131,15 @@ class DataParallel:
         return call
 
     def _ddp(self, module: nn.Module, method: str) -> nn.Module:
-        key = (id(module), method, self._unused_parameters)
+        """``module`` (its ``method``) in DistributedDataParallel, which shares the gradients of the parameters that
+        train when it is built: one per set of trainable parameters (a later stage may freeze a backbone). A
+        module that trains nothing (an EMA teacher) is returned as it is: it has no gradients to share."""
+        trainable = tuple(p.requires_grad for p in module.parameters())
+        target = module if method == "forward" else _MethodAsForward(module, method)
+        if not any(trainable):
+            return target
+        key = (id(module), method, self._unused_parameters, trainable)
         if key not in self._replicas:
-            target = module if method == "forward" else _MethodAsForward(module, method)
             self._replicas[key] = nn.parallel.DistributedDataParallel(
                 target, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=self._unused_parameters)
