@@ -257,7 +257,7 @@ class Dec(Method):
         def refresh(at: Position) -> None:
             """P from the whole dataset every ``update_interval`` steps; stop once under ``tolerance`` of the
             labels changed since the last refresh. In float32: the stop test must not hinge on bf16 rounding."""
-            with torch.no_grad(), torch.autocast(context.device.type, enabled=False):
+            with torch.no_grad(), context.speedups.full_precision(context.device):
                 q_all = student_t_assignment(self._embed(autoencoder, data, flatten), centres, cfg.alpha)
             new_labels = q_all.argmax(1)
             if at.step > 0:

@@ -71,6 +71,13 @@ class Speedups:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
+    def full_precision(self, device: torch.device) -> ContextManager:
+        """Float32 again inside an autocast step: for whole-dataset statistics a decision hangs on (DEC's target
+        and stop test)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, enabled=False)
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """Lay ``model`` out channels-last, in place, and switch on the tuned kernels; returns it. Compiling is
         :meth:`compiled`'s job."""
