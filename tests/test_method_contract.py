@@ -23,7 +23,8 @@ N_IMAGES = 300
 # every trained stage, each run by train_epochs: a fit cancelled after the stage's first epoch resumes there
 TRAINED_STAGES = [("cc", "train"), ("pica", "train"), ("socnet", "train"), ("scan", "pretext"),
                   ("spice", "pretext"), ("smc", "pretext"), ("digpro", "train"), ("temi", "cluster"),
-                  ("dec", "layerwise"), ("dec", "finetune"), ("dec", "cluster"), ("jule", "unroll")]
+                  ("dec", "layerwise"), ("dec", "finetune"), ("dec", "cluster"), ("jule", "unroll"),
+                  ("scan", "cluster"), ("scan", "selflabel"), ("smc", "cluster")]
 # stages that train no network: K-means, neighbour mining, JULE's first clusters
 UNTRAINED_STAGES = {("kmeans", "cluster"), ("scan", "mine"), ("smc", "mine"), ("temi", "mine"), ("jule", "init")}
 # settings counted in steps rather than epochs: kept as short as the epochs
