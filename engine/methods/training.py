@@ -87,6 +87,34 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator, device: t
         yield order[start:start + batch_size]
 
 
+class EndlessBatches:
+    """Shuffled index batches over n samples without end: one order after another, each as
+    :func:`index_batches` gives it (a new order drawn when the last one runs out). Its place in the current order
+    is part of a checkpoint (``state_dict``/``load_state_dict``), so a resumed stage draws the very same batches."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> None:
+        self.n, self.batch_size = n, min(batch_size, n)
+        self.generator, self.device = generator, device
+        self.order: torch.Tensor | None = None
+        self.start = 0
+
+    def __iter__(self) -> "EndlessBatches":
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.order is None or self.start + self.batch_size > self.n - self.n % self.batch_size:
+            self.order = to_device(torch.randperm(self.n, generator=self.generator), self.device)
+            self.start = 0
+        self.start += self.batch_size
+        return self.order[self.start - self.batch_size:self.start]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order, "start": self.start}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.order, self.start = state["order"], int(state["start"])
+
+
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
     batch_size = min(batch_size, n)
     return n // batch_size if drop_last else math.ceil(n / batch_size)
