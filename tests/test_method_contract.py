@@ -3,8 +3,8 @@
 Each method is fitted once, cheaply (every training stage 2 epochs of batches of 100 over 300 digits; a result
 may be collapsed that early, which the contract does not judge), and must give: integer labels_ in [0, K),
 N×K probs_ whose rows sum to 1, N-row float features_, exactly its stages' declared loss names recorded per stage,
-and, where it can assign images, predict_proba equal to probs_ on the images it was fitted on. Methods whose
-trained stages run ``training.train_epochs`` must also resume mid-stage to the very result of an uninterrupted run.
+and, where it can assign images, predict_proba equal to probs_ on the images it was fitted on. Every trained
+stage runs ``training.train_epochs`` and must resume mid-stage to the very result of an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -20,9 +20,13 @@ from engine.errors import RunCancelled, TrainingError
 from engine.methods import FitContext, create_method, get_method, list_methods
 
 N_IMAGES = 300
-# the stage of each method that runs train_epochs first: a resumed fit is cancelled after its first epoch
-LOOPED_STAGE = {"cc": "train", "pica": "train", "socnet": "train", "scan": "pretext", "spice": "pretext",
-                "smc": "pretext"}
+# every trained stage, each run by train_epochs: a fit cancelled after the stage's first epoch resumes there
+TRAINED_STAGES = [("cc", "train"), ("pica", "train"), ("socnet", "train"), ("scan", "pretext"),
+                  ("spice", "pretext"), ("smc", "pretext"), ("digpro", "train"), ("temi", "cluster"),
+                  ("dec", "layerwise"), ("dec", "finetune"), ("dec", "cluster"), ("jule", "unroll"),
+                  ("scan", "cluster"), ("scan", "selflabel"), ("smc", "cluster"), ("spice", "self"), ("spice", "semi")]
+# stages that train no network: K-means, neighbour mining, JULE's first clusters
+UNTRAINED_STAGES = {("kmeans", "cluster"), ("scan", "mine"), ("smc", "mine"), ("temi", "mine"), ("jule", "init")}
 # settings counted in steps rather than epochs: kept as short as the epochs
 SHORT_STEPS = {"dec": {"update_interval": 2}, "spice": {"semi_steps": 4}}
 
@@ -99,12 +103,13 @@ def test_predict_proba_gives_the_fitted_images_their_probs(method, few_digits):
     np.testing.assert_allclose(probs, model.probs_, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", sorted(LOOPED_STAGE))
-def test_a_fit_cancelled_mid_stage_resumes_to_the_uninterrupted_result(method, few_digits, tmp_path):
+@pytest.mark.parametrize(("method", "stage"), TRAINED_STAGES)
+def test_a_fit_cancelled_mid_stage_resumes_to_the_uninterrupted_result(method, stage, few_digits, tmp_path):
     cancel = threading.Event()
+    epoch_loss = next(s.losses[0] for s in get_method(method).stages if s.name == stage)
 
     def cancel_after_first_epoch(event) -> None:
-        if event.kind == "step" and event.stage == LOOPED_STAGE[method] and event.losses:
+        if event.kind == "step" and event.stage == stage and epoch_loss in event.losses:
             cancel.set()
 
     def context(on_event=None) -> FitContext:
@@ -115,6 +120,12 @@ def test_a_fit_cancelled_mid_stage_resumes_to_the_uninterrupted_result(method, f
     cancel.clear()
     messages = []
     resumed = fit(method, few_digits, context(lambda e: messages.append(e.message)))
-    assert f"resumed {LOOPED_STAGE[method]} at epoch 1" in messages
+    assert f"resumed {stage} at epoch 1" in messages
     uninterrupted, _ = fitted(method, few_digits)
     np.testing.assert_array_equal(resumed.labels_, uninterrupted.labels_)
+    np.testing.assert_array_equal(resumed.probs_, uninterrupted.probs_)
+
+
+def test_every_stage_of_every_method_is_trained_by_the_loop_or_trains_nothing():
+    stages = {(method, stage.name) for method in list_methods() for stage in get_method(method).stages}
+    assert stages - UNTRAINED_STAGES == set(TRAINED_STAGES)

@@ -1,13 +1,13 @@
 """DEC: Unsupervised Deep Embedding for Clustering Analysis (Xie, Girshick & Farhadi, ICML 2016).
 
 Stages:
-1. ``pretrain`` — a stacked autoencoder d–500–500–2000–10 on flattened pixels (§3.2): each encoder/decoder pair is
-   first trained greedily as a denoising autoencoder on the previous layer's output (dropout 20 % on its input and
-   on its code, for every pair as the paper writes it), then the whole autoencoder is fine-tuned end to end without
-   dropout on the reconstruction loss ½‖x − x̂‖² (summed over features, averaged over the batch: Caffe's Euclidean
-   loss, which the paper's lr refers to). The decoder is then dropped; the encoder f_θ maps an image to its
-   embedding z.
-2. ``cluster`` — K-means (20 restarts) on the embeddings initialises the centres μ_j (§3.2), then encoder and centres
+1. ``layerwise`` — a stacked autoencoder d–500–500–2000–10 on flattened pixels (§3.2): each encoder/decoder pair
+   is trained greedily, one after the other, as a denoising autoencoder on the previous layer's output (dropout
+   20 % on its input and on its code, for every pair as the paper writes it).
+2. ``finetune`` — the whole autoencoder is fine-tuned end to end without dropout on the reconstruction loss
+   ½‖x − x̂‖² (summed over features, averaged over the batch: Caffe's Euclidean loss, which the paper's lr refers
+   to). The decoder is then dropped; the encoder f_θ maps an image to its embedding z.
+3. ``cluster`` — K-means (20 restarts) on the embeddings initialises the centres μ_j (§3.2), then encoder and centres
    minimise KL(P‖Q) (eq. 2) by SGD, where
    - q_ij = (1 + ‖z_i − μ_j‖²/α)^(−(α+1)/2) / Σ_j' (…) is a Student's t soft assignment, α = 1 (eq. 1);
    - p_ij = (q_ij² / f_j) / Σ_j' (q_ij'² / f_j'), f_j = Σ_i q_ij, is the target distribution (eq. 3): it sharpens
@@ -34,6 +34,8 @@ Readings we had to make:
 - T (target refresh interval): not stated in the paper; the official MXNet example sweeps it. We use 140
   iterations, the value of the widely used Keras reimplementation for MNIST (about half an epoch). The first
   refresh (at step 0) only builds P: its argmax equals the K-means labels, so the stop test starts at the second.
+- Each pair of the layer-wise stage gets an optimiser state of its own, as in the paper's separate runs: the
+  stage's one optimiser holds every pair, and a pair whose turn has not come has no gradient, hence no state.
 - ``cluster_epochs`` caps the clustering stage if the 0.1 % criterion is never met (the reimplementations cap it
   at 20,000 iterations ≈ 75 epochs at batch 256 on MNIST).
 - Collapse: nothing in DEC's loss forbids an empty cluster, but the 1/f_j normalisation of P works against one
@@ -53,7 +55,8 @@ from ..errors import ConfigError
 from ..nn.autoencoder import StackedAutoencoder, reconstruction_loss
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import ImageGeometry, index_batches, make_optimizer, seed_everything, steps_per_epoch
+from .training import (ImageGeometry, LRSchedule, Position, StopStage, make_optimizer, seed_everything, steps_per_epoch,
+                       train_epochs)
 
 AUTOENCODERS = ("auto", "mlp")
 
@@ -142,9 +145,12 @@ class Dec(Method):
     paper = "Xie, Girshick & Farhadi, Unsupervised Deep Embedding for Clustering Analysis, ICML 2016"
     Config = DecConfig
     stages = (
-        Stage("pretrain", ("layer_reconstruction", "reconstruction"),
-              "stacked denoising autoencoder: greedy layer-wise, then fine-tuned end to end",
-              r"\min_{f, g} \sum_i \lVert x_i - g(f(\tilde x_i)) \rVert^2,\quad \tilde x_i = \mathrm{dropout}(x_i)"),
+        Stage("layerwise", ("layer_reconstruction",),
+              "stacked denoising autoencoder, trained greedily: each encoder/decoder pair in turn",
+              r"\min_{f_l, g_l} \sum_i \lVert h_i - g_l(\tilde f_l(\tilde h_i)) \rVert^2,\quad "
+              r"\tilde h_i = \mathrm{dropout}(h_i)"),
+        Stage("finetune", ("reconstruction",), "the whole autoencoder fine-tuned end to end",
+              r"\min_{f, g} \sum_i \lVert x_i - g(f(x_i)) \rVert^2"),
         Stage("cluster", ("kl", "label_change"),
               "K-means on the embedding, then KL(P‖Q) self-training until < 0.1 % of labels change",
               r"q_{ij} = \frac{(1 + \lVert z_i - \mu_j \rVert^2/\alpha)^{-\frac{\alpha+1}{2}}}"
@@ -177,7 +183,7 @@ class Dec(Method):
         self._pretrain(autoencoder, data, flatten, context, generator)
         centres = self._cluster(autoencoder, data, flatten, context, generator)
 
-        self.autoencoder_, self.centres_, self.flatten_ = autoencoder, centres, flatten
+        self.model_, self.cluster_centers_, self.flatten_ = autoencoder, centres, flatten
         z = self._embed(autoencoder, data, flatten)
         self.features_ = z.cpu().numpy().astype(np.float16)
         self.probs_ = student_t_assignment(z, centres, cfg.alpha).cpu().numpy()
@@ -193,121 +199,90 @@ class Dec(Method):
         autoencoder.train(was_training)
         return z
 
-    # -- stage 1 ---------------------------------------------------------------------------------------------------
+    # -- stages 1 and 2 ------------------------------------------------------------------------------------------
     def _pretrain(self, autoencoder: StackedAutoencoder, data: torch.Tensor, flatten, context: FitContext,
                   generator: torch.Generator) -> None:
-        """Greedy layer-wise denoising pretraining, then end-to-end fine-tuning; resumable at any epoch.
-
-        Phases 0 … L−1 train encoder/decoder pair i on the (fixed) output of the pairs below it; phase L fine-tunes
-        every layer on the reconstruction of the input. Each phase has its own optimiser and lr schedule."""
+        """Greedy layer-wise denoising pretraining (pair l during epochs [l·E, (l+1)·E) of the stage, on the fixed
+        output of the pairs below it), then end-to-end fine-tuning on the reconstruction of the input; each with
+        the lr divided by 10 every ``pretrain_lr_drop_steps`` steps of a pair's or the fine-tuning's run."""
         cfg = self.config
-        n_layers = autoencoder.n_layers
         n_steps = steps_per_epoch(len(data), cfg.pretrain_batch_size)
-        phase_epochs = [cfg.layerwise_epochs] * n_layers + [cfg.finetune_epochs]
-        total = sum(phase_epochs) * n_steps
-        phase, start_epoch, optimizer_state = 0, 0, None
-        stored = context.load_stage("pretrain")
-        if stored is not None:
-            state, done = stored
-            autoencoder.load_state_dict(state["model"])
-            if done:
-                return
-            phase, start_epoch, optimizer_state = int(state["phase"]), int(state["epoch"]), state["optimizer"]
-            context.info("pretrain", f"resumed pretraining at phase {phase}, epoch {start_epoch}")
-        context.start_stage("pretrain", total)
-        autoencoder.train()
-        for phase in range(phase, n_layers + 1):
-            params = autoencoder.layer_parameters(phase) if phase < n_layers else autoencoder.parameters()
-            optimizer = make_optimizer(cfg.pretrain_optimizer, params, cfg.pretrain_lr, cfg.pretrain_weight_decay)
-            if optimizer_state is not None:
-                optimizer.load_state_dict(optimizer_state)
-                optimizer_state = None
-            loss_name = "layer_reconstruction" if phase < n_layers else "reconstruction"
-            steps_before = sum(phase_epochs[:phase]) * n_steps
-            for epoch in range(start_epoch, phase_epochs[phase]):
-                loss_sum = torch.zeros((), device=context.device)
-                for i, idx in enumerate(index_batches(len(data), cfg.pretrain_batch_size, generator, context.device)):
-                    phase_step = epoch * n_steps + i
-                    for group in optimizer.param_groups:
-                        group["lr"] = cfg.pretrain_lr * 0.1 ** (phase_step // cfg.pretrain_lr_drop_steps)
-                    x = flatten(data[idx])
-                    if phase < n_layers:
-                        with torch.no_grad():
-                            below = autoencoder.encode(x, depth=phase)
-                        loss = autoencoder.layer_reconstruction_loss(below, phase, cfg.dropout)
-                    else:
-                        loss = reconstruction_loss(autoencoder(x)[1], x)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.detach()
-                    context.step("pretrain", steps_before + phase_step + 1, total)
-                context.step("pretrain", steps_before + (epoch + 1) * n_steps, total, {loss_name: loss_sum / n_steps})
-                if epoch + 1 < phase_epochs[phase]:
-                    context.save_stage("pretrain", {"model": autoencoder.state_dict(), "phase": phase,
-                                                    "epoch": epoch + 1, "optimizer": optimizer.state_dict()},
-                                       done=False)
-            start_epoch = 0
-        context.save_stage("pretrain", {"model": autoencoder.state_dict()}, done=True)
-        context.end_stage("pretrain")
 
-    # -- stage 2 ---------------------------------------------------------------------------------------------------
+        def dropping_lr(run_steps: int) -> LRSchedule:
+            """lr ÷ 10 every ``pretrain_lr_drop_steps`` steps of a run of ``run_steps`` (a pair's, the fine-tuning)."""
+            return lambda step, total: cfg.pretrain_lr * 0.1 ** (step % max(run_steps, 1) // cfg.pretrain_lr_drop_steps)
+
+        def layer_step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            layer = at.epoch // cfg.layerwise_epochs
+            x = flatten(data[indices])
+            with torch.no_grad():
+                below = autoencoder.encode(x, depth=layer)
+            return {"layer_reconstruction": autoencoder.layer_reconstruction_loss(below, layer, cfg.dropout)}
+
+        def finetune_step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            x = flatten(data[indices])
+            return {"reconstruction": reconstruction_loss(autoencoder(x)[1], x)}
+
+        for stage, step, epochs, run_epochs in (
+                ("layerwise", layer_step, autoencoder.n_layers * cfg.layerwise_epochs, cfg.layerwise_epochs),
+                ("finetune", finetune_step, cfg.finetune_epochs, cfg.finetune_epochs)):
+            optimizer = make_optimizer(cfg.pretrain_optimizer, autoencoder.parameters(), cfg.pretrain_lr,
+                                       cfg.pretrain_weight_decay)
+            train_epochs(context, stage, autoencoder, optimizer, step, epochs=epochs, n_samples=len(data),
+                         batch_size=cfg.pretrain_batch_size, generator=generator,
+                         losses=("layer_reconstruction", "reconstruction"), lr=cfg.pretrain_lr,
+                         lr_schedule=dropping_lr(run_epochs * n_steps))
+
+    # -- stage 3 ---------------------------------------------------------------------------------------------------
     def _cluster(self, autoencoder: StackedAutoencoder, data: torch.Tensor, flatten, context: FitContext,
                  generator: torch.Generator) -> torch.Tensor:
         cfg = self.config
-        stored = context.load_stage("cluster")
-        if stored is not None and stored[1]:
-            autoencoder.load_state_dict(stored[0]["model"])
-            return stored[0]["centres"]
-        n_steps = steps_per_epoch(len(data), cfg.cluster_batch_size)
-        total = cfg.cluster_epochs * n_steps
-        context.start_stage("cluster", total)
-        z = self._embed(autoencoder, data, flatten)
-        centres, labels = fit_kmeans(z, cfg.n_clusters, cfg.kmeans_restarts, cfg.seed)
-        context.info("cluster", f"K-means on the {z.shape[1]}-d embedding: cluster sizes "
-                                f"{torch.bincount(labels, minlength=cfg.n_clusters).tolist()}")
-        centres = nn.Parameter(centres.clone())
-        optimizer = torch.optim.SGD([*autoencoder.encoder_layers.parameters(), centres], lr=cfg.cluster_lr,
-                                    momentum=cfg.cluster_momentum)
-        autoencoder.train()
-        step, target = 0, None
-        converged = False
-        for epoch in range(cfg.cluster_epochs):
-            loss_sum, n_batches = torch.zeros((), device=context.device), 0
-            for idx in index_batches(len(data), cfg.cluster_batch_size, generator, context.device):
-                if step % cfg.update_interval == 0:
-                    with torch.no_grad():
-                        q_all = student_t_assignment(self._embed(autoencoder, data, flatten), centres, cfg.alpha)
-                    target = target_distribution(q_all)
-                    new_labels = q_all.argmax(1)
-                    if step > 0:
-                        change = (new_labels != labels).float().mean()
-                        context.step("cluster", step, total, {"label_change": change})
-                        if float(change) < cfg.tolerance:
-                            converged = True
-                            break
-                    labels = new_labels
-                q = student_t_assignment(autoencoder.encode(flatten(data[idx])), centres, cfg.alpha)
-                loss = dec_loss(q, target[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach()
-                n_batches += 1
-                step += 1
-                context.step("cluster", step, total)
-            if n_batches:
-                context.step("cluster", step, total, {"kl": loss_sum / n_batches})
-            if converged:
-                context.info("cluster", f"converged after {step} steps: fewer than {cfg.tolerance:.1%} of the "
-                                        "labels changed since the last target refresh")
-                break
-        centres = centres.detach()
-        context.save_stage("cluster", {"model": autoencoder.state_dict(), "centres": centres}, done=True)
-        context.end_stage("cluster")
-        return centres
+        centres = nn.Parameter(torch.zeros(cfg.n_clusters, cfg.embedding_dim, device=context.device))
+        target = torch.zeros(len(data), cfg.n_clusters, device=context.device)  # P, held between refreshes
+        labels = torch.zeros(len(data), dtype=torch.long, device=context.device)  # argmax Q at the last refresh
+        optimizer = make_optimizer("sgd", [*autoencoder.encoder_layers.parameters(), centres], cfg.cluster_lr, 0.0,
+                                   momentum=cfg.cluster_momentum)
+
+        def initialise(epoch: int) -> None:
+            if epoch > 0:
+                return
+            z = self._embed(autoencoder, data, flatten)
+            kmeans_centres, kmeans_labels = fit_kmeans(z, cfg.n_clusters, cfg.kmeans_restarts, cfg.seed)
+            context.info("cluster", f"K-means on the {z.shape[1]}-d embedding: cluster sizes "
+                                    f"{torch.bincount(kmeans_labels, minlength=cfg.n_clusters).tolist()}")
+            with torch.no_grad():
+                centres.copy_(kmeans_centres)
+            labels.copy_(kmeans_labels)
+
+        def refresh(at: Position) -> None:
+            """P from the whole dataset every ``update_interval`` steps; stop once under ``tolerance`` of the
+            labels changed since the last refresh. In float32: the stop test must not hinge on bf16 rounding."""
+            with torch.no_grad(), context.speedups.full_precision(context.device):
+                q_all = student_t_assignment(self._embed(autoencoder, data, flatten), centres, cfg.alpha)
+            new_labels = q_all.argmax(1)
+            if at.step > 0:
+                change = (new_labels != labels).float().mean()
+                context.step("cluster", at.step, at.total, {"label_change": change})
+                if float(change) < cfg.tolerance:
+                    context.info("cluster", f"converged after {at.step} steps: fewer than {cfg.tolerance:.1%} of "
+                                            "the labels changed since the last target refresh")
+                    raise StopStage
+            target.copy_(target_distribution(q_all))
+            labels.copy_(new_labels)
+
+        def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            if at.step % cfg.update_interval == 0:
+                refresh(at)
+            q = student_t_assignment(autoencoder.encode(flatten(data[indices])), centres, cfg.alpha)
+            return {"kl": dec_loss(q, target[indices])}
+
+        train_epochs(context, "cluster", autoencoder, optimizer, step, epochs=cfg.cluster_epochs,
+                     n_samples=len(data), batch_size=cfg.cluster_batch_size, generator=generator, losses=("kl",),
+                     lr=cfg.cluster_lr, before_epoch=initialise,
+                     checkpointed={"centres": centres, "target": target, "labels": labels})
+        return centres.detach()
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(self.centres_.device)
-        z = self._embed(self.autoencoder_, data, self.flatten_)
-        return student_t_assignment(z, self.centres_, self.config.alpha).cpu().numpy()
+        data = images.images.to(self.cluster_centers_.device)
+        z = self._embed(self.model_, data, self.flatten_)
+        return student_t_assignment(z, self.cluster_centers_, self.config.alpha).cpu().numpy()

@@ -75,7 +75,7 @@ from ..errors import ConfigError
 from ..nn import build_backbone, ema_update, mlp_projector, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch
+from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
 
 STAGE = "train"
 LOSS_NAMES = ("total", "byol", "prototype", "group")
@@ -277,7 +277,7 @@ class DigPro(Method):
         nets = BYOLNetworks(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,
                             cfg.hidden_dim).to(context.device)
         groups = MomentumGroups(cfg.n_clusters, cfg.projection_dim, cfg.group_momentum).to(context.device)
-        self.nets_, self.geometry_ = nets, geometry
+        self.model_, self.geometry_ = nets, geometry
         self._train(nets, groups, data, geometry, context, generator)
 
         features, centres, labels = self._expectation(data, seed=cfg.seed + cfg.epochs + 1)
@@ -289,7 +289,7 @@ class DigPro(Method):
     @torch.no_grad()
     def _expectation(self, data: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """E-step: K-means on the normalised target projections of every image → (features, centres, labels)."""
-        features = embed(self.nets_.target, data, self.geometry_.augment("eval"))
+        features = embed(self.model_.target, data, self.geometry_.augment("eval"))
         features = F.normalize(features, dim=1)
         centres, labels = fit_kmeans(features, self.config.n_clusters, self.config.n_kmeans_init, seed)
         return features, centres, labels
@@ -298,22 +298,18 @@ class DigPro(Method):
         cosine = features @ F.normalize(self.cluster_centers_, dim=1).t()
         return F.softmax(cosine / self.config.group_temperature, dim=1)
 
-    def _set_lr(self, optimizer: torch.optim.Optimizer, step: int, steps_per_ep: int) -> None:
-        """Linear warm-up over ``warmup_epochs``, then cosine decay to 0; the predictor's group runs ×scale."""
+    def _lr_at(self, step: int, total: int) -> float:
+        """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 (the predictor's group runs ×scale)."""
         cfg = self.config
         base = cfg.lr * cfg.batch_size / 256
-        warmup, total = cfg.warmup_epochs * steps_per_ep, cfg.epochs * steps_per_ep
+        warmup = total // cfg.epochs * cfg.warmup_epochs
         if step < warmup:
-            lr = base * (step + 1) / warmup
-        else:
-            lr = base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
+            return base * (step + 1) / warmup
+        return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
     def _train(self, nets: BYOLNetworks, groups: MomentumGroups, data: torch.Tensor, geometry: ImageGeometry,
                context: FitContext, generator: torch.Generator) -> None:
         cfg = self.config
-        context.speedups.prepare(nets)
         # the step calls these three, never nets itself; K-means' embedding calls nets.target uncompiled
         online_net, predictor = context.speedups.compiled(nets.online), context.speedups.compiled(nets.predictor)
         target_projection = context.speedups.compiled(nets.target_projection)
@@ -322,68 +318,51 @@ class DigPro(Method):
             {"params": nets.predictor.parameters(), "lr_scale": cfg.predictor_lr_scale}], cfg.lr, cfg.weight_decay,
             fused=context.speedups.fused_optimizer)
         bank = torch.zeros(cfg.memory_bank_size, cfg.projection_dim, device=context.device)
-        bank_filled, start_epoch, pseudo_labels = 0, 0, None
-        stored = context.load_stage(STAGE)
-        if stored is not None:
-            state, done = stored
-            nets.load_state_dict(state["nets"])
-            groups.load_state_dict(state["groups"])
-            if done:
-                return
-            optimizer.load_state_dict(state["optimizer"])
-            bank, bank_filled = state["bank"], int(state["bank_filled"])
-            pseudo_labels, start_epoch = state["pseudo_labels"].long(), int(state["epoch"])
-            context.info(STAGE, f"resumed at epoch {start_epoch}/{cfg.epochs}")
-        if pseudo_labels is None:
-            _, centres, pseudo_labels = self._expectation(data, seed=cfg.seed)
-            groups.set_features(centres)
-
+        rows_per_step = 2 * min(cfg.batch_size, len(data))  # both views' online projections enter the bank
         augment = geometry.augment("simclr", crop_scale=(cfg.crop_min_scale, 1.0))
-        n_steps = steps_per_epoch(len(data), cfg.batch_size)
-        total = cfg.epochs * n_steps
-        context.start_stage(STAGE, total)
-        nets.train()
-        for epoch in range(start_epoch, cfg.epochs):
-            after_warmup = float(epoch >= cfg.warmup_epochs)
-            sums = torch.zeros(len(LOSS_NAMES), device=context.device)
-            for i, idx in enumerate(index_batches(len(data), cfg.batch_size, generator, context.device)):
-                step = epoch * n_steps + i
-                self._set_lr(optimizer, step, n_steps)
-                batch, labels = data[idx], pseudo_labels[idx]
-                views = torch.cat([augment(batch), augment(batch)])
-                with context.autocast():
-                    online = online_net(views)
-                    noise = torch.randn_like(online) * (cfg.latent_noise_std * after_warmup)
-                    predicted = predictor(online + noise)
-                    with torch.no_grad():
-                        target = target_projection(views)
-                    (z_a, z_b), (p_a, p_b), (t_a, t_b) = online.chunk(2), predicted.chunk(2), target.chunk(2)
-                    byol = 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
-                    proto = 0.5 * (prototype_loss(z_a, t_b, labels, cfg.n_clusters, cfg.prototype_temperature)
-                                   + prototype_loss(z_b, t_a, labels, cfg.n_clusters, cfg.prototype_temperature))
-                    group = 0.5 * (self._group_step(groups, z_a, p_a, t_b)
-                                   + self._group_step(groups, z_b, p_b, t_a))
-                    loss = byol + cfg.prototype_weight * after_warmup * proto + cfg.group_weight * group
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                ema_update(nets.target, nets.online, cfg.target_momentum)
+        pseudo_labels = torch.empty(0)
+        pending: list[tuple[torch.Tensor, Position]] = []  # the step's projections, banked after the optimiser
 
-                bank, bank_filled = self._remember(bank, bank_filled, F.normalize(online.detach().float(), dim=1))
-                if cfg.group_reset_steps and (step + 1) % cfg.group_reset_steps == 0 and bank_filled >= len(bank):
-                    centres, _ = fit_kmeans(bank, cfg.n_clusters, n_init=1, seed=cfg.seed + step)
-                    groups.set_features(centres)
-                sums += torch.stack([loss.detach(), byol.detach(), proto.detach(), group.detach()])
-                context.step(STAGE, step + 1, total)
-            context.step(STAGE, (epoch + 1) * n_steps, total, dict(zip(LOSS_NAMES, sums / n_steps)))
-            _, _, pseudo_labels = self._expectation(data, seed=cfg.seed + epoch + 1)
-            context.save_stage(STAGE, {"nets": nets.state_dict(), "groups": groups.state_dict(),
-                                       "optimizer": optimizer.state_dict(), "bank": bank, "bank_filled": bank_filled,
-                                       "pseudo_labels": pseudo_labels.int(), "epoch": epoch + 1},
-                               done=epoch + 1 == cfg.epochs)
-        if start_epoch >= cfg.epochs:
-            context.save_stage(STAGE, {"nets": nets.state_dict(), "groups": groups.state_dict()}, done=True)
-        context.end_stage(STAGE)
+        def expectation_step(epoch: int) -> None:
+            """Pseudo-labels for the epoch from the networks as they stand (the first E-step also places the
+            groups); deterministic, so a resumed epoch recomputes them."""
+            nonlocal pseudo_labels
+            _, centres, pseudo_labels = self._expectation(data, seed=cfg.seed + epoch)
+            if epoch == 0:
+                groups.set_features(centres)
+
+        def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            after_warmup = float(at.epoch >= cfg.warmup_epochs)
+            batch, labels = data[indices], pseudo_labels[indices]
+            views = torch.cat([augment(batch), augment(batch)])
+            online = online_net(views)
+            noise = torch.randn_like(online) * (cfg.latent_noise_std * after_warmup)
+            predicted = predictor(online + noise)
+            with torch.no_grad():
+                target = target_projection(views)
+            (z_a, z_b), (p_a, p_b), (t_a, t_b) = online.chunk(2), predicted.chunk(2), target.chunk(2)
+            byol = 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
+            proto = 0.5 * (prototype_loss(z_a, t_b, labels, cfg.n_clusters, cfg.prototype_temperature)
+                           + prototype_loss(z_b, t_a, labels, cfg.n_clusters, cfg.prototype_temperature))
+            group = 0.5 * (self._group_step(groups, z_a, p_a, t_b) + self._group_step(groups, z_b, p_b, t_a))
+            pending.append((online.detach(), at))
+            return {"total": byol + cfg.prototype_weight * after_warmup * proto + cfg.group_weight * group,
+                    "byol": byol, "prototype": proto, "group": group}
+
+        def after_step() -> None:
+            online, at = pending.pop()
+            ema_update(nets.target, nets.online, cfg.target_momentum)
+            features = F.normalize(online.float(), dim=1)
+            bank.copy_(torch.cat([bank[len(features):], features[-len(bank):]]))
+            bank_full = (at.step + 1) * rows_per_step >= len(bank)
+            if cfg.group_reset_steps and (at.step + 1) % cfg.group_reset_steps == 0 and bank_full:
+                centres, _ = fit_kmeans(bank, cfg.n_clusters, n_init=1, seed=cfg.seed + at.step)
+                groups.set_features(centres)
+
+        train_epochs(context, STAGE, nets, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
+                     batch_size=cfg.batch_size, generator=generator, losses=LOSS_NAMES, lr=cfg.lr,
+                     lr_schedule=self._lr_at, before_epoch=expectation_step, after_step=after_step,
+                     checkpointed={"groups": groups, "bank": bank})
 
     def _group_step(self, groups: MomentumGroups, online: torch.Tensor, predicted: torch.Tensor,
                     target: torch.Tensor) -> torch.Tensor:
@@ -394,13 +373,7 @@ class DigPro(Method):
         groups.set_features(updated)
         return loss
 
-    @staticmethod
-    def _remember(bank: torch.Tensor, filled: int, features: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Push ``features`` into the memory bank (newest last), returning the bank and how many rows are real."""
-        bank = torch.cat([bank[len(features):], features[-len(bank):]])
-        return bank, min(filled + len(features), len(bank))
-
     def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(next(self.nets_.parameters()).device)
-        features = F.normalize(embed(self.nets_.target, data, self.geometry_.augment("eval")), dim=1)
+        data = images.images.to(next(self.model_.parameters()).device)
+        features = F.normalize(embed(self.model_.target, data, self.geometry_.augment("eval")), dim=1)
         return self._soft_assignments(features).cpu().numpy()

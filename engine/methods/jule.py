@@ -77,7 +77,8 @@ from ..errors import ConfigError
 from ..nn import build_backbone, resolve_backbone
 from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
-from .training import ImageGeometry, embed, make_optimizer, seed_everything, to_device
+from .training import (BatchPlan, ImageGeometry, Position, StopStage, embed, make_optimizer, seed_everything,
+                       to_device, train_epochs)
 
 ISOLATED_MERGE_FACTOR = 20  # isolated clusters join their nearest centroid while > 20·K clusters remain
 
@@ -463,72 +464,57 @@ class Jule(Method):
 
     def _unroll(self, model: JuleNet, data: torch.Tensor, labels: np.ndarray, evaluate, context: FitContext,
                 generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Periods of CNN updates and merges until K clusters remain; returns (labels, the last K_s-NN graph)."""
+        """Periods of CNN updates and merges until K clusters remain; returns (labels, the last K_s-NN graph).
+
+        Each period is ``period_epochs`` epochs of the weighted triplet loss on the clusters as they stand, then
+        one forward pass of merges (``after_epoch`` at the period's last epoch); the stage stops once K clusters
+        remain. Its epochs are those of the periods the planned merges need (merging isolated clusters can make
+        it fewer)."""
         cfg = self.config
         n_steps = max(1, len(data) // cfg.unroll_batch_size)
-        context.speedups.prepare(model)
         optimizer = make_optimizer(cfg.unroll_optimizer, model.parameters(), cfg.unroll_lr, cfg.unroll_weight_decay,
                                    fused=context.speedups.fused_optimizer)
         forward = context.speedups.compiled(model)  # embedding (below) runs the plain model: no recompiles
-        period, iteration, neighbors = 0, 0, None
-        stored = context.load_stage("unroll")
-        if stored is not None:
-            state, done = stored
-            model.load_state_dict(state["model"])
-            labels, period, iteration = state["labels"].cpu().numpy(), int(state["period"]), int(state["iteration"])
-            if done:
-                return labels, state["neighbors"].cpu().numpy()
-            optimizer.load_state_dict(state["optimizer"])
-            context.info("unroll", f"resumed at period {period} with {int(labels.max()) + 1} clusters")
-        total = (period + self._periods(int(labels.max()) + 1)) * cfg.period_epochs * n_steps
-        context.start_stage("unroll", total)
-        while (n_clusters := int(labels.max()) + 1) > cfg.n_clusters:
-            self._train_period(model, forward, optimizer, data, labels, evaluate, context, generator, iteration,
-                               total)
-            iteration += cfg.period_epochs * n_steps
-            labels, neighbors = agglomerate(embed(model, data, evaluate), labels,
-                                            merges_in_period(n_clusters, cfg.n_clusters, cfg.unfolding_rate), cfg)
-            period += 1
-            context.step("unroll", iteration, total, {"n_clusters": int(labels.max()) + 1})
-            context.info("unroll", f"period {period}: {n_clusters} → {int(labels.max()) + 1} clusters")
-            context.save_stage("unroll", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "labels": torch.from_numpy(labels), "period": period,
-                                          "iteration": iteration}, done=False, force=True)
-        if neighbors is None:  # nothing to merge (resumed at the end, or ≤ K initial clusters)
-            neighbors, _ = knn_graph(embed(model, data, evaluate), cfg.n_neighbors)
-        context.save_stage("unroll", {"model": model.state_dict(), "labels": torch.from_numpy(labels),
-                                      "neighbors": torch.from_numpy(neighbors), "period": period,
-                                      "iteration": iteration}, done=True)
-        context.end_stage("unroll")
-        return labels, neighbors
+        clusters = torch.from_numpy(labels).long().to(context.device)
+        last_graph: list[np.ndarray] = []  # the K_s-NN graph of the last merge this process ran
 
-    def _train_period(self, model: JuleNet, forward, optimizer: torch.optim.Optimizer, data: torch.Tensor,
-                      labels: np.ndarray, evaluate, context: FitContext, generator: torch.Generator,
-                      iteration: int, total: int) -> None:
-        """The backward pass of one period: ``period_epochs`` epochs of the weighted triplet loss on ``labels``;
-        ``forward`` is ``model`` as the step calls it (compiled, with the speed-ups on)."""
-        cfg = self.config
-        n_steps = max(1, len(data) // cfg.unroll_batch_size)
-        label_tensor = torch.from_numpy(labels).long().to(context.device)
-        model.train()
-        for _ in range(cfg.period_epochs):
-            loss_sum = torch.zeros((), device=context.device)
-            for anchors, positives in self._triplet_batches(label_tensor, n_steps, generator, context.device):
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.unroll_lr * (1 + cfg.lr_decay_gamma * iteration) ** -cfg.lr_decay_power
-                batch = torch.cat([anchors, positives])
-                with context.autocast():
-                    embedding = forward(evaluate(data[batch])).float()
-                is_negative = label_tensor[anchors].unsqueeze(1) != label_tensor[batch].unsqueeze(0)
-                loss = weighted_triplet_loss(embedding[:len(anchors)], embedding[len(anchors):], embedding,
-                                             is_negative, cfg.triplet_margin, cfg.positive_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach()
-                iteration += 1
-                context.step("unroll", min(iteration, total), total)
-            context.step("unroll", min(iteration, total), total, {"triplet": loss_sum / n_steps})
+        def triplet_batches(epoch: int):
+            if epoch % cfg.period_epochs == 0 and int(clusters.max()) + 1 <= cfg.n_clusters:
+                raise StopStage  # the last merge left K clusters (one read per period)
+            return self._triplet_batches(clusters, n_steps, generator, context.device)
+
+        def step(batch: tuple[torch.Tensor, torch.Tensor], at: Position) -> dict[str, torch.Tensor]:
+            anchors, positives = batch
+            both = torch.cat([anchors, positives])
+            embedding = forward(evaluate(data[both])).float()
+            is_negative = clusters[anchors].unsqueeze(1) != clusters[both].unsqueeze(0)
+            return {"triplet": weighted_triplet_loss(embedding[:len(anchors)], embedding[len(anchors):], embedding,
+                                                     is_negative, cfg.triplet_margin, cfg.positive_weight)}
+
+        def merge(epoch: int) -> None:
+            if (epoch + 1) % cfg.period_epochs:
+                return
+            current = clusters.cpu().numpy()
+            n_clusters = int(current.max()) + 1
+            merged, neighbors = agglomerate(embed(model, data, evaluate), current,
+                                            merges_in_period(n_clusters, cfg.n_clusters, cfg.unfolding_rate), cfg)
+            clusters.copy_(torch.from_numpy(merged))
+            last_graph[:] = [neighbors]
+            context.step("unroll", (epoch + 1) * n_steps, total, {"n_clusters": int(merged.max()) + 1})
+            context.info("unroll", f"period {(epoch + 1) // cfg.period_epochs}: {n_clusters} → "
+                                   f"{int(merged.max()) + 1} clusters")
+
+        def inv_lr(step: int, total: int) -> float:  # Caffe's "inv" policy
+            return cfg.unroll_lr * (1 + cfg.lr_decay_gamma * step) ** -cfg.lr_decay_power
+
+        epochs = self._periods(int(labels.max()) + 1) * cfg.period_epochs
+        total = epochs * n_steps
+        train_epochs(context, "unroll", model, optimizer, step, epochs=epochs, generator=generator,
+                     batches=BatchPlan(n_steps, triplet_batches), losses=("triplet", "n_clusters"), lr=cfg.unroll_lr,
+                     lr_schedule=inv_lr, after_epoch=merge, checkpointed={"clusters": clusters})
+        # the CNN is not trained after the last merge: its graph is the final embedding's
+        neighbors = last_graph[0] if last_graph else knn_graph(embed(model, data, evaluate), cfg.n_neighbors)[0]
+        return clusters.cpu().numpy(), neighbors
 
     def _triplet_batches(self, labels: torch.Tensor, n_steps: int, generator: torch.Generator,
                          device: torch.device):

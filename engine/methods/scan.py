@@ -35,8 +35,8 @@ from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .feature_source import check_feature_source, pretrained_features, pretrained_name
 from .simclr import ContrastiveModel, SimCLRSettings, load_reused_pretext, pretext_identity, train_simclr
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, mine_stage, seed_everything,
-                       steps_per_epoch, to_device)
+from .training import (ImageGeometry, Position, embed, make_optimizer, mine_stage, seed_everything, to_device,
+                       train_epochs)
 
 
 @dataclass
@@ -116,45 +116,30 @@ def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: to
                      stage: str = "cluster") -> None:
     """The ``cluster`` stage: train every head of ``model`` with the SCAN loss (eq. 2) on strongly augmented
     images and a random one of their mined ``neighbors``, then keep the head with the lowest loss over the last
-    epoch. Records ``total``, ``consistency`` and ``entropy`` (means over heads); a finished stage is reloaded."""
-    stored = context.load_stage(stage)
-    if stored is not None and stored[1]:
-        model.heads.keep_only(0)
-        model.load_state_dict(stored[0]["model"])
-        return
+    epoch. Records ``total``, ``consistency`` and ``entropy`` (means over heads)."""
     augment = geometry.augment("strong")
-    context.speedups.prepare(model)
     forward = context.speedups.compiled(model)
     optimizer = make_optimizer("adam", model.parameters(), settings.lr, settings.weight_decay,
                                fused=context.speedups.fused_optimizer)
-    n_steps = steps_per_epoch(len(images_u8), settings.batch_size)
-    total = settings.epochs * n_steps
-    context.start_stage(stage, total)
-    head_losses = torch.zeros(model.heads.n_heads, device=context.device)
-    model.train()
-    for epoch in range(settings.epochs):
-        sums = torch.zeros(3, device=context.device)
-        head_losses.zero_()
-        for i, idx in enumerate(index_batches(len(images_u8), settings.batch_size, generator, context.device)):
-            pick = to_device(torch.randint(neighbors.shape[1], (len(idx),), generator=generator), context.device)
-            with context.autocast():
-                anchor_logits = forward(augment(images_u8[idx]))
-                neighbor_logits = forward(augment(images_u8[neighbors[idx, pick]]))
-                terms = torch.stack([torch.stack(scan_loss(a, n, settings.entropy_weight))
-                                     for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
-            optimizer.zero_grad(set_to_none=True)
-            terms[:, 0].sum().backward()
-            optimizer.step()
-            head_losses += terms[:, 0].detach()
-            sums += terms.detach().mean(0)
-            context.step(stage, epoch * n_steps + i + 1, total)
-        context.step(stage, (epoch + 1) * n_steps, total,
-                     dict(zip(("total", "consistency", "entropy"), sums / n_steps)))
-    best_head = int(head_losses.argmin()) if settings.epochs else 0
+    head_losses = torch.zeros(model.heads.n_heads, device=context.device)  # over the epoch so far
+
+    def step(indices: torch.Tensor, at: Position) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        pick = to_device(torch.randint(neighbors.shape[1], (len(indices),), generator=generator), context.device)
+        anchor_logits = forward(augment(images_u8[indices]))
+        neighbor_logits = forward(augment(images_u8[neighbors[indices, pick]]))
+        terms = torch.stack([torch.stack(scan_loss(a, n, settings.entropy_weight))
+                             for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
+        head_losses.add_(terms[:, 0].detach())
+        # every head is trained on its own loss (their sum); the records are means over heads
+        return terms[:, 0].sum(), dict(zip(("total", "consistency", "entropy"), terms.mean(0)))
+
+    train_epochs(context, stage, model, optimizer, step, epochs=settings.epochs, n_samples=len(images_u8),
+                 batch_size=settings.batch_size, generator=generator, losses=("total", "consistency", "entropy"),
+                 lr=settings.lr, before_epoch=lambda epoch: head_losses.zero_(),
+                 checkpointed={"head_losses": head_losses})
+    best_head = int(head_losses.argmin())
     model.heads.keep_only(best_head)
     context.info(stage, f"kept head {best_head} of {len(head_losses)} (lowest SCAN loss)")
-    context.save_stage(stage, {"model": model.state_dict()}, done=True)
-    context.end_stage(stage)
 
 
 @register_method
@@ -240,39 +225,25 @@ class Scan(Method):
 
     def _selflabel(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
                    generator: torch.Generator) -> None:
+        """Self-labelling (§2.3): confident weak-view predictions train the strong views."""
         cfg = self.config
-        stored = context.load_stage("selflabel")
-        if stored is not None and stored[1]:
-            model.load_state_dict(stored[0]["model"])
-            return
         weak, strong = geometry.augment("weak"), geometry.augment("strong")
-        context.speedups.prepare(model)
         forward = context.speedups.compiled(model)  # one head left since the last stage: a graph of its own
         optimizer = make_optimizer("adam", model.parameters(), cfg.selflabel_lr, cfg.selflabel_weight_decay,
                                    fused=context.speedups.fused_optimizer)
-        n_steps = steps_per_epoch(len(data), cfg.selflabel_batch_size)
-        total = cfg.selflabel_epochs * n_steps
-        context.start_stage("selflabel", total)
-        model.train()
-        for epoch in range(cfg.selflabel_epochs):
-            sums = torch.zeros(2, device=context.device)
-            for i, idx in enumerate(index_batches(len(data), cfg.selflabel_batch_size, generator, context.device)):
-                batch = data[idx]
-                with context.autocast():
-                    with torch.no_grad():
-                        confidence, pseudo = F.softmax(forward(weak(batch))[0], dim=1).max(dim=1)
-                    confident = confidence > cfg.confidence_threshold
-                    logits = forward(strong(batch))[0]
-                    loss = class_balanced_cross_entropy(logits, pseudo, cfg.n_clusters, mask=confident)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sums += torch.stack([loss.detach(), confident.float().mean()])
-                context.step("selflabel", epoch * n_steps + i + 1, total)
-            context.step("selflabel", (epoch + 1) * n_steps, total,
-                         dict(zip(("cross_entropy", "confident_share"), sums / n_steps)))
-        context.save_stage("selflabel", {"model": model.state_dict()}, done=True)
-        context.end_stage("selflabel")
+
+        def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            batch = data[indices]
+            with torch.no_grad():
+                confidence, pseudo = F.softmax(forward(weak(batch))[0], dim=1).max(dim=1)
+            confident = confidence > cfg.confidence_threshold
+            logits = forward(strong(batch))[0]
+            return {"cross_entropy": class_balanced_cross_entropy(logits, pseudo, cfg.n_clusters, mask=confident),
+                    "confident_share": confident.float().mean()}
+
+        train_epochs(context, "selflabel", model, optimizer, step, epochs=cfg.selflabel_epochs,
+                     n_samples=len(data), batch_size=cfg.selflabel_batch_size, generator=generator,
+                     losses=("cross_entropy", "confident_share"), lr=cfg.selflabel_lr)
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         if isinstance(self.geometry_, FeatureGeometry):

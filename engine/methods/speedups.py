@@ -94,6 +94,13 @@ class Speedups:
         device, so the scaler makes the CPU wait for nothing."""
         return torch.amp.GradScaler(device.type, enabled=self.scales_gradients)
 
+    def full_precision(self, device: torch.device) -> ContextManager:
+        """Float32 again inside an autocast step: for whole-dataset statistics a decision hangs on (DEC's target
+        and stop test)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, enabled=False)
+
     def prepare(self, model: nn.Module, sync_batchnorm: bool = False) -> nn.Module:
         """Lay ``model`` out channels-last, in place, and switch on the tuned kernels; in a multi-process fit with
         ``sync_batchnorm``, make its batch-norm layers ``SyncBatchNorm`` (GPUs only). Returns it. Compiling and

@@ -74,8 +74,8 @@ from .context import FitContext
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
 from .settings import bounded, one_of
 from .simclr import load_reused_pretext, pretext_identity
-from .training import (ImageGeometry, embed, index_batches, make_optimizer, seed_everything, steps_per_epoch,
-                       to_device)
+from .training import (BatchPlan, EndlessBatches, ImageGeometry, Position, embed, index_batches, make_optimizer,
+                       seed_everything, steps_per_epoch, to_device, train_epochs)
 
 SEMI_INITS = ("scratch", "self")
 
@@ -322,11 +322,6 @@ def fixmatch_loss(logits_labeled: torch.Tensor, targets: torch.Tensor, logits_we
     return supervised + unlabeled_weight * unsupervised, supervised, unsupervised, mask.mean()
 
 
-def _endless_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
-    while True:
-        yield from index_batches(n, batch_size, generator, device)
-
-
 # -- the method --------------------------------------------------------------------------------------------------
 
 @register_method
@@ -400,11 +395,6 @@ class Spice(Method):
               context: FitContext, generator: torch.Generator) -> ClusterMLPHeads:
         cfg = self.config
         heads = ClusterMLPHeads(backbone.out_dim, cfg.n_clusters, cfg.n_heads).to(context.device)
-        stored = context.load_stage("self")
-        if stored is not None and stored[1]:
-            heads.keep_only(0)
-            heads.load_state_dict(stored[0]["heads"])
-            return heads
         weak = geometry.augment("weak")
         strong = geometry.augment("strong", n_ops=cfg.n_strong_ops)
         optimizer = make_optimizer("adam", heads.parameters(), cfg.self_lr, 0.0, fused=context.speedups.fused_optimizer)
@@ -413,13 +403,10 @@ class Spice(Method):
         batch = min(cfg.self_batch_size, n)
         n_labelled = cfg.n_clusters * (batch // cfg.n_clusters)
         train_batch = min(cfg.self_train_batch_size, n_labelled)
-        steps_per_batch = cfg.self_repeats * (n_labelled // train_batch)
-        n_batches = steps_per_epoch(n, batch)
-        total = cfg.self_epochs * n_batches * steps_per_batch
-        context.start_stage("self", total)
-        step = 0
-        for epoch in range(cfg.self_epochs):
-            loss_sum = torch.zeros((), device=context.device)
+
+        def pseudo_labelled_batches(epoch: int):
+            """Per batch of ``batch`` images: every head's prototype pseudo-labels (§3.2), then ``self_repeats``
+            shuffled passes over them in mini-batches of (strong-view features, labels), heads × b each."""
             for idx in index_batches(n, batch, generator, context.device):
                 with torch.no_grad():
                     probs = F.softmax(heads(embed(backbone, data[idx], weak)), dim=-1)  # heads×B×K
@@ -431,15 +418,16 @@ class Spice(Method):
                     order = to_device(torch.randperm(n_labelled, generator=generator), context.device)
                     for start in range(0, n_labelled - train_batch + 1, train_batch):
                         rows = order[start:start + train_batch]
-                        logits = train_heads(strong_features[chosen[:, rows]])  # heads×b×K
-                        loss = spice_self_loss(logits.flatten(0, 1), targets[:, rows].flatten())
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        loss_sum += loss.detach()
-                        step += 1
-                        context.step("self", step, total)
-            context.step("self", step, total, {"cross_entropy": loss_sum / (n_batches * steps_per_batch)})
+                        yield strong_features[chosen[:, rows]], targets[:, rows]
+
+        def step(batch: tuple[torch.Tensor, torch.Tensor], at: Position) -> dict[str, torch.Tensor]:
+            features, targets = batch
+            return {"cross_entropy": spice_self_loss(train_heads(features).flatten(0, 1), targets.flatten())}
+
+        plan = BatchPlan(steps_per_epoch(n, batch) * cfg.self_repeats * (n_labelled // train_batch),
+                         pseudo_labelled_batches)
+        train_epochs(context, "self", heads, optimizer, step, epochs=cfg.self_epochs, batches=plan,
+                     generator=generator, losses=("cross_entropy",), lr=cfg.self_lr)
 
         with torch.no_grad():
             logits = heads(embed(backbone, data, geometry.augment("eval")))
@@ -451,8 +439,6 @@ class Spice(Method):
         heads.keep_only(best)
         context.info("self", f"kept head {best} of {cfg.n_heads} (lowest loss against its prototype labels "
                              f"{head_losses[best]:.3f})")
-        context.save_stage("self", {"heads": heads.state_dict()}, done=True)
-        context.end_stage("self")
         return heads
 
     # -- stage 3 -------------------------------------------------------------------------------------------------
@@ -465,79 +451,49 @@ class Spice(Method):
             fresh = build_backbone(backbone_name, geometry.size, geometry.channels)
             model = Classifier(fresh, ClusterMLPHeads(fresh.out_dim, cfg.n_clusters, 1)).to(context.device)
         ema = copy.deepcopy(model).requires_grad_(False)
-        context.speedups.prepare(model)
         forward = context.speedups.compiled(model)
         optimizer = make_optimizer("sgd", model.parameters(), cfg.semi_lr, cfg.semi_weight_decay,
                                    fused=context.speedups.fused_optimizer)
-        total = cfg.semi_steps
-        start = 0
 
-        stored = context.load_stage("semi")
-        if stored is not None:
-            state, done = stored
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            optimizer.load_state_dict(state["optimizer"])
-            self.neighbors_ = state["neighbors"].cpu().numpy()
-            labelled, labels, start = state["labelled"].long(), state["labels"].long(), int(state["step"])
-            if done:
-                return ema
-            context.info("semi", f"resumed SPICE-Semi at step {start}/{total}")
-            context.start_stage("semi", total)
-        else:
-            context.start_stage("semi", total)
-            with torch.no_grad():
-                probs = F.softmax(embed(self_model, data, geometry.augment("eval")), dim=1)
-            neighbors = torch.from_numpy(mine_neighbors(embeddings, cfg.reliable_neighbors)).long()
-            neighbors = neighbors.to(context.device)
-            self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
-            labelled, labels = reliable_pseudo_labels(neighbors, probs, cfg.reliable_consistency,
-                                                      cfg.reliable_confidence)
-            context.step("semi", 0, total, {"reliable_share": len(labelled) / len(data)})
-            context.info("semi", f"{len(labelled)} reliable images ({len(labelled) // cfg.n_clusters} per cluster)")
-
-        def save(step: int) -> None:
-            context.save_stage("semi", {"model": model.state_dict(), "ema": ema.state_dict(),
-                                        "optimizer": optimizer.state_dict(), "step": step,
-                                        "labelled": labelled.int(), "labels": labels.int(),
-                                        "neighbors": torch.from_numpy(self.neighbors_)}, done=step >= total)
+        # the labelled set: SPICE-Self's reliable assignments (deterministic, so a resumed run recomputes it)
+        with torch.no_grad():
+            probs = F.softmax(embed(self_model, data, geometry.augment("eval")), dim=1)
+        neighbors = torch.from_numpy(mine_neighbors(embeddings, cfg.reliable_neighbors)).long().to(context.device)
+        self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
+        labelled, labels = reliable_pseudo_labels(neighbors, probs, cfg.reliable_consistency, cfg.reliable_confidence)
+        reliable_share = torch.tensor(len(labelled) / len(data), device=context.device)
+        context.info("semi", f"{len(labelled)} reliable images ({len(labelled) // cfg.n_clusters} per cluster)")
 
         weak, strong = geometry.augment("weak"), geometry.augment("strong")
         n_unlabelled = cfg.semi_batch_size * cfg.unlabeled_ratio
-        labelled_batches = _endless_batches(len(labelled), cfg.semi_batch_size, generator, context.device)
-        unlabelled_batches = _endless_batches(len(data), n_unlabelled, generator, context.device)
-        log_every = max(1, steps_per_epoch(len(data), n_unlabelled))
-        sums = torch.zeros(4, device=context.device)
-        since_log = 0
-        model.train()
-        for step in range(start, total):
-            for group in optimizer.param_groups:  # FixMatch's decay: lr·cos(7πk / 16K)
-                group["lr"] = cfg.semi_lr * math.cos(7 * math.pi * step / (16 * total))
-            rows = next(labelled_batches)
-            unlabelled = data[next(unlabelled_batches)]
+        labelled_batches = EndlessBatches(len(labelled), cfg.semi_batch_size, generator, context.device)
+        unlabelled_batches = EndlessBatches(len(data), n_unlabelled, generator, context.device)
+        steps_between_records = max(1, steps_per_epoch(len(data), n_unlabelled))  # the stage's "epochs"
+
+        def steps_of(epoch: int):
+            first = epoch * steps_between_records
+            for _ in range(first, min(first + steps_between_records, cfg.semi_steps)):
+                yield next(labelled_batches), next(unlabelled_batches)
+
+        def step(batch: tuple[torch.Tensor, torch.Tensor], at: Position) -> dict[str, torch.Tensor]:
+            rows, unlabelled = batch[0], data[batch[1]]
             inputs = torch.cat([weak(data[labelled[rows]]), weak(unlabelled), strong(unlabelled)])
             n_l, n_u = len(rows), len(unlabelled)
-            with context.autocast():
-                logits = forward(inputs)
-                terms = fixmatch_loss(logits[:n_l], labels[rows], logits[n_l:n_l + n_u], logits[n_l + n_u:],
-                                      cfg.fixmatch_threshold, cfg.unlabeled_weight)
-            optimizer.zero_grad(set_to_none=True)
-            terms[0].backward()
-            optimizer.step()
-            ema_update(ema, model, cfg.semi_ema_momentum)
-            sums += torch.stack([t.detach() for t in terms])
-            since_log += 1
-            if (step + 1) % log_every == 0 or step + 1 == total:
-                context.step("semi", step + 1, total, dict(zip(
-                    ("total", "labeled_ce", "unlabeled_ce", "confident_share"), sums / since_log)))
-                sums.zero_()
-                since_log = 0
-                save(step + 1)
-            else:
-                context.step("semi", step + 1, total)
-        if start >= total:
-            save(total)
-        context.end_stage("semi")
+            logits = forward(inputs)
+            terms = fixmatch_loss(logits[:n_l], labels[rows], logits[n_l:n_l + n_u], logits[n_l + n_u:],
+                                  cfg.fixmatch_threshold, cfg.unlabeled_weight)
+            return {**dict(zip(("total", "labeled_ce", "unlabeled_ce", "confident_share"), terms)),
+                    "reliable_share": reliable_share}
+
+        def fixmatch_lr(step: int, total: int) -> float:  # FixMatch's decay: lr·cos(7πk / 16K)
+            return cfg.semi_lr * math.cos(7 * math.pi * step / (16 * total))
+
+        train_epochs(context, "semi", model, optimizer, step, epochs=math.ceil(cfg.semi_steps / steps_between_records),
+                     batches=BatchPlan(steps_between_records, steps_of, cfg.semi_steps), generator=generator,
+                     losses=self.stages[2].losses, lr=cfg.semi_lr, lr_schedule=fixmatch_lr,
+                     after_step=lambda: ema_update(ema, model, cfg.semi_ema_momentum),
+                     checkpointed={"ema": ema, "labelled_batches": labelled_batches,
+                                   "unlabelled_batches": unlabelled_batches})
         return ema
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:

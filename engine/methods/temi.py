@@ -42,7 +42,8 @@ from .base import Method, MethodConfig, Stage, register_method
 from .context import FitContext
 from .feature_source import (check_frozen_features_settings, features_of_run, pretrained_features,
                              pretrained_name)
-from .training import index_batches, make_optimizer, mine_stage, seed_everything, steps_per_epoch, to_device
+from .training import (Position, make_optimizer, mine_stage, seed_everything, steps_per_epoch, to_device,
+                       train_epochs)
 
 TEMI_EQUATION = (r"\mathcal{L} = -\underbrace{\textstyle\sum_c q_t(c|x)\, q_t(c|x')}_{w(x,x')}\;"
                  r"\log \sum_c \frac{\big(q_s(c|x)\, q_t(c|x')\big)^{\beta}}{\tilde q(c)}")
@@ -197,12 +198,7 @@ class Temi(Method):
                             cfg.head_bottleneck_dim).to(context.device)
         teacher = copy.deepcopy(student).requires_grad_(False)
         marginal = torch.full((cfg.n_heads, cfg.n_clusters), 1 / cfg.n_clusters, device=context.device)
-        stored = context.load_stage("cluster")
-        if stored is not None and stored[1]:
-            student.keep_only(0), teacher.keep_only(0)
-            teacher.load_state_dict(stored[0]["teacher"])
-        else:
-            self._train(student, teacher, marginal, x, neighbors, context, generator)
+        self._train(student, teacher, marginal, x, neighbors, context, generator)
         with torch.no_grad():
             logits = teacher(x)[0].float()
         self.heads_ = teacher
@@ -213,50 +209,45 @@ class Temi(Method):
 
     def _train(self, student: TemiHeads, teacher: TemiHeads, marginal: torch.Tensor, x: torch.Tensor,
                neighbors: torch.Tensor, context: FitContext, generator: torch.Generator) -> None:
+        """The ``cluster`` stage; leaves the head of lowest loss over the last epoch in ``student`` and
+        ``teacher``."""
         cfg = self.config
         batch_size = min(cfg.cluster_batch_size, len(x))
         lr = cfg.cluster_lr * batch_size / 256  # the official linear scaling rule
+        warmup_steps = cfg.warmup_epochs * steps_per_epoch(len(x), batch_size)
         decayed = [student.w1, student.w2, student.direction]  # biases and gains are not decayed
         groups = [{"params": decayed}, {"params": [student.b1, student.b2, student.gain], "weight_decay": 0.0}]
         optimizer = make_optimizer("adamw", groups, lr, cfg.cluster_weight_decay,
                                    fused=context.speedups.fused_optimizer)
-        n_steps = steps_per_epoch(len(x), batch_size)
-        total = cfg.cluster_epochs * n_steps
-        warmup_steps = cfg.warmup_epochs * n_steps
-        context.start_stage("cluster", total)
         head_losses = torch.zeros(cfg.n_heads, device=context.device)
         student_forward, teacher_forward = context.speedups.compiled(student), context.speedups.compiled(teacher)
-        for epoch in range(cfg.cluster_epochs):
-            sums = torch.zeros(3, device=context.device)
+
+        def start_epoch(epoch: int) -> None:
             head_losses.zero_()
-            for i, idx in enumerate(index_batches(len(x), batch_size, generator, context.device)):
-                step = epoch * n_steps + i
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
-                pick = to_device(torch.randint(neighbors.shape[1], (len(idx),), generator=generator), context.device)
-                pairs = torch.cat([x[idx], x[neighbors[idx, pick]]])
-                with context.autocast():
-                    student_logits = student_forward(pairs)
-                    with torch.no_grad():
-                        teacher_logits = teacher_forward(pairs)
-                        teacher_probs = F.softmax(teacher_logits.float() / cfg.teacher_temperature, dim=-1)
-                        marginal.lerp_(teacher_probs.mean(1), 1 - cfg.marginal_momentum)
-                    losses, neg_pmi, weight = temi_loss(student_logits, teacher_logits, marginal, cfg.beta,
-                                                        cfg.student_temperature, cfg.teacher_temperature)
-                optimizer.zero_grad(set_to_none=True)
-                losses.mean().backward()
-                if epoch == 0:  # the official schedule keeps the last layer fixed during the first epoch
-                    for param in student.last_layer():
-                        param.grad = None
-                optimizer.step()
-                ema_update(teacher, student, cfg.teacher_momentum)
-                head_losses += losses.detach()
-                sums += torch.stack([losses.detach().mean(), neg_pmi.mean(), weight.detach()])
-                context.step("cluster", step + 1, total)
-            context.step("cluster", (epoch + 1) * n_steps, total,
-                         dict(zip(("total", "neg_pmi", "pair_weight"), sums / n_steps)))
-        best = int(head_losses.argmin()) if cfg.cluster_epochs else 0
+            for param in student.last_layer():  # the official schedule keeps it fixed during the first epoch
+                param.requires_grad_(epoch > 0)
+
+        def step(indices: torch.Tensor, at: Position) -> dict[str, torch.Tensor]:
+            pick = to_device(torch.randint(neighbors.shape[1], (len(indices),), generator=generator), context.device)
+            pairs = torch.cat([x[indices], x[neighbors[indices, pick]]])
+            student_logits = student_forward(pairs)
+            with torch.no_grad():
+                teacher_logits = teacher_forward(pairs)
+                teacher_probs = F.softmax(teacher_logits.float() / cfg.teacher_temperature, dim=-1)
+                marginal.lerp_(teacher_probs.mean(1), 1 - cfg.marginal_momentum)
+            losses, neg_pmi, weight = temi_loss(student_logits, teacher_logits, marginal, cfg.beta,
+                                                cfg.student_temperature, cfg.teacher_temperature)
+            head_losses.add_(losses.detach())
+            return {"total": losses.mean(), "neg_pmi": neg_pmi.mean(), "pair_weight": weight.detach()}
+
+        def warmup_lr(step: int, total: int) -> float:
+            return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
+
+        train_epochs(context, "cluster", student, optimizer, step, epochs=cfg.cluster_epochs, n_samples=len(x),
+                     batch_size=batch_size, generator=generator, losses=self.stages[1].losses, lr=lr,
+                     lr_schedule=warmup_lr, before_epoch=start_epoch,
+                     after_step=lambda: ema_update(teacher, student, cfg.teacher_momentum),
+                     checkpointed={"teacher": teacher, "marginal": marginal, "head_losses": head_losses})
+        best = int(head_losses.argmin())
         student.keep_only(best), teacher.keep_only(best)
         context.info("cluster", f"kept head {best} of {cfg.n_heads} (lowest TEMI loss over the last epoch)")
-        context.save_stage("cluster", {"teacher": teacher.state_dict()}, done=True)
-        context.end_stage("cluster")

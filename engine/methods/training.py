@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -90,6 +90,34 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator, device: t
         yield batch if shared_by is None else shared_by.share(batch)
 
 
+class EndlessBatches:
+    """Shuffled index batches over n samples without end: one order after another, each as
+    :func:`index_batches` gives it (a new order drawn when the last one runs out). Its place in the current order
+    is part of a checkpoint (``state_dict``/``load_state_dict``), so a resumed stage draws the very same batches."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> None:
+        self.n, self.batch_size = n, min(batch_size, n)
+        self.generator, self.device = generator, device
+        self.order: torch.Tensor | None = None
+        self.start = 0
+
+    def __iter__(self) -> "EndlessBatches":
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.order is None or self.start + self.batch_size > self.n - self.n % self.batch_size:
+            self.order = to_device(torch.randperm(self.n, generator=self.generator), self.device)
+            self.start = 0
+        self.start += self.batch_size
+        return self.order[self.start - self.batch_size:self.start]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order, "start": self.start}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.order, self.start = state["order"], int(state["start"])
+
+
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
     batch_size = min(batch_size, n)
     return n // batch_size if drop_last else math.ceil(n / batch_size)
@@ -108,11 +136,20 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: 
     raise ConfigError(f"unknown optimizer {name!r}; use sgd, adam or adamw")
 
 
-def set_lr(optimizer: torch.optim.Optimizer, schedule: str, base_lr: float, step: int, total_steps: int,
-           final_fraction: float = 0.0) -> None:
+LRSchedule = Callable[[int, int], float]  # (step, total steps) → learning rate
+
+
+def set_lr(optimizer: torch.optim.Optimizer, schedule: str | LRSchedule, base_lr: float, step: int,
+           total_steps: int, final_fraction: float = 0.0) -> None:
     """The learning rate of ``step`` under a ``constant`` schedule (``base_lr`` throughout, left as the optimiser
-    was built) or a ``cosine`` one (:func:`set_cosine_lr`, decaying to ``final_fraction·base_lr``)."""
-    if schedule == "cosine":
+    was built), a ``cosine`` one (:func:`set_cosine_lr`, decaying to ``final_fraction·base_lr``) or a method's
+    own ``schedule(step, total_steps)``, which sets every parameter group's rate times its ``lr_scale`` (1 if
+    absent)."""
+    if callable(schedule):
+        lr = schedule(step, total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+    elif schedule == "cosine":
         set_cosine_lr(optimizer, base_lr, step, total_steps, final_fraction)
     elif schedule != "constant":
         raise ConfigError(f"unknown lr_schedule {schedule!r}; use {' or '.join(LR_SCHEDULES)}")
@@ -161,7 +198,7 @@ def resume_stage(context: FitContext, stage: str, model: nn.Module,
 
 
 def _restore_stage(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                   modules: Mapping[str, nn.Module]) -> tuple[dict[str, Any], int, bool]:
+                   modules: Mapping[str, "Checkpointed"]) -> tuple[dict[str, Any], int, bool]:
     """:func:`resume_stage`'s work; also returns the stored state ({} when there is none)."""
     stored = context.load_stage(stage)
     if stored is None:
@@ -169,7 +206,11 @@ def _restore_stage(context: FitContext, stage: str, model: nn.Module, optimizer:
     state, done = stored
     model.load_state_dict(state["model"])
     for name, module in modules.items():
-        module.load_state_dict(state[name])
+        if isinstance(module, torch.Tensor):
+            with torch.no_grad():
+                module.copy_(state[name])
+        else:
+            module.load_state_dict(state[name])
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     epoch = int(state.get("epoch", 0))
@@ -210,21 +251,44 @@ class Position:
     total: int
 
 
-TrainingStep = Callable[[torch.Tensor, Position], Mapping[str, torch.Tensor]]
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batches of a stage whose steps are not shuffled index batches over its samples: ``of(epoch)`` yields
+    the epoch's batches (anything its step takes), at most ``steps`` of them, drawn as they are needed; ``total``
+    is the stage's number of steps when its last epoch is cut short (default: epochs × steps)."""
+
+    steps: int
+    of: Callable[[int], Iterable[Any]]
+    total: int | None = None
+
+
+class StopStage(Exception):
+    """Raised by a step or a ``before_epoch`` hook to finish its stage early (DEC converged, JULE reached K
+    clusters): :func:`train_epochs` records the epoch so far and stores the stage as finished."""
+
+
+Checkpointed = Union[nn.Module, torch.Tensor, Any]  # a module, a tensor restored in place, or state_dict() holder
+TrainingStep = Callable[[Any, Position], Union[Mapping[str, torch.Tensor],
+                                               tuple[torch.Tensor, Mapping[str, torch.Tensor]]]]
 
 
 def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 step: TrainingStep, *, epochs: int, n_samples: int, batch_size: int, generator: torch.Generator,
-                 losses: Sequence[str], lr: float, lr_schedule: str = "constant", passes: int = 1,
+                 step: TrainingStep, *, epochs: int, generator: torch.Generator, losses: Sequence[str], lr: float,
+                 n_samples: int | None = None, batch_size: int | None = None, batches: BatchPlan | None = None,
+                 lr_schedule: str | LRSchedule = "constant", passes: int = 1,
+                 before_epoch: Callable[[int], None] | None = None,
+                 after_epoch: Callable[[int], None] | None = None,
                  after_step: Callable[[], None] | None = None,
-                 checkpointed: Mapping[str, nn.Module] | None = None,
+                 checkpointed: Mapping[str, Checkpointed] | None = None,
                  extra_state: Mapping[str, Any] | None = None, sync_batchnorm: bool = False) -> None:
     """Train ``model`` for ``epochs`` epochs of stage ``stage``: the loop every method's trained stage runs.
 
-    ``step(indices, position)`` is the method's part: it gets one shuffled batch of sample indices (on the
-    device) and returns its named loss tensors. **The first entry is the objective** that is minimised; every
-    entry is recorded as its mean over the epoch's steps that returned it, under its name, which must be one of
-    ``losses`` (the stage's ``Stage.losses``; they are recorded in that order). The loop owns the rest:
+    ``step(batch, position)`` is the method's part: it gets one batch — by default shuffled sample indices over
+    ``n_samples`` in batches of ``batch_size`` (on the device), else what ``batches`` yields — and returns its
+    named loss tensors. **The first entry is the objective** that is minimised, unless the step returns a pair
+    (objective, named losses) (SCAN sums its heads' losses and records their mean). Every entry is recorded as
+    its mean over the epoch's steps that returned it, under its name, which must be one of ``losses`` (the
+    stage's ``Stage.losses``; they are recorded in that order). The loop owns the rest:
 
     - resuming: a finished stage stored in this run's checkpoints is loaded and skipped (no events); an unfinished
       one continues at the epoch after its last checkpoint, with the batch order and the augmentations' random
@@ -234,20 +298,26 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
     - the speed-ups: :meth:`Speedups.prepare` on ``model``, the step run under autocast, its loss scaled when
       autocast runs float16 (:meth:`Speedups.grad_scaler`; compiling what the step calls is the method's choice:
       :meth:`Speedups.compiled`);
-    - the learning rate of every step (:func:`set_lr` with ``lr_schedule``);
-    - zero_grad / backward / optimiser step, then ``after_step()`` (a queue update, an EMA update…);
+    - the learning rate of every step (:func:`set_lr` with ``lr_schedule``: a name or the method's function);
+    - zero_grad / backward / optimiser step, then ``after_step()`` (a queue or EMA update…);
     - a checkpoint after every epoch (throttled by ``FitContext.checkpoint_every_s``; always at the end) holding
-      ``model``, ``optimizer``, the modules of ``checkpointed`` (e.g. a queue of negatives) and ``extra_state``.
+      ``model``, ``optimizer``, the entries of ``checkpointed`` — modules (an EMA copy, a queue), tensors the
+      method updates in place (restored in place) or objects with ``state_dict``/``load_state_dict`` — and
+      ``extra_state``. Whatever a resumed epoch needs must be there or be recomputed by ``before_epoch``.
 
+    Hooks: ``before_epoch(epoch)`` runs before each epoch trained here, outside autocast (K-means E-steps,
+    resetting per-epoch tallies); ``after_epoch(epoch)`` after its losses are recorded and before its checkpoint
+    (JULE's merges). The step or ``before_epoch`` may raise :class:`StopStage` to end the stage early.
     ``passes`` > 1 makes each epoch that many passes over the data, each in its own shuffled order (PICA trains
-    its heads in turn). ``n_samples`` is the number of samples the indices range over.
+    its heads in turn).
 
     In a multi-process fit (``context.parallel``, :mod:`.distributed`) each process gets its share of every batch
-    of ``batch_size``, the step's :meth:`Speedups.compiled` calls run through DistributedDataParallel, the
-    recorded losses are the means over all processes, the processes' copies of ``model`` and ``checkpointed`` are
-    compared after every epoch, and a cancel stops every process at the end of the epoch, checkpointed.
-    ``sync_batchnorm`` (where the paper's code synchronises batch-norm across devices) makes ``model``'s
-    batch-norm layers ``SyncBatchNorm`` there.
+    of the default plan (``n_samples`` in batches of ``batch_size``; a method's own ``batches`` run whole in every
+    process), the step's :meth:`Speedups.compiled` calls run through DistributedDataParallel, the recorded losses
+    are the means over all processes, the processes' copies of ``model`` and ``checkpointed`` modules are compared
+    after every epoch, and a cancel stops every process at the end of the epoch, checkpointed. ``sync_batchnorm``
+    (where the paper's code synchronises batch-norm across devices) makes ``model``'s batch-norm layers
+    ``SyncBatchNorm`` there.
     Under a context's ``step_limit`` (an estimate) the stage ends after that many steps, without its epoch's
     losses or a checkpoint; its start event still gives the full run's steps.
     """
@@ -258,59 +328,83 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
     start_epoch, done = _resume_epoch(context, stage, model, optimizer, generator, checkpointed, scaler)
     if done:
         return
-    n_steps = steps_per_epoch(n_samples, batch_size)
-    total = epochs * passes * n_steps
+    sharded = parallel is not None and batches is None  # a method's own batch plan runs whole in every process
+    if batches is None:
+        batches = BatchPlan(steps_per_epoch(n_samples, batch_size),
+                            lambda epoch: index_batches(n_samples, batch_size, generator, context.device,
+                                                        shared_by=parallel))
+    n_steps = batches.steps
+    total = batches.total or epochs * passes * n_steps
 
     def save(epoch: int, force: bool = False) -> None:
         scaling = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
         save_epoch(context, stage, model, optimizer, epoch, epochs, rng=_rng_state(generator, context.device),
-                   **{name: module.state_dict() for name, module in checkpointed.items()}, **scaling,
+                   **{name: _state_of(value) for name, value in checkpointed.items()}, **scaling,
                    **(extra_state or {}), force=force)
 
     context.start_stage(stage, total)
     model.train()
-    if parallel is not None:
+    if sharded:
         parallel.start_sharding(batch_size, n_samples, passes)  # until the stage ends; an error ends the fit
+    stopped = False
     for epoch in range(start_epoch, epochs):
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
-        for pass_ in range(passes):
-            for i, indices in enumerate(index_batches(n_samples, batch_size, generator, context.device,
-                                                      shared_by=parallel)):
-                at = Position(epoch, pass_, (epoch * passes + pass_) * n_steps + i, total)
-                set_lr(optimizer, lr_schedule, lr, at.step, total)
-                with context.autocast(gradients_scaled=True):
-                    terms = step(indices, at)
-                unknown = set(terms) - set(losses)
-                if unknown:
-                    raise ValueError(f"stage {stage!r} records {list(losses)}, its step returned {sorted(unknown)}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(next(iter(terms.values()))).backward()
-                scaler.step(optimizer)  # skipped (and the scale lowered) when a float16 gradient overflowed
-                scaler.update()
-                if after_step is not None:
-                    after_step()
-                for name, value in terms.items():
-                    value = value.detach()
-                    sums[name] = sums[name] + value if name in sums else value
-                    counts[name] = counts.get(name, 0) + 1
-                context.step(stage, at.step + 1, total)
-                if context.step_limit is not None and at.step + 1 >= context.step_limit:
-                    context.end_stage(stage)
-                    return
+        reached = epoch * passes * n_steps
+        try:
+            if before_epoch is not None:
+                before_epoch(epoch)
+            for pass_ in range(passes):
+                for i, batch in enumerate(batches.of(epoch)):
+                    at = Position(epoch, pass_, (epoch * passes + pass_) * n_steps + i, total)
+                    set_lr(optimizer, lr_schedule, lr, at.step, total)
+                    with context.autocast(gradients_scaled=True):
+                        result = step(batch, at)
+                    objective, terms = result if isinstance(result, tuple) else (next(iter(result.values())),
+                                                                                 result)
+                    unknown = set(terms) - set(losses)
+                    if unknown:
+                        raise ValueError(f"stage {stage!r} records {list(losses)}, its step returned "
+                                         f"{sorted(unknown)}")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(objective).backward()
+                    scaler.step(optimizer)  # skipped (and the scale lowered) when a float16 gradient overflowed
+                    scaler.update()
+                    if after_step is not None:
+                        after_step()
+                    for name, value in terms.items():
+                        value = value.detach()
+                        sums[name] = sums[name] + value if name in sums else value
+                        counts[name] = counts.get(name, 0) + 1
+                    reached = at.step + 1
+                    context.step(stage, reached, total)
+                    if context.step_limit is not None and reached >= context.step_limit:
+                        context.end_stage(stage)
+                        return
+        except StopStage:
+            stopped = True
         means, stop = {name: sums[name] / counts[name] for name in losses if name in sums}, False
         if parallel is not None:
             means, stop = parallel.epoch_end(means, context.cancel_requested)
-            parallel.check_replicas_agree(stage, [model, *checkpointed.values()])
-        context.step(stage, (epoch + 1) * passes * n_steps, total, means)
+            parallel.check_replicas_agree(stage, [model, *(value for value in checkpointed.values()
+                                                           if isinstance(value, nn.Module))])
+        context.step(stage, reached, total, means)
+        if stopped:
+            break
+        if after_epoch is not None:
+            after_epoch(epoch)
         save(epoch + 1, force=stop)
         if stop:
             raise RunCancelled(f"cancelled by the user; {stage} stopped after epoch {epoch + 1}, checkpointed")
-    if start_epoch >= epochs:
+    if stopped or start_epoch >= epochs:
         save(epochs)
-    if parallel is not None:
+    if sharded:
         parallel.end_sharding(model)
     context.end_stage(stage)
+
+
+def _state_of(value: Checkpointed) -> Any:
+    return value if isinstance(value, torch.Tensor) else value.state_dict()
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
@@ -323,7 +417,7 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
 
 
 def _resume_epoch(context: FitContext, stage: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                  generator: torch.Generator, modules: Mapping[str, nn.Module],
+                  generator: torch.Generator, modules: Mapping[str, Checkpointed],
                   scaler: torch.amp.GradScaler) -> tuple[int, bool]:
     """:func:`resume_stage`, plus the random states and the loss scale of an unfinished stage's checkpoint (the
     checkpoint is loaded onto the fit's device; random states live on the host)."""
