@@ -241,27 +241,6 @@ def test_the_train_page_offers_pretrained_features_and_refuses_a_backbone_withou
     assert "run_id" not in at.session_state
 
 
-def test_scan_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gaussian_mixture(monkeypatch):
-    """SCAN with pretext_from=pretrained:NAME: the backbone's (here: stand-in) features replace the pretext; the
-    heads and self-labelling train on them."""
-    from engine.methods import scan
-
-    features, labels = gaussian_mixture()
-    monkeypatch.setattr(scan, "pretrained_features", lambda *args: torch.from_numpy(features))
-    images = ImageSet(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels, [], "gmm")
-    events = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fitted = create_method("scan", "fast", pretext_from=f"pretrained:{RESNET18}",
-                               pretrained_weights=__file__).fit(images, FitContext("cpu", events.append))
-    finally:
-        torch.set_num_threads(threads)
-    assert cluster_accuracy(labels, fitted.labels_) >= 0.95
-    assert [e.stage for e in events if e.kind == "stage"] == ["mine", "cluster", "selflabel"]
-    assert fitted.features_.shape == (1000, 384)
-
-
 def test_an_authors_style_dinov2_checkpoint_at_518_px_is_converted_to_the_224_px_extractor():
     """The DINOv2 release files carry a mask token and a 37×37 position grid; timm's filter drops the one and
     resamples the other, and the strict load then accepts every key."""
@@ -274,25 +253,28 @@ def test_an_authors_style_dinov2_checkpoint_at_518_px_is_converted_to_the_224_px
     load_state_dict_strictly(model, entry.adapt_state_dict(released, model), "a DINOv2 release file")
 
 
-def test_smc_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gaussian_mixture(monkeypatch):
-    """smc with pretext_from=pretrained:NAME: the three-view mining and the SCAN step run on the backbone's (here:
-    stand-in) features, with no pretext trained."""
-    from engine.methods import smc
+@pytest.mark.parametrize("method, stages", [("scan", ["mine", "cluster", "selflabel"]), ("smc", ["mine", "cluster"])])
+def test_a_method_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gaussian_mixture(
+        monkeypatch, method, stages):
+    """With pretext_from=pretrained:NAME the backbone's (here: stand-in) features replace the pretext: SCAN's heads
+    and self-labelling, and smc's three-view mining (one view: there are no pixels) and SCAN step, train on them."""
+    import importlib
 
     features, labels = gaussian_mixture()
-    monkeypatch.setattr(smc, "pretrained_features", lambda *args: torch.from_numpy(features))
+    monkeypatch.setattr(importlib.import_module(f"engine.methods.{method}"), "pretrained_features",
+                        lambda *args: torch.from_numpy(features))
     images = ImageSet(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels, [], "gmm")
     events = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fitted = create_method("smc", "fast", pretext_from=f"pretrained:{RESNET18}",
+        fitted = create_method(method, "fast", pretext_from=f"pretrained:{RESNET18}",
                                pretrained_weights=__file__).fit(images, FitContext("cpu", events.append))
     finally:
         torch.set_num_threads(threads)
     assert cluster_accuracy(labels, fitted.labels_) >= 0.95
-    assert [e.stage for e in events if e.kind == "stage"] == ["mine", "cluster"]
-    assert fitted.features_.shape == (1000, 384) and fitted.neighbors_.shape == (1000, 20)
+    assert [e.stage for e in events if e.kind == "stage"] == stages
+    assert fitted.features_.shape == (1000, 384) and fitted.neighbors_.shape[0] == 1000
     with pytest.raises(NotImplementedError):
         fitted.predict_proba(images)
 
