@@ -179,7 +179,7 @@ def test_the_pretrained_path_times_a_few_small_batches_of_extraction_and_caches_
                                                                                          one_thread):
     import torchvision
 
-    from engine.data.folder import default_cache_dir
+    from engine.data.cache import default_cache_dir
     from engine.methods.feature_source import ESTIMATE_BATCH
 
     weights = tmp_path / "resnet18.pt"
