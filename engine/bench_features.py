@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .bench import device_name
+from .errors import TrainingError
 from .nn.pretrained import PRETRAINED_BACKBONES, PretrainedBackbone, get_pretrained
 
 
@@ -85,7 +86,8 @@ def end_to_end_rows(dataset: str, data_root: str | None, n_images: int, backbone
                     device: torch.device) -> list[dict[str, Any]]:
     """Wall time of clustering ``n_images`` of ``dataset`` (every class equally, a fixed subset) on ``backbone``'s
     features: loading, then extraction (timed once, into a fresh feature cache), then each method's fit on the
-    cached features. ``end_to_end_s`` = load + extraction + that method's fit: what a first run costs."""
+    cached features. ``end_to_end_s`` = load + extraction + that method's fit: what a first run costs. A fit that
+    fails (random features can collapse a clustering) is timed to its failure, its message in ``error``."""
     from .clustering.metrics import cluster_accuracy
     from .data import load_dataset
     from .methods import FitContext, create_method
@@ -103,7 +105,11 @@ def end_to_end_rows(dataset: str, data_root: str | None, n_images: int, backbone
                         "n_clusters": len(images.class_names) or 10}
             events: list[Any] = []
             started = time.perf_counter()
-            fitted = create_method(method, "fast", **settings).fit(images, FitContext(str(device), events.append))
+            fitted, error = create_method(method, "fast", **settings), None
+            try:
+                fitted.fit(images, FitContext(str(device), events.append))
+            except TrainingError as exc:  # random features may collapse a clustering: the time is still real
+                error = str(exc)
             seconds = time.perf_counter() - started
             extracting = _stage_seconds(events, "features")
             if extract_s is None:
@@ -114,7 +120,7 @@ def end_to_end_rows(dataset: str, data_root: str | None, n_images: int, backbone
                          "load_s": round(load_s, 1), "extract_s": round(extract_s or 0.0, 1),
                          "fit_s": round(fit_s, 1), "end_to_end_s": round(load_s + (extract_s or 0.0) + fit_s, 1),
                          "acc_random_weights": round(cluster_accuracy(images.labels, fitted.labels_), 4)
-                         if images.labels is not None else None})
+                         if images.labels is not None and error is None else None, "error": error})
     return rows
 
 

@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
                              "the CPU: when there is no GPU, or light ones such as kmeans) and, on a GPU, cuda")
     worker.add_argument("--runs-dir")
 
+    cancel = commands.add_parser("cancel", help="stop a queued or running run, whichever process runs it (a "
+                                                "worker, a server): it is recorded cancelled and can be resumed")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--runs-dir")
+
     runs = commands.add_parser("runs", help="list stored runs")
     runs.add_argument("--runs-dir")
     runs.add_argument("--json", action="store_true")
@@ -550,6 +555,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit(store, args)
         if args.command == "worker":
             return _work(store, args.device)
+        if args.command == "cancel":
+            from .runs.jobs import stop_run
+
+            outcome = stop_run(store, args.run_id)
+            print({"cancelled": f"run {args.run_id}: cancelled while queued",
+                   "interrupted": f"run {args.run_id}: its process had died; recorded interrupted",
+                   "asked": f"run {args.run_id}: asked to stop; it is recorded cancelled at its next step"}[outcome])
+            return 0
         if args.command in ("train", "resume") and launched_by_torchrun() and not args.queue:
             return _run_distributed(args, store)
         if args.command == "resume":

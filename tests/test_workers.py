@@ -183,3 +183,30 @@ def test_two_worker_processes_run_each_queued_run_once_and_stop_on_sigterm(tmp_p
         adopted = [m["message"] for m in store.messages(run_id) if m["message"].startswith("adopted by worker")]
         assert len(adopted) == 1 and len(starts(store, run_id)) == 1
         assert adopted[0].rpartition(" ")[2] == starts(store, run_id)[0].rpartition(" ")[2]  # the same process
+
+
+def test_a_run_in_a_worker_process_is_cancelled_from_another_process_and_the_worker_serves_on(tmp_path):
+    runs = tmp_path / "runs"
+    worker = subprocess.Popen([sys.executable, "-m", "engine", "worker", "--device", "cpu", "--runs-dir", str(runs)],
+                              cwd=REPO, stderr=subprocess.PIPE, text=True, env={**os.environ, **ONE_THREAD})
+    try:
+        assert any(line.startswith("worker on cpu serving") for line in iter(worker.stderr.readline, ""))
+        store = RunStore(runs)
+        long = create_run(store, RunRequest("scan", overrides={"pretext_epochs": 500}, device="cpu"),
+                          for_workers=True)
+        wait_for(lambda: store.metrics(long))  # it trains, in the worker
+        cancelled = run_cli("cancel", long, "--runs-dir", str(runs))
+        assert cancelled.returncode == 0 and "asked to stop" in cancelled.stdout, cancelled.stderr
+        assert wait_for(lambda: store.get(long).status != "running") and store.get(long).status == "cancelled"
+        assert store.get(long).stage == "pretext"
+        with pytest.raises(UserError, match="only a queued or running run can be cancelled"):
+            JobManager(runs, workers=[]).cancel(long)
+        small = create_run(store, RunRequest("kmeans", overrides=QUICK_KMEANS, device="cpu"), for_workers=True)
+        wait_for(lambda: store.get(small).status == "finished")  # the worker goes on serving
+        store.requeue(long, for_workers=True)  # resumed, the stop asked before does not stop it again
+        wait_for(lambda: store.get(long).status == "running" and store.get(long).stage == "pretext"
+                 and not store.stop_is_asked(long))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(HANG_GUARD_S) == 128 + signal.SIGTERM
+    assert store.get(long).status == "cancelled"  # SIGTERM cancels the resumed run in progress

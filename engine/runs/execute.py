@@ -85,10 +85,12 @@ def create_run(store: RunStore, request: RunRequest, for_workers: bool = False) 
 
 class _Recorder:
     """Turns a fit's events into run-store rows: losses always, progress and the whole run's ETA (each stage
-    weighted by its cost, :class:`RunProgress`) at most every 0.5 s."""
+    weighted by its cost, :class:`RunProgress`) at most every 0.5 s; at those moments it also sets ``cancel``
+    when another process asked the run to stop."""
 
-    def __init__(self, store: RunStore, run_id: str, stage_names: list[str], estimate: FitEstimate | None) -> None:
-        self.store, self.run_id, self.stage_names = store, run_id, stage_names
+    def __init__(self, store: RunStore, run_id: str, stage_names: list[str], estimate: FitEstimate | None,
+                 cancel: threading.Event) -> None:
+        self.store, self.run_id, self.stage_names, self.cancel = store, run_id, stage_names, cancel
         self.progress = RunProgress(estimate)
         self.last_write = 0.0
 
@@ -108,6 +110,8 @@ class _Recorder:
             if event.time - self.last_write >= 0.5 or event.step == event.total:
                 self.last_write = event.time
                 self.store.update(self.run_id, progress=progress, eta_s=eta)
+                if self.store.stop_is_asked(self.run_id):  # a cancel from another process (RunStore.ask_to_stop)
+                    self.cancel.set()
 
 
 def _summary(method: Method, images, seconds: float, device: torch.device, processes: int, estimate: FitEstimate,
@@ -195,6 +199,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         raise UserError(f"run {run_id} is {store.get(run_id).status} and not queued by this process: it was "
                         "cancelled, deleted or resumed elsewhere, so it does not start here")
     started = time.time()
+    cancel = cancel or threading.Event()
     try:
         device = device or pick_device(record.options.get("device", "auto"))
         store.update(run_id, device=str(device))
@@ -202,7 +207,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         for path, reason in images.skipped:
             store.add_message(run_id, "data", f"skipped {path}: {reason}")
         estimate = _run_estimate(store, run_id, method, images, device, cancel, observer)
-        recorder = _Recorder(store, run_id, [s.name for s in method.stages], estimate)
+        recorder = _Recorder(store, run_id, [s.name for s in method.stages], estimate, cancel)
 
         def on_event(event: Event) -> None:
             recorder(event)

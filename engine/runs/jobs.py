@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,17 +137,13 @@ class JobManager:
             self._queued.notify_all()
 
     def cancel(self, run_id: str) -> None:
-        """Ask a run to stop: a queued run (here or in another process) is cancelled at once, a running one at its
-        next step; one whose process died is recorded interrupted. Raises UserError for a run running in another
-        live process."""
+        """Ask a run to stop: a queued run (here or in another process) is cancelled at once, a running one (here,
+        in a worker process or in another server) at its next step; one whose process died is recorded
+        interrupted. Raises UserError for a run that is not queued or running."""
         with self._lock:
             flag = self._cancel.get(run_id)
         if flag is None:
-            if not (self.store.cancel_queued(run_id) or self.store.interrupt_if_orphaned(run_id)):
-                record = self.store.get(run_id)
-                raise UserError(f"run {run_id} is {record.status} and not in this server's queue"
-                                + (f" (it runs in process {record.owner}; stop it there)"
-                                   if record.status == "running" else ""))
+            stop_run(self.store, run_id)
             return
         flag.set()
         if self.store.cancel_queued(run_id):
@@ -230,6 +227,19 @@ class JobManager:
                 self._retire(run_id, entry.flag)
 
 
+def stop_run(store: RunStore, run_id: str) -> str:
+    """Stop a run of any process through the store: one waiting in a queue is cancelled at once (``cancelled``),
+    one whose process died is recorded ``interrupted``, and the process running a live one is asked to cancel it
+    at its next step (``asked``). Raises UserError for a run that is not queued or running."""
+    if store.cancel_queued(run_id):
+        return "cancelled"
+    if store.interrupt_if_orphaned(run_id):
+        return "interrupted"
+    if store.ask_to_stop(run_id):
+        return "asked"
+    raise UserError(f"run {run_id} is {store.get(run_id).status}; only a queued or running run can be cancelled")
+
+
 def serve(store: RunStore, device: str, stop: threading.Event, data_roots: Sequence[Path] | None = None,
           poll_s: float = 1.0, on_start=None) -> None:
     """A worker process's loop (``python -m engine worker``): until ``stop`` is set, adopt the oldest run queued
@@ -246,6 +256,28 @@ def serve(store: RunStore, device: str, stop: threading.Event, data_roots: Seque
         if on_start is not None:
             on_start(record.id)
         try:
-            execute_run(store, record.id, stop, data_roots=data_roots, device=torch.device(device))
+            with _cancel_flag_following(stop) as cancel:
+                execute_run(store, record.id, cancel, data_roots=data_roots, device=torch.device(device))
         except Exception:  # noqa: BLE001 — the outcome is recorded in the store
             pass
+
+
+@contextmanager
+def _cancel_flag_following(stop: threading.Event, poll_s: float = 0.2) -> Iterator[threading.Event]:
+    """A run's own cancel flag, set (within ``poll_s``) when ``stop`` is: stopping the worker cancels the run in
+    progress, while a cancel asked for the run (:meth:`RunStore.ask_to_stop`) sets only this flag, not ``stop``."""
+    cancel, done = threading.Event(), threading.Event()
+
+    def follow() -> None:
+        while not done.wait(poll_s):
+            if stop.is_set():
+                cancel.set()
+                return
+
+    follower = threading.Thread(target=follow, name="dce-cancel-follower", daemon=True)
+    follower.start()
+    try:
+        yield cancel
+    finally:
+        done.set()
+        follower.join()

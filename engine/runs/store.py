@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, method TEXT NOT NULL, dataset TEXT NOT NULL, preset TEXT, config TEXT NOT NULL,
     options TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL,
     error TEXT, device TEXT, stage TEXT, stage_index INTEGER DEFAULT 0, progress REAL DEFAULT 0, eta_s REAL,
-    summary TEXT, owner TEXT
+    summary TEXT, owner TEXT, stop_asked REAL
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
@@ -87,6 +87,7 @@ class RunRecord:
     eta_s: float | None
     summary: dict[str, Any]
     owner: str | None
+    stop_asked: float | None = None  # when someone asked the process running it to stop (:meth:`RunStore.ask_to_stop`)
 
     @property
     def seconds(self) -> float | None:
@@ -107,6 +108,8 @@ class RunStore:
         self.db_path = self.root / "runs.sqlite"
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            if "stop_asked" not in {row["name"] for row in db.execute("PRAGMA table_info(runs)")}:
+                db.execute("ALTER TABLE runs ADD COLUMN stop_asked REAL")  # a store made before it existed
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -151,7 +154,8 @@ class RunStore:
         this process any more: cancelled, deleted, or resumed by another process since."""
         me = str(Owner.current())
         with self._connect() as db:
-            claimed = db.execute("UPDATE runs SET status = 'running', started = ?, finished = NULL, error = NULL "
+            claimed = db.execute("UPDATE runs SET status = 'running', started = ?, finished = NULL, error = NULL, "
+                                 "stop_asked = NULL "
                                  "WHERE id = ? AND status = 'queued' AND owner = ?",
                                  (time.time(), run_id, me)).rowcount == 1
             if claimed:
@@ -211,6 +215,22 @@ class RunStore:
             if cancelled:
                 self._log(db, run_id, "cancelled while queued")
         return cancelled
+
+    def ask_to_stop(self, run_id: str) -> bool:
+        """Ask whichever process runs a run (a worker process, another server) to cancel it at its next step:
+        :meth:`stop_is_asked` is what that process polls. False when the run is not running."""
+        with self._connect() as db:
+            asked = db.execute("UPDATE runs SET stop_asked = ? WHERE id = ? AND status = 'running'",
+                               (time.time(), run_id)).rowcount == 1
+            if asked:
+                self._log(db, run_id, f"asked to stop by process {Owner.current()}")
+        return asked
+
+    def stop_is_asked(self, run_id: str) -> bool:
+        """Whether :meth:`ask_to_stop` was called since the run last started."""
+        with self._connect() as db:
+            row = db.execute("SELECT stop_asked FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row is not None and row["stop_asked"] is not None
 
     def interrupt(self, run_id: str, owner: Owner, reason: str) -> bool:
         """Mark a run still queued or running under ``owner`` interrupted; False when it is not (any more)."""
