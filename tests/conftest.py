@@ -85,3 +85,32 @@ def open_page(path: str = "pages/train.py"):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
     at.switch_page(path)
     return at.run()
+
+
+@pytest.fixture
+def resnet18_weights(tmp_path):
+    """A randomly initialised torchvision ResNet-18 state dict, classifier included, as torch.save writes it."""
+    import torch
+    import torchvision
+
+    path = tmp_path / "resnet18-random.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def two_kinds_folder(tmp_path):
+    """A labelled folder of 16 tiny images: dark noisy squares and bright striped ones."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for kind, base in (("dark", 30), ("bright", 220)):
+        (root / kind).mkdir(parents=True)
+        for i in range(8):
+            pixels = np.clip(base + rng.normal(0, 15, (16, 16, 3)), 0, 255).astype(np.uint8)
+            if kind == "bright":
+                pixels[::4] = 0
+            Image.fromarray(pixels).save(root / kind / f"{i}.png")
+    return root

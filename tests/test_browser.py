@@ -193,3 +193,51 @@ def hover_shows_the_image(page) -> None:
     assert preview.evaluate("image => image.complete && image.naturalWidth > 0")
     page.screenshot(path=str(ARTIFACTS / "2-map-hover-1024.png"))
     page.mouse.move(5, 5)
+
+
+def test_a_pretrained_kmeans_run_from_a_weights_file_finishes_from_the_train_page_in_chromium(
+        app_url, resnet18_weights, two_kinds_folder, tmp_path):
+    """Issue 16: a folder clustered on frozen ResNet-18 features read from a weights file the user names (here one
+    with random weights, which cost what published ones do), all chosen with the Train page's widgets."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page(viewport=NARROW)
+        page.goto(app_url)
+        page.get_by_role("heading", name="Deep Clustering Explorer").wait_for(timeout=WAIT_MS)  # the app's own nav
+        page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Train").click()
+        page.get_by_role("heading", name="Train").wait_for(timeout=WAIT_MS)
+        choose(page, "Dataset", "folder:…")
+        fill(page, "stTextInput", "Image folder or archive", str(two_kinds_folder))
+        choose(page, "Method", "kmeans")
+        fill(page, "stNumberInput", "Clusters K", "2")
+        choose(page, "Frozen pretrained features", "resnet18-imagenet")
+        fill(page, "stTextInput", "Backbone weights file", str(resnet18_weights))
+        no_exception(page, "5-train-pretrained-form-1024")
+        page.get_by_role("button", name="Start").click()
+        page.get_by_text("status finished").wait_for(timeout=WAIT_MS)
+        page.get_by_text("ACC", exact=True).wait_for(timeout=WAIT_MS)
+        page.set_viewport_size(WIDE)
+        no_exception(page, "5-train-pretrained-finished-1440")
+        browser.close()
+    from engine.runs import RunStore
+
+    (run,) = RunStore(tmp_path / "runs").list()  # the app's store (see app_url)
+    assert run.status == "finished"
+    assert run.config["pretext_from"] == "pretrained:resnet18-imagenet"
+    assert run.config["pretrained_weights"] == str(resnet18_weights)
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label`` and wait for the rerun."""
+    page.locator("[data-testid='stSelectbox']").filter(has_text=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    settle(page)
+
+
+def fill(page, testid: str, label: str, value: str) -> None:
+    """Type ``value`` into the input labelled ``label`` and commit it (Enter), then wait for the rerun."""
+    box = page.locator(f"[data-testid='{testid}']").filter(has_text=label).locator("input")
+    box.fill(value)
+    box.press("Enter")
+    settle(page)
