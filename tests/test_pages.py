@@ -231,6 +231,21 @@ def test_stepping_through_neighbours_moves_exactly_one_image_per_click(page, run
     assert len([box for box in at.number_input if box.label.startswith("Position in this order")]) == 1
 
 
+def test_the_heading_follows_the_position_input_and_both_hold_across_pages(page, runs):
+    at = page("pages/neighbours.py")
+    next(radio for radio in at.radio if radio.label == "Order").set_value("worst purity first").run()
+    _, store, _ = runs
+    order = np.argsort(image_purity(store, store.list("finished")[0].id), kind="stable")
+    position_input(at).set_value(40).run()
+    assert shown_image(at) == order[40]
+    at.switch_page("pages/clusters.py").run()
+    at.switch_page("pages/neighbours.py").run()
+    assert not at.exception
+    assert position_input(at).value == 40 and shown_image(at) == order[40]
+    next(button for button in at.button if button.label == "Random image").click().run()
+    assert shown_image(at) == order[position_input(at).value]
+
+
 def test_side_by_side_clusters_are_aligned_by_their_match_with_the_disagreements_listed(page, runs):
     from engine.analysis.clusters import run_agreement
 
