@@ -169,7 +169,10 @@ def tag_the_shown_image(page, tag: str) -> str:
 
 def see_the_tag_through_the_shared_filter(page, tag: str, image: str) -> None:
     """On another page, the sidebar's tag filter offers the tag, and choosing it leaves only the tagged image."""
-    page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelect']").filter(has_text="Tags").click()
+    # a click only focuses the box when it is first shown; the arrow key opens its options (or moves within them)
+    page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelect']").filter(has_text="Tags").locator(
+        "input").click()
+    page.keyboard.press("ArrowDown")
     page.get_by_role("option", name=tag, exact=True).click()
     page.keyboard.press("Escape")
     settle(page)
