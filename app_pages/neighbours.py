@@ -9,8 +9,8 @@ import streamlit as st
 from engine.analysis.results import run_neighbor_purity, view_neighbors
 from engine.analysis.thumbnails import contact_sheet
 from engine.clustering.metrics import neighbor_purity
-from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
-from pages.common import NEIGHBOURS_OPEN, pick_finished_run
+from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
+from ui.common import NEIGHBOURS_OPEN, pick_finished_run
 
 WORST_FIRST = "worst purity first"
 POSITION = "neighbours-position"  # the position input's key: its value alone says which image is shown

@@ -9,8 +9,8 @@ from engine.analysis.results import RunResults, view_neighbors
 from engine.analysis.suspects import COMBINED, SCORE_TITLES, Suspects, run_suspects
 from engine.analysis.thumbnails import contact_sheet
 from engine.errors import UserError
-from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
-from pages.common import pick_finished_run
+from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
+from ui.common import pick_finished_run
 
 TABLE_ROWS = 200
 SHEET_COLUMNS = 8  # 96-px cells: the sheet fits beside the sidebar at 1440 px and stays legible at 1024

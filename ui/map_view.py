@@ -15,8 +15,8 @@ from engine.analysis.maps import MAP_KINDS, compute_map
 from engine.clustering.metrics import match_clusters
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import png_data_uri, thumbnail
-from pages.audit import caption_with_tags, tag_panel
-from pages.common import open_in_neighbours
+from ui.audit import caption_with_tags, tag_panel
+from ui.common import open_in_neighbours
 
 PREVIEW_PX = 96  # the hover preview's width on screen
 GRID_COLUMNS, GRID_ROWS = 5, 4  # five tiles keep the button's label whole at 1024 px

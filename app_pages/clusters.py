@@ -13,8 +13,8 @@ from engine.analysis.clusters import (ClusterSummary, aligned_rows, cluster_summ
                                       gallery_members, matched_confusion, off_majority, run_agreement)
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import contact_sheet
-from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
-from pages.common import pick_finished_run
+from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
+from ui.common import pick_finished_run
 
 PER_PAGE = 30
 WIDTH = 880  # pixels a gallery row may take beside the sidebar on a 1400-px screen; half of it beside another run
