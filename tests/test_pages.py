@@ -115,6 +115,46 @@ def test_clusters_page_shows_one_gallery_per_cluster_and_the_confusion_matrix(pa
     assert sum(int(h.split(" · ")[1].split()[0]) for h in headers) == 1797
 
 
+def cell_caption(at: AppTest) -> str:
+    return next(c.value for c in at.caption if " images in cluster " in c.value)
+
+
+def test_a_confusion_matrix_cell_lists_its_images_chosen_or_clicked(page, runs):
+    from engine.analysis.clusters import confusion_cells
+
+    at = page("app_pages/clusters.py")
+    _, store, _ = runs
+    shown = store.list("finished")[0].id
+    assign, labels = store.load_array(shown, "assign"), store.load_array(shown, "labels")
+    cells = confusion_cells(labels, assign)
+    box = at.selectbox(key="clusters-cell")
+    assert box.value is None
+    cluster, label, count = cells[0]  # the largest cell off the match comes first
+    assert box.options[0] == f"cluster {cluster} × label {label} · {count} images"
+    box.select_index(0).run()
+    assert not at.exception
+    assert cell_caption(at).startswith(f"{count} images in cluster {cluster} with label {label}")
+    assert any(md.value.startswith(f"**Tag these {min(count, 120)} images**") for md in at.markdown)
+
+    # a click on the matrix: each cell's marker carries the cell's number, rows in match order, then labels
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    rows = [int(y.split()[1]) for y in dict.fromkeys(spec["data"][1]["y"])]
+    n_classes = len(spec["data"][0]["x"])
+    cluster, label, count = cells[-1]  # a matched cell
+    click = {"selection": {"points": [{"customdata": rows.index(cluster) * n_classes + label}], "point_indices": [],
+                           "box": [], "lasso": []}}
+    at.session_state[f"confusion-{shown}"] = click
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="clusters-cell").value == (cluster, label)
+    assert cell_caption(at).startswith(f"{count} images in cluster {cluster} with label {label}")
+    outline = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["shapes"][0]  # the chosen cell, outlined
+    assert (outline["x0"] + 0.5, outline["y0"] + 0.5) == (label, rows.index(cluster))
+    # the chart keeps reporting that click; a cell chosen in the box afterwards stays chosen
+    at.selectbox(key="clusters-cell").select_index(0).run()
+    assert at.selectbox(key="clusters-cell").value == cells[0][:2]
+
+
 def test_clusters_page_compares_two_runs_side_by_side(page):
     at = page("app_pages/clusters.py")
     at.toggle[0].set_value(True).run()
