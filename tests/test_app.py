@@ -78,6 +78,25 @@ def test_how_it_works_panel_renders_the_methods_own_stages_and_equations():
     assert table.set_index("setting").loc["pretext_epochs", "paper"] == "500"
 
 
+def test_how_it_works_highlights_the_stage_a_run_is_in():
+    def panel():
+        from ui.common import how_it_works
+
+        how_it_works("scan", "cluster")
+
+    at = AppTest.from_function(panel, default_timeout=HANG_GUARD_S)
+    at.run()
+    assert not at.exception
+    from engine.methods import get_method
+
+    stages = [stage.name for stage in get_method("scan").stages]
+    timeline = next(md.value for md in at.markdown if " → " in md.value)
+    assert timeline.split(" → ") == [f"**:blue-background[{name}]**" if name == "cluster" else name
+                                     for name in stages]
+    marked = [md.value for md in at.markdown if "← running now" in md.value]
+    assert len(marked) == 1 and marked[0].startswith(f"{stages.index('cluster') + 1}. **cluster** ← running now")
+
+
 def test_scan_offers_reusing_a_pretext_and_kmeans_does_not():
     at = app().run()
     assert any(box.label == "Reuse pretext from run" for box in at.selectbox)
