@@ -204,8 +204,8 @@ def unlabelled_runs(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("path", ["app_pages/map.py", "app_pages/neighbours.py", "app_pages/clusters.py", "app_pages/suspects.py",
-                                  "app_pages/compare.py", "app_pages/export.py"])
+@pytest.mark.parametrize("path", ["app_pages/map.py", "app_pages/neighbours.py", "app_pages/clusters.py",
+                                  "app_pages/suspects.py", "app_pages/compare.py", "app_pages/export.py"])
 def test_every_page_works_for_a_run_without_labels(unlabelled_runs, monkeypatch, path):
     monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
