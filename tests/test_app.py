@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 def app() -> AppTest:
     """The app on its Train page, not yet run again."""
-    return open_page("pages/train.py")
+    return open_page("app_pages/train.py")
 
 
 def test_the_train_page_opens_with_digits_preselected():
@@ -25,6 +25,22 @@ def test_the_train_page_opens_with_digits_preselected():
     dataset = next(box for box in at.selectbox if box.label == "Dataset")
     assert dataset.value == "digits"
     assert any("No runs yet" in info.value for info in at.info)
+
+
+@pytest.mark.parametrize("page", ["clusters", "neighbours"])
+def test_a_deep_link_on_a_fresh_server_runs_the_apps_own_navigation(page):
+    """The first script run of a server process, opened on a page's link: Streamlit runs app.py (its
+    st.navigation lists the pages), not an old-style "pages/ folder" app that runs the page alone and lists every
+    file of that folder, helpers included, in the sidebar."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    assert not (REPO / "pages").exists(), "Streamlit lists every file of a pages/ folder on a fresh server"
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
+    at.switch_page(f"app_pages/{page}.py")  # before the first run: AppTest starts a fresh page registry then
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == page.capitalize()
+    assert PagesManager.uses_pages_directory is False, "app.py's st.navigation did not run"
 
 
 def start_kmeans_and_wait_for_its_scores(at: AppTest) -> None:
@@ -60,6 +76,25 @@ def test_how_it_works_panel_renders_the_methods_own_stages_and_equations():
     table = at.table[0].value
     assert list(table["setting"]) == list(scan.key_settings)
     assert table.set_index("setting").loc["pretext_epochs", "paper"] == "500"
+
+
+def test_how_it_works_highlights_the_stage_a_run_is_in():
+    def panel():
+        from ui.common import how_it_works
+
+        how_it_works("scan", "cluster")
+
+    at = AppTest.from_function(panel, default_timeout=HANG_GUARD_S)
+    at.run()
+    assert not at.exception
+    from engine.methods import get_method
+
+    stages = [stage.name for stage in get_method("scan").stages]
+    timeline = next(md.value for md in at.markdown if " → " in md.value)
+    assert timeline.split(" → ") == [f"**:blue-background[{name}]**" if name == "cluster" else name
+                                     for name in stages]
+    marked = [md.value for md in at.markdown if "← running now" in md.value]
+    assert len(marked) == 1 and marked[0].startswith(f"{stages.index('cluster') + 1}. **cluster** ← running now")
 
 
 def test_scan_offers_reusing_a_pretext_and_kmeans_does_not():
@@ -162,8 +197,8 @@ def test_the_train_form_keeps_its_choices_while_another_page_or_run_is_viewed():
     next(box for box in at.text_input if box.label == "Image folder or archive").input("/srv/pets").run()
     next(box for box in at.selectbox if box.label == "Method").select("kmeans").run()
     next(box for box in at.number_input if box.label == "Clusters K").set_value(7).run()
-    at.switch_page("pages/compare.py").run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/compare.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert not at.exception
     assert next(box for box in at.selectbox if box.label == "Dataset").value == "folder:…"
     assert next(box for box in at.text_input if box.label == "Image folder or archive").value == "/srv/pets"

@@ -41,7 +41,7 @@ def app(run, monkeypatch):
 
 
 def go(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"app_pages/{page}.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -148,7 +148,7 @@ def test_stepping_through_suspects_follows_the_chosen_ranking(app, run):
     order = suspects.ranking("outlier")
     for step in range(3):
         assert suspect_title(at).startswith(f"Suspect {step + 1} of 1797: #{order[step]} ")
-        at.number_input(key="widget-suspect-number").increment().run()
+        at.number_input(key="suspect-number").increment().run()
     at.toggle(key="suspect-advance").set_value(False).run()
     at.button(key="suspect-tags-duplicate").click().run()
     assert suspect_title(at).startswith(f"Suspect 4 of 1797: #{order[3]} ")  # stays when told to
@@ -156,6 +156,23 @@ def test_stepping_through_suspects_follows_the_chosen_ranking(app, run):
     table = at.dataframe[0].value
     assert table["tags"].iloc[3] == "duplicate" and table["image"].iloc[0] == f"#{order[0]}"
     assert np.array_equal(table["cluster"].to_numpy()[:5], results.assign[order[:5]])
+
+
+def test_the_suspect_shown_follows_its_number_a_table_row_and_holds_across_pages(app, run):
+    _, results = run
+    order = run_suspects(results).ranking()
+    at = go(app, "suspects")
+    at.number_input(key="suspect-number").set_value(3).run()
+    assert suspect_title(at).startswith(f"Suspect 3 of 1797: #{order[2]} ")
+    go(at, "clusters")
+    go(at, "suspects")
+    assert at.number_input(key="suspect-number").value == 3
+    assert suspect_title(at).startswith(f"Suspect 3 of 1797: #{order[2]} ")
+    at.session_state[f"suspect-table-{results.run_id}-combined"] = {"selection": {"rows": [7], "columns": []}}
+    at.run()
+    assert not at.exception
+    assert at.number_input(key="suspect-number").value == 8
+    assert suspect_title(at).startswith(f"Suspect 8 of 1797: #{order[7]} ")
 
 
 def test_points_selected_on_the_map_are_tagged_and_the_figure_keeps_the_selection(app, run):

@@ -19,8 +19,8 @@ from conftest import HANG_GUARD_S, REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-# a hang guard for each wait in the page, far above the seconds it takes on an idle machine
-WAIT_MS = 600_000
+# every wait in the page (Playwright counts in milliseconds) is the suite's hang guard, set as each page's default
+WAIT_MS = HANG_GUARD_S * 1000
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
@@ -53,7 +53,7 @@ def app_url(tmp_path):
             time.sleep(0.5)
     yield url
     server.terminate()
-    server.wait(10)
+    server.wait(HANG_GUARD_S)
     log.close()
 
 
@@ -71,6 +71,7 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page(viewport=WIDE)
+        page.set_default_timeout(WAIT_MS)  # Playwright's own default (30 s) would bound every click and fill
         # the app must work offline: nothing (icon fonts, usage stats) may come from another host
         foreign = []
         own_host = urlparse(app_url).hostname
@@ -168,7 +169,10 @@ def tag_the_shown_image(page, tag: str) -> str:
 
 def see_the_tag_through_the_shared_filter(page, tag: str, image: str) -> None:
     """On another page, the sidebar's tag filter offers the tag, and choosing it leaves only the tagged image."""
-    page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelect']").filter(has_text="Tags").click()
+    # a click only focuses the box when it is first shown; the arrow key opens its options (or moves within them)
+    page.locator("[data-testid='stSidebar'] [data-testid='stMultiSelect']").filter(has_text="Tags").locator(
+        "input").click()
+    page.keyboard.press("ArrowDown")
     page.get_by_role("option", name=tag, exact=True).click()
     page.keyboard.press("Escape")
     settle(page)

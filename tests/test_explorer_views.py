@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.analysis.clusters import (aligned_rows, cluster_summaries, disagreements, gallery_members,
-                                      off_majority)
+from engine.analysis.clusters import (aligned_rows, cell_members, cluster_summaries, confusion_cells, disagreements,
+                                      gallery_members, off_majority)
 from engine.analysis.curves import stage_panels
 from engine.analysis.thumbnails import contact_sheet
 
@@ -23,6 +23,17 @@ def test_aligned_rows_pair_each_cluster_with_its_match_and_list_unmatched_ones_l
 def test_disagreements_are_the_images_outside_their_clusters_match():
     assert disagreements(ASSIGN_A, ASSIGN_B).tolist() == [2, 9]
     assert disagreements(ASSIGN_A, ASSIGN_A).tolist() == []
+
+
+def test_confusion_cells_list_the_cells_off_the_match_first_and_their_members_most_confident_first():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+    assign = np.array([1, 1, 1, 0, 0, 0, 1, 0])  # cluster 1 ↔ label 0, cluster 0 ↔ label 1
+    confidence = np.array([0.9, 0.8, 0.7, 0.9, 0.8, 0.7, 0.95, 0.6])
+    assert confusion_cells(labels, assign) == [(0, 0, 1), (1, 1, 1), (0, 1, 3), (1, 0, 3)]
+    assert cell_members(assign, labels, confidence, 1, 0).tolist() == [0, 1, 2]
+    assert cell_members(assign, labels, confidence, 1, 1).tolist() == [6]
+    assert cell_members(assign, labels, confidence, 0, 0).tolist() == [7]
+    assert len(cell_members(assign, labels, confidence, 2, 0)) == 0
 
 
 def test_gallery_members_page_through_a_cluster_most_or_least_confident_first():

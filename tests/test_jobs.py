@@ -178,7 +178,7 @@ def test_a_run_killed_with_its_process_is_interrupted_then_resumes_from_its_chec
         store = RunStore(runs)
         run = wait_for(lambda: next((r for r in store.list() if r.stage == "cluster"), None))
         process.send_signal(signal.SIGKILL)
-        process.wait(10)
+        process.wait(HANG_GUARD_S)
     finally:
         process.kill()
     assert store.get(run.id).status == "running"  # nobody has looked yet

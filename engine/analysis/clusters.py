@@ -1,5 +1,5 @@
 """Per-cluster views of a clustering: galleries ordered by confidence, the cluster × class confusion matrix after
-Hungarian matching, and the agreement between two runs on the same images."""
+Hungarian matching and the images of each of its cells, and the agreement between two runs on the same images."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,6 +49,23 @@ def matched_confusion(labels: np.ndarray, assign: np.ndarray, n_clusters: int, n
     matrix = np.zeros((n_clusters, n_classes), dtype=np.int64)
     np.add.at(matrix, (assign, labels), 1)
     return matrix[order], order
+
+
+def confusion_cells(labels: np.ndarray, assign: np.ndarray) -> list[tuple[int, int, int]]:
+    """Every non-empty cell of the cluster × class confusion matrix as (cluster, class, images): first the cells
+    off the Hungarian match, where the clustering's mistakes (or the labels') are, then the matched cells, each
+    group largest first."""
+    mapping = matched_pairs(labels, assign)
+    pairs, counts = np.unique(np.stack([assign, labels], axis=1), axis=0, return_counts=True)
+    cells = [(int(cluster), int(label), int(n)) for (cluster, label), n in zip(pairs, counts)]
+    return sorted(cells, key=lambda cell: (mapping.get(cell[0]) == cell[1], -cell[2], cell[0], cell[1]))
+
+
+def cell_members(assign: np.ndarray, labels: np.ndarray, confidence: np.ndarray, cluster: int, label: int
+                 ) -> np.ndarray:
+    """The images of one confusion-matrix cell: put in ``cluster``, labelled ``label``; most confident first."""
+    members = np.flatnonzero((assign == cluster) & (labels == label))
+    return members[np.argsort(-confidence[members], kind="stable")]
 
 
 def run_agreement(assign_a: np.ndarray, assign_b: np.ndarray) -> tuple[dict[int, int], dict[int, float], float]:

@@ -9,26 +9,41 @@ import streamlit as st
 from engine.analysis.results import run_neighbor_purity, view_neighbors
 from engine.analysis.thumbnails import contact_sheet
 from engine.clustering.metrics import neighbor_purity
-from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
-from pages.common import pick_finished_run
+from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
+from ui.common import NEIGHBOURS_OPEN, pick_finished_run
 
 WORST_FIRST = "worst purity first"
+POSITION = "neighbours-position"  # the position input's key: its value alone says which image is shown
+ORDER = "neighbours-order"
 state = st.session_state
 
 
 def start_order() -> None:
     """A new order starts at its first image."""
-    state["image_index"] = None
-    state["neighbours-position"] = 0
+    state[POSITION] = 0
 
 
-def show_position(order: np.ndarray) -> None:
-    state["image_index"] = int(order[state["neighbours-position"]])
+def show_random(n: int) -> None:
+    state[POSITION] = int(np.random.default_rng().integers(n))
 
 
-def show_random(order: np.ndarray) -> None:
-    state["neighbours-position"] = int(np.random.default_rng().integers(len(order)))
-    show_position(order)
+def place_position_input(order: np.ndarray, column) -> int:
+    """The "Position in this order" input; returns its value, the position of the image to show.
+
+    Its value is the only record of the shown image: a second copy in the session (as this page once kept) can
+    lag behind the input when clicks arrive during a rerun, and the heading then names another image than the
+    input. Before the input is drawn, an image asked for by another page, or a position the order no longer
+    has (the filter shrank it), sets its value.
+    """
+    n = len(order)
+    wanted = state.pop(NEIGHBOURS_OPEN, None)
+    found = np.flatnonzero(order == wanted) if wanted is not None else []
+    if len(found):
+        state[POSITION] = int(found[0])
+    elif not 0 <= state.get(POSITION, 0) < n:
+        state[POSITION] = 0
+    return int(column.number_input(f"Position in this order (0–{n - 1})", 0, n - 1, key=POSITION,
+                                   persist_state="session"))
 
 
 st.title("Neighbours")
@@ -46,26 +61,19 @@ if results is not None:
     filter_note(results, keep)
     n = len(results.assign)
     left, middle, right = st.columns([3, 3, 2])  # wide enough for "Random image" at 1024 px
-    order_by = left.radio("Order", ["index", WORST_FIRST] if purity is not None else ["index"], horizontal=True,
-                          key="neighbours-order", on_change=start_order)
+    orders = ["index", WORST_FIRST] if purity is not None else ["index"]
+    if state.get(ORDER, orders[0]) not in orders:  # kept from a labelled run; this one has no purity
+        state[ORDER] = orders[0]
+    order_by = left.radio("Order", orders, horizontal=True, key=ORDER, on_change=start_order,
+                          persist_state="session")
     order = np.argsort(purity, kind="stable") if order_by == WORST_FIRST else np.arange(n)
     order = order[keep[order]]  # only the images the shared filter keeps
     if not len(order):
         st.warning("No image passes the filter.")
         st.stop()
     n = len(order)
-    # The shown image is kept in the session (the Map page sets it too); the position input follows it, and its
-    # callbacks move it, so the widget keeps one identity and every click counts.
-    index = state.get("image_index")
-    if index is None or not 0 <= index < len(keep) or not keep[index]:
-        index = int(order[0])
-    position = int(np.flatnonzero(order == index)[0])
-    if state.get("neighbours-position") != position:
-        state["neighbours-position"] = position
-    state["image_index"] = index
-    middle.number_input(f"Position in this order (0–{n - 1})", 0, n - 1, key="neighbours-position",
-                        on_change=show_position, args=(order,))
-    right.button("Random image", on_click=show_random, args=(order,))
+    index = int(order[place_position_input(order, middle)])
+    right.button("Random image", on_click=show_random, args=(n,))
 
     shown = [index, *neighbors[index].tolist()]
     wrong = [False] + ([bool(labels[j] != labels[index]) for j in neighbors[index]] if labels is not None

@@ -18,7 +18,7 @@ from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from engine.runs.budget import estimate_request
 from engine.analysis.overview import estimate_advice, quick_start_hint
-from pages.common import (form_key, how_it_works, job_manager, remember_form, run_label, show_run,
+from ui.common import (form_key, how_it_works, job_manager, remember_form, run_label, show_run,
                           train_form_defaults)
 
 manager = job_manager()

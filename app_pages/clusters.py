@@ -1,6 +1,6 @@
 """Clusters: one gallery per cluster (most or least confident first, page by page) with size, purity and majority
-label; the confusion matrix after matching; two runs side by side, row by row as their clusters match, with the
-images they disagree on."""
+label; the confusion matrix after matching, whose cells list their images; two runs side by side, row by row as
+their clusters match, with the images they disagree on."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,17 +9,21 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine.analysis.clusters import (ClusterSummary, aligned_rows, cluster_summaries, disagreements,
-                                      gallery_members, matched_confusion, off_majority, run_agreement)
+from engine.analysis.clusters import (ClusterSummary, aligned_rows, cell_members, cluster_summaries, confusion_cells,
+                                      disagreements, gallery_members, matched_confusion, off_majority, run_agreement)
+from engine.analysis.map_view import selected_rows
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import contact_sheet
-from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
-from pages.common import pick_finished_run
+from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
+from ui.common import pick_finished_run
 
 PER_PAGE = 30
 WIDTH = 880  # pixels a gallery row may take beside the sidebar on a 1400-px screen; half of it beside another run
 DISAGREEMENTS_SHOWN = 200
 SHOW = {"most confident first": "most", "least confident first": "least"}
+CELL = "clusters-cell"  # the confusion-matrix cell whose images are listed, (cluster, label), or None
+CELL_SHOWN = 120
+state = st.session_state
 
 
 def summaries_of(results: RunResults) -> list[ClusterSummary]:
@@ -67,16 +71,70 @@ def cluster_block(results: RunResults, summary: ClusterSummary, order: str, page
 
 
 def confusion_matrix(results: RunResults) -> None:
+    """The cluster × true label counts, clusters ordered by their Hungarian match; a click on a cell lists its
+    images below (an invisible marker on each cell takes the click: plotly selects points, not heatmap cells)."""
     n_classes = len(results.class_names) or int(results.labels.max()) + 1
     matrix, rows = matched_confusion(results.labels, results.assign, results.n_clusters, n_classes)
-    figure = go.Figure(go.Heatmap(z=matrix, x=[results.class_name(c) for c in range(n_classes)],
-                                  y=[f"cluster {r}" for r in rows], colorscale="Blues", text=matrix,
-                                  texttemplate="%{text}", colorbar=dict(title="images")))
-    figure.update_layout(title=f"{results.run_id}: clusters × true labels (clusters ordered by their Hungarian "
-                               "match)", xaxis_title="true label", yaxis_title="cluster",
-                         height=max(300, 28 * len(rows)), yaxis=dict(autorange="reversed"),
-                         xaxis=dict(type="category"), margin=dict(l=10, r=10, t=40, b=10))
-    st.plotly_chart(figure)
+    x = [results.class_name(c) for c in range(n_classes)]
+    y = [f"cluster {r}" for r in rows]
+    figure = go.Figure(go.Heatmap(z=matrix, x=x, y=y, colorscale="Blues", text=matrix, texttemplate="%{text}",
+                                  colorbar=dict(title="images"), hoverinfo="skip"))
+    cells = [(cluster, label) for cluster in rows for label in range(n_classes)]
+    figure.add_trace(go.Scatter(
+        x=[x[label] for _, label in cells], y=[f"cluster {cluster}" for cluster, _ in cells], mode="markers",
+        marker=dict(size=22, symbol="square", color="rgba(0,0,0,0)"), customdata=list(range(len(cells))),
+        text=[f"cluster {c} · label {x[label]}: {n} images" for (c, label), n in zip(cells, matrix.ravel())],
+        hovertemplate="%{text}<br>click to list them<extra></extra>", showlegend=False))
+    # a short title: a long one ran under the chart's toolbar at 1024 px; the run is named in the picker above
+    figure.update_layout(title="Clusters × true labels", xaxis_title="true label",
+                         yaxis_title="cluster, in the order of the Hungarian match",
+                         height=max(360, 30 * len(rows) + 120), yaxis=dict(autorange="reversed"),
+                         xaxis=dict(type="category"), margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
+    key = f"confusion-{results.run_id}"
+    # The chart's selection is read before it is drawn, so the cell a click chose is outlined in this very run.
+    # The chart reports its selection on every rerun: only a new click chooses the cell, so a cell chosen in the
+    # box below afterwards stays chosen.
+    event = state.get(key)
+    clicked = selected_rows(event["selection"]["points"] if event else [])
+    if clicked and state.get(f"{key}-clicked") != clicked[0]:
+        state[f"{key}-clicked"] = clicked[0]
+        state[CELL] = cells[clicked[0]]
+    if state.get(CELL) in cells:
+        cluster, label = state[CELL]
+        row = rows.index(cluster)  # a category axis places its i-th category at i
+        figure.add_shape(type="rect", x0=label - 0.5, x1=label + 0.5, y0=row - 0.5, y1=row + 0.5,
+                         line=dict(color="crimson", width=3))
+    st.plotly_chart(figure, key=key, on_select="rerun", selection_mode="points")
+
+
+def cell_images(results: RunResults, keep: np.ndarray, tags: dict[int, list[str]]) -> None:
+    """The images of the chosen confusion-matrix cell (clicked, or chosen from the cells off the match first),
+    most confident first, with a tag panel for them."""
+    cells = confusion_cells(results.labels, results.assign)
+    counts = {(cluster, label): n for cluster, label, n in cells}
+    chosen = state.get(CELL)
+    if chosen is not None and tuple(chosen) not in counts:  # an empty cell clicked, or another run's cell
+        state[CELL] = None
+        if chosen[0] < results.n_clusters and chosen[1] < len(np.unique(results.labels)):
+            st.caption(f"No image of cluster {chosen[0]} has label {results.class_name(chosen[1])}.")
+    cell = st.selectbox("Images of one cell", list(counts), key=CELL, index=None,
+                        format_func=lambda c: f"cluster {c[0]} × label {results.class_name(c[1])} · {counts[c]} "
+                                              "images",
+                        placeholder="click a cell of the matrix, or choose one (cells off the match first)")
+    if cell is None:
+        return
+    members = cell_members(results.assign, results.labels, results.confidence, *cell)
+    members = members[keep[members]]
+    if not len(members):
+        st.caption("no image of this cell passes the filter")
+        return
+    shown = members[:CELL_SHOWN]
+    st.caption(f"{len(members)} images in cluster {cell[0]} with label {results.class_name(cell[1])}"
+               + (" passing the filter" if len(members) < counts[cell] else "") + ", most confident first"
+               + (f"; the first {CELL_SHOWN} are shown" if len(members) > CELL_SHOWN else ""))
+    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=WIDTH // 64, cell=64,
+                           captions=[caption_with_tags(results.image_name(i), tags, i) for i in shown]))
+    tag_panel(results, shown, tags, key="cell-tags")
 
 
 def side_by_side(results: RunResults, other: RunResults, order: str, page: int, cell: int, keep: np.ndarray,
@@ -121,6 +179,7 @@ if results is not None:
     keep = image_filter(results, tags)
     if results.labels is not None:
         confusion_matrix(results)
+        cell_images(results, keep, tags)
     filter_note(results, keep)
     compare = st.toggle("Compare with another run side by side")
     size, show, paging = st.columns(3)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.audit import filter_note, image_filter, run_tags
-from pages.common import pick_finished_run
-from pages.map_view import show_map
+from ui.audit import filter_note, image_filter, run_tags
+from ui.common import pick_finished_run
+from ui.map_view import show_map
 
 st.title("Map")
 results = pick_finished_run()

@@ -15,6 +15,9 @@ from engine.runs import JobManager, RunRecord
 from engine.runs.uploads import dataset_label
 
 
+NEIGHBOURS_OPEN = "neighbours-open"  # an image another page asks the Neighbours page to show; taken once there
+
+
 @st.cache_resource(show_spinner=False)
 def _manager_for(runs_dir: str) -> JobManager:
     return JobManager(runs_dir, data_roots=readable_roots(Path(runs_dir)))
@@ -166,3 +169,9 @@ def how_it_works(method_name: str, current_stage: str | None = None) -> None:
     st.caption("Key hyper-parameters (paper preset → fast preset)")
     st.table({"setting": keys, "paper": [str(paper.get(k)) for k in keys],
               "fast": [str(description["presets"]["fast"].get(k)) for k in keys]})
+
+
+def open_in_neighbours(index: int) -> None:
+    """Go to the Neighbours page showing image ``index``, at its position in the order and filter held there."""
+    st.session_state[NEIGHBOURS_OPEN] = index
+    st.switch_page("app_pages/neighbours.py")

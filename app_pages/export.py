@@ -9,8 +9,8 @@ import streamlit as st
 from engine.analysis.export import FORMATS, export_run
 from engine.analysis.filters import ImageFilter
 from engine.errors import UserError
-from pages.audit import current_filter, image_filter, run_tags
-from pages.common import pick_finished_run
+from ui.audit import current_filter, image_filter, run_tags
+from ui.common import pick_finished_run
 
 MIME = {"png": "image/png", "html": "text/html", "csv": "text/csv", "zip": "application/zip"}
 

@@ -9,7 +9,7 @@ from engine.analysis.overview import overview_rows
 from engine.data.roots import default_upload_dir
 from engine.errors import UserError
 from engine.runs.uploads import upload_only_used_by
-from pages.common import job_manager
+from ui.common import job_manager
 
 FIRST_COLUMNS = ("run", "method", "dataset", "ACC", "NMI", "ARI", "purity@k", "status")
 

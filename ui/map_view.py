@@ -15,7 +15,8 @@ from engine.analysis.maps import MAP_KINDS, compute_map
 from engine.clustering.metrics import match_clusters
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import png_data_uri, thumbnail
-from pages.audit import caption_with_tags, tag_panel
+from ui.audit import caption_with_tags, tag_panel
+from ui.common import open_in_neighbours
 
 PREVIEW_PX = 96  # the hover preview's width on screen
 GRID_COLUMNS, GRID_ROWS = 5, 4  # five tiles keep the button's label whole at 1024 px
@@ -95,11 +96,6 @@ def hover_preview(results: RunResults, coords: np.ndarray, points: np.ndarray, c
         data={"chart": chart_key, "run": results.run_id, "size": PREVIEW_PX,
               "thumbs": {str(i): png_data_uri(image) for i, image in zip(batch, images)},
               "captions": {str(i): captions[i] for i in batch}})
-
-
-def open_in_neighbours(index: int) -> None:
-    st.session_state["image_index"] = index
-    st.switch_page("pages/neighbours.py")
 
 
 def image_tile(results: RunResults, index: int, column, key: str, tags: dict[int, list[str]]) -> None:

@@ -9,8 +9,8 @@ from engine.analysis.results import RunResults, view_neighbors
 from engine.analysis.suspects import COMBINED, SCORE_TITLES, Suspects, run_suspects
 from engine.analysis.thumbnails import contact_sheet
 from engine.errors import UserError
-from pages.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
-from pages.common import pick_finished_run
+from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
+from ui.common import pick_finished_run
 
 TABLE_ROWS = 200
 SHEET_COLUMNS = 8  # 96-px cells: the sheet fits beside the sidebar at 1440 px and stays legible at 1024
@@ -24,33 +24,38 @@ def suspects_of(run_id: str, finished: float, _results: RunResults) -> Suspects:
     return run_suspects(_results)
 
 
-def move_to(position: int) -> None:
-    state["suspect-position"] = position
-    state.pop("suspect-next", None)
+NUMBER = "suspect-number"  # the stepper's key: its value alone says which suspect is shown (1 = the first)
+NEXT = "suspect-next"  # an image the page is asked to show next (after tagging, a table row); taken once
 
 
 def start_ranking() -> None:
     """Another ranking starts at its first suspect."""
-    move_to(0)
-
-
-def remember_position() -> None:
-    move_to(int(state["widget-suspect-number"]) - 1)
+    state[NUMBER] = 1
 
 
 def show_next(order: np.ndarray, position: int) -> None:
     """After tagging: show the image after this one in the order, wherever the tag moved it (a filter on tags may
     drop the tagged image from the order)."""
     if position + 1 < len(order):
-        state["suspect-next"] = int(order[position + 1])
+        state[NEXT] = int(order[position + 1])
 
 
-def current_position(order: np.ndarray) -> int:
-    """Where the shown suspect is in ``order``: the image tagging moved on to, else the kept position."""
-    wanted = state.pop("suspect-next", None)
+def place_stepper(order: np.ndarray, column) -> int:
+    """The suspect-number input; returns the shown suspect's position in ``order``.
+
+    Its value is the only record of the shown suspect (a second copy in the session can lag behind the input when
+    clicks arrive during a rerun). Before it is drawn, an image asked for (:data:`NEXT`), or a number the order
+    no longer has, sets its value.
+    """
+    wanted = state.pop(NEXT, None)
     found = np.flatnonzero(order == wanted) if wanted is not None else []
-    position = int(found[0]) if len(found) else int(state.get("suspect-position", 0))
-    return min(max(position, 0), len(order) - 1)
+    if len(found):
+        state[NUMBER] = int(found[0]) + 1
+    elif not 1 <= state.get(NUMBER, 1) <= len(order):
+        state[NUMBER] = 1
+    number = column.number_input("Suspect number (1 = most suspect)", 1, len(order), key=NUMBER,
+                                 persist_state="session", help="+ and − step through the suspects in this order")
+    return int(number) - 1
 
 
 st.title("Suspects")
@@ -69,18 +74,17 @@ if results is not None:
                + ". Combined: most extreme in any one score first.")
     filter_note(results, keep)
     names = [COMBINED, *suspects.names]
+    if state.get("suspect-rank-by", COMBINED) not in names:  # kept from a run with other scores
+        state["suspect-rank-by"] = COMBINED
     by = st.radio("Rank by", names, horizontal=True, key="suspect-rank-by", on_change=start_ranking,
-                  format_func=lambda name: SCORE_TITLES.get(name, name))
+                  format_func=lambda name: SCORE_TITLES.get(name, name), persist_state="session")
     order = suspects.ranking(by)
     order = order[keep[order]]
     if not len(order):
         st.warning("No image passes the filter.")
         st.stop()
-    position = current_position(order)
-    state["suspect-position"], state["widget-suspect-number"] = position, position + 1
     stepper, advance_column = st.columns([1, 2], vertical_alignment="bottom")
-    stepper.number_input("Suspect number (1 = most suspect)", 1, len(order), key="widget-suspect-number",
-                         on_change=remember_position, help="+ and − step through the suspects in this order")
+    position = place_stepper(order, stepper)
     advance = advance_column.toggle("Go to the next suspect after tagging", value=True, key="suspect-advance")
     index = int(order[position])
 
@@ -121,6 +125,6 @@ if results is not None:
     st.caption("Select a row to look at that suspect.")
     rows = picked.selection.rows if picked else []
     if rows and rows[0] != position and state.get("suspect-picked") != (by, rows[0]):
-        state["suspect-picked"] = (by, rows[0])
-        move_to(rows[0])
+        state["suspect-picked"] = (by, rows[0])  # the table keeps reporting its row: act on a new pick only
+        state[NEXT] = int(order[rows[0]])
         st.rerun()
