@@ -15,15 +15,15 @@ st.set_page_config(page_title="Deep Clustering Explorer", page_icon=str(ASSETS /
 st.logo(str(ASSETS / "icon.png"))
 
 PAGES = [
-    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("app_pages/train.py", title="Train", icon="🧠"),
-    st.Page("app_pages/map.py", title="Map", icon="📍"),
-    st.Page("app_pages/neighbours.py", title="Neighbours", icon="🔗"),
-    st.Page("app_pages/clusters.py", title="Clusters", icon="🧩"),
-    st.Page("app_pages/suspects.py", title="Suspects", icon="🔎"),
-    st.Page("app_pages/compare.py", title="Compare", icon="📊"),
-    st.Page("app_pages/export.py", title="Export", icon="📦"),
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/train.py", title="Train", icon="🧠"),
+    st.Page("pages/map.py", title="Map", icon="📍"),
+    st.Page("pages/neighbours.py", title="Neighbours", icon="🔗"),
+    st.Page("pages/clusters.py", title="Clusters", icon="🧩"),
+    st.Page("pages/suspects.py", title="Suspects", icon="🔎"),
+    st.Page("pages/compare.py", title="Compare", icon="📊"),
+    st.Page("pages/export.py", title="Export", icon="📦"),
 ]
-# The pages' folder is app_pages/, not pages/: Streamlit would take a pages/ folder for an old-style multipage app
+# The pages' folder is pages/, not pages/: Streamlit would take a pages/ folder for an old-style multipage app
 # until this st.navigation first ran, and a deep link after a restart would list every file in it (see ui/__init__).
 st.navigation(PAGES).run()

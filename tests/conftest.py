@@ -78,7 +78,7 @@ def recorded_losses(events) -> dict[str, set[str]]:
     return losses
 
 
-def open_page(path: str = "app_pages/train.py"):
+def open_page(path: str = "pages/train.py"):
     """An AppTest of the app showing ``path`` (the app opens on its Home page)."""
     from streamlit.testing.v1 import AppTest
 

@@ -41,7 +41,7 @@ def app(run, monkeypatch):
 
 
 def go(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"app_pages/{page}.py").run()
+    at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -25,7 +25,7 @@ def one_torch_thread():
 
 
 def session() -> AppTest:
-    at = open_page("app_pages/train.py")
+    at = open_page("pages/train.py")
     next(box for box in at.selectbox if box.label == "Method").select("kmeans")
     return at.run()
 

@@ -29,6 +29,6 @@ def test_the_pages_say_what_the_quickest_run_really_takes(tmp_path, monkeypatch)
     from conftest import open_page
 
     monkeypatch.setenv("DCE_RUNS_DIR", str(tmp_path / "runs"))
-    said = [info.value for path in ("app_pages/map.py", "app_pages/train.py") for info in open_page(path).info]
+    said = [info.value for path in ("pages/map.py", "pages/train.py") for info in open_page(path).info]
     assert said and not [text for text in said if "takes a second" in text], said
     assert all("half a minute" in text for text in said), said

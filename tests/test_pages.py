@@ -40,7 +40,7 @@ def page(runs, monkeypatch):
 
 
 def test_map_page_draws_every_point_and_offers_label_colourings(page, runs):
-    at = page("app_pages/map.py")
+    at = page("pages/map.py")
     assert not at.exception
     colour = next(radio for radio in at.radio if radio.label == "Colour by")
     assert colour.options == ["cluster", "confidence", "true label", "correct / incorrect"]
@@ -56,7 +56,7 @@ def map_chart_key(at) -> str:
 
 
 def test_map_hover_sends_the_hovered_image_and_its_map_neighbours_as_inline_pngs(page, runs):
-    at = page("app_pages/map.py")
+    at = page("pages/map.py")
     preview = json.loads(at.get("bidi_component")[0].proto.json)
     assert preview["chart"] == map_chart_key(at) and preview["thumbs"] == {}
     at.session_state[f"{map_chart_key(at)}-hover-wanted"] = 5  # what a hover's trigger value stores
@@ -71,7 +71,7 @@ def test_map_hover_sends_the_hovered_image_and_its_map_neighbours_as_inline_pngs
 
 
 def test_map_finds_an_image_by_index_rings_it_and_centres_the_view(page):
-    at = page("app_pages/map.py")
+    at = page("pages/map.py")
     next(box for box in at.text_input if box.label == "Find an image").set_value("42").run()
     assert not at.exception
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -83,7 +83,7 @@ def test_map_finds_an_image_by_index_rings_it_and_centres_the_view(page):
 
 
 def test_map_selection_lists_the_images_and_opens_one_on_the_neighbours_page(page):
-    at = page("app_pages/map.py")
+    at = page("pages/map.py")
     at.session_state[map_chart_key(at)] = {"selection": {"points": [{"customdata": 30}, {"customdata": 7}],
                                                          "point_indices": [], "box": [], "lasso": []}}
     at.run()
@@ -95,7 +95,7 @@ def test_map_selection_lists_the_images_and_opens_one_on_the_neighbours_page(pag
     assert at.main.subheader[0].value.startswith("Image #30 · cluster ")
 
 def test_neighbours_page_shows_purity_for_the_chosen_image(page, runs):
-    at = page("app_pages/neighbours.py")
+    at = page("pages/neighbours.py")
     assert not at.exception
     assert any("nearest in its features" in caption.value for caption in at.caption)
     purity = next(metric for metric in at.metric if metric.label.startswith("Purity@20"))
@@ -108,7 +108,7 @@ def test_neighbours_page_shows_purity_for_the_chosen_image(page, runs):
 
 
 def test_clusters_page_shows_one_gallery_per_cluster_and_the_confusion_matrix(page):
-    at = page("app_pages/clusters.py")
+    at = page("pages/clusters.py")
     assert not at.exception
     headers = [md.value for md in at.markdown if md.value.startswith("**Cluster ")]
     assert len(headers) == 10
@@ -122,7 +122,7 @@ def cell_caption(at: AppTest) -> str:
 def test_a_confusion_matrix_cell_lists_its_images_chosen_or_clicked(page, runs):
     from engine.analysis.clusters import confusion_cells
 
-    at = page("app_pages/clusters.py")
+    at = page("pages/clusters.py")
     _, store, _ = runs
     shown = store.list("finished")[0].id
     assign, labels = store.load_array(shown, "assign"), store.load_array(shown, "labels")
@@ -156,7 +156,7 @@ def test_a_confusion_matrix_cell_lists_its_images_chosen_or_clicked(page, runs):
 
 
 def test_clusters_page_compares_two_runs_side_by_side(page):
-    at = page("app_pages/clusters.py")
+    at = page("pages/clusters.py")
     at.toggle[0].set_value(True).run()
     assert not at.exception
     agreement = next(metric for metric in at.metric if metric.label.startswith("Images on which"))
@@ -165,7 +165,7 @@ def test_clusters_page_compares_two_runs_side_by_side(page):
 
 
 def test_compare_page_table_equals_the_run_store(page, runs):
-    at = page("app_pages/compare.py")
+    at = page("pages/compare.py")
     assert not at.exception
     table = at.dataframe[0].value
     _, store, ids = runs
@@ -177,7 +177,7 @@ def test_compare_page_table_equals_the_run_store(page, runs):
 
 
 def test_export_page_writes_the_chosen_formats(page, runs):
-    at = page("app_pages/export.py")
+    at = page("pages/export.py")
     assert not at.exception
     next(button for button in at.button if button.label == "Export").click().run()
     assert not at.exception
@@ -204,8 +204,8 @@ def unlabelled_runs(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("path", ["app_pages/map.py", "app_pages/neighbours.py", "app_pages/clusters.py",
-                                  "app_pages/suspects.py", "app_pages/compare.py", "app_pages/export.py"])
+@pytest.mark.parametrize("path", ["pages/map.py", "pages/neighbours.py", "pages/clusters.py",
+                                  "pages/suspects.py", "pages/compare.py", "pages/export.py"])
 def test_every_page_works_for_a_run_without_labels(unlabelled_runs, monkeypatch, path):
     monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
@@ -213,16 +213,16 @@ def test_every_page_works_for_a_run_without_labels(unlabelled_runs, monkeypatch,
     at.switch_page(path)
     at.run()
     assert not at.exception
-    if path == "app_pages/map.py":
+    if path == "pages/map.py":
         assert next(r for r in at.radio if r.label == "Colour by").options == ["cluster", "confidence"]
-    if path == "app_pages/clusters.py":
+    if path == "pages/clusters.py":
         headers = [md.value for md in at.markdown if md.value.startswith("**Cluster ")]
         assert len(headers) == 3 and not any("purity" in h for h in headers)
-    if path == "app_pages/compare.py":
+    if path == "pages/compare.py":
         table = at.dataframe[0].value
         assert (table["ACC"] == "n/a").all() and (table["purity@k"] == "n/a").all()
         assert table["note"].str.contains("no labels").all()
-    if path == "app_pages/neighbours.py":  # a folder's images are named by their files, not by "#i"
+    if path == "pages/neighbours.py":  # a folder's images are named by their files, not by "#i"
         assert next(h.value for h in at.subheader if h.value.startswith("Image #")).split(" · ")[1] == "img00.png"
 
 
@@ -244,7 +244,7 @@ def image_purity(store, run_id: str) -> np.ndarray:
 
 
 def test_changing_the_neighbour_order_starts_at_its_first_image(page, runs):
-    at = page("app_pages/neighbours.py")
+    at = page("pages/neighbours.py")
     position_input(at).set_value(526).run()
     assert shown_image(at) == 526
     next(radio for radio in at.radio if radio.label == "Order").set_value("worst purity first").run()
@@ -257,7 +257,7 @@ def test_changing_the_neighbour_order_starts_at_its_first_image(page, runs):
 
 
 def test_stepping_through_neighbours_moves_exactly_one_image_per_click(page, runs):
-    at = page("app_pages/neighbours.py")
+    at = page("pages/neighbours.py")
     next(radio for radio in at.radio if radio.label == "Order").set_value("worst purity first").run()
     _, store, _ = runs
     order = np.argsort(image_purity(store, store.list("finished")[0].id), kind="stable")
@@ -272,14 +272,14 @@ def test_stepping_through_neighbours_moves_exactly_one_image_per_click(page, run
 
 
 def test_the_heading_follows_the_position_input_and_both_hold_across_pages(page, runs):
-    at = page("app_pages/neighbours.py")
+    at = page("pages/neighbours.py")
     next(radio for radio in at.radio if radio.label == "Order").set_value("worst purity first").run()
     _, store, _ = runs
     order = np.argsort(image_purity(store, store.list("finished")[0].id), kind="stable")
     position_input(at).set_value(40).run()
     assert shown_image(at) == order[40]
-    at.switch_page("app_pages/clusters.py").run()
-    at.switch_page("app_pages/neighbours.py").run()
+    at.switch_page("pages/clusters.py").run()
+    at.switch_page("pages/neighbours.py").run()
     assert not at.exception
     assert position_input(at).value == 40 and shown_image(at) == order[40]
     next(button for button in at.button if button.label == "Random image").click().run()
@@ -289,7 +289,7 @@ def test_the_heading_follows_the_position_input_and_both_hold_across_pages(page,
 def test_side_by_side_clusters_are_aligned_by_their_match_with_the_disagreements_listed(page, runs):
     from engine.analysis.clusters import run_agreement
 
-    at = page("app_pages/clusters.py")
+    at = page("pages/clusters.py")
     at.toggle[0].set_value(True).run()
     assert not at.exception
     _, store, _ = runs
@@ -306,7 +306,7 @@ def test_side_by_side_clusters_are_aligned_by_their_match_with_the_disagreements
 
 
 def test_galleries_offer_size_order_and_pages_beyond_the_first_thirty(page, runs):
-    at = page("app_pages/clusters.py")
+    at = page("pages/clusters.py")
     size = next(slider for slider in at.slider if slider.label.startswith("Thumbnail size"))
     assert (size.min, size.max) == (48, 128)
     show = next(radio for radio in at.radio if radio.label == "Show")
@@ -325,11 +325,11 @@ def test_neighbour_purity_is_one_figure_on_train_compare_and_neighbours(page, ru
 
     _, store, _ = runs
     run_id = store.list("finished")[0].id
-    at = page("app_pages/neighbours.py")
+    at = page("pages/neighbours.py")
     on_neighbours = next(metric for metric in at.metric if metric.label.startswith("Purity@")).value
-    at = page("app_pages/compare.py")
+    at = page("pages/compare.py")
     on_compare = at.dataframe[0].value.set_index("run").loc[run_id, "purity@k"]
-    at = page("app_pages/train.py")
+    at = page("pages/train.py")
     on_train = next(metric for metric in at.metric if metric.label == "Neighbour purity").value
     value, _ = run_neighbor_purity(store, run_id)
     assert on_neighbours == on_compare == on_train == f"{value:.3f}"
@@ -337,7 +337,7 @@ def test_neighbour_purity_is_one_figure_on_train_compare_and_neighbours(page, ru
 
 
 def test_compare_never_shows_none_or_nan(page):
-    at = page("app_pages/compare.py")
+    at = page("pages/compare.py")
     table = at.dataframe[0].value
     assert not table.isna().any().any()
     assert not table.astype(str).isin(["None", "nan", "NaN", "<NA>"]).any().any()
@@ -350,7 +350,7 @@ def test_compare_only_selects_a_finished_run_for_the_explorer_pages(tmp_path, mo
     monkeypatch.setenv("DCE_RUNS_DIR", str(tmp_path / "runs"))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
     at.run()
-    at.switch_page("app_pages/compare.py")
+    at.switch_page("pages/compare.py")
     at.run()
     at.session_state["runs-table"] = {"selection": {"rows": [0], "columns": []}}
     at.run()
@@ -361,13 +361,13 @@ def test_compare_only_selects_a_finished_run_for_the_explorer_pages(tmp_path, mo
 
 
 def test_map_legend_sits_below_the_plot_clear_of_the_toolbar(page):
-    at = page("app_pages/map.py")
+    at = page("pages/map.py")
     layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
     assert layout["legend"]["orientation"] == "h" and layout["legend"]["y"] < 0
 
 
 def test_train_page_charts_name_their_axes_and_lines(page):
-    at = page("app_pages/train.py")
+    at = page("pages/train.py")
     figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     assert len(figures) == 1
     layout, lines = figures[0]["layout"], figures[0]["data"]
@@ -380,7 +380,7 @@ def test_map_search_by_file_name_lists_every_match_and_rings_the_chosen_one(unla
     monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
     at.run()
-    at.switch_page("app_pages/map.py")
+    at.switch_page("pages/map.py")
     at.run()
     next(box for box in at.text_input if box.label == "Find an image").set_value("IMG1").run()
     matches = next(box for box in at.selectbox if box.label.endswith("images match"))

@@ -202,7 +202,7 @@ def test_the_train_page_offers_pretrained_features_and_refuses_a_backbone_withou
     pytest.importorskip("streamlit")
     from conftest import open_page
 
-    at = open_page("app_pages/train.py")
+    at = open_page("pages/train.py")
     next(box for box in at.selectbox if box.label == "Method").select("temi").run()
     assert not any(box.label == "Reuse pretext from run" for box in at.selectbox)
     features = next(box for box in at.selectbox if box.label == "Frozen pretrained features")
@@ -259,7 +259,7 @@ def test_a_pretrained_kmeans_run_started_from_the_train_page_on_a_weights_file_f
 
     from conftest import HANG_GUARD_S, open_page
 
-    at = open_page("app_pages/train.py")
+    at = open_page("pages/train.py")
     next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()
     next(box for box in at.text_input if box.label == "Image folder or archive").input(str(two_kinds_folder))
     next(box for box in at.selectbox if box.label == "Method").select("kmeans").run()

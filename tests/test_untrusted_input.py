@@ -121,7 +121,7 @@ def test_uploads_go_to_dce_upload_dir_or_into_the_runs_folder(tmp_path, monkeypa
 # ---------------------------------------------------------------------------------------- the Train page
 
 def train_page() -> AppTest:
-    at = open_page("app_pages/train.py")
+    at = open_page("pages/train.py")
     next(box for box in at.selectbox if box.label == "Method").select("kmeans")
     next(box for box in at.number_input if box.label == "Clusters K").set_value(2)
     return at.run()
@@ -332,12 +332,12 @@ def test_an_upload_is_shown_by_its_archive_name_not_its_server_path(upload_runs)
     assert run_title(record, uploads).startswith(f"{first} · kmeans on upload: pets.zip")
     assert {row["dataset"] for row in overview_rows(store)} == {"upload: pets.zip"}
 
-    at = open_page("app_pages/train.py")
+    at = open_page("pages/train.py")
     said = [*next(box for box in at.selectbox if box.label == "Run").options, *(md.value for md in at.markdown)]
     assert any("upload: pets.zip" in text for text in said)
-    at.switch_page("app_pages/compare.py").run()
+    at.switch_page("pages/compare.py").run()
     assert set(at.dataframe[0].value["dataset"]) == {"upload: pets.zip"}
-    at.switch_page("app_pages/export.py").run()
+    at.switch_page("pages/export.py").run()
     next(button for button in at.button if button.label == "Export").click().run()
     assert not at.exception
     said += [*next(box for box in at.selectbox if box.label == "Run").options, *(s.value for s in at.success)]
@@ -365,7 +365,7 @@ def test_the_compare_page_offers_to_delete_the_upload_with_the_last_run_made_fro
     store, uploads, (first, second, own) = upload_runs
     own_folder = Path(store.get(own).dataset.removeprefix("folder:")).parent
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
-    at.switch_page("app_pages/compare.py").run()
+    at.switch_page("pages/compare.py").run()
     row = list(at.dataframe[0].value["run"]).index(own)
     at.session_state["runs-table"] = {"selection": {"rows": [row], "columns": []}}
     at.run()
@@ -405,7 +405,7 @@ def test_start_without_an_uploaded_archive_says_to_upload_one(tmp_path):
 
 # ------------------------------------------------------------------------------------- nothing is executed
 
-SOURCES = sorted([*REPO.glob("engine/**/*.py"), *REPO.glob("app_pages/*.py"), *REPO.glob("ui/*.py"),
+SOURCES = sorted([*REPO.glob("engine/**/*.py"), *REPO.glob("pages/*.py"), *REPO.glob("ui/*.py"),
                   REPO / "app.py"])
 FORBIDDEN = {
     "eval(": re.compile(r"(?<![\w.])eval\("),  # a method call such as model.eval() is fine

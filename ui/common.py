@@ -174,4 +174,4 @@ def how_it_works(method_name: str, current_stage: str | None = None) -> None:
 def open_in_neighbours(index: int) -> None:
     """Go to the Neighbours page showing image ``index``, at its position in the order and filter held there."""
     st.session_state[NEIGHBOURS_OPEN] = index
-    st.switch_page("app_pages/neighbours.py")
+    st.switch_page("pages/neighbours.py")

@@ -44,8 +44,8 @@ def try_status() -> None:
                    f"Where to look next:")
         links = st.columns(4)
         for column, (path, label) in zip(links, (
-                ("app_pages/train.py", "its losses and scores"), ("app_pages/map.py", "the 2-D map"),
-                ("app_pages/clusters.py", "each cluster's images"), ("app_pages/neighbours.py", "the nearest neighbours"))):
+                ("pages/train.py", "its losses and scores"), ("pages/map.py", "the 2-D map"),
+                ("pages/clusters.py", "each cluster's images"), ("pages/neighbours.py", "the nearest neighbours"))):
             column.page_link(path, label=label)
     else:
         st.error(f"{run_id} {record.status}: {record.error or 'see the Train page'}")
@@ -57,13 +57,13 @@ st.subheader("Three steps")
 steps = st.columns(3)
 steps[0].markdown("**1. Pick data** — the bundled digits, a torchvision dataset, a folder on the server or an "
                   "archive you upload.")
-steps[0].page_link("app_pages/train.py", label="Pick data on Train")
+steps[0].page_link("pages/train.py", label="Pick data on Train")
 steps[1].markdown("**2. Train** — choose a method and a preset; follow its losses live and read its scores.")
-steps[1].page_link("app_pages/train.py", label="Train a method")
+steps[1].page_link("pages/train.py", label="Train a method")
 steps[2].markdown("**3. Audit** — where the clusters lie, which neighbours disagree, what each cluster holds; "
                   "compare runs and export them.")
-for path, label in (("app_pages/map.py", "Map"), ("app_pages/neighbours.py", "Neighbours"), ("app_pages/clusters.py", "Clusters"),
-                    ("app_pages/compare.py", "Compare")):
+for path, label in (("pages/map.py", "Map"), ("pages/neighbours.py", "Neighbours"), ("pages/clusters.py", "Clusters"),
+                    ("pages/compare.py", "Compare")):
     steps[2].page_link(path, label=label)
 
 st.subheader("Runs so far")
@@ -72,6 +72,6 @@ if rows:
     st.dataframe(pd.DataFrame(rows)[["run", "method", "dataset", "ACC", "status"]].head(10), hide_index=True,
                  width="stretch")
     if len(rows) > 10:
-        st.page_link("app_pages/compare.py", label=f"all {len(rows)} runs on Compare")
+        st.page_link("pages/compare.py", label=f"all {len(rows)} runs on Compare")
 else:
     st.caption("None yet.")
