@@ -15,14 +15,8 @@ import torch
 
 from .bench import device_name
 from .errors import TrainingError
+from .methods.speedups import native_bf16
 from .nn.pretrained import PRETRAINED_BACKBONES, PretrainedBackbone, get_pretrained
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware (CPU: AVX-512 BF16 or AMX; emulated bf16 is slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _variants(device: torch.device) -> list[tuple[str, bool, bool]]:

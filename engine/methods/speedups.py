@@ -141,8 +141,11 @@ def low_precision_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether the CUDA GPU ``device`` computes bfloat16 in hardware (``torch.cuda.is_bf16_supported`` also counts
-    emulation, which is slower than float32)."""
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU (``torch.cuda.is_bf16_supported`` also counts
+    emulation, which is slower than float32), or a CPU with AVX-512 BF16 or AMX (oneDNN's check). Training uses
+    bf16 only on a GPU; frozen-feature extraction also on such a CPU (:mod:`engine.methods.feature_source`)."""
+    if device.type != "cuda":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # a torch without the argument
