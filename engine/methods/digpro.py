@@ -64,7 +64,6 @@ import copy
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,7 +72,7 @@ from ..clustering.kmeans import fit_kmeans
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, ema_update, mlp_projector, resolve_backbone
-from .base import Method, MethodConfig, Stage, register_method
+from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
 from .context import FitContext
 from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
 
@@ -242,13 +241,14 @@ class DigProConfig(MethodConfig):
 
 
 @register_method
-class DigPro(Method):
+class DigPro(DeepMethod):
     """DigPro: BYOL with K-means prototypes contrasted across views and momentum-updated groups."""
 
     name = "digpro"
     paper = ("Zhang & Huang, Towards Efficient and Effective Deep Clustering with Dynamic Grouping and Prototype "
              "Aggregation, arXiv:2401.13581, 2024")
     Config = DigProConfig
+    fitted_attributes = DeepMethod.fitted_attributes + ("cluster_centers_",)
     stages = (
         Stage(STAGE, LOSS_NAMES,
               "BYOL views agree; per-cluster prototypes of the two views match and repel other clusters; "
@@ -280,11 +280,9 @@ class DigPro(Method):
         self.model_, self.geometry_ = nets, geometry
         self._train(nets, groups, data, geometry, context, generator)
 
-        features, centres, labels = self._expectation(data, seed=cfg.seed + cfg.epochs + 1)
-        self.cluster_centers_ = centres
-        self.features_ = features.cpu().numpy().astype(np.float16)
-        self.probs_ = self._soft_assignments(features).cpu().numpy()
-        self.labels_ = labels.cpu().numpy()
+        features, self.cluster_centers_, labels = self._expectation(data, seed=cfg.seed + cfg.epochs + 1)
+        self._finish(nets, geometry, data, features)
+        self.labels_ = labels.cpu().numpy()  # the last E-step's K-means partition, as the paper reports it
 
     @torch.no_grad()
     def _expectation(self, data: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -294,7 +292,10 @@ class DigPro(Method):
         centres, labels = fit_kmeans(features, self.config.n_clusters, self.config.n_kmeans_init, seed)
         return features, centres, labels
 
-    def _soft_assignments(self, features: torch.Tensor) -> torch.Tensor:
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        """Soft assignments: a softmax over the cosines of the normalised target projections to the K-means
+        centres, at the group temperature."""
+        features = F.normalize(embed(self.model_.target, inputs, evaluate), dim=1)
         cosine = features @ F.normalize(self.cluster_centers_, dim=1).t()
         return F.softmax(cosine / self.config.group_temperature, dim=1)
 
@@ -372,8 +373,3 @@ class DigPro(Method):
         loss = group_loss(predicted, updated, targets, self.config.group_temperature)
         groups.set_features(updated)
         return loss
-
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(next(self.model_.parameters()).device)
-        features = F.normalize(embed(self.model_.target, data, self.geometry_.augment("eval")), dim=1)
-        return self._soft_assignments(features).cpu().numpy()

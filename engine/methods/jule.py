@@ -75,7 +75,7 @@ from ..clustering.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, resolve_backbone
-from .base import Method, MethodConfig, Stage, register_method
+from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
 from .context import FitContext
 from .training import (BatchPlan, ImageGeometry, Position, StopStage, embed, make_optimizer, seed_everything,
                        to_device, train_epochs)
@@ -393,13 +393,14 @@ class JuleConfig(MethodConfig):
 
 
 @register_method
-class Jule(Method):
+class Jule(DeepMethod):
     """JULE: agglomerative clustering unrolled over CNN features, the CNN trained from the clusters by triplets."""
 
     name = "jule"
     paper = ("Yang, Parikh & Batra, Joint Unsupervised Learning of Deep Representations and Image Clusters, "
              "CVPR 2016")
     Config = JuleConfig
+    fitted_attributes = DeepMethod.fitted_attributes + ("cluster_centers_", "distance_scale_")
     stages = (
         Stage("init", ("n_clusters",), "small initial clusters: components of the raw pixels' 1-NN graph"),
         Stage("unroll", ("triplet", "n_clusters"),
@@ -430,15 +431,13 @@ class Jule(Method):
         labels, neighbors = self._unroll(model, data, labels, evaluate, context, generator)
         features = embed(model, data, evaluate)
 
-        self.model_, self.evaluate_ = model, evaluate
         label_index = torch.from_numpy(labels).to(features.device)
         centres = torch.zeros(cfg.n_clusters, features.shape[1], device=features.device)
         centres.index_add_(0, label_index, features)
         self.cluster_centers_ = centres / torch.bincount(label_index, minlength=cfg.n_clusters).clamp_min(1)[:, None]
-        self.features_ = features.cpu().numpy().astype(np.float16)
         self.distance_scale_ = float(torch.cdist(features, self.cluster_centers_).pow(2).mean())
-        self.probs_ = self._confidence(features)
-        self.labels_ = labels
+        self._finish(model, geometry, data, features)
+        self.labels_ = labels  # the merged partition; probs_ are distances to its centres
         self.neighbors_ = neighbors.astype(np.int32)
 
     def _init(self, data: torch.Tensor, context: FitContext) -> np.ndarray:
@@ -541,10 +540,6 @@ class Jule(Method):
             offset = offset + (offset >= rank[anchors]).long()  # skip the anchor itself
             yield anchors, order[starts[cluster] + offset]
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(self.cluster_centers_.device)
-        return self._confidence(embed(self.model_, data, self.evaluate_))
-
-    def _confidence(self, features: torch.Tensor) -> np.ndarray:
-        squared = torch.cdist(features, self.cluster_centers_).pow(2)
-        return torch.softmax(-10 * squared / max(self.distance_scale_, 1e-12), dim=1).cpu().numpy()
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        squared = torch.cdist(embed(self.model_, inputs, evaluate), self.cluster_centers_).pow(2)
+        return torch.softmax(-10 * squared / max(self.distance_scale_, 1e-12), dim=1)

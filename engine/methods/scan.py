@@ -22,21 +22,18 @@ of the weights that the official code can add.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..data.imageset import ImageSet
-from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy, resolve_backbone, scan_loss
-from .base import Method, MethodConfig, Stage, register_method
+from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy, resolve_backbone
+from .base import MethodConfig, Stage, register_method
 from .context import FitContext
 from .feature_source import check_feature_source, pretrained_features, pretrained_name
+from .scan_heads import (SCAN_LOSS_EQUATION, FeatureGeometry, FrozenFeatures, ScanHeadSettings, ScanHeadsMethod,
+                         train_scan_heads)
 from .simclr import ContrastiveModel, SimCLRSettings, load_reused_pretext, pretext_identity, train_simclr
-from .training import (ImageGeometry, Position, embed, make_optimizer, mine_stage, seed_everything, to_device,
-                       train_epochs)
+from .training import ImageGeometry, Position, embed, make_optimizer, mine_stage, seed_everything, train_epochs
 
 
 @dataclass
@@ -73,77 +70,8 @@ class ScanConfig(MethodConfig):
         check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
 
 
-class FrozenFeatures(nn.Module):
-    """The "backbone" of heads trained on precomputed features: passes them through, ``out_dim`` wide."""
-
-    def __init__(self, out_dim: int) -> None:
-        super().__init__()
-        self.out_dim = out_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-class FeatureGeometry:
-    """Stands in for :class:`ImageGeometry` when the inputs are frozen features: every augmentation is the
-    identity (there are no pixels to crop or colour)."""
-
-    def augment(self, kind: str, **options) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda x: x
-
-
-SCAN_LOSS_EQUATION = (r"\Lambda = -\frac{1}{|D|}\sum_{X}\sum_{k \in \mathcal{N}_X} \log \langle \Phi(X), "
-                      r"\Phi(k) \rangle + \lambda \sum_c \Phi'_c \log \Phi'_c")
-
-
-@dataclass(frozen=True)
-class ScanHeadSettings:
-    """The SCAN step's hyper-parameters; methods that run it name their config fields alike."""
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    entropy_weight: float
-
-    @classmethod
-    def of(cls, config: MethodConfig) -> "ScanHeadSettings":
-        return cls(config.cluster_epochs, config.cluster_batch_size, config.cluster_lr, config.cluster_weight_decay,
-                   config.entropy_weight)
-
-
-def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: torch.Tensor, geometry: ImageGeometry,
-                     settings: ScanHeadSettings, context: FitContext, generator: torch.Generator,
-                     stage: str = "cluster") -> None:
-    """The ``cluster`` stage: train every head of ``model`` with the SCAN loss (eq. 2) on strongly augmented
-    images and a random one of their mined ``neighbors``, then keep the head with the lowest loss over the last
-    epoch. Records ``total``, ``consistency`` and ``entropy`` (means over heads)."""
-    augment = geometry.augment("strong")
-    forward = context.speedups.compiled(model)
-    optimizer = make_optimizer("adam", model.parameters(), settings.lr, settings.weight_decay,
-                               fused=context.speedups.fused_optimizer)
-    head_losses = torch.zeros(model.heads.n_heads, device=context.device)  # over the epoch so far
-
-    def step(indices: torch.Tensor, at: Position) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        pick = to_device(torch.randint(neighbors.shape[1], (len(indices),), generator=generator), context.device)
-        anchor_logits = forward(augment(images_u8[indices]))
-        neighbor_logits = forward(augment(images_u8[neighbors[indices, pick]]))
-        terms = torch.stack([torch.stack(scan_loss(a, n, settings.entropy_weight))
-                             for a, n in zip(anchor_logits, neighbor_logits)])  # heads × 3
-        head_losses.add_(terms[:, 0].detach())
-        # every head is trained on its own loss (their sum); the records are means over heads
-        return terms[:, 0].sum(), dict(zip(("total", "consistency", "entropy"), terms.mean(0)))
-
-    train_epochs(context, stage, model, optimizer, step, epochs=settings.epochs, n_samples=len(images_u8),
-                 batch_size=settings.batch_size, generator=generator, losses=("total", "consistency", "entropy"),
-                 lr=settings.lr, before_epoch=lambda epoch: head_losses.zero_(),
-                 checkpointed={"head_losses": head_losses})
-    best_head = int(head_losses.argmin())
-    model.heads.keep_only(best_head)
-    context.info(stage, f"kept head {best_head} of {len(head_losses)} (lowest SCAN loss)")
-
-
 @register_method
-class Scan(Method):
+class Scan(ScanHeadsMethod):
     """SCAN: SimCLR pretext, neighbour mining, the SCAN clustering loss, then self-labelling."""
 
     name = "scan"
@@ -200,12 +128,7 @@ class Scan(Method):
         train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
         self._selflabel(model, data, geometry, context, generator)
 
-        evaluate = geometry.augment("eval")
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
-        self.probs_ = F.softmax(embed(model, data, evaluate)[0], dim=1).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
-        self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
+        self._finish(model, geometry, data, embed(model.backbone, data, geometry.augment("eval")), neighbors)
 
     def _fit_on_features(self, images: ImageSet, context: FitContext, generator: torch.Generator) -> None:
         """The stages after the pretext, on a frozen pretrained backbone's features instead of a trained one."""
@@ -217,11 +140,7 @@ class Scan(Method):
         model = ClusterModel(FrozenFeatures(x.shape[1]), cfg.n_clusters, cfg.n_heads).to(context.device)
         train_scan_heads(model, x, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
         self._selflabel(model, x, geometry, context, generator)
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = x.cpu().numpy().astype(np.float16)
-        self.probs_ = F.softmax(embed(model, x, geometry.augment("eval"))[0], dim=1).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
-        self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
+        self._finish(model, geometry, x, x, neighbors)
 
     def _selflabel(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
                    generator: torch.Generator) -> None:
@@ -245,8 +164,3 @@ class Scan(Method):
                      n_samples=len(data), batch_size=cfg.selflabel_batch_size, generator=generator,
                      losses=("cross_entropy", "confident_share"), lr=cfg.selflabel_lr)
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        if isinstance(self.geometry_, FeatureGeometry):
-            raise NotImplementedError("scan on pretrained features assigns only the images it was fit on")
-        data = images.images.to(next(self.model_.parameters()).device)
-        return F.softmax(embed(self.model_, data, self.geometry_.augment("eval"))[0], dim=1).cpu().numpy()

@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,11 +52,12 @@ from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import ClusterModel, build_backbone, ema_update, mlp_projector
 from ..nn.memory_queue import cosine_momentum, queue_info_nce_loss
-from .base import BackboneConfig, Method, Stage, register_method, start_fit
+from .base import BackboneConfig, Stage, register_method, start_fit
 from .context import FitContext
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, reuse_or_train_queue_pretext
 from .feature_source import check_feature_source, pretrained_features, pretrained_name
-from .scan import SCAN_LOSS_EQUATION, FeatureGeometry, FrozenFeatures, ScanHeadSettings, train_scan_heads
+from .scan_heads import (SCAN_LOSS_EQUATION, FeatureGeometry, FrozenFeatures, ScanHeadSettings, ScanHeadsMethod,
+                         train_scan_heads)
 from .simclr import ContrastiveModel, pretext_identity
 from .training import ImageGeometry, embed, seed_everything
 
@@ -172,7 +172,7 @@ def three_view_neighbors(features: torch.Tensor, strong_features: torch.Tensor, 
 
 
 @register_method
-class Smc(Method):
+class Smc(ScanHeadsMethod):
     """Super-multi-class contrastive clustering: BYOL-style pretext with a queue of negatives, neighbours mined in
     three views, then the SCAN loss."""
 
@@ -235,12 +235,7 @@ class Smc(Method):
                  geometry: ImageGeometry | FeatureGeometry, context: FitContext, generator: torch.Generator) -> None:
         """The SCAN step on the mined neighbours, then the fitted attributes."""
         train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(self.config), context, generator)
-        evaluate = geometry.augment("eval")
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
-        self.probs_ = F.softmax(embed(model, data, evaluate)[0], dim=1).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
-        self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
+        self._finish(model, geometry, data, embed(model.backbone, data, geometry.augment("eval")), neighbors)
 
     def _mine(self, encoder: nn.Module, data: torch.Tensor, geometry: ImageGeometry | FeatureGeometry,
               images: ImageSet, context: FitContext) -> torch.Tensor:
@@ -269,8 +264,3 @@ class Smc(Method):
         context.end_stage("mine")
         return neighbors
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        if isinstance(self.geometry_, FeatureGeometry):
-            raise NotImplementedError("smc on pretrained features assigns only the images it was fit on")
-        data = images.images.to(next(self.model_.parameters()).device)
-        return F.softmax(embed(self.model_, data, self.geometry_.augment("eval"))[0], dim=1).cpu().numpy()

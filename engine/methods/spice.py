@@ -69,7 +69,7 @@ from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, ema_update, resolve_backbone
 from ..nn.memory_queue import queue_info_nce_loss
-from .base import Method, MethodConfig, Stage, register_method
+from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
 from .context import FitContext
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
 from .settings import bounded, one_of
@@ -325,7 +325,7 @@ def fixmatch_loss(logits_labeled: torch.Tensor, targets: torch.Tensor, logits_we
 # -- the method --------------------------------------------------------------------------------------------------
 
 @register_method
-class Spice(Method):
+class Spice(DeepMethod):
     """SPICE: MoCo v2 pretext, prototype pseudo-labels for frozen-backbone cluster heads, then FixMatch on the
     locally consistent labels."""
 
@@ -385,10 +385,7 @@ class Spice(Method):
         if cfg.semi_steps > 0:
             model = self._semi(model, backbone_name, embeddings, data, geometry, context, generator)
 
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
-        self.probs_ = F.softmax(embed(model, data, evaluate), dim=1).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
+        self._finish(model, geometry, data, embed(model.backbone, data, evaluate))
 
     # -- stage 2 -------------------------------------------------------------------------------------------------
     def _self(self, backbone: nn.Module, embeddings: torch.Tensor, data: torch.Tensor, geometry: ImageGeometry,
@@ -496,6 +493,5 @@ class Spice(Method):
                                    "unlabelled_batches": unlabelled_batches})
         return ema
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(next(self.model_.parameters()).device)
-        return F.softmax(embed(self.model_, data, self.geometry_.augment("eval")), dim=1).cpu().numpy()
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return F.softmax(embed(self.model_, inputs, evaluate), dim=1)
