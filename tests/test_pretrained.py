@@ -261,14 +261,13 @@ def test_an_authors_style_dinov2_checkpoint_at_518_px_is_converted_to_the_224_px
 def test_a_method_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gaussian_mixture(
         monkeypatch, method, stages):
     """With pretext_from=pretrained:NAME the backbone's (here: stand-in) features replace the pretext: SCAN's heads
-    and self-labelling, and smc's three-view mining (one view: there are no pixels) and SCAN step, train on them; predict_proba
-    assigns images through the same backbone's features."""
+    and self-labelling, and smc's three-view mining (one view: there are no pixels) and SCAN step, train on them;
+    predict_proba assigns images through the same backbone's features."""
     import importlib
 
     features, labels = gaussian_mixture()
-    for module in (method, "scan_heads"):  # the fit's features, and those predict_proba embeds
-        monkeypatch.setattr(importlib.import_module(f"engine.methods.{module}"), "pretrained_features",
-                            lambda *args: torch.from_numpy(features))
+    monkeypatch.setattr(importlib.import_module("engine.methods.scan_heads"), "pretrained_features",
+                        lambda *args: torch.from_numpy(features))
     images = ImageSet(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels, [], "gmm")
     events = []
     threads = torch.get_num_threads()

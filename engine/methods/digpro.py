@@ -71,10 +71,10 @@ from torch import nn
 from ..clustering.kmeans import fit_kmeans
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import build_backbone, ema_update, mlp_projector, resolve_backbone
-from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
+from ..nn import build_backbone, ema_update, mlp_projector
+from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
-from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
+from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
 
 STAGE = "train"
 LOSS_NAMES = ("total", "byol", "prototype", "group")
@@ -198,10 +198,7 @@ class BYOLNetworks(nn.Module):
 
 
 @dataclass
-class DigProConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+class DigProConfig(BackboneConfig):
     epochs: int = 1000
     warmup_epochs: int = 50
     batch_size: int = 128
@@ -270,10 +267,7 @@ class DigPro(DeepMethod):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
-        data = images.images.to(context.device)
+        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
         nets = BYOLNetworks(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,
                             cfg.hidden_dim).to(context.device)
         groups = MomentumGroups(cfg.n_clusters, cfg.projection_dim, cfg.group_momentum).to(context.device)

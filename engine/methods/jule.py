@@ -74,11 +74,10 @@ from torch import nn
 from ..clustering.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import build_backbone, resolve_backbone
-from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
+from ..nn import build_backbone
+from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
-from .training import (BatchPlan, ImageGeometry, Position, StopStage, embed, make_optimizer, seed_everything,
-                       to_device, train_epochs)
+from .training import BatchPlan, Position, StopStage, embed, make_optimizer, to_device, train_epochs
 
 ISOLATED_MERGE_FACTOR = 20  # isolated clusters join their nearest centroid while > 20·K clusters remain
 
@@ -359,10 +358,7 @@ class JuleNet(nn.Module):
 
 
 @dataclass
-class JuleConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+class JuleConfig(BackboneConfig):
     embedding_dim: int = 160
     n_neighbors: int = 20  # K_s
     n_cluster_neighbors: int = 5  # K_c
@@ -419,12 +415,9 @@ class Jule(DeepMethod):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        data = images.images.to(context.device)
-        backbone = build_backbone(resolve_backbone(cfg.backbone, geometry.size, geometry.channels), geometry.size,
-                                  geometry.channels)
-        model = JuleNet(backbone, cfg.embedding_dim).to(context.device)
+        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
+        model = JuleNet(build_backbone(backbone_name, geometry.size, geometry.channels),
+                        cfg.embedding_dim).to(context.device)
         evaluate = geometry.augment("eval")
 
         labels = self._init(data, context)

@@ -22,52 +22,26 @@ of the weights that the official code can add.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..data.imageset import ImageSet
-from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy, resolve_backbone
-from .base import MethodConfig, Stage, register_method
+from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy
+from .base import Stage, register_method
 from .context import FitContext
-from .feature_source import check_feature_source, pretrained_features, pretrained_name
-from .scan_heads import (SCAN_LOSS_EQUATION, FeatureGeometry, FrozenFeatures, ScanHeadSettings, ScanHeadsMethod,
-                         train_scan_heads)
+from .scan_heads import SCAN_LOSS_EQUATION, FeatureGeometry, ScanHeadsConfig, ScanHeadsMethod
 from .simclr import ContrastiveModel, SimCLRSettings, load_reused_pretext, pretext_identity, train_simclr
-from .training import ImageGeometry, Position, embed, make_optimizer, mine_stage, seed_everything, train_epochs
+from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
 
 @dataclass
-class ScanConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
-    pretext_from: str | None = None  # run id whose finished pretext to reuse, or pretrained:NAME
-    pretrained_weights: str | None = None  # state dict file for pretext_from=pretrained:NAME (train --weights)
-    download_weights: bool = False  # let the backbone's library download its weights (train --download-weights)
-    pretext_epochs: int = 500
-    pretext_batch_size: int = 512
-    pretext_optimizer: str = "sgd"
-    pretext_lr: float = 0.4
-    pretext_weight_decay: float = 1e-4
-    temperature: float = 0.1
-    projection_dim: int = 128
-    crop_min_scale: float = 0.2
-    n_neighbors: int = 20
-    cluster_epochs: int = 100
-    cluster_batch_size: int = 128
-    cluster_lr: float = 1e-4
-    cluster_weight_decay: float = 1e-4
-    entropy_weight: float = 5.0
-    n_heads: int = 10
+class ScanConfig(ScanHeadsConfig):
     selflabel_epochs: int = 200
     selflabel_batch_size: int = 1000
     selflabel_lr: float = 1e-4
     selflabel_weight_decay: float = 1e-4
     confidence_threshold: float = 0.99
-
-    def validate(self, n_images: int | None = None) -> None:
-        super().validate(n_images)
-        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
 
 
 @register_method
@@ -102,48 +76,21 @@ class Scan(ScanHeadsMethod):
                  "selflabel_batch_size": 500},
     }
 
-    def _fit(self, images: ImageSet, context: FitContext) -> None:
+    def _pretext(self, data: torch.Tensor, geometry: ImageGeometry, backbone_name: str, source: str,
+                 context: FitContext, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:
+        """SimCLR, or a reused run's: neighbours are mined in its projection, the heads sit on its backbone."""
         cfg = self.config
-        generator = seed_everything(cfg.seed)
-        if pretrained_name(cfg.pretext_from) is not None:
-            self._fit_on_features(images, context, generator)
-            return
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
-        identity = pretext_identity(images.source, geometry, backbone_name)
-        data = images.images.to(context.device)
-
+        identity = pretext_identity(source, geometry, backbone_name)
         contrastive = ContrastiveModel(build_backbone(backbone_name, geometry.size, geometry.channels),
                                        cfg.projection_dim).to(context.device)
         if cfg.pretext_from:
             load_reused_pretext(contrastive, context, cfg.pretext_from, identity)
         else:
-            train_simclr(contrastive, data, geometry, SimCLRSettings(
-                cfg.pretext_epochs, cfg.pretext_batch_size, cfg.pretext_optimizer, cfg.pretext_lr,
-                cfg.pretext_weight_decay, cfg.temperature, cfg.projection_dim, cfg.crop_min_scale), context, generator, identity)
+            train_simclr(contrastive, data, geometry, SimCLRSettings.of(cfg), context, generator, identity)
+        return contrastive, contrastive.backbone
 
-        neighbors = mine_stage(context, lambda: embed(contrastive, data, geometry.augment("eval")),
-                               self.config.n_neighbors, images.labels)
-        model = ClusterModel(contrastive.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
-        train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
-        self._selflabel(model, data, geometry, context, generator)
-
-        self._finish(model, geometry, data, embed(model.backbone, data, geometry.augment("eval")), neighbors)
-
-    def _fit_on_features(self, images: ImageSet, context: FitContext, generator: torch.Generator) -> None:
-        """The stages after the pretext, on a frozen pretrained backbone's features instead of a trained one."""
-        cfg = self.config
-        x = pretrained_features(images, pretrained_name(cfg.pretext_from), cfg.pretrained_weights,
-                                cfg.download_weights, context)
-        geometry = FeatureGeometry()
-        neighbors = mine_stage(context, lambda: x, self.config.n_neighbors, images.labels)
-        model = ClusterModel(FrozenFeatures(x.shape[1]), cfg.n_clusters, cfg.n_heads).to(context.device)
-        train_scan_heads(model, x, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
-        self._selflabel(model, x, geometry, context, generator)
-        self._finish(model, geometry, x, x, neighbors)
-
-    def _selflabel(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
-                   generator: torch.Generator) -> None:
+    def _after_heads(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry | FeatureGeometry,
+                     context: FitContext, generator: torch.Generator) -> None:
         """Self-labelling (§2.3): confident weak-view predictions train the strong views."""
         cfg = self.config
         weak, strong = geometry.augment("weak"), geometry.augment("strong")

@@ -13,10 +13,12 @@ from torch import nn
 
 from ..data.imageset import ImageSet
 from ..nn import ClusterModel, scan_loss
-from .base import DeepMethod, MethodConfig, Transform
+from .base import DeepMethod, MethodConfig, Transform, start_fit
 from .context import FitContext
-from .feature_source import pretrained_features, pretrained_name
-from .training import ImageGeometry, Position, embed, make_optimizer, to_device, train_epochs
+from .feature_source import check_feature_source, pretrained_features, pretrained_name
+from .simclr import PretextConfig
+from .training import (ImageGeometry, Position, embed, make_optimizer, mine_stage, seed_everything, to_device,
+                       train_epochs)
 
 
 class FrozenFeatures(nn.Module):
@@ -40,6 +42,26 @@ class FeatureGeometry:
 
 SCAN_LOSS_EQUATION = (r"\Lambda = -\frac{1}{|D|}\sum_{X}\sum_{k \in \mathcal{N}_X} \log \langle \Phi(X), "
                       r"\Phi(k) \rangle + \lambda \sum_c \Phi'_c \log \Phi'_c")
+
+
+@dataclass
+class ScanHeadsConfig(PretextConfig):
+    """A pretext (or a frozen pretrained backbone: ``pretext_from=pretrained:NAME``), neighbour mining and the SCAN
+    step, at the official SCAN configs' values for CIFAR-10."""
+
+    pretrained_weights: str | None = None  # state dict file for pretext_from=pretrained:NAME (train --weights)
+    download_weights: bool = False  # let the backbone's library download its weights (train --download-weights)
+    n_neighbors: int = 20
+    cluster_epochs: int = 100
+    cluster_batch_size: int = 128
+    cluster_lr: float = 1e-4
+    cluster_weight_decay: float = 1e-4
+    entropy_weight: float = 5.0
+    n_heads: int = 10
+
+    def validate(self, n_images: int | None = None) -> None:
+        super().validate(n_images)
+        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
 
 
 @dataclass(frozen=True)
@@ -89,9 +111,45 @@ def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: to
 
 
 class ScanHeadsMethod(DeepMethod):
-    """A method whose network ends in SCAN heads (:class:`ClusterModel`): the kept head's softmax is the
-    assignment. On a frozen pretrained backbone's features the network reads those features, so new images are
+    """A method whose network ends in SCAN heads (:class:`ClusterModel`): a pretext trained on the images
+    (:meth:`_pretext`) or a frozen pretrained backbone's features, neighbours mined in that embedding
+    (:meth:`_mine`), the SCAN step, and what the method does after it (:meth:`_after_heads`). The kept head's
+    softmax is the assignment. On pretrained features the network reads those features, so new images are
     embedded by the same backbone (from the feature cache when they were embedded before)."""
+
+    config: ScanHeadsConfig
+
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        cfg = self.config
+        pretrained = pretrained_name(cfg.pretext_from)
+        if pretrained is None:
+            generator, geometry, backbone_name, data = start_fit(images, cfg, context)
+            encoder, backbone = self._pretext(data, geometry, backbone_name, images.source, context, generator)
+        else:  # no pixels to augment: every view of a sample is its features
+            generator = seed_everything(cfg.seed)
+            data = pretrained_features(images, pretrained, cfg.pretrained_weights, cfg.download_weights, context)
+            geometry, encoder, backbone = FeatureGeometry(), nn.Identity(), FrozenFeatures(data.shape[1])
+        neighbors = self._mine(encoder, data, geometry, images, context)
+        model = ClusterModel(backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
+        train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
+        self._after_heads(model, data, geometry, context, generator)
+        self._finish(model, geometry, data, embed(model.backbone, data, geometry.augment("eval")), neighbors)
+
+    def _pretext(self, data: torch.Tensor, geometry: ImageGeometry, backbone_name: str, source: str,
+                 context: FitContext, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:
+        """Train (or reuse) the pretext on the uint8 images ``data``; returns the encoder neighbours are mined
+        with and the backbone the heads are put on."""
+        raise NotImplementedError
+
+    def _mine(self, encoder: nn.Module, data: torch.Tensor, geometry: ImageGeometry | FeatureGeometry,
+              images: ImageSet, context: FitContext) -> torch.Tensor:
+        """The ``mine`` stage: each sample's nearest neighbours by cosine in the encoder's embedding (§2.2)."""
+        return mine_stage(context, lambda: embed(encoder, data, geometry.augment("eval")), self.config.n_neighbors,
+                          images.labels)
+
+    def _after_heads(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry | FeatureGeometry,
+                     context: FitContext, generator: torch.Generator) -> None:
+        """A stage after the SCAN step, on the model with its kept head; none by default."""
 
     def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
         return F.softmax(embed(self.model_, inputs, evaluate)[0], dim=1)

@@ -69,11 +69,11 @@ from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, ema_update, resolve_backbone
 from ..nn.memory_queue import queue_info_nce_loss
-from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
+from .base import DeepMethod, Stage, Transform, register_method
 from .context import FitContext
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
 from .settings import bounded, one_of
-from .simclr import load_reused_pretext, pretext_identity
+from .simclr import PretextConfig, load_reused_pretext, pretext_identity
 from .training import (BatchPlan, EndlessBatches, ImageGeometry, Position, embed, index_batches, make_optimizer,
                        seed_everything, steps_per_epoch, to_device, train_epochs)
 
@@ -81,21 +81,15 @@ SEMI_INITS = ("scratch", "self")
 
 
 @dataclass
-class SpiceConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
-    pretext_from: str | None = None  # run id whose finished MoCo pretext to reuse
+class SpiceConfig(PretextConfig):
+    """MoCo v2's pretext schedule (the official SPICE configs), then SPICE-Self's and SPICE-Semi's settings."""
+
     pretext_epochs: int = 1000
     pretext_batch_size: int = 128
-    pretext_optimizer: str = "sgd"
     pretext_lr: float = 0.015
-    pretext_weight_decay: float = 1e-4
     temperature: float = 0.2
     moco_momentum: float = bounded(0.999, low=0, high=1)
     queue_size: int = 65536
-    projection_dim: int = 128
-    crop_min_scale: float = 0.2
     n_heads: int = 10
     self_epochs: int = 100
     self_batch_size: int = 5000  # images whose prototypes and pseudo-labels are computed together
