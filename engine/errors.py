@@ -23,3 +23,8 @@ class RunCancelled(Exception):
 
 class DiskFullError(UserError):
     """A write failed because the disk (or the user's quota) is full; the earlier file, if any, is unchanged."""
+
+
+class NotFittedError(UserError, ValueError, AttributeError):
+    """A model's results or assignments were asked for before ``fit``. Its bases are those of scikit-learn's
+    ``NotFittedError``, so code written against that contract catches it too."""

@@ -3,7 +3,8 @@
 Each method is fitted once, cheaply (every training stage 2 epochs of batches of 100 over 300 digits; a result
 may be collapsed that early, which the contract does not judge), and must give: integer labels_ in [0, K),
 N×K probs_ whose rows sum to 1, N-row float features_, exactly its stages' declared loss names recorded per stage,
-and, where it can assign images, predict_proba equal to probs_ on the images it was fitted on. Every trained
+and, where it can assign images, predict_proba equal to probs_ on the images it was fitted on; before fit,
+predict_proba and predict raise NotFittedError and the declared fitted attributes are unset. Every trained
 stage runs ``training.train_epochs`` and must resume mid-stage to the very result of an uninterrupted run.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from conftest import recorded_losses
-from engine.errors import RunCancelled, TrainingError
+from engine.errors import NotFittedError, RunCancelled, TrainingError
 from engine.methods import FitContext, create_method, get_method, list_methods
 
 N_IMAGES = 300
@@ -101,6 +102,16 @@ def test_predict_proba_gives_the_fitted_images_their_probs(method, few_digits):
     except NotImplementedError:
         pytest.skip(f"{method} cannot assign new images")
     np.testing.assert_allclose(probs, model.probs_, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
+def test_assigning_images_before_fit_raises_not_fitted_and_fit_sets_every_declared_attribute(method, few_digits):
+    unfitted = create_method(method, "fast")
+    for assign in (unfitted.predict_proba, unfitted.predict):
+        with pytest.raises(NotFittedError, match=f"{method} model is not fitted yet.*call fit"):
+            assign(few_digits)
+    model, _ = fitted(method, few_digits)
+    assert all(getattr(model, name, None) is not None for name in model.fitted_attributes)
 
 
 @pytest.mark.parametrize(("method", "stage"), TRAINED_STAGES)

@@ -8,8 +8,8 @@ from conftest import fit_on_digits
 from engine.clustering.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
 from engine.methods import get_method
-from engine.methods.jule import (GraphDegreeLinkage, knn_graph, merges_in_period, nearest_neighbor_components,
-                                 weighted_triplet_loss)
+from engine.clustering.graph_linkage import GraphDegreeLinkage, knn_graph, nearest_neighbor_components
+from engine.methods.jule import merges_in_period, weighted_triplet_loss
 
 
 @pytest.fixture(scope="module")

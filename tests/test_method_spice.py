@@ -10,7 +10,7 @@ from conftest import fit_on_digits
 from engine.clustering.metrics import cluster_accuracy
 from engine.errors import ConfigError, UserError
 from engine.methods import FitContext, create_method
-from engine.methods.spice import fixmatch_loss, prototype_pseudo_labels, reliable_pseudo_labels, spice_self_loss
+from engine.nn.pseudo_labels import fixmatch_loss, prototype_pseudo_labels, reliable_pseudo_labels, spice_self_loss
 
 
 @pytest.fixture(scope="module")

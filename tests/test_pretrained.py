@@ -80,6 +80,8 @@ def test_a_cached_feature_file_is_used_without_building_or_calling_the_backbone(
     second = create_method("kmeans", "fast", **settings).fit(images, FitContext("cpu"))
     np.testing.assert_array_equal(first.features_, second.features_)
     np.testing.assert_array_equal(first.labels_, second.labels_)
+    # the centres live in the backbone's 512-d space: images are assigned by their (cached) features, not pixels
+    np.testing.assert_allclose(second.predict_proba(images), second.probs_, atol=1e-5)
 
 
 def test_other_weights_or_other_images_do_not_share_a_cache_entry(digits, resnet18_weights, tmp_path):
@@ -182,6 +184,8 @@ def test_kmeans_clusters_a_10_class_gaussian_mixture_in_384_d(tmp_path):
     images, context = features_run(tmp_path, features, labels)
     fitted = create_method("kmeans", "fast", features_from="gmm").fit(images, context)
     assert cluster_accuracy(labels, fitted.labels_) >= 0.95
+    with pytest.raises(NotImplementedError, match="run gmm's stored features"):
+        fitted.predict_proba(images)
 
 
 def test_temi_clusters_a_10_class_gaussian_mixture_in_384_d(tmp_path):
@@ -230,11 +234,12 @@ def test_an_authors_style_dinov2_checkpoint_at_518_px_is_converted_to_the_224_px
 def test_a_method_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_gaussian_mixture(
         monkeypatch, method, stages):
     """With pretext_from=pretrained:NAME the backbone's (here: stand-in) features replace the pretext: SCAN's heads
-    and self-labelling, and smc's three-view mining (one view: there are no pixels) and SCAN step, train on them."""
+    and self-labelling, and smc's three-view mining (one view: there are no pixels) and SCAN step, train on them;
+    predict_proba assigns images through the same backbone's features."""
     import importlib
 
     features, labels = gaussian_mixture()
-    monkeypatch.setattr(importlib.import_module(f"engine.methods.{method}"), "pretrained_features",
+    monkeypatch.setattr(importlib.import_module("engine.methods.scan_heads"), "pretrained_features",
                         lambda *args: torch.from_numpy(features))
     images = ImageSet(torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8), labels, [], "gmm")
     events = []
@@ -248,8 +253,7 @@ def test_a_method_on_frozen_features_skips_its_pretext_and_clusters_a_10_class_g
     assert cluster_accuracy(labels, fitted.labels_) >= 0.95
     assert [e.stage for e in events if e.kind == "stage"] == stages
     assert fitted.features_.shape == (1000, 384) and fitted.neighbors_.shape[0] == 1000
-    with pytest.raises(NotImplementedError):
-        fitted.predict_proba(images)
+    np.testing.assert_allclose(fitted.predict_proba(images), fitted.probs_, atol=1e-5)
 
 
 def test_a_pretrained_kmeans_run_started_from_the_train_page_on_a_weights_file_finishes(resnet18_weights,

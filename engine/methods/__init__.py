@@ -2,7 +2,7 @@
 import importlib
 import pkgutil
 
-from .base import Method, MethodConfig, Stage, create_method, get_method, list_methods, register_method
+from .base import DeepMethod, Method, MethodConfig, Stage, create_method, get_method, list_methods, register_method
 from .context import Event, FitContext, pick_device
 
 
@@ -21,5 +21,5 @@ def discover_methods(package: str) -> list[str]:
 
 discover_methods(__name__)
 
-__all__ = ["Method", "MethodConfig", "Stage", "create_method", "discover_methods", "get_method", "list_methods",
-           "register_method", "Event", "FitContext", "pick_device"]
+__all__ = ["DeepMethod", "Method", "MethodConfig", "Stage", "create_method", "discover_methods", "get_method",
+           "list_methods", "register_method", "Event", "FitContext", "pick_device"]

@@ -3,20 +3,23 @@
 A method is a class with a config dataclass (hyper-parameters, the paper's defaults), named presets that override
 it (``paper``: the paper's schedule; ``fast``: minutes on a CPU), the stages it runs with their loss names, and
 ``fit``. After ``fit`` it exposes scikit-learn-style results: ``labels_``, ``probs_`` (N×K), ``features_`` (N×D,
-what the maps are drawn from) and, for neighbour-based methods, ``neighbors_`` (N×k).
+what the maps are drawn from) and, for neighbour-based methods, ``neighbors_`` (N×k). A class declares what fit
+sets in ``fitted_attributes``; ``predict_proba`` and ``predict`` before ``fit`` raise :class:`NotFittedError`.
+A method that trains a network on the images derives from :class:`DeepMethod`, which keeps the network and the
+image geometry and assigns new images with them, as ``fit`` assigned its own.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 
 from ..data.imageset import ImageSet
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, NotFittedError, TrainingError
 from ..nn.backbones import resolve_backbone
 from .context import FitContext
 from .settings import bounded, check_ranges, check_types
@@ -24,6 +27,7 @@ from .training import ImageGeometry, seed_everything
 
 COLLAPSE_SHARE = 0.9
 TINY_SHARE = 0.25  # a cluster under this share of N/K is reported as tiny
+Transform = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs → what the network reads
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class Method:
     stages: ClassVar[tuple[Stage, ...]]
     presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "fast": {}}
     key_settings: ClassVar[tuple[str, ...]] = ()  # the hyper-parameters the UI shows first
+    # what fit sets and predict_proba reads; None until fit has run
+    fitted_attributes: ClassVar[tuple[str, ...]] = ("labels_", "probs_", "features_")
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         config = config or self.Config()
@@ -149,12 +155,27 @@ class Method:
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         raise NotImplementedError
 
+    def check_fitted(self, action: str = "predict_proba") -> None:
+        """Raise :class:`NotFittedError`, naming ``action``, while any of ``fitted_attributes`` is unset."""
+        missing = [name for name in self.fitted_attributes if getattr(self, name, None) is None]
+        if missing:
+            raise NotFittedError(f"this {self.name} model is not fitted yet ({', '.join(missing)} unset): call "
+                                 f"fit(images) before {action}")
+
     def predict_proba(self, images: ImageSet) -> np.ndarray:
-        """Soft assignments N×K for (possibly new) images."""
-        raise NotImplementedError(f"{self.name} cannot assign new images")
+        """Soft assignments N×K for (possibly new) images, made as ``fit`` made ``probs_`` (:meth:`_assign`)."""
+        self.check_fitted("predict_proba")
+        return self._assign(images).cpu().numpy()
 
     def predict(self, images: ImageSet) -> np.ndarray:
+        """The cluster of each image: the argmax of :meth:`predict_proba`."""
+        self.check_fitted("predict")
         return self.predict_proba(images).argmax(axis=1)
+
+    def _assign(self, images: ImageSet) -> torch.Tensor:
+        """N×K probabilities of ``images`` by the fitted model; a method that cannot assign new images keeps
+        this refusal."""
+        raise NotImplementedError(f"{self.name} cannot assign new images")
 
     @classmethod
     def light_on_cpu(cls, config: MethodConfig) -> bool:
@@ -174,6 +195,45 @@ class Method:
             "presets": {name: {**defaults, **over} for name, over in cls.presets.items()},
             "key_settings": list(cls.key_settings),
         }
+
+
+class DeepMethod(Method):
+    """A method that trains a network on the images: ``fit`` ends with :meth:`_finish`, which keeps the network and
+    the geometry, and new images are assigned as the fitted ones were, through the evaluation transform.
+
+    Subclasses implement :meth:`_probabilities`; one whose network reads something else than the pixels (frozen
+    features) overrides :meth:`_network_inputs`.
+    """
+
+    fitted_attributes = Method.fitted_attributes + ("model_", "geometry_")
+
+    def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.model_: torch.nn.Module | None = None
+        self.geometry_: ImageGeometry | None = None
+
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        """N×K cluster probabilities of ``inputs`` (on the model's device) under the evaluation transform."""
+        raise NotImplementedError
+
+    def _network_inputs(self, images: ImageSet) -> torch.Tensor:
+        """What the fitted network reads for ``images``: their uint8 pixels, on the network's device."""
+        return images.images.to(next(self.model_.parameters()).device)
+
+    def _assign(self, images: ImageSet) -> torch.Tensor:
+        return self._probabilities(self._network_inputs(images), self.geometry_.augment("eval"))
+
+    def _finish(self, model: torch.nn.Module, geometry: ImageGeometry, inputs: torch.Tensor,
+                features: torch.Tensor, neighbors: torch.Tensor | None = None) -> None:
+        """Keep the fitted ``model`` and ``geometry`` and store the results on the fitted ``inputs``: ``features_``
+        as float16 (what the maps read), ``probs_`` as :meth:`predict_proba` gives them, ``labels_`` their argmax
+        and, where mined, ``neighbors_``."""
+        self.model_, self.geometry_ = model, geometry
+        self.features_ = features.cpu().numpy().astype(np.float16)
+        self.probs_ = self._probabilities(inputs, geometry.augment("eval")).cpu().numpy()
+        self.labels_ = self.probs_.argmax(1)
+        if neighbors is not None:
+            self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
 
 
 def check_batch_sizes(config: MethodConfig, n_images: int, explicit: frozenset[str]) -> None:

@@ -55,13 +55,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..data.imageset import ImageSet
 from ..nn import build_backbone, entropy, nt_xent_loss
-from .base import BackboneConfig, Method, Stage, register_method, start_fit
+from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
 from .settings import bounded
 from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
@@ -132,7 +131,7 @@ class CCConfig(BackboneConfig):
 
 
 @register_method
-class ContrastiveClustering(Method):
+class ContrastiveClustering(DeepMethod):
     """Contrastive Clustering: instance-level and cluster-level contrast, trained end to end."""
 
     name = "cc"
@@ -163,11 +162,7 @@ class ContrastiveClustering(Method):
                                          cfg.n_clusters, cfg.feature_dim).to(context.device)
         self._train(model, data, geometry, context, generator)
 
-        evaluate = geometry.augment("eval")
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
-        self.probs_ = embed(model.cluster_probs(), data, evaluate).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
+        self._finish(model, geometry, data, embed(model.backbone, data, geometry.augment("eval")))
 
     def _train(self, model: ContrastiveClusteringNet, data: torch.Tensor, geometry: ImageGeometry,
                context: FitContext, generator: torch.Generator) -> None:
@@ -189,6 +184,5 @@ class ContrastiveClustering(Method):
                      batch_size=cfg.batch_size, generator=generator, losses=LOSS_NAMES, lr=cfg.lr,
                      lr_schedule=cfg.lr_schedule)
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(next(self.model_.parameters()).device)
-        return embed(self.model_.cluster_probs(), data, self.geometry_.augment("eval")).cpu().numpy()
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return embed(self.model_.cluster_probs(), inputs, evaluate)

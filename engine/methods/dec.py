@@ -45,7 +45,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -53,7 +52,7 @@ from ..clustering.kmeans import fit_kmeans
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn.autoencoder import StackedAutoencoder, reconstruction_loss
-from .base import Method, MethodConfig, Stage, register_method
+from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
 from .context import FitContext
 from .training import (ImageGeometry, LRSchedule, Position, StopStage, make_optimizer, seed_everything, steps_per_epoch,
                        train_epochs)
@@ -138,12 +137,13 @@ class DecConfig(MethodConfig):
 
 
 @register_method
-class Dec(Method):
+class Dec(DeepMethod):
     """DEC: a pretrained autoencoder's embedding, refined by self-training on a sharpened soft assignment."""
 
     name = "dec"
     paper = "Xie, Girshick & Farhadi, Unsupervised Deep Embedding for Clustering Analysis, ICML 2016"
     Config = DecConfig
+    fitted_attributes = DeepMethod.fitted_attributes + ("cluster_centers_",)
     stages = (
         Stage("layerwise", ("layer_reconstruction",),
               "stacked denoising autoencoder, trained greedily: each encoder/decoder pair in turn",
@@ -183,11 +183,8 @@ class Dec(Method):
         self._pretrain(autoencoder, data, flatten, context, generator)
         centres = self._cluster(autoencoder, data, flatten, context, generator)
 
-        self.model_, self.cluster_centers_, self.flatten_ = autoencoder, centres, flatten
-        z = self._embed(autoencoder, data, flatten)
-        self.features_ = z.cpu().numpy().astype(np.float16)
-        self.probs_ = student_t_assignment(z, centres, cfg.alpha).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
+        self.cluster_centers_ = centres
+        self._finish(autoencoder, geometry, data, self._embed(autoencoder, data, flatten))
 
     @staticmethod
     @torch.no_grad()
@@ -282,7 +279,7 @@ class Dec(Method):
                      checkpointed={"centres": centres, "target": target, "labels": labels})
         return centres.detach()
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(self.cluster_centers_.device)
-        z = self._embed(self.model_, data, self.flatten_)
-        return student_t_assignment(z, self.cluster_centers_, self.config.alpha).cpu().numpy()
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        """Eq. 1: the Student's t similarity of each embedding to each cluster centre."""
+        z = self._embed(self.model_, inputs, lambda batch: evaluate(batch).flatten(1))
+        return student_t_assignment(z, self.cluster_centers_, self.config.alpha)

@@ -64,7 +64,6 @@ import copy
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,10 +71,10 @@ from torch import nn
 from ..clustering.kmeans import fit_kmeans
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import build_backbone, ema_update, mlp_projector, resolve_backbone
-from .base import Method, MethodConfig, Stage, register_method
+from ..nn import build_backbone, ema_update, mlp_projector
+from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
-from .training import ImageGeometry, Position, embed, make_optimizer, seed_everything, train_epochs
+from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
 
 STAGE = "train"
 LOSS_NAMES = ("total", "byol", "prototype", "group")
@@ -199,10 +198,7 @@ class BYOLNetworks(nn.Module):
 
 
 @dataclass
-class DigProConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+class DigProConfig(BackboneConfig):
     epochs: int = 1000
     warmup_epochs: int = 50
     batch_size: int = 128
@@ -242,13 +238,14 @@ class DigProConfig(MethodConfig):
 
 
 @register_method
-class DigPro(Method):
+class DigPro(DeepMethod):
     """DigPro: BYOL with K-means prototypes contrasted across views and momentum-updated groups."""
 
     name = "digpro"
     paper = ("Zhang & Huang, Towards Efficient and Effective Deep Clustering with Dynamic Grouping and Prototype "
              "Aggregation, arXiv:2401.13581, 2024")
     Config = DigProConfig
+    fitted_attributes = DeepMethod.fitted_attributes + ("cluster_centers_",)
     stages = (
         Stage(STAGE, LOSS_NAMES,
               "BYOL views agree; per-cluster prototypes of the two views match and repel other clusters; "
@@ -270,21 +267,16 @@ class DigPro(Method):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
-        data = images.images.to(context.device)
+        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
         nets = BYOLNetworks(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,
                             cfg.hidden_dim).to(context.device)
         groups = MomentumGroups(cfg.n_clusters, cfg.projection_dim, cfg.group_momentum).to(context.device)
         self.model_, self.geometry_ = nets, geometry
         self._train(nets, groups, data, geometry, context, generator)
 
-        features, centres, labels = self._expectation(data, seed=cfg.seed + cfg.epochs + 1)
-        self.cluster_centers_ = centres
-        self.features_ = features.cpu().numpy().astype(np.float16)
-        self.probs_ = self._soft_assignments(features).cpu().numpy()
-        self.labels_ = labels.cpu().numpy()
+        features, self.cluster_centers_, labels = self._expectation(data, seed=cfg.seed + cfg.epochs + 1)
+        self._finish(nets, geometry, data, features)
+        self.labels_ = labels.cpu().numpy()  # the last E-step's K-means partition, as the paper reports it
 
     @torch.no_grad()
     def _expectation(self, data: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -294,7 +286,10 @@ class DigPro(Method):
         centres, labels = fit_kmeans(features, self.config.n_clusters, self.config.n_kmeans_init, seed)
         return features, centres, labels
 
-    def _soft_assignments(self, features: torch.Tensor) -> torch.Tensor:
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        """Soft assignments: a softmax over the cosines of the normalised target projections to the K-means
+        centres, at the group temperature."""
+        features = F.normalize(embed(self.model_.target, inputs, evaluate), dim=1)
         cosine = features @ F.normalize(self.cluster_centers_, dim=1).t()
         return F.softmax(cosine / self.config.group_temperature, dim=1)
 
@@ -372,8 +367,3 @@ class DigPro(Method):
         loss = group_loss(predicted, updated, targets, self.config.group_temperature)
         groups.set_features(updated)
         return loss
-
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(next(self.model_.parameters()).device)
-        features = F.normalize(embed(self.model_.target, data, self.geometry_.augment("eval")), dim=1)
-        return self._soft_assignments(features).cpu().numpy()

@@ -3,7 +3,9 @@
 Lloyd's algorithm with k-means++ seeding (Arthur & Vassilvitskii 2007) and several restarts, keeping the restart
 with the lowest inertia Σ_i ‖x_i − μ_{c(i)}‖². Written in torch so it runs on the GPU when the data is there.
 Input is raw pixels (scaled to [0, 1]), the stored features of an earlier run (``features_from``) or the cached
-features of a frozen pretrained backbone (``pretext_from=pretrained:NAME``, see ``feature_source``).
+features of a frozen pretrained backbone (``pretext_from=pretrained:NAME``, see ``feature_source``). New images
+are assigned in the space the centres live in: their pixels, or their features from the same backbone; another
+run's stored features exist only for that run's images, so such a model assigns no new ones.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class KMeans(Method):
                     step_unit="restart"),)
     key_settings = ("n_init", "max_iter", "features_from")
     presets = {"paper": {}, "fast": {"n_init": 10}}
+    fitted_attributes = Method.fitted_attributes + ("cluster_centers_",)
 
     @classmethod
     def light_on_cpu(cls, config: KMeansConfig) -> bool:
@@ -76,8 +79,9 @@ class KMeans(Method):
         self.probs_ = soft_assignments(x, centres).cpu().numpy()
         self.features_ = x.cpu().numpy().astype(np.float16)
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        if self.config.features_from or self.config.pretext_from:
-            raise NotImplementedError("kmeans on stored or pretrained features assigns only the images it was fit on")
-        x = images.images.reshape(len(images), -1).float().to(self.cluster_centers_.device) / 255
-        return soft_assignments(x, self.cluster_centers_).cpu().numpy()
+    def _assign(self, images: ImageSet) -> torch.Tensor:
+        if self.config.features_from is not None:
+            raise NotImplementedError(f"kmeans on run {self.config.features_from}'s stored features assigns only "
+                                      "the images it was fit on: that run's features exist for its images alone")
+        return soft_assignments(self._inputs(images, FitContext(self.cluster_centers_.device)),
+                                self.cluster_centers_)

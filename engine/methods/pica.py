@@ -71,7 +71,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,7 +78,7 @@ from torch import nn
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, entropy
-from .base import BackboneConfig, Method, Stage, register_method, start_fit
+from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
 from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
 
@@ -169,7 +168,7 @@ class PicaConfig(BackboneConfig):
 
 
 @register_method
-class Pica(Method):
+class Pica(DeepMethod):
     """PICA: maximise the confidence of the whole partition (columns of the assignment matrix agree across views)."""
 
     name = "pica"
@@ -202,11 +201,7 @@ class Pica(Method):
                         [cfg.n_overclusters, cfg.n_clusters], cfg.sobel).to(context.device)
         self._train(model, data, geometry, context, generator)
 
-        evaluate = geometry.augment("eval")
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = embed(model.feature_extractor(), data, evaluate).cpu().numpy().astype(np.float16)
-        self.probs_ = embed(model, data, evaluate).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
+        self._finish(model, geometry, data, embed(model.feature_extractor(), data, geometry.augment("eval")))
 
     def _train(self, model: PicaNet, data: torch.Tensor, geometry: ImageGeometry, context: FitContext,
                generator: torch.Generator) -> None:
@@ -232,6 +227,5 @@ class Pica(Method):
                      batch_size=cfg.batch_size, generator=generator, losses=self.stages[0].losses, lr=cfg.lr,
                      lr_schedule=cfg.lr_schedule, passes=len(model.heads))
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(next(self.model_.parameters()).device)
-        return embed(self.model_, data, self.geometry_.augment("eval")).cpu().numpy()
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return embed(self.model_, inputs, evaluate)

@@ -14,10 +14,27 @@ from torch import nn
 
 from ..errors import UserError
 from ..nn import mlp_projector, nt_xent_loss
+from .base import BackboneConfig
 from .context import FitContext
 from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
 STAGE = "pretext"
+
+
+@dataclass
+class PretextConfig(BackboneConfig):
+    """The settings of a contrastive pretext (read by :meth:`SimCLRSettings.of`), at SCAN's SimCLR values for
+    CIFAR-10; a method with another pretext redeclares the defaults that differ."""
+
+    pretext_from: str | None = None  # run id whose finished pretext to reuse (some methods: or pretrained:NAME)
+    pretext_epochs: int = 500
+    pretext_batch_size: int = 512
+    pretext_optimizer: str = "sgd"
+    pretext_lr: float = 0.4
+    pretext_weight_decay: float = 1e-4
+    temperature: float = 0.1
+    projection_dim: int = 128
+    crop_min_scale: float = 0.2
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,42 +50,26 @@ from ..clustering.metrics import mean_neighbor_purity
 from ..clustering.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import ClusterModel, build_backbone, ema_update, mlp_projector
+from ..nn import build_backbone, ema_update, mlp_projector
 from ..nn.memory_queue import cosine_momentum, queue_info_nce_loss
-from .base import BackboneConfig, Method, Stage, register_method, start_fit
+from .base import Stage, register_method
 from .context import FitContext
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, reuse_or_train_queue_pretext
-from .feature_source import check_feature_source, pretrained_features, pretrained_name
-from .scan import SCAN_LOSS_EQUATION, FeatureGeometry, FrozenFeatures, ScanHeadSettings, train_scan_heads
+from .scan_heads import SCAN_LOSS_EQUATION, FeatureGeometry, ScanHeadsConfig, ScanHeadsMethod
 from .simclr import ContrastiveModel, pretext_identity
-from .training import ImageGeometry, embed, seed_everything
+from .training import ImageGeometry, embed
 
 CANDIDATE_FACTOR = 4  # feature-space candidates per neighbour kept (4q)
 STRONG_FACTOR = 2  # candidates kept after the strong view (2q)
 
 
 @dataclass
-class SmcConfig(BackboneConfig):
-    pretext_from: str | None = None  # run id whose finished pretext (of this method) to reuse, or pretrained:NAME
-    pretrained_weights: str | None = None  # state dict file for pretext_from=pretrained:NAME (train --weights)
-    download_weights: bool = False  # let the backbone's library download its weights (train --download-weights)
-    pretext_epochs: int = 500
-    pretext_batch_size: int = 512
-    pretext_optimizer: str = "sgd"
-    pretext_lr: float = 0.4
-    pretext_weight_decay: float = 1e-4
+class SmcConfig(ScanHeadsConfig):
+    """SCAN's settings (``n_neighbors`` is q), the paper's τ and the momentum queue's."""
+
     temperature: float = 0.2
     base_momentum: float = 0.996  # target EMA momentum at the start; it rises to 1 on a cosine
     queue_size: int = 65536
-    projection_dim: int = 128
-    crop_min_scale: float = 0.2
-    n_neighbors: int = 20  # q
-    cluster_epochs: int = 100
-    cluster_batch_size: int = 128
-    cluster_lr: float = 1e-4
-    cluster_weight_decay: float = 1e-4
-    entropy_weight: float = 5.0
-    n_heads: int = 10
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)
@@ -97,7 +80,6 @@ class SmcConfig(BackboneConfig):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if n_images is not None and self.n_neighbors >= n_images:
             raise ConfigError(f"n_neighbors={self.n_neighbors} needs more images than the dataset's {n_images}")
-        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
 
 
 def symmetric_queue_info_nce(prediction_a: torch.Tensor, prediction_b: torch.Tensor, target_a: torch.Tensor,
@@ -172,7 +154,7 @@ def three_view_neighbors(features: torch.Tensor, strong_features: torch.Tensor, 
 
 
 @register_method
-class Smc(Method):
+class Smc(ScanHeadsMethod):
     """Super-multi-class contrastive clustering: BYOL-style pretext with a queue of negatives, neighbours mined in
     three views, then the SCAN loss."""
 
@@ -204,43 +186,17 @@ class Smc(Method):
                  "cluster_lr": 2e-3},
     }
 
-    def _fit(self, images: ImageSet, context: FitContext) -> None:
+    def _pretext(self, data: torch.Tensor, geometry: ImageGeometry, backbone_name: str, source: str,
+                 context: FitContext, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:
+        """The queue-contrast pretext, or a reused run's: mining and the heads use its online network. (On a
+        pretrained backbone's features there are no pixels to augment, so :meth:`_mine`'s three views are one.)"""
         cfg = self.config
-        if pretrained_name(cfg.pretext_from) is not None:
-            self._fit_on_features(images, context, seed_everything(cfg.seed))
-            return
-        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
-        identity = {**pretext_identity(images.source, geometry, backbone_name), "pretext": "smc",
+        identity = {**pretext_identity(source, geometry, backbone_name), "pretext": "smc",
                     "projection_dim": cfg.projection_dim}
         pretext = OnlineTarget(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,
                                cfg.base_momentum).to(context.device)
         reuse_or_train_queue_pretext(pretext, data, geometry, cfg, context, generator, identity)
-
-        neighbors = self._mine(pretext.online, data, geometry, images, context)
-        model = ClusterModel(pretext.online.backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
-        self._cluster(model, data, neighbors, geometry, context, generator)
-
-    def _fit_on_features(self, images: ImageSet, context: FitContext, generator: torch.Generator) -> None:
-        """The stages after the pretext on a frozen pretrained backbone's features. There are no pixels to augment,
-        so the three views are one: candidates by cosine, then the q that agree most in K-means probabilities."""
-        cfg = self.config
-        x = pretrained_features(images, pretrained_name(cfg.pretext_from), cfg.pretrained_weights,
-                                cfg.download_weights, context)
-        geometry = FeatureGeometry()
-        neighbors = self._mine(nn.Identity(), x, geometry, images, context)
-        model = ClusterModel(FrozenFeatures(x.shape[1]), cfg.n_clusters, cfg.n_heads).to(context.device)
-        self._cluster(model, x, neighbors, geometry, context, generator)
-
-    def _cluster(self, model: ClusterModel, data: torch.Tensor, neighbors: torch.Tensor,
-                 geometry: ImageGeometry | FeatureGeometry, context: FitContext, generator: torch.Generator) -> None:
-        """The SCAN step on the mined neighbours, then the fitted attributes."""
-        train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(self.config), context, generator)
-        evaluate = geometry.augment("eval")
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
-        self.probs_ = F.softmax(embed(model, data, evaluate)[0], dim=1).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
-        self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)
+        return pretext.online, pretext.online.backbone
 
     def _mine(self, encoder: nn.Module, data: torch.Tensor, geometry: ImageGeometry | FeatureGeometry,
               images: ImageSet, context: FitContext) -> torch.Tensor:
@@ -269,8 +225,3 @@ class Smc(Method):
         context.end_stage("mine")
         return neighbors
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        if isinstance(self.geometry_, FeatureGeometry):
-            raise NotImplementedError("smc on pretrained features assigns only the images it was fit on")
-        data = images.images.to(next(self.model_.parameters()).device)
-        return F.softmax(embed(self.model_, data, self.geometry_.augment("eval"))[0], dim=1).cpu().numpy()

@@ -58,7 +58,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,7 +65,7 @@ from torch import nn
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone, entropy
-from .base import BackboneConfig, Method, Stage, register_method, start_fit
+from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
 from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
 
@@ -159,7 +158,7 @@ class SocNetConfig(BackboneConfig):
 
 
 @register_method
-class SocNet(Method):
+class SocNet(DeepMethod):
     """S3OCNet: cascaded self-organizing clustering heads trained with the other view's hard assignment."""
 
     name = "socnet"
@@ -190,11 +189,7 @@ class SocNet(Method):
         model = SelfOrganizingClusteringNet(backbone, layer_sizes).to(context.device)
         self._train(model, data, geometry, context, generator)
 
-        evaluate = geometry.augment("eval")
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
-        self.probs_ = self._probs(data)
-        self.labels_ = self.probs_.argmax(1)
+        self._finish(model, geometry, data, embed(model.backbone, data, geometry.augment("eval")))
 
     def _train(self, model: SelfOrganizingClusteringNet, data: torch.Tensor, geometry: ImageGeometry,
                context: FitContext, generator: torch.Generator) -> None:
@@ -214,9 +209,5 @@ class SocNet(Method):
         train_epochs(context, STAGE, model, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
                      batch_size=cfg.batch_size, generator=generator, losses=self.stages[0].losses, lr=cfg.lr)
 
-    def _probs(self, data: torch.Tensor) -> np.ndarray:
-        similarities = embed(_ClusterOutput(self.model_), data, self.geometry_.augment("eval"))
-        return F.softmax(similarities / self.config.temperature, dim=1).cpu().numpy()
-
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        return self._probs(images.images.to(next(self.model_.parameters()).device))
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return F.softmax(embed(_ClusterOutput(self.model_), inputs, evaluate) / self.config.temperature, dim=1)

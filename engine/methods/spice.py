@@ -67,35 +67,30 @@ from torch import nn
 from ..clustering.neighbors import mine_neighbors
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import build_backbone, ema_update, resolve_backbone
+from ..nn import build_backbone, ema_update
 from ..nn.memory_queue import queue_info_nce_loss
-from .base import Method, MethodConfig, Stage, register_method
+from ..nn.pseudo_labels import fixmatch_loss, prototype_pseudo_labels, reliable_pseudo_labels, spice_self_loss
+from .base import DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
-from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, QueuePretextSettings, train_queue_pretext
+from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, reuse_or_train_queue_pretext
 from .settings import bounded, one_of
-from .simclr import load_reused_pretext, pretext_identity
+from .simclr import PretextConfig, pretext_identity
 from .training import (BatchPlan, EndlessBatches, ImageGeometry, Position, embed, index_batches, make_optimizer,
-                       seed_everything, steps_per_epoch, to_device, train_epochs)
+                       steps_per_epoch, to_device, train_epochs)
 
 SEMI_INITS = ("scratch", "self")
 
 
 @dataclass
-class SpiceConfig(MethodConfig):
-    backbone: str = "auto"
-    image_size: int | None = None  # None → the dataset's own size
-    flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
-    pretext_from: str | None = None  # run id whose finished MoCo pretext to reuse
+class SpiceConfig(PretextConfig):
+    """MoCo v2's pretext schedule (the official SPICE configs), then SPICE-Self's and SPICE-Semi's settings."""
+
     pretext_epochs: int = 1000
     pretext_batch_size: int = 128
-    pretext_optimizer: str = "sgd"
     pretext_lr: float = 0.015
-    pretext_weight_decay: float = 1e-4
     temperature: float = 0.2
     moco_momentum: float = bounded(0.999, low=0, high=1)
     queue_size: int = 65536
-    projection_dim: int = 128
-    crop_min_scale: float = 0.2
     n_heads: int = 10
     self_epochs: int = 100
     self_batch_size: int = 5000  # images whose prototypes and pseudo-labels are computed together
@@ -212,120 +207,10 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))[0]
 
 
-# -- the two pseudo-labelling rules ------------------------------------------------------------------------------
-
-def prototype_pseudo_labels(embeddings: torch.Tensor, probs: torch.Tensor, center_ratio: float = 0.5
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SPICE-Self's semantic pseudo-labels for one batch (§3.2).
-
-    For each cluster c the ⌊center_ratio·B/K⌋ samples with the highest p_c are averaged into a prototype μ_c in
-    the embedding space; the ⌊B/K⌋ samples most similar to μ_c (dot product with the L2-normalised embeddings)
-    are labelled c.
-
-    Args:
-        embeddings: B×D L2-normalised embeddings of the batch.
-        probs: B×K cluster probabilities of the batch (one head).
-        center_ratio: share of B/K confident samples averaged into each prototype.
-
-    Returns:
-        (indices, labels), both of length K·⌊B/K⌋; an index may appear under two labels.
-
-    Examples:
-        >>> emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-        >>> probs = torch.tensor([[0.6, 0.4], [0.5, 0.5], [0.5, 0.5], [0.4, 0.6]])
-        >>> idx, lab = prototype_pseudo_labels(emb, probs, center_ratio=0.5)
-        >>> sorted(zip(idx.tolist(), lab.tolist()))
-        [(0, 0), (1, 0), (2, 1), (3, 1)]
-    """
-    if embeddings.ndim != 2 or probs.ndim != 2 or len(embeddings) != len(probs):
-        raise ValueError(f"embeddings B×D and probs B×K must have the same B, got {tuple(embeddings.shape)} "
-                         f"and {tuple(probs.shape)}")
-    n, k = probs.shape
-    per_cluster = n // k
-    if per_cluster < 1:
-        raise ValueError(f"a batch of {n} images cannot give pseudo-labels to {k} clusters; use batches ≥ K")
-    n_center = max(1, int(center_ratio * per_cluster))
-    confident = probs.topk(n_center, dim=0).indices  # n_center×K
-    prototypes = embeddings[confident].mean(dim=0)  # K×D
-    chosen = (prototypes @ embeddings.t()).topk(per_cluster, dim=1).indices  # K×(B/K)
-    labels = torch.arange(k, device=probs.device)[:, None].expand_as(chosen)
-    return chosen.flatten(), labels.flatten()
-
-
-def reliable_pseudo_labels(neighbors: torch.Tensor, probs: torch.Tensor, consistency: float, confidence: float
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SPICE-Semi's reliable labels by local consistency (§3.3), balanced across clusters.
-
-    An image is reliable when the share of its neighbours predicted in its own cluster is ≥ ``consistency`` and
-    its confidence max_c p_c is > ``confidence``. Every cluster then keeps the same number m of images (the
-    smallest reliable count of a cluster that has any), its most consistent, then most confident ones; a cluster
-    with no reliable image contributes its m most consistent members.
-
-    Args:
-        neighbors: N×k indices of each image's nearest neighbours (itself excluded).
-        probs: N×K cluster probabilities.
-
-    Returns:
-        (indices, labels) of the labelled set.
-
-    Examples:
-        >>> probs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
-        >>> neighbors = torch.tensor([[1], [0], [3], [2], [0]])  # image 4's neighbour is in the other cluster
-        >>> idx, lab = reliable_pseudo_labels(neighbors, probs, consistency=0.9, confidence=0.5)
-        >>> sorted(zip(idx.tolist(), lab.tolist()))
-        [(0, 0), (1, 0), (2, 1), (3, 1)]
-    """
-    confidence_of, labels = probs.max(dim=1)
-    agreement = (labels[neighbors] == labels[:, None]).float().mean(dim=1)
-    reliable = (agreement >= consistency) & (confidence_of > confidence)
-    k = probs.shape[1]
-    counts = torch.bincount(labels[reliable], minlength=k)
-    present = torch.bincount(labels, minlength=k) > 0
-    m = int(counts[counts > 0].min()) if bool((counts > 0).any()) else 1
-    # reliable first, then by agreement, then by confidence (confidence ≤ 1 only breaks ties of agreement)
-    score = reliable.float() * 4 + agreement * 2 + confidence_of
-    indices, chosen_labels = [], []
-    for c in torch.nonzero(present).flatten().tolist():
-        members = torch.nonzero(labels == c).flatten()
-        keep = members[score[members].argsort(descending=True)[:m]]
-        indices.append(keep)
-        chosen_labels.append(torch.full_like(keep, c))
-    return torch.cat(indices), torch.cat(chosen_labels)
-
-
-def spice_self_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """SPICE-Self's loss as the official code computes it: the cross-entropy of the cluster probabilities p =
-    softmax(z) taken as scores, −log(e^{p_y} / Σ_c e^{p_c}), averaged over the batch.
-
-    Because p lies on the simplex the loss is bounded, between log(e + K − 1) − 1 (p one-hot on the target) and
-    log(e + K − 1) (p one-hot elsewhere): a wrong pseudo-label cannot dominate the gradient.
-
-    Examples:
-        >>> round(float(spice_self_loss(torch.tensor([[50.0, 0.0]]), torch.tensor([0]))), 4)  # log(e+1) − 1
-        0.3133
-    """
-    return F.cross_entropy(F.softmax(logits, dim=1), targets)
-
-
-def fixmatch_loss(logits_labeled: torch.Tensor, targets: torch.Tensor, logits_weak: torch.Tensor,
-                  logits_strong: torch.Tensor, threshold: float = 0.95, unlabeled_weight: float = 1.0
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FixMatch's loss (Sohn et al. 2020, eqs. 1–4): ℓ_s + λ_u·ℓ_u with ℓ_s the cross-entropy on labelled weak
-    views and ℓ_u = 1/μB Σ 1(max q_b ≥ τ) H(argmax q_b, p(y|strong view)), q_b the (detached) weak-view prediction.
-
-    Returns (total, ℓ_s, ℓ_u, share of unlabelled images above the threshold).
-    """
-    supervised = F.cross_entropy(logits_labeled, targets)
-    confidence, pseudo = F.softmax(logits_weak.detach(), dim=1).max(dim=1)
-    mask = (confidence >= threshold).float()
-    unsupervised = (F.cross_entropy(logits_strong, pseudo, reduction="none") * mask).mean()
-    return supervised + unlabeled_weight * unsupervised, supervised, unsupervised, mask.mean()
-
-
 # -- the method --------------------------------------------------------------------------------------------------
 
 @register_method
-class Spice(Method):
+class Spice(DeepMethod):
     """SPICE: MoCo v2 pretext, prototype pseudo-labels for frozen-backbone cluster heads, then FixMatch on the
     locally consistent labels."""
 
@@ -362,20 +247,12 @@ class Spice(Method):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        generator = seed_everything(cfg.seed)
-        geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
-        backbone_name = resolve_backbone(cfg.backbone, geometry.size, geometry.channels)
+        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
         identity = {**pretext_identity(images.source, geometry, backbone_name), "pretext": "moco_v2",
                     "projection_dim": cfg.projection_dim}
-        data = images.images.to(context.device)
-
         moco = MoCo(build_backbone(backbone_name, geometry.size, geometry.channels), cfg.projection_dim,
                     cfg.moco_momentum).to(context.device)
-        if cfg.pretext_from:
-            load_reused_pretext(moco, context, cfg.pretext_from, identity)
-        else:
-            train_queue_pretext(moco, data, geometry, QueuePretextSettings.of(cfg), context, generator,
-                                identity)
+        reuse_or_train_queue_pretext(moco, data, geometry, cfg, context, generator, identity)
         backbone = moco.query.backbone.requires_grad_(False).eval()
 
         evaluate = geometry.augment("eval")
@@ -385,10 +262,7 @@ class Spice(Method):
         if cfg.semi_steps > 0:
             model = self._semi(model, backbone_name, embeddings, data, geometry, context, generator)
 
-        self.model_, self.geometry_ = model, geometry
-        self.features_ = embed(model.backbone, data, evaluate).cpu().numpy().astype(np.float16)
-        self.probs_ = F.softmax(embed(model, data, evaluate), dim=1).cpu().numpy()
-        self.labels_ = self.probs_.argmax(1)
+        self._finish(model, geometry, data, embed(model.backbone, data, evaluate))
 
     # -- stage 2 -------------------------------------------------------------------------------------------------
     def _self(self, backbone: nn.Module, embeddings: torch.Tensor, data: torch.Tensor, geometry: ImageGeometry,
@@ -496,6 +370,5 @@ class Spice(Method):
                                    "unlabelled_batches": unlabelled_batches})
         return ema
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        data = images.images.to(next(self.model_.parameters()).device)
-        return F.softmax(embed(self.model_, data, self.geometry_.augment("eval")), dim=1).cpu().numpy()
+    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return F.softmax(embed(self.model_, inputs, evaluate), dim=1)

@@ -27,7 +27,6 @@ Published CIFAR-10 ACC/NMI/ARI (%): DINO ViT-B/16 94.5/88.6/88.5; CLIP ViT-L/14 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import numpy as np
