@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from engine.atomic import atomic_path
 from engine.data.cache import default_cache_dir, map_images, reserve_space
 from engine.data.decode import check_image_size
+from engine.data.digits28 import load_digits28
 from engine.data.folder import load_folder
 from engine.data.imageset import ImageSet
 from engine.data.layout import SPLITS
@@ -83,6 +84,9 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
     DatasetInfo("digits", "scikit-learn's handwritten digits, 8×8 gray (always available, no download; "
                 "has no official split, so digits:train and digits:test are the whole set)",
                 1797, 8, 1, 10, "bundled", _DIGIT_NAMES),
+    DatasetInfo("digits28", "the same 1,797 digits drawn at 28×28 gray with a seeded stroke width and a shift of up "
+                "to a pixel (MNIST-like; always available, no download, no official split)",
+                1797, 28, 1, 10, "bundled", _DIGIT_NAMES),
     DatasetInfo("mnist", "MNIST handwritten digits, 28×28 gray (60k train + 10k test)",
                 70000, 28, 1, 10, "torchvision", _DIGIT_NAMES),
     DatasetInfo("fashion-mnist", "Fashion-MNIST clothing, 28×28 gray (60k train + 10k test)",
@@ -154,6 +158,10 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
 
     if name == "digits":
         images = _load_digits()
+    elif name == "digits28":
+        pixels, labels = load_digits28()
+        images = ImageSet(images=torch.from_numpy(pixels), labels=labels, class_names=list(_DIGIT_NAMES),
+                          source=name)
     elif data_root is not None and _is_image_folder_copy(Path(data_root).expanduser()):
         images = _load_folder_copy(info, Path(data_root).expanduser(), split or None,
                                    image_size or info.image_size, data_roots)
