@@ -26,6 +26,7 @@ from engine.data.folder import load_folder
 from engine.data.imageset import ImageSet
 from engine.data.layout import SPLITS
 from engine.data.listing import is_archive, resolve_inside
+from engine.data.subset import balanced_subset
 from engine.errors import DatasetError, UserError
 
 FOLDER_PREFIX = "folder:"
@@ -113,7 +114,8 @@ def describe_datasets() -> list[dict]:
 
 
 def load_dataset(spec: str, *, data_root: str | None = None, download: bool = False,
-                 image_size: int | None = None, data_roots: Sequence[Path] | None = None) -> ImageSet:
+                 image_size: int | None = None, data_roots: Sequence[Path] | None = None,
+                 subset: int | None = None) -> ImageSet:
     """Load the dataset a spec names.
 
     Args:
@@ -126,6 +128,7 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
             (shorter side to it, antialiased, then the centre square). Default: a named dataset's own size
             (digits 8, CIFAR 32, STL-10 96, also from an image-folder copy); for a folder, 64 px or the images'
             own size when smaller (see :func:`load_folder`).
+        subset: keep only this many images, class-balanced and seeded (:func:`balanced_subset`); None: all.
         data_roots: the folders a shared server may read, or None for any: a folder and ``data_root`` must lie
             inside one, and so must every file of a folder (see :func:`load_folder`).
 
@@ -144,7 +147,8 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
         path = spec[len(FOLDER_PREFIX):]
         if not path:
             raise DatasetError("folder: needs a path, e.g. folder:/data/my-photos")
-        return dataclasses.replace(load_folder(path, image_size=image_size, data_roots=data_roots), source=spec)
+        folder = dataclasses.replace(load_folder(path, image_size=image_size, data_roots=data_roots), source=spec)
+        return folder if subset is None else balanced_subset(folder, subset)
 
     name, _, split = spec.partition(":")
     name = name.lower()
@@ -167,7 +171,8 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
                                    image_size or info.image_size, data_roots)
     else:
         images = _load_torchvision(info, data_root, download, split or None)
-    return dataclasses.replace(_resize(images, image_size), source=spec)
+    images = dataclasses.replace(_resize(images, image_size), source=spec)
+    return images if subset is None else balanced_subset(images, subset)
 
 
 def _load_digits() -> ImageSet:
