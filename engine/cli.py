@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="train each method on N of the dataset's images, class-balanced and seeded (the "
                             "same N for every method of the run, K-means included)")
     bench.add_argument("--budget-minutes", type=float, default=10.0, help="stop each run after this long")
+    bench.add_argument("--scale-to-budget", action="store_true",
+                       help="scale each run's epochs so that its estimate fits --budget-minutes (as train "
+                            "--budget-minutes does) instead of stopping it there")
     bench.add_argument("--micro", action="store_true",
                        help="time the augmentation, one SimCLR step, and one step of each stage of --methods")
     bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro's SimCLR step")
@@ -472,7 +475,8 @@ def _bench(args: argparse.Namespace) -> int:
         rows = bench.kmeans_rows(load_dataset(args.dataset, data_root=args.data_root), args.kmeans)
     else:
         rows = bench.train_rows(methods, args.dataset, args.preset, args.device, args.budget_minutes,
-                                args.data_root, Path(args.runs_dir), subset=args.subset)
+                                args.data_root, Path(args.runs_dir), subset=args.subset,
+                                scale_to_budget=args.scale_to_budget)
     for path in bench.write_results(rows, Path(args.out)):
         print(path)
     return 0

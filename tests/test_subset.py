@@ -51,3 +51,9 @@ def test_bench_rows_on_a_subset_give_each_methods_acc_over_the_kmeans_row(tmp_pa
     kmeans, jule = rows
     assert kmeans["subset"] == jule["subset"] == 300 and kmeans["acc_over_kmeans"] == 0.0
     assert jule["acc_over_kmeans"] == pytest.approx(jule["acc"] - kmeans["acc"])
+
+
+def test_bench_can_scale_a_runs_epochs_to_its_budget_instead_of_stopping_it(tmp_path):
+    (row,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=0.01, data_root=None,
+                        runs_dir=tmp_path / "runs", subset=200, scale_to_budget=True)
+    assert row["budget_factor"] < 1 and row["epochs"]["epochs"] < 25
