@@ -420,25 +420,36 @@ def knn_rows(n_points: int, dim: int = 128, k: int = 20) -> list[dict[str, Any]]
 
 
 def train_rows(methods: list[str], dataset: str, preset: str, device: str, budget_minutes: float | None,
-               data_root: str | None, runs_dir: Path) -> list[dict[str, Any]]:
-    """Train each method end to end through the run store; one result row each (no budget: to the end).
+               data_root: str | None, runs_dir: Path, subset: int | None = None,
+               scale_to_budget: bool = False) -> list[dict[str, Any]]:
+    """Train each method end to end through the run store; one result row each (no budget: to the end), on a
+    class-balanced ``subset`` of the dataset when one is given. Each row's ``acc_over_kmeans`` is its ACC minus
+    that of the ``kmeans`` row of the same call (see :func:`add_kmeans_margins`). With ``scale_to_budget`` the
+    budget scales every stage's epochs so the run's estimate fits it (``train --budget-minutes``; the row's
+    ``epochs`` and ``budget_factor`` say what ran) instead of stopping the run there; it is then stopped only at
+    twice the budget, for an estimate that was far off.
 
     A benchmark longer than one job: a run of the same method, dataset and preset that an earlier ``bench`` left
     stopped in ``runs_dir`` (over budget, cancelled, interrupted) is resumed from its stage checkpoints instead of
     started again, and ``seconds`` adds up every session's wall time (recorded as ``bench`` messages of the run).
     """
     from .runs import RunRequest, RunStore, create_run, execute_run
+    from .runs.budget import estimate_request, fit_to_budget
 
     store = RunStore(runs_dir)
     rows = []
     for method in methods:
-        run_id = _stopped_run(store, method, dataset, preset)
+        run_id = _stopped_run(store, method, dataset, preset, subset)
         if run_id is None:
-            run_id = create_run(store, RunRequest(method, dataset, preset, device=device, data_root=data_root))
+            request = RunRequest(method, dataset, preset, device=device, data_root=data_root, subset=subset)
+            if scale_to_budget and budget_minutes is not None:
+                request = fit_to_budget(request, budget_minutes, estimate_request(request, runs_root=runs_dir))
+            run_id = create_run(store, request)
         else:
             store.requeue(run_id)
         cancel = threading.Event()
-        timer = threading.Timer(budget_minutes * 60, cancel.set) if budget_minutes is not None else None
+        limit = None if budget_minutes is None else budget_minutes * 60 * (2 if scale_to_budget else 1)
+        timer = threading.Timer(limit, cancel.set) if limit is not None else None
         if timer is not None:
             timer.start()
         if torch.cuda.is_available():
@@ -453,16 +464,29 @@ def train_rows(methods: list[str], dataset: str, preset: str, device: str, budge
                 timer.cancel()
         store.add_message(run_id, "bench", f"bench session {time.perf_counter() - t0:.3f} s")
         rows.append(_train_row(store, run_id, dataset, preset, session_start))
-    return rows
+    return add_kmeans_margins(rows)
+
+
+def add_kmeans_margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with ``acc_over_kmeans``: each row's ACC minus the ACC of the ``kmeans`` row on the same dataset
+    and subset among them (None without such a row or an ACC). Issue 16's rule for a preset is a margin of at
+    least 0.03 on every image set."""
+    kmeans = {(r["dataset"], r.get("subset")): r.get("acc") for r in rows if r.get("method") == "kmeans"}
+    out = []
+    for row in rows:
+        base = kmeans.get((row["dataset"], row.get("subset")))
+        margin = row["acc"] - base if row.get("acc") is not None and base is not None else None
+        out.append({**row, "acc_over_kmeans": margin})
+    return out
 
 
 _SESSION_PREFIX = "bench session "
 
 
-def _stopped_run(store: Any, method: str, dataset: str, preset: str) -> str | None:
-    """The newest run of this benchmark that stopped before finishing, if any."""
+def _stopped_run(store: Any, method: str, dataset: str, preset: str, subset: int | None = None) -> str | None:
+    """The newest run of this benchmark (same subset) that stopped before finishing, if any."""
     stopped = [r for r in store.list() if (r.method, r.dataset, r.preset) == (method, dataset, preset)
-               and r.status in ("cancelled", "interrupted")]
+               and r.options.get("subset") == subset and r.status in ("cancelled", "interrupted")]
     return max(stopped, key=lambda r: r.created).id if stopped else None
 
 
@@ -487,11 +511,13 @@ def _train_row(store: Any, run_id: str, dataset: str, preset: str, session_start
     n_images = record.summary.get("n_images") or _known_images(dataset)
     paper = PAPER_CIFAR10.get(record.method) if dataset.startswith("cifar10") else None
     return {
-        "method": record.method, "dataset": dataset, "preset": preset, "run_id": run_id,
+        "method": record.method, "dataset": dataset, "subset": record.options.get("subset"), "preset": preset,
+        "run_id": run_id,
         "protocol": "train+test" if ":" not in dataset else dataset.split(":")[1],
         "device": record.summary.get("device", record.device), "status": record.status,
         "complete": record.status == "finished", "error": record.error,
         "epochs": {k: v for k, v in record.config.items() if k.endswith("epochs")},
+        "budget_factor": (record.options.get("budget") or {}).get("factor"),
         "pretext_epochs_done": len(pretext_epochs) if "pretext_epochs" in record.config else None,
         "pretext_s_per_epoch": s_per_epoch,
         "views_per_s": 2 * n_images / s_per_epoch if n_images and s_per_epoch else None,

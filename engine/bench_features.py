@@ -87,7 +87,7 @@ def end_to_end_rows(dataset: str, data_root: str | None, n_images: int, backbone
     from .methods import FitContext, create_method
 
     started = time.perf_counter()
-    images = _balanced_subset(load_dataset(dataset, data_root=data_root), n_images)
+    images = load_dataset(dataset, data_root=data_root, subset=n_images)
     load_s = time.perf_counter() - started
     rows = []
     entry = get_pretrained(backbone)
@@ -122,21 +122,6 @@ def _stage_seconds(events: list[Any], stage: str) -> float | None:
     """Seconds between a stage's start and end events (None when the stage did not run: the cache answered)."""
     times = [e.time for e in events if e.stage == stage and e.kind in ("stage", "stage_done")]
     return times[-1] - times[0] if len(times) >= 2 else None
-
-
-def _balanced_subset(images: Any, n_images: int) -> Any:
-    """The first ``n_images / classes`` images of every class (all images when unlabelled: the first n)."""
-    import dataclasses
-
-    if images.labels is None or n_images >= len(images):
-        keep = np.arange(min(n_images, len(images)))
-    else:
-        classes = np.unique(images.labels)
-        per_class = n_images // len(classes)
-        keep = np.sort(np.concatenate([np.flatnonzero(images.labels == c)[:per_class] for c in classes]))
-    return dataclasses.replace(images, images=images.images[keep], labels=None if images.labels is None
-                               else images.labels[keep], paths=[images.paths[i] for i in keep] if images.paths
-                               else [])
 
 
 @contextlib.contextmanager

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="decode the images at N×N pixels (shorter side to N, centre crop; cached once per "
                             "size). Default: a named dataset's own size, 64 for a folder (its own if smaller)")
     train.add_argument("--data-root", help="folder holding the dataset's files (no download needed)")
+    train.add_argument("--subset", type=int, metavar="N",
+                       help="train on N of the images: every class equally, chosen with a fixed seed")
     train.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     train.add_argument("--weights", metavar="PATH",
                        help="state dict file for the backbone of --set pretext_from=pretrained:NAME")
@@ -129,7 +131,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--preset", default="paper")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--data-root")
+    bench.add_argument("--subset", type=int, metavar="N",
+                       help="train each method on N of the dataset's images, class-balanced and seeded (the "
+                            "same N for every method of the run, K-means included)")
     bench.add_argument("--budget-minutes", type=float, default=10.0, help="stop each run after this long")
+    bench.add_argument("--scale-to-budget", action="store_true",
+                       help="scale each run's epochs so that its estimate fits --budget-minutes (as train "
+                            "--budget-minutes does) instead of stopping it there")
     bench.add_argument("--micro", action="store_true",
                        help="time the augmentation, one SimCLR step, and one step of each stage of --methods")
     bench.add_argument("--batch-size", type=int, default=512, help="batch of --micro's SimCLR step")
@@ -299,7 +307,7 @@ def _run_distributed(args: argparse.Namespace, store) -> int:
         device = store.get(args.run_id).options.get("device", "auto")
     else:
         request = RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device,
-                             args.data_root, args.download, image_size=args.image_size)
+                             args.data_root, args.download, image_size=args.image_size, subset=args.subset)
         request.build_method()  # a bad request fails here, in every process, before any waits for the others
         device = args.device
     parallel = DataParallel.start(device)
@@ -341,6 +349,7 @@ def _run_json(record) -> dict[str, Any]:
         "status": record.status, "error": record.error,
         "n_images": summary.get("n_images"), "n_skipped": summary.get("n_skipped"),
         "image_size": summary.get("image_size", record.options.get("image_size")),
+        "subset": record.options.get("subset"),
         "acc": summary.get("acc"), "nmi": summary.get("nmi"), "ari": summary.get("ari"),
         "neighbor_purity": summary.get("neighbor_purity"),
         "seconds": summary.get("seconds", record.seconds), "device": summary.get("device", record.device),
@@ -353,7 +362,7 @@ def _request(args: argparse.Namespace):
     from .runs import RunRequest
 
     return RunRequest(args.method, args.dataset, args.preset, _overrides(args), args.device, args.data_root,
-                      args.download, image_size=args.image_size)
+                      args.download, image_size=args.image_size, subset=args.subset)
 
 
 def _timed_request(args: argparse.Namespace):
@@ -471,7 +480,8 @@ def _bench(args: argparse.Namespace) -> int:
         rows = bench.kmeans_rows(load_dataset(args.dataset, data_root=args.data_root), args.kmeans)
     else:
         rows = bench.train_rows(methods, args.dataset, args.preset, args.device, args.budget_minutes,
-                                args.data_root, Path(args.runs_dir))
+                                args.data_root, Path(args.runs_dir), subset=args.subset,
+                                scale_to_budget=args.scale_to_budget)
     for path in bench.write_results(rows, Path(args.out)):
         print(path)
     return 0

@@ -169,13 +169,6 @@ def test_pretrained_end_to_end_times_load_extraction_and_each_fit_from_one_extra
         assert 0 <= row["acc_random_weights"] <= 1
 
 
-def test_balanced_subset_takes_every_class_equally(digits):
-    from engine.bench_features import _balanced_subset
-
-    subset = _balanced_subset(digits, 100)
-    assert len(subset) == 100 and set(np.bincount(subset.labels)) == {10}
-
-
 def test_a_generated_run_keeps_its_labels_but_the_chosen_share_and_has_what_the_pages_need(tmp_path):
     from engine.analysis.results import load_results
     from engine.bench_pages import generated_run

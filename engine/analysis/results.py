@@ -46,7 +46,7 @@ class RunResults:
         options = self.record.options
         images = load_dataset(self.record.dataset, data_root=options.get("data_root"),
                               download=bool(options.get("download")), data_roots=self.data_roots,
-                              image_size=options.get("image_size"))
+                              image_size=options.get("image_size"), subset=options.get("subset"))
         if len(images) != len(self.assign):
             raise UserError(f"the dataset {self.record.dataset} now has {len(images)} images but run "
                             f"{self.run_id} clustered {len(self.assign)}; its files changed since the run")

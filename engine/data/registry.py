@@ -21,10 +21,12 @@ import torch.nn.functional as F
 from engine.atomic import atomic_path
 from engine.data.cache import default_cache_dir, map_images, reserve_space
 from engine.data.decode import check_image_size
+from engine.data.digits28 import load_digits28
 from engine.data.folder import load_folder
 from engine.data.imageset import ImageSet
 from engine.data.layout import SPLITS
 from engine.data.listing import is_archive, resolve_inside
+from engine.data.subset import balanced_subset
 from engine.errors import DatasetError, UserError
 
 FOLDER_PREFIX = "folder:"
@@ -83,6 +85,9 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
     DatasetInfo("digits", "scikit-learn's handwritten digits, 8×8 gray (always available, no download; "
                 "has no official split, so digits:train and digits:test are the whole set)",
                 1797, 8, 1, 10, "bundled", _DIGIT_NAMES),
+    DatasetInfo("digits28", "the same 1,797 digits drawn at 28×28 gray with a seeded stroke width and a shift of up "
+                "to a pixel (MNIST-like; always available, no download, no official split)",
+                1797, 28, 1, 10, "bundled", _DIGIT_NAMES),
     DatasetInfo("mnist", "MNIST handwritten digits, 28×28 gray (60k train + 10k test)",
                 70000, 28, 1, 10, "torchvision", _DIGIT_NAMES),
     DatasetInfo("fashion-mnist", "Fashion-MNIST clothing, 28×28 gray (60k train + 10k test)",
@@ -109,7 +114,8 @@ def describe_datasets() -> list[dict]:
 
 
 def load_dataset(spec: str, *, data_root: str | None = None, download: bool = False,
-                 image_size: int | None = None, data_roots: Sequence[Path] | None = None) -> ImageSet:
+                 image_size: int | None = None, data_roots: Sequence[Path] | None = None,
+                 subset: int | None = None) -> ImageSet:
     """Load the dataset a spec names.
 
     Args:
@@ -122,6 +128,7 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
             (shorter side to it, antialiased, then the centre square). Default: a named dataset's own size
             (digits 8, CIFAR 32, STL-10 96, also from an image-folder copy); for a folder, 64 px or the images'
             own size when smaller (see :func:`load_folder`).
+        subset: keep only this many images, class-balanced and seeded (:func:`balanced_subset`); None: all.
         data_roots: the folders a shared server may read, or None for any: a folder and ``data_root`` must lie
             inside one, and so must every file of a folder (see :func:`load_folder`).
 
@@ -140,7 +147,8 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
         path = spec[len(FOLDER_PREFIX):]
         if not path:
             raise DatasetError("folder: needs a path, e.g. folder:/data/my-photos")
-        return dataclasses.replace(load_folder(path, image_size=image_size, data_roots=data_roots), source=spec)
+        folder = dataclasses.replace(load_folder(path, image_size=image_size, data_roots=data_roots), source=spec)
+        return folder if subset is None else balanced_subset(folder, subset)
 
     name, _, split = spec.partition(":")
     name = name.lower()
@@ -154,12 +162,17 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
 
     if name == "digits":
         images = _load_digits()
+    elif name == "digits28":
+        pixels, labels = load_digits28()
+        images = ImageSet(images=torch.from_numpy(pixels), labels=labels, class_names=list(_DIGIT_NAMES),
+                          source=name)
     elif data_root is not None and _is_image_folder_copy(Path(data_root).expanduser()):
         images = _load_folder_copy(info, Path(data_root).expanduser(), split or None,
                                    image_size or info.image_size, data_roots)
     else:
         images = _load_torchvision(info, data_root, download, split or None)
-    return dataclasses.replace(_resize(images, image_size), source=spec)
+    images = dataclasses.replace(_resize(images, image_size), source=spec)
+    return images if subset is None else balanced_subset(images, subset)
 
 
 def _load_digits() -> ImageSet:

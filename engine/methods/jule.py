@@ -213,9 +213,11 @@ class Jule(DeepMethod):
         features = embed(model, data, evaluate)
 
         label_index = torch.from_numpy(labels).to(features.device)
-        centres = torch.zeros(cfg.n_clusters, features.shape[1], device=features.device)
+        # An estimate's step limit can end the unrolling with more than K clusters left: it sizes the centres.
+        n_centres = max(cfg.n_clusters, int(labels.max()) + 1)
+        centres = torch.zeros(n_centres, features.shape[1], device=features.device)
         centres.index_add_(0, label_index, features)
-        self.cluster_centers_ = centres / torch.bincount(label_index, minlength=cfg.n_clusters).clamp_min(1)[:, None]
+        self.cluster_centers_ = centres / torch.bincount(label_index, minlength=n_centres).clamp_min(1)[:, None]
         self.distance_scale_ = float(torch.cdist(features, self.cluster_centers_).pow(2).mean())
         self._finish(model, geometry, data, features)
         self.labels_ = labels  # the merged partition; probs_ are distances to its centres

@@ -24,7 +24,7 @@ def estimate_request(request: RunRequest, *, runs_root: Path | None = None,
     method = request.build_method()
     device = pick_device(request.device)
     images = load_dataset(request.dataset, data_root=request.data_root, download=request.download,
-                          data_roots=data_roots, image_size=request.image_size)
+                          data_roots=data_roots, image_size=request.image_size, subset=request.subset)
     return estimate_fit(method, images, device, runs_root=runs_root, cancel=cancel)
 
 

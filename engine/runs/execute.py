@@ -20,7 +20,7 @@ from ..clustering.metrics import clustering_scores, mean_neighbor_purity
 from ..atomic import disk_full_message, is_disk_full
 from ..data import DATASETS, load_dataset
 from ..data.decode import check_image_size
-from ..errors import DiskFullError, RunCancelled, TrainingError, UserError
+from ..errors import ConfigError, DiskFullError, RunCancelled, TrainingError, UserError
 from ..methods.context import EventSink
 from ..methods import Event, FitContext, get_method, pick_device
 from ..methods.base import Method, check_batch_sizes
@@ -42,6 +42,7 @@ class RunRequest:
     data_root: str | None = None
     download: bool = False
     image_size: int | None = None  # None: the dataset's own size, 64 px for a folder (see load_dataset)
+    subset: int | None = None  # a class-balanced, seeded subset of this many images (see load_dataset); None: all
     estimate: dict[str, Any] | None = None  # FitEstimate.to_json() of this request; None: the run estimates itself
     budget: dict[str, Any] | None = None  # how --budget-minutes scaled the epochs (engine.runs.budget)
 
@@ -50,8 +51,12 @@ class RunRequest:
         batch size larger than the dataset when the dataset's size is known without loading it, and an image
         size out of range."""
         check_image_size(self.image_size)
+        if self.subset is not None and self.subset < 1:
+            raise ConfigError(f"a subset needs at least 1 image, not {self.subset}")
         method = get_method(self.method).from_preset(self.preset, **self.overrides)
         n_images = _known_size(self.dataset)
+        if n_images is not None and self.subset is not None:
+            n_images = min(n_images, self.subset)
         method.config.validate(n_images)
         if n_images is not None:
             check_batch_sizes(method.config, n_images, method.explicit_settings)
@@ -73,6 +78,7 @@ def create_run(store: RunStore, request: RunRequest, for_workers: bool = False) 
     # larger than the dataset) treat them differently from the preset's values.
     options = {"device": request.device, "data_root": request.data_root, "download": request.download,
                "explicit": sorted(method.explicit_settings), "image_size": request.image_size,
+               "subset": request.subset,
                "estimate": request.estimate, "budget": request.budget}
     run_id = store.create_run(request.method, request.dataset, method.get_params(), request.preset, options,
                               for_workers)
@@ -148,7 +154,7 @@ def _method_and_images(record: RunRecord, data_roots: Sequence[Path] | None):
     method = method_cls(method_cls.Config(**record.config), **explicit)
     images = load_dataset(record.dataset, data_root=record.options.get("data_root"),
                           download=bool(record.options.get("download")), data_roots=data_roots,
-                          image_size=record.options.get("image_size"))
+                          image_size=record.options.get("image_size"), subset=record.options.get("subset"))
     return method, images
 def _run_estimate(store: RunStore, run_id: str, method: Method, images, device: torch.device,
                   cancel: threading.Event | None, observer: EventSink | None) -> FitEstimate:
