@@ -97,7 +97,7 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
 
         for title in ("Map", "Neighbours", "Clusters", "Suspects", "Compare", "Export"):
             page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
-            page.get_by_role("heading", name=title).wait_for(timeout=WAIT_MS)
+            page.get_by_role("heading", name=title, exact=True).wait_for(timeout=WAIT_MS)
             if title == "Map":
                 page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
                 hover_shows_the_image(page)
