@@ -14,6 +14,7 @@ from engine.data.roots import check_folder_to_load, check_inside_data_roots, def
 from engine.errors import DatasetError, UserError
 from engine.methods import get_method, list_methods
 from engine.methods.feature_source import PRETRAINED_PREFIX
+from engine.methods.settings import setting_choices, setting_range
 from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from engine.runs.budget import estimate_request
@@ -83,10 +84,19 @@ with st.expander("Settings (the preset's values; change any)"):
     columns = st.columns(3)
     for i, key in enumerate(method.key_settings):
         value = defaults.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue  # numbers only: names, switches and layer-size tuples stay at the preset's value
-        widget = columns[i % 3].number_input(key, value=value, key=f"setting-{method_name}-{key}",
-                                             format="%g" if isinstance(value, float) else "%d")
+        choices = setting_choices(method.Config, key)
+        if choices is not None and value in choices:
+            widget = columns[i % 3].selectbox(key, choices, index=choices.index(value),
+                                              key=f"setting-{method_name}-{key}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # names without choices, switches and layer-size tuples stay at the preset's value
+        else:  # the setting's declared range bounds the widget (the run is checked against it again at Start)
+            kind = int if isinstance(value, int) else float  # Streamlit wants one numeric type for all three
+            low, high = (None if edge is None else kind(edge)
+                         for edge in setting_range(method.Config, key, integer=kind is int))
+            widget = columns[i % 3].number_input(key, value=value, min_value=low, max_value=high,
+                                                 key=f"setting-{method_name}-{key}",
+                                                 format="%g" if isinstance(value, float) else "%d")
         if widget != value:
             overrides[key] = widget
 if "pretext_from" in defaults and any(stage.name == "pretext" for stage in method.stages):

@@ -244,3 +244,17 @@ def test_a_cpu_run_estimated_over_half_an_hour_warns_and_points_to_pretrained_fe
     (warning,) = [warning.value for warning in at.warning]
     assert "on this CPU" in warning and "pretext_from=pretrained:NAME" in warning and "GPU" in warning
     assert RunStore().list() == []  # estimating queued nothing
+
+
+def test_the_train_pages_setting_widgets_are_bounded_by_the_settings_declared_ranges():
+    """One declaration serves the --set checker and the form: a widget cannot go where the checker would refuse."""
+    from engine.methods import get_method
+    from engine.methods.settings import setting_range
+
+    at = open_page("pages/train.py")
+    next(box for box in at.selectbox if box.label == "Method").select("spice").run()
+    widgets = {box.label: box.proto for box in at.number_input}
+    assert (widgets["center_ratio"].min, widgets["center_ratio"].max) == (0, 1)  # declared: bounded(low=0, high=1)
+    assert widgets["self_batch_size"].min == 1 and not widgets["self_batch_size"].has_max  # implied: a positive int
+    assert not widgets["pretext_lr"].has_min  # a positive float: 0 itself is refused at Start, not by the widget
+    assert setting_range(get_method("spice").Config, "center_ratio", integer=False) == (0, 1)

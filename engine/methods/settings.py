@@ -86,6 +86,40 @@ def implied_choices(name: str) -> tuple[str, ...] | None:
     return LR_SCHEDULES if name.endswith("lr_schedule") else None
 
 
+def setting_range(config_type: type, name: str, integer: bool) -> tuple[float | None, float | None]:
+    """The closed interval a form widget for setting ``name`` of ``config_type`` offers: the intersection of its
+    declared or implied bounds. An excluded low end becomes the next integer for an integer setting; a float's is
+    left open (None), so :func:`check_ranges` refuses exactly that value when the run is asked for.
+
+    Examples:
+        >>> @dataclass
+        ... class Config:
+        ...     n_heads: int = 5
+        ...     lr: float = 1e-3
+        ...     momentum: float = bounded(0.99, low=0, high=1)
+        >>> setting_range(Config, "n_heads", True), setting_range(Config, "lr", False)
+        ((1, None), (None, None))
+        >>> setting_range(Config, "momentum", False)
+        (0, 1)
+    """
+    field = next(f for f in dataclasses.fields(config_type) if f.name == name)
+    declared = field.metadata.get("bounds")
+    low = high = None
+    for bounds in [declared] if declared else implied_bounds(name):
+        if bounds.low is not None:
+            edge = (bounds.low + 1 if integer else None) if bounds.low_excluded else bounds.low
+            low = edge if low is None or (edge is not None and edge > low) else low
+        if bounds.high is not None:
+            high = bounds.high if high is None else min(high, bounds.high)
+    return low, high
+
+
+def setting_choices(config_type: type, name: str) -> tuple[str, ...] | None:
+    """The names setting ``name`` of ``config_type`` may take (declared with :func:`one_of`, or implied), or None."""
+    field = next(f for f in dataclasses.fields(config_type) if f.name == name)
+    return field.metadata.get("choices", implied_choices(name))
+
+
 def check_types(config: Any) -> None:
     """Raise ConfigError for a setting whose value is not of its annotated type.
 
