@@ -39,6 +39,30 @@ def digits():
     return load_dataset("digits")
 
 
+def wait_for(condition, timeout: float = HANG_GUARD_S, poll: float = 0.1):
+    """Poll ``condition`` until it returns something truthy (returned); a hang guard, not a time limit."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Train on one thread: the machine running the tests is small and shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def kmeans_digits_acc(digits) -> float:
     """ACC of K-means (k-means++, 10 restarts) on digits pixels: the baseline every method must beat."""

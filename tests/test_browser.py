@@ -87,8 +87,7 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
 
         page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Train").click()
         page.get_by_role("heading", name="Train").wait_for(timeout=WAIT_MS)
-        page.locator("[data-testid='stSelectbox']").filter(has_text="Method").click()
-        page.get_by_role("option", name="kmeans", exact=True).click()
+        choose(page, "Method", "kmeans")
         page.get_by_role("button", name="Start").click()
         page.get_by_text("status finished").wait_for(timeout=WAIT_MS)
         page.get_by_text("ACC", exact=True).wait_for(timeout=WAIT_MS)

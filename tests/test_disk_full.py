@@ -22,13 +22,7 @@ from engine.runs import JobManager, RunRequest, RunStore, execute_run
 from engine.runs.execute import create_run
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Train on one thread: the machine running the tests is small and shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 def disk_full(filename: str | Path, code: int = errno.ENOSPC) -> OSError:

@@ -20,15 +20,7 @@ from engine.runs.progress import RunProgress
 TINY_SCAN = {"pretext_epochs": 4, "cluster_epochs": 2, "selflabel_epochs": 1}
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_a_step_limit_ends_every_train_epochs_stage_there_and_reports_its_full_length(digits, one_thread):
+def test_a_step_limit_ends_every_train_epochs_stage_there_and_reports_its_full_length(digits, one_torch_thread):
     events = []
     context = FitContext("cpu", events.append, step_limit=2)
     try:
@@ -55,7 +47,7 @@ def test_a_stage_looping_on_its_own_is_stopped_past_the_step_limit():
         FitContext("cpu", checkpoint_dir=".", step_limit=3)
 
 
-def test_scans_paper_schedule_is_estimated_from_four_steps_of_each_stage(digits, one_thread):
+def test_scans_paper_schedule_is_estimated_from_four_steps_of_each_stage(digits, one_torch_thread):
     estimate = estimate_fit(create_method("scan", "paper"), digits, "cpu")
     # paper: 500 pretext epochs of 3 batches of 512, 100 SCAN epochs of 14 batches of 128, 200 self-label
     # epochs of one batch of 1000; mining is one step, run whole
@@ -162,7 +154,7 @@ def test_a_stage_done_before_a_resume_counts_as_done():
     assert eta == pytest.approx(390)
 
 
-def test_a_run_without_an_estimate_times_itself_first(tmp_path, one_thread):
+def test_a_run_without_an_estimate_times_itself_first(tmp_path, one_torch_thread):
     from engine.runs import create_run, execute_run
 
     store = RunStore(tmp_path / "runs")
@@ -176,7 +168,7 @@ def test_a_run_without_an_estimate_times_itself_first(tmp_path, one_thread):
 
 
 def test_the_pretrained_path_times_a_few_small_batches_of_extraction_and_caches_nothing(digits, tmp_path,
-                                                                                         one_thread):
+                                                                                         one_torch_thread):
     import torchvision
 
     from engine.data.cache import default_cache_dir

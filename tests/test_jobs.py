@@ -12,22 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import HANG_GUARD_S, REPO
+from conftest import HANG_GUARD_S, REPO, wait_for
 from engine.errors import UserError
 from engine.runs import JobManager, RunRequest, RunStore
 from engine.runs.owner import Owner
 
 TINY_SCAN = {"pretext_epochs": 3, "cluster_epochs": 2, "selflabel_epochs": 1}
-
-
-def wait_for(condition, timeout: float = HANG_GUARD_S, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

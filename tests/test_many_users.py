@@ -6,7 +6,6 @@ import os
 import time
 
 import pytest
-import torch
 
 from conftest import HANG_GUARD_S, open_page
 from engine.runs import JobManager, RunRequest, RunStore
@@ -15,13 +14,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Train on one thread: the machine running the tests is small and shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 def session() -> AppTest:

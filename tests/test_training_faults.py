@@ -77,14 +77,6 @@ def test_a_collapsed_result_fails_the_run_naming_the_collapse(tmp_path, monkeypa
     assert next_run.status == "finished"
 
 
-@pytest.fixture
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def truncate(path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])

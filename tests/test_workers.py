@@ -9,28 +9,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
 
-from conftest import HANG_GUARD_S, ONE_THREAD, REPO, run_cli
+from conftest import HANG_GUARD_S, ONE_THREAD, REPO, run_cli, wait_for
 from engine.errors import UserError
 from engine.methods.kmeans import KMeans
 from engine.runs import JobManager, RunRequest, RunStore, create_run
 from engine.runs.jobs import runs_on, worker_devices
 
 QUICK_KMEANS = {"n_init": 1}
-
-
-def wait_for(condition, poll: float = 0.1):
-    deadline = time.monotonic() + HANG_GUARD_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("condition not met in time")
 
 
 def starts(store: RunStore, run_id: str) -> list[str]:

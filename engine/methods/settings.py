@@ -102,10 +102,8 @@ def setting_range(config_type: type, name: str, integer: bool) -> tuple[float | 
         >>> setting_range(Config, "momentum", False)
         (0, 1)
     """
-    field = next(f for f in dataclasses.fields(config_type) if f.name == name)
-    declared = field.metadata.get("bounds")
     low = high = None
-    for bounds in [declared] if declared else implied_bounds(name):
+    for bounds in _bounds_of(_field(config_type, name)):
         if bounds.low is not None:
             edge = (bounds.low + 1 if integer else None) if bounds.low_excluded else bounds.low
             low = edge if low is None or (edge is not None and edge > low) else low
@@ -116,8 +114,21 @@ def setting_range(config_type: type, name: str, integer: bool) -> tuple[float | 
 
 def setting_choices(config_type: type, name: str) -> tuple[str, ...] | None:
     """The names setting ``name`` of ``config_type`` may take (declared with :func:`one_of`, or implied), or None."""
-    field = next(f for f in dataclasses.fields(config_type) if f.name == name)
-    return field.metadata.get("choices", implied_choices(name))
+    return _choices_of(_field(config_type, name))
+
+
+def _field(config_type: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(config_type) if f.name == name)
+
+
+def _bounds_of(field: dataclasses.Field) -> list[Bounds]:
+    """The ranges a field declares (:func:`bounded`), else those its name implies."""
+    declared = field.metadata.get("bounds")
+    return [declared] if declared else implied_bounds(field.name)
+
+
+def _choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
+    return field.metadata.get("choices", implied_choices(field.name))
 
 
 def check_types(config: Any) -> None:
@@ -145,13 +156,12 @@ def check_ranges(config: Any) -> None:
     """
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        choices = field.metadata.get("choices", implied_choices(field.name))
+        choices = _choices_of(field)
         if choices is not None and value not in choices:
             raise ConfigError(f"{field.name} must be one of {', '.join(choices)}, got {value!r}")
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             continue
-        declared = field.metadata.get("bounds")
-        for bounds in [declared] if declared else implied_bounds(field.name):
+        for bounds in _bounds_of(field):
             if not bounds.contains(value):
                 raise ConfigError(f"{field.name} must be {bounds.describe()}, got {value}")
 
