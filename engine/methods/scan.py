@@ -7,6 +7,7 @@ Stages:
 3. ``cluster`` — the SCAN loss (eq. 2): −log⟨Φ(X), Φ(N)⟩ for an image X and a random mined neighbour N, plus
    λ=5 times minus the entropy of the mean assignment; ``n_heads`` heads train at once on strongly augmented
    images and the one with the lowest loss over the last epoch is kept (see below for the official choice).
+   ``head_views='simclr'`` (the fast preset) trains this stage and the next on the pretext's crops instead.
 4. ``selflabel`` — self-labelling (§2.3): images whose prediction on the un-augmented image (the official code's
    validation transform) is more confident than 0.99 become pseudo-labels for their strongly augmented view,
    trained with class-balanced cross-entropy.
@@ -41,7 +42,8 @@ from torch import nn
 from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy
 from .base import Stage, register_method
 from .context import FitContext
-from .scan_heads import SCAN_LOSS_EQUATION, FeatureGeometry, ScanHeadsConfig, ScanHeadsMethod
+from .scan_heads import (SCAN_LOSS_EQUATION, FeatureGeometry, ScanHeadSettings, ScanHeadsConfig,
+                         ScanHeadsMethod)
 from .simclr import ContrastiveModel, SimCLRSettings, load_reused_pretext, pretext_identity, train_simclr
 from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
@@ -80,11 +82,14 @@ class Scan(ScanHeadsMethod):
                     "cluster_epochs", "entropy_weight", "n_heads", "selflabel_epochs", "confidence_threshold")
     presets = {
         "paper": {},
-        # minutes on a CPU: Adam instead of SGD's long schedule, milder crops, a faster SCAN step
-        "fast": {"pretext_epochs": 30, "pretext_batch_size": 256, "pretext_optimizer": "adam",
-                 "pretext_lr": 1e-3, "pretext_weight_decay": 1e-5, "temperature": 0.2, "crop_min_scale": 0.5,
-                 "cluster_epochs": 30, "cluster_lr": 1e-3, "n_heads": 3, "selflabel_epochs": 10,
-                 "selflabel_batch_size": 500},
+        # minutes on a CPU: the small ConvNet at any size and colour, Adam instead of SGD's long schedule, milder
+        # crops, a faster SCAN step whose heads (and self-labelling) train on the pretext's crops: with the
+        # paper's RandAugment + Cutout views, ACC on digits 0.90, digits28 0.51, 2k CIFAR-10 images 0.29; with
+        # the crops 0.95, 0.65 / 0.68 (seeds 0 / 1), 0.29 (pixel K-means: 0.78, 0.61, 0.21)
+        "fast": {"backbone": "convnet", "pretext_epochs": 30, "pretext_batch_size": 256,
+                 "pretext_optimizer": "adam", "pretext_lr": 1e-3, "pretext_weight_decay": 1e-5, "temperature": 0.2,
+                 "crop_min_scale": 0.5, "cluster_epochs": 30, "cluster_lr": 1e-3, "n_heads": 3,
+                 "head_views": "simclr", "selflabel_epochs": 10, "selflabel_batch_size": 500},
     }
 
     def _pretext(self, data: torch.Tensor, geometry: ImageGeometry, backbone_name: str, source: str,
@@ -105,7 +110,7 @@ class Scan(ScanHeadsMethod):
         """Self-labelling (§2.3): confident predictions on the un-augmented images (the official code's validation
         transform, in training mode like there) train their strong views."""
         cfg = self.config
-        plain, strong = geometry.augment("eval"), geometry.augment("strong")
+        plain, strong = geometry.augment("eval"), ScanHeadSettings.of(cfg).augment(geometry)
         forward = context.speedups.compiled(model)  # one head left since the last stage: a graph of its own
         optimizer = make_optimizer("adam", model.parameters(), cfg.selflabel_lr, cfg.selflabel_weight_decay,
                                    fused=context.speedups.fused_optimizer)

@@ -14,6 +14,7 @@ from torch import nn
 from ..data.imageset import ImageSet
 from ..nn import ClusterModel, scan_loss
 from .base import DeepMethod, MethodConfig, Transform, start_fit
+from .settings import one_of
 from .context import FitContext
 from .feature_source import check_feature_source, pretrained_features, pretrained_name
 from .simclr import PretextConfig
@@ -58,6 +59,9 @@ class ScanHeadsConfig(PretextConfig):
     cluster_weight_decay: float = 1e-4
     entropy_weight: float = 5.0
     n_heads: int = 10
+    # the views the heads (and self-labelling) train on: the paper's strong augmentation (RandAugment + Cutout),
+    # or the pretext's own crops (``simclr``, at ``crop_min_scale``)
+    head_views: str = one_of("strong", ("strong", "simclr"))
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)
@@ -72,20 +76,29 @@ class ScanHeadSettings:
     lr: float
     weight_decay: float
     entropy_weight: float
+    views: str
+    crop_min_scale: float
 
     @classmethod
     def of(cls, config: MethodConfig) -> "ScanHeadSettings":
         return cls(config.cluster_epochs, config.cluster_batch_size, config.cluster_lr, config.cluster_weight_decay,
-                   config.entropy_weight)
+                   config.entropy_weight, config.head_views, config.crop_min_scale)
+
+    def augment(self, geometry: "ImageGeometry | FeatureGeometry") -> Callable[[torch.Tensor], torch.Tensor]:
+        """The augmentation the heads train on (``views``)."""
+        if self.views == "simclr":
+            return geometry.augment("simclr", crop_scale=(self.crop_min_scale, 1.0))
+        return geometry.augment("strong")
 
 
 def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: torch.Tensor, geometry: ImageGeometry,
                      settings: ScanHeadSettings, context: FitContext, generator: torch.Generator,
                      stage: str = "cluster") -> None:
-    """The ``cluster`` stage: train every head of ``model`` with the SCAN loss (eq. 2) on strongly augmented
-    images and a random one of their mined ``neighbors``, then keep the head with the lowest loss over the last
-    epoch. Records ``total``, ``consistency`` and ``entropy`` (means over heads)."""
-    augment = geometry.augment("strong")
+    """The ``cluster`` stage: train every head of ``model`` with the SCAN loss (eq. 2) on augmented images (the
+    strong augmentation by default: ``settings.views``) and a random one of their mined ``neighbors``, then keep
+    the head with the lowest loss over the last epoch. Records ``total``, ``consistency`` and ``entropy`` (means
+    over heads)."""
+    augment = settings.augment(geometry)
     forward = context.speedups.compiled(model)
     optimizer = make_optimizer("adam", model.parameters(), settings.lr, settings.weight_decay,
                                fused=context.speedups.fused_optimizer)
