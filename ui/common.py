@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.analysis.curves import Panel, stage_panels
+from engine.analysis.curves import UNIT_RANGE_KINDS, Panel, stage_panels
 from engine.analysis.overview import format_score, format_seconds, quick_start_hint, run_title
 from engine.analysis.results import RunResults, load_results, run_neighbor_purity
 from engine.data.roots import default_upload_dir, readable_roots
@@ -95,7 +95,7 @@ def panel_figure(panel: Panel):
     figure.update_layout(title=panel.title, height=320, margin=dict(l=10, r=10, t=40, b=10), showlegend=True,
                          xaxis_title=panel.x_title, yaxis_title=panel.y_title,
                          legend=dict(orientation="h", x=0, y=-0.25, yanchor="top"))
-    if panel.kind == "share":
+    if panel.kind in UNIT_RANGE_KINDS:
         figure.update_yaxes(range=[0, 1.02])
     return figure
 
