@@ -93,6 +93,11 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
         page.get_by_text("ACC", exact=True).wait_for(timeout=WAIT_MS)
         no_exception(page, "1-train-finished-1024")
         assert above_the_fold(page.get_by_text("status finished")), "the live view is below the fold at 1024 px"
+        assert wholly_above_the_fold(page.get_by_text("ACC", exact=True)), "the run's scores are below the fold"
+        choose(page, "Method", "scan")  # a method with more choices in the form (its pretext, pretrained features)
+        page.get_by_text("Reuse pretext from run").wait_for(timeout=WAIT_MS)
+        no_exception(page, "1-train-scan-form-1024")
+        assert wholly_above_the_fold(page.get_by_text("ACC", exact=True)), "scan's form pushes the live view down"
 
         for title in ("Map", "Neighbours", "Clusters", "Suspects", "Compare", "Export"):
             page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
@@ -130,6 +135,13 @@ def above_the_fold(locator) -> bool:
     locator.wait_for(timeout=WAIT_MS)
     top = locator.evaluate("e => e.getBoundingClientRect().top + window.scrollY")
     return top < locator.page.viewport_size["height"]
+
+
+def wholly_above_the_fold(locator) -> bool:
+    """Whether the whole element lies inside the first screenful of the page."""
+    locator.wait_for(timeout=WAIT_MS)
+    bottom = locator.evaluate("e => e.getBoundingClientRect().bottom + window.scrollY")
+    return bottom <= locator.page.viewport_size["height"]
 
 
 def settle(page) -> None:
