@@ -109,6 +109,14 @@ def test_a_labelled_fit_records_the_accuracy_of_every_stage_that_assigns_cluster
 
 
 @pytest.mark.parametrize("method", sorted(list_methods()))
+def test_measuring_the_accuracy_after_each_epoch_changes_nothing_the_fit_learns(method, few_digits):
+    labelled, _ = fitted(method, few_digits)
+    unlabelled = fit(method, dataclasses.replace(few_digits, labels=None), FitContext("cpu"))
+    np.testing.assert_array_equal(unlabelled.labels_, labelled.labels_)
+    np.testing.assert_array_equal(unlabelled.probs_, labelled.probs_)
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
 def test_predict_proba_gives_the_fitted_images_their_probs(method, few_digits):
     model, _ = fitted(method, few_digits)
     try:

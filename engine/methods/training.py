@@ -279,13 +279,14 @@ def epoch_accuracy(context: FitContext, model: nn.Module,
     random draws are the ones a fit without labels makes."""
     labels = context.labels
     sample = np.random.default_rng(0).permutation(len(labels))[:ACC_SAMPLE_SIZE]
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # a frozen part may stay in eval mode
     model.eval()
     try:
         with torch.no_grad():
             clusters = clusters_of(torch.from_numpy(sample).to(context.device))
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return cluster_accuracy(labels[sample], clusters.cpu().numpy())
 
 
