@@ -97,7 +97,7 @@ if results is not None:
         st.metric(f"Purity@{k} over the dataset", f"{overall:.3f}")
         histogram, per_class = st.columns(2)
         figure = go.Figure(go.Histogram(x=purity, nbinsx=k + 1))
-        figure.update_layout(title=f"Neighbour purity@{k}", xaxis_title="share of neighbours with the same label",
+        figure.update_layout(title=f"Neighbour purity@{k}", xaxis_title="share with the same label",
                              yaxis_title="images", height=300, margin=dict(l=10, r=10, t=40, b=10))
         histogram.plotly_chart(figure)
         classes = np.unique(labels)

@@ -16,6 +16,7 @@ TABLE_ROWS = 200
 SHEET_COLUMNS = 8  # 96-px cells: the sheet fits beside the sidebar at 1440 px and stays legible at 1024
 SHORT_TITLES = {"neighbours": "neighbours disagree", "confidence": "low confidence", "outlier": "outlier (LOF)",
                 "centre": "far from centres", "label": "label vs neighbours"}
+SCORES_PER_ROW = 3
 state = st.session_state
 
 
@@ -105,7 +106,8 @@ if results is not None:
     st.caption("The suspect, then its neighbours; neighbours in another cluster are outlined in red.")
     tag_panel(results, [index], tags, key="suspect-tags",
               after=(lambda: show_next(order, position)) if advance else None)
-    columns = st.columns(len(suspects.names))
+    # three scores to a row: five to a row cut their titles ("low confid…") at 1024 px
+    columns = [column for _ in range(0, len(suspects.names), SCORES_PER_ROW) for column in st.columns(SCORES_PER_ROW)]
     for column, name in zip(columns, suspects.names):
         column.metric(SHORT_TITLES[name], f"{suspects.scores[name][index]:.2f}",
                       help=f"{SCORE_TITLES[name]}: at least as high as for {suspects.percentiles[name][index]:.0%} "

@@ -99,25 +99,30 @@ with st.expander("Settings (the preset's values; change any)"):
                                                  format="%g" if isinstance(value, float) else "%d")
         if widget != value:
             overrides[key] = widget
+# where a method can start from something else than a new pretext: both choices on one row, so a method with them
+# (scan) leaves the live view below in the first screenful at 1024 px, as one without them (kmeans) does
+start_columns = iter(st.columns(2))  # filled from the left
 if "pretext_from" in defaults and any(stage.name == "pretext" for stage in method.stages):
     reusable = [r for r in manager.store.list("finished")
                 if r.method == method_name and r.dataset == spec and not r.config.get("pretext_from")]
-    choice = st.selectbox("Reuse pretext from run", [None] + [r.id for r in reusable],
-                          format_func=lambda run_id: "no — train a new pretext" if run_id is None else run_id,
-                          help="skip the self-supervised stage by reusing a finished run's backbone")
+    choice = next(start_columns).selectbox(
+        "Reuse pretext from run", [None] + [r.id for r in reusable],
+        format_func=lambda run_id: "no — train a new pretext" if run_id is None else run_id,
+        help="skip the self-supervised stage by reusing a finished run's backbone")
     if choice:
         overrides["pretext_from"] = choice
 if "pretrained_weights" in defaults:  # methods that can start from a frozen pretrained backbone's features
-    backbone = st.selectbox("Frozen pretrained features", [None] + list(PRETRAINED_BACKBONES),
-                            format_func=lambda name: "none — use the pixels" if name is None else name,
-                            help="embed the images once with a frozen pretrained backbone (cached) and cluster "
-                                 "those features")
+    features_column = next(start_columns)
+    backbone = features_column.selectbox("Frozen pretrained features", [None] + list(PRETRAINED_BACKBONES),
+                                         format_func=lambda name: "none — use the pixels" if name is None else name,
+                                         help="embed the images once with a frozen pretrained backbone (cached) "
+                                              "and cluster those features")
     if backbone:
         overrides["pretext_from"] = f"{PRETRAINED_PREFIX}{backbone}"
-        weights = st.text_input("Backbone weights file (a state dict on the server)", "")
+        weights = features_column.text_input("Backbone weights file (a state dict on the server)", "")
         if weights.strip():
             overrides["pretrained_weights"] = weights.strip()
-        elif st.checkbox("Download the published weights (needs internet access)"):
+        elif features_column.checkbox("Download the published weights (needs internet access)"):
             overrides["download_weights"] = True
 
 request = RunRequest(method_name, spec or "", preset, overrides, data_root=data_root.strip() or None,

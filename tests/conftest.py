@@ -94,11 +94,14 @@ def fit_on_digits(method_name: str, digits, **overrides):
 
 
 def recorded_losses(events) -> dict[str, set[str]]:
-    """stage → names of the loss values recorded in it."""
+    """stage → names of the loss values recorded in it (the accuracy after each epoch, recorded beside them when
+    the images have labels, is no loss: tests/test_epoch_accuracy.py covers it)."""
+    from engine.methods.training import TRAIN_ACC
+
     losses: dict[str, set[str]] = {}
     for event in events:
         if event.kind == "step" and event.losses:
-            losses.setdefault(event.stage, set()).update(event.losses)
+            losses.setdefault(event.stage, set()).update(set(event.losses) - {TRAIN_ACC})
     return losses
 
 

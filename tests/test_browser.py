@@ -57,10 +57,18 @@ def app_url(tmp_path):
     log.close()
 
 
-def no_exception(page, name: str) -> None:
+# the metrics' labels and values that do not fit their column: Streamlit cuts them to "low confid…", "1 mi…"
+CUT_METRICS = """() => [...document.querySelectorAll("[data-testid='stMetricLabel'], [data-testid='stMetricValue']")]
+    .flatMap(metric => [metric, ...metric.querySelectorAll('*')])
+    .filter(element => element.scrollWidth > element.clientWidth + 1).map(element => element.textContent)"""
+
+
+def check_page(page, name: str) -> None:
+    """Screenshot the page as ``name``; it shows no exception box and no metric cut short."""
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     assert page.locator("[data-testid='stException']").count() == 0, f"exception box on {name}"
+    assert page.evaluate(CUT_METRICS) == [], f"metrics cut short on {name}"
 
 
 WIDE, NARROW = {"width": 1440, "height": 900}, {"width": 1024, "height": 768}
@@ -80,9 +88,9 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
         page.goto(app_url)
         page.get_by_role("heading", name="Deep Clustering Explorer").wait_for(timeout=WAIT_MS)
         page.get_by_role("button", name="Try it: K-means on digits").wait_for(timeout=WAIT_MS)
-        no_exception(page, "0-home-1440")
+        check_page(page, "0-home-1440")
         page.set_viewport_size(NARROW)
-        no_exception(page, "0-home-1024")
+        check_page(page, "0-home-1024")
         assert above_the_fold(page.get_by_role("button", name="Try it: K-means on digits"))
 
         page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Train").click()
@@ -91,8 +99,13 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
         page.get_by_role("button", name="Start").click()
         page.get_by_text("status finished").wait_for(timeout=WAIT_MS)
         page.get_by_text("ACC", exact=True).wait_for(timeout=WAIT_MS)
-        no_exception(page, "1-train-finished-1024")
+        check_page(page, "1-train-finished-1024")
         assert above_the_fold(page.get_by_text("status finished")), "the live view is below the fold at 1024 px"
+        assert wholly_above_the_fold(page.get_by_text("ACC", exact=True)), "the run's scores are below the fold"
+        choose(page, "Method", "scan")  # a method with more choices in the form (its pretext, pretrained features)
+        page.get_by_text("Reuse pretext from run").wait_for(timeout=WAIT_MS)
+        check_page(page, "1-train-scan-form-1024")
+        assert wholly_above_the_fold(page.get_by_text("ACC", exact=True)), "scan's form pushes the live view down"
 
         for title in ("Map", "Neighbours", "Clusters", "Suspects", "Compare", "Export"):
             page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
@@ -101,9 +114,9 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
                 page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
                 hover_shows_the_image(page)
                 page.set_viewport_size(WIDE)
-                no_exception(page, "2-map-1440")
+                check_page(page, "2-map-1440")
                 page.set_viewport_size(NARROW)
-            no_exception(page, f"2-{title.lower()}-1024")
+            check_page(page, f"2-{title.lower()}-1024")
             if title == "Neighbours":
                 random_image = page.get_by_role("button", name="Random image")
                 assert random_image.evaluate("b => b.scrollWidth <= b.clientWidth"), "the button's label is cut"
@@ -111,16 +124,16 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
                 tagged = tag_the_shown_image(page, "mislabelled")
             if title == "Clusters":
                 see_the_tag_through_the_shared_filter(page, "mislabelled", tagged)
-                no_exception(page, "2-clusters-filtered-by-tag-1024")
+                check_page(page, "2-clusters-filtered-by-tag-1024")
         page.get_by_text("Only the 1 of 1797 images the filter keeps").wait_for(timeout=WAIT_MS)  # it still holds
         page.get_by_role("button", name="Export").click()
         page.get_by_text("download them below").wait_for(timeout=WAIT_MS)
-        no_exception(page, "3-exported-1024")
+        check_page(page, "3-exported-1024")
 
         page.set_viewport_size(WIDE)
         page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Home").click()
         page.get_by_role("heading", name="Runs so far").wait_for(timeout=WAIT_MS)
-        no_exception(page, "4-home-with-a-run-1440")
+        check_page(page, "4-home-with-a-run-1440")
         browser.close()
     assert foreign == [], f"requests to other hosts than the app's: {foreign}"
 
@@ -130,6 +143,13 @@ def above_the_fold(locator) -> bool:
     locator.wait_for(timeout=WAIT_MS)
     top = locator.evaluate("e => e.getBoundingClientRect().top + window.scrollY")
     return top < locator.page.viewport_size["height"]
+
+
+def wholly_above_the_fold(locator) -> bool:
+    """Whether the whole element lies inside the first screenful of the page."""
+    locator.wait_for(timeout=WAIT_MS)
+    bottom = locator.evaluate("e => e.getBoundingClientRect().bottom + window.scrollY")
+    return bottom <= locator.page.viewport_size["height"]
 
 
 def settle(page) -> None:
@@ -216,12 +236,12 @@ def test_a_pretrained_kmeans_run_from_a_weights_file_finishes_from_the_train_pag
         fill(page, "stNumberInput", "Clusters K", "2")
         choose(page, "Frozen pretrained features", "resnet18-imagenet")
         fill(page, "stTextInput", "Backbone weights file", str(resnet18_weights))
-        no_exception(page, "5-train-pretrained-form-1024")
+        check_page(page, "5-train-pretrained-form-1024")
         page.get_by_role("button", name="Start").click()
         page.get_by_text("status finished").wait_for(timeout=WAIT_MS)
         page.get_by_text("ACC", exact=True).wait_for(timeout=WAIT_MS)
         page.set_viewport_size(WIDE)
-        no_exception(page, "5-train-pretrained-finished-1440")
+        check_page(page, "5-train-pretrained-finished-1440")
         browser.close()
     from engine.runs import RunStore
 

@@ -8,6 +8,7 @@ import pytest
 from engine.analysis.clusters import (aligned_rows, cell_members, cluster_summaries, confusion_cells, disagreements,
                                       gallery_members, off_majority)
 from engine.analysis.curves import stage_panels
+from engine.methods.training import TRAIN_ACC
 from engine.analysis.thumbnails import contact_sheet
 
 # run B is run A with its cluster ids permuted (0→2, 1→0, 2→1) and two images moved
@@ -75,6 +76,15 @@ def test_losses_and_shares_get_separate_charts():
     assert (list(losses.series), losses.y_title) == (["cross_entropy"], "cross_entropy")
     assert (list(shares.series), shares.y_title) == (["confident_share"], "share of images")
     assert losses.x_title == shares.x_title == "training step"
+
+
+def test_the_accuracy_after_each_epoch_gets_its_own_zero_to_one_chart_named_for_what_it_measures():
+    recorded = rows("train", "total", [3.0, 2.5]) + rows("train", TRAIN_ACC, [0.4, 0.3])
+    losses, accuracy = stage_panels(recorded, "cc")
+    assert list(losses.series) == ["total"]
+    assert (accuracy.kind, list(accuracy.series), accuracy.y_title) == ("accuracy", ["ACC (train images)"],
+                                                                      "ACC (train images)")
+    assert accuracy.series["ACC (train images)"] == ([1, 2], [0.4, 0.3]) and accuracy.x_title == "training step"
 
 
 def test_multi_line_captions_make_taller_cells():

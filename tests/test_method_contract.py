@@ -19,6 +19,7 @@ import torch
 from conftest import recorded_losses
 from engine.errors import NotFittedError, RunCancelled, TrainingError
 from engine.methods import FitContext, create_method, get_method, list_methods
+from engine.methods.training import TRAIN_ACC
 
 N_IMAGES = 300
 # every trained stage, each run by train_epochs: a fit cancelled after the stage's first epoch resumes there
@@ -28,6 +29,10 @@ TRAINED_STAGES = [("cc", "train"), ("pica", "train"), ("socnet", "train"), ("sca
                   ("scan", "cluster"), ("scan", "selflabel"), ("smc", "cluster"), ("spice", "self"), ("spice", "semi")]
 # stages that train no network: K-means, neighbour mining, JULE's first clusters
 UNTRAINED_STAGES = {("kmeans", "cluster"), ("scan", "mine"), ("smc", "mine"), ("temi", "mine"), ("jule", "init")}
+# the trained stages whose network assigns clusters: with labels, each records its accuracy after every epoch
+CLUSTERING_STAGES = {"cc": {"train"}, "pica": {"train"}, "socnet": {"train"}, "digpro": {"train"},
+                     "temi": {"cluster"}, "dec": {"cluster"}, "jule": {"unroll"}, "scan": {"cluster", "selflabel"},
+                     "smc": {"cluster"}, "spice": {"semi"}, "kmeans": set()}
 # settings counted in steps rather than epochs: kept as short as the epochs
 SHORT_STEPS = {"dec": {"update_interval": 2}, "spice": {"semi_steps": 4}}
 
@@ -92,6 +97,23 @@ def test_results_have_the_contracts_shapes_and_types(method, few_digits):
 def test_every_stage_records_exactly_its_declared_losses(method, few_digits):
     _, events = fitted(method, few_digits)
     assert recorded_losses(events) == {stage.name: set(stage.losses) for stage in get_method(method).stages}
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
+def test_a_labelled_fit_records_the_accuracy_of_every_stage_that_assigns_clusters(method, few_digits):
+    _, events = fitted(method, few_digits)
+    recorded = [(event.stage, event.losses[TRAIN_ACC]) for event in events
+                if event.kind == "step" and TRAIN_ACC in event.losses]
+    assert {stage for stage, _ in recorded} == CLUSTERING_STAGES[method]
+    assert all(0 <= accuracy <= 1 for _, accuracy in recorded)
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
+def test_measuring_the_accuracy_after_each_epoch_changes_nothing_the_fit_learns(method, few_digits):
+    labelled, _ = fitted(method, few_digits)
+    unlabelled = fit(method, dataclasses.replace(few_digits, labels=None), FitContext("cpu"))
+    np.testing.assert_array_equal(unlabelled.labels_, labelled.labels_)
+    np.testing.assert_array_equal(unlabelled.probs_, labelled.probs_)
 
 
 @pytest.mark.parametrize("method", sorted(list_methods()))

@@ -376,6 +376,28 @@ def test_train_page_charts_name_their_axes_and_lines(page):
     assert layout["showlegend"] is True and [line["name"] for line in lines] == ["inertia"]
 
 
+def test_train_page_charts_a_labelled_runs_accuracy_after_each_epoch_on_an_axis_of_its_own(tmp_path, monkeypatch):
+    manager = JobManager(tmp_path / "runs")
+    run_id = manager.submit(RunRequest("cc", "digits", overrides={"epochs": 2}, device="cpu"))
+    assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "finished"
+    manager.shutdown()
+    monkeypatch.setenv("DCE_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    figures = {json.loads(chart.proto.spec)["layout"]["yaxis"]["title"]["text"]: json.loads(chart.proto.spec)
+               for chart in at.get("plotly_chart")}
+    accuracy = figures["ACC (train images)"]
+    assert accuracy["layout"]["title"]["text"] == "train · ACC (train images)"
+    assert accuracy["layout"]["xaxis"]["title"]["text"] == "training step"
+    assert accuracy["layout"]["yaxis"]["range"] == [0, 1.02]
+    (line,) = accuracy["data"]
+    assert line["name"] == "ACC (train images)" and len(line["y"]) == 2 and all(0 <= y <= 1 for y in line["y"])
+    losses = figures["loss"]
+    assert "ACC (train images)" not in [line["name"] for line in losses["data"]]
+
+
 def test_map_search_by_file_name_lists_every_match_and_rings_the_chosen_one(unlabelled_runs, monkeypatch):
     monkeypatch.setenv("DCE_RUNS_DIR", str(unlabelled_runs))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S)

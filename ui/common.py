@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.analysis.curves import Panel, stage_panels
+from engine.analysis.curves import UNIT_RANGE_KINDS, Panel, stage_panels
 from engine.analysis.overview import format_score, format_seconds, quick_start_hint, run_title
 from engine.analysis.results import RunResults, load_results, run_neighbor_purity
 from engine.data.roots import default_upload_dir, readable_roots
@@ -95,7 +95,7 @@ def panel_figure(panel: Panel):
     figure.update_layout(title=panel.title, height=320, margin=dict(l=10, r=10, t=40, b=10), showlegend=True,
                          xaxis_title=panel.x_title, yaxis_title=panel.y_title,
                          legend=dict(orientation="h", x=0, y=-0.25, yanchor="top"))
-    if panel.kind == "share":
+    if panel.kind in UNIT_RANGE_KINDS:
         figure.update_yaxes(range=[0, 1.02])
     return figure
 
@@ -128,15 +128,15 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
         st.warning(record.error or record.status)
     if record.status == "finished":
         summary = record.summary
-        columns = st.columns(5)
         purity, purity_note = run_neighbor_purity(manager.store, record.id)
-        for column, (title, value) in zip(columns, (("ACC", summary.get("acc")), ("NMI", summary.get("nmi")),
-                                                    ("ARI", summary.get("ari")), ("Neighbour purity", purity))):
+        # four scores to a row: a fifth column (the time) is too narrow at 1024 px for "1 min 05 s" in a metric's
+        # type, which Streamlit cuts to "1 mi…"; the time goes in the caption below
+        for column, (title, value) in zip(st.columns(4), (("ACC", summary.get("acc")), ("NMI", summary.get("nmi")),
+                                                          ("ARI", summary.get("ari")), ("Neighbour purity", purity))):
             column.metric(title, format_score(value), help=purity_note if title == "Neighbour purity" and
                           purity_note else None)
-        columns[4].metric("Time", format_seconds(summary.get("seconds")))
-        st.caption(f"{summary.get('n_images')} images, {summary.get('n_skipped')} skipped · cluster sizes "
-                   f"{summary.get('cluster_sizes')}")
+        st.caption(f"trained in {format_seconds(summary.get('seconds'))} · {summary.get('n_images')} images, "
+                   f"{summary.get('n_skipped')} skipped · cluster sizes {summary.get('cluster_sizes')}")
         for message in manager.store.messages(record.id):
             if message["message"].startswith("warning:"):
                 st.warning(message["message"])

@@ -110,7 +110,7 @@ def image_tile(results: RunResults, index: int, column, key: str, tags: dict[int
 def search(results: RunResults, points: np.ndarray, column) -> np.ndarray:
     """A "find" box; returns the drawn images its query names (see :func:`find_images`), best first."""
     query = column.text_input("Find an image", key=f"map-find-{results.run_id}",
-                              placeholder="index (e.g. 42) or file name",
+                              placeholder="index or file name",
                               help="A number finds that image's index; text finds file names containing it.")
     matches = find_images(query, results.image_names)
     shown = matches[np.isin(matches, points)]

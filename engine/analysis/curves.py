@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..methods.training import TRAIN_ACC
+
 # values that are a share of images or neighbours (0–1) rather than a loss
 SHARE_NAMES = frozenset({"neighbor_purity", "label_change"})
 COUNT_NAMES = frozenset({"n_clusters"})
-KIND_TITLES = {"share": "share of images", "count": "clusters"}
+ACCURACY_TITLE = "ACC (train images)"  # the clustering accuracy after each epoch, when the images have labels
+KIND_TITLES = {"share": "share of images", "count": "clusters", "accuracy": ACCURACY_TITLE}
+LINE_NAMES = {TRAIN_ACC: ACCURACY_TITLE}  # a recorded name shown under another name in the legend
+UNIT_RANGE_KINDS = frozenset({"share", "accuracy"})  # kinds whose axis runs from 0 to 1
 
 
 @dataclass
@@ -38,7 +43,10 @@ class Panel:
 
 
 def value_kind(name: str) -> str:
-    """"share" for shares of images (0–1), "count" for counts of clusters, "loss" for everything else."""
+    """"accuracy" for the clustering accuracy after each epoch, "share" for shares of images (0–1), "count" for
+    counts of clusters, "loss" for everything else."""
+    if name == TRAIN_ACC:
+        return "accuracy"
     if name in SHARE_NAMES or name.endswith("_share"):
         return "share"
     return "count" if name in COUNT_NAMES else "loss"
@@ -56,7 +64,8 @@ def _step_units(method_name: str) -> dict[str, str]:
 
 def stage_panels(rows: list[dict], method_name: str) -> list[Panel]:
     """Panels for a run's recorded rows (dicts with stage, step, name, value), in recording order of stage and
-    kind. A loss panel with one line is titled by that line's name (K-means' y-axis says "inertia")."""
+    kind. A loss panel with one line is titled by that line's name (K-means' y-axis says "inertia"); the
+    accuracy after each epoch gets a panel of its own, never a loss's axis."""
     units = _step_units(method_name)
     panels: dict[tuple[str, str], Panel] = {}
     for row in rows:
@@ -64,7 +73,7 @@ def stage_panels(rows: list[dict], method_name: str) -> list[Panel]:
         key = (row["stage"], kind)
         if key not in panels:
             panels[key] = Panel(row["stage"], kind, units.get(row["stage"], "step"), KIND_TITLES.get(kind, "loss"))
-        steps, values = panels[key].series.setdefault(row["name"], ([], []))
+        steps, values = panels[key].series.setdefault(LINE_NAMES.get(row["name"], row["name"]), ([], []))
         steps.append(row["step"])
         values.append(row["value"])
     for panel in panels.values():

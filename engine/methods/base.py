@@ -145,6 +145,7 @@ class Method:
         self.config.validate(len(images))
         check_batch_sizes(self.config, len(images), self.explicit_settings)
         context = context or FitContext()
+        context.labels = images.labels
         self._fit(images, context)
         check_not_collapsed(self.labels_, self.config.n_clusters)
         warning = uneven_clusters_warning(self.labels_, self.config.n_clusters)
@@ -212,16 +213,24 @@ class DeepMethod(Method):
         self.model_: torch.nn.Module | None = None
         self.geometry_: ImageGeometry | None = None
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
-        """N×K cluster probabilities of ``inputs`` (on the model's device) under the evaluation transform."""
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        """N×K cluster probabilities of ``inputs`` (on the model's device) by ``model`` (the fitted network, or the
+        one being trained) under the evaluation transform."""
         raise NotImplementedError
+
+    def _clusters_by(self, model: torch.nn.Module, inputs: torch.Tensor,
+                     geometry: ImageGeometry) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The ``clusters_of`` of a :func:`train_epochs` stage training ``model``: the cluster of the fitted
+        ``inputs`` at some indices by the network as it stands, assigned as :meth:`_probabilities` assigns."""
+        evaluate = geometry.augment("eval")
+        return lambda indices: self._probabilities(model, inputs[indices], evaluate).argmax(1)
 
     def _network_inputs(self, images: ImageSet) -> torch.Tensor:
         """What the fitted network reads for ``images``: their uint8 pixels, on the network's device."""
         return images.images.to(next(self.model_.parameters()).device)
 
     def _assign(self, images: ImageSet) -> torch.Tensor:
-        return self._probabilities(self._network_inputs(images), self.geometry_.augment("eval"))
+        return self._probabilities(self.model_, self._network_inputs(images), self.geometry_.augment("eval"))
 
     def _finish(self, model: torch.nn.Module, geometry: ImageGeometry, inputs: torch.Tensor,
                 features: torch.Tensor, neighbors: torch.Tensor | None = None) -> None:
@@ -230,7 +239,7 @@ class DeepMethod(Method):
         and, where mined, ``neighbors_``."""
         self.model_, self.geometry_ = model, geometry
         self.features_ = features.cpu().numpy().astype(np.float16)
-        self.probs_ = self._probabilities(inputs, geometry.augment("eval")).cpu().numpy()
+        self.probs_ = self._probabilities(model, inputs, geometry.augment("eval")).cpu().numpy()
         self.labels_ = self.probs_.argmax(1)
         if neighbors is not None:
             self.neighbors_ = neighbors.cpu().numpy().astype(np.int32)

@@ -182,7 +182,7 @@ class ContrastiveClustering(DeepMethod):
 
         train_epochs(context, STAGE, model, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
                      batch_size=cfg.batch_size, generator=generator, losses=LOSS_NAMES, lr=cfg.lr,
-                     lr_schedule=cfg.lr_schedule)
+                     lr_schedule=cfg.lr_schedule, clusters_of=self._clusters_by(model, data, geometry))
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
-        return embed(self.model_.cluster_probs(), inputs, evaluate)
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return embed(model.cluster_probs(), inputs, evaluate)

@@ -19,6 +19,8 @@ from ..errors import RunCancelled, TrainingError, UserError
 from .speedups import Speedups
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .distributed import DataParallel
 
 
@@ -69,6 +71,10 @@ class FitContext:
         step_limit: an estimate's (:mod:`.estimate`): each stage runs at most this many steps. ``train_epochs``
             ends a stage there; a stage with its own loop is stopped by :class:`StepLimitReached` from
             :meth:`step`. Such a fit keeps no checkpoints.
+
+    Attributes:
+        labels: the true labels of the images being fitted (``Method.fit`` sets them; None when the dataset has
+            none): a ``train_epochs`` stage that assigns clusters then records its clustering accuracy each epoch.
     """
 
     def __init__(self, device: torch.device | str = "cpu", on_event: EventSink | None = None,
@@ -92,6 +98,7 @@ class FitContext:
         self.checkpoint_every_s = checkpoint_every_s
         self._last_checkpoint = time.monotonic()
         self.messages: list[str] = []
+        self.labels: np.ndarray | None = None
 
     def autocast(self, gradients_scaled: bool = False) -> ContextManager:
         """The context a training step's forward pass and loss run in (bfloat16 autocast on a GPU; float16 only in a

@@ -276,10 +276,12 @@ class Dec(DeepMethod):
         train_epochs(context, "cluster", autoencoder, optimizer, step, epochs=cfg.cluster_epochs,
                      n_samples=len(data), batch_size=cfg.cluster_batch_size, generator=generator, losses=("kl",),
                      lr=cfg.cluster_lr, before_epoch=initialise,
-                     checkpointed={"centres": centres, "target": target, "labels": labels})
+                     checkpointed={"centres": centres, "target": target, "labels": labels},
+                     clusters_of=lambda indices: student_t_assignment(
+                         self._embed(autoencoder, data[indices], flatten), centres, cfg.alpha).argmax(1))
         return centres.detach()
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
         """Eq. 1: the Student's t similarity of each embedding to each cluster centre."""
-        z = self._embed(self.model_, inputs, lambda batch: evaluate(batch).flatten(1))
+        z = self._embed(model, inputs, lambda batch: evaluate(batch).flatten(1))
         return student_t_assignment(z, self.cluster_centers_, self.config.alpha)

@@ -286,10 +286,10 @@ class DigPro(DeepMethod):
         centres, labels = fit_kmeans(features, self.config.n_clusters, self.config.n_kmeans_init, seed)
         return features, centres, labels
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
         """Soft assignments: a softmax over the cosines of the normalised target projections to the K-means
         centres, at the group temperature."""
-        features = F.normalize(embed(self.model_.target, inputs, evaluate), dim=1)
+        features = F.normalize(embed(model.target, inputs, evaluate), dim=1)
         cosine = features @ F.normalize(self.cluster_centers_, dim=1).t()
         return F.softmax(cosine / self.config.group_temperature, dim=1)
 
@@ -357,7 +357,8 @@ class DigPro(DeepMethod):
         train_epochs(context, STAGE, nets, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
                      batch_size=cfg.batch_size, generator=generator, losses=LOSS_NAMES, lr=cfg.lr,
                      lr_schedule=self._lr_at, before_epoch=expectation_step, after_step=after_step,
-                     checkpointed={"groups": groups, "bank": bank})
+                     checkpointed={"groups": groups, "bank": bank},
+                     clusters_of=lambda indices: pseudo_labels[indices])  # the E-step's, that the epoch trained on
 
     def _group_step(self, groups: MomentumGroups, online: torch.Tensor, predicted: torch.Tensor,
                     target: torch.Tensor) -> torch.Tensor:

@@ -293,7 +293,8 @@ class Jule(DeepMethod):
         total = epochs * n_steps
         train_epochs(context, "unroll", model, optimizer, step, epochs=epochs, generator=generator,
                      batches=BatchPlan(n_steps, triplet_batches), losses=("triplet", "n_clusters"), lr=cfg.unroll_lr,
-                     lr_schedule=inv_lr, after_epoch=merge, checkpointed={"clusters": clusters})
+                     lr_schedule=inv_lr, after_epoch=merge, checkpointed={"clusters": clusters},
+                     clusters_of=lambda indices: clusters[indices])  # the clusters before the epoch's merges
         # the CNN is not trained after the last merge: its graph is the final embedding's
         neighbors = last_graph[0] if last_graph else knn_graph(embed(model, data, evaluate), cfg.n_neighbors)[0]
         return clusters.cpu().numpy(), neighbors
@@ -323,6 +324,6 @@ class Jule(DeepMethod):
             offset = offset + (offset >= rank[anchors]).long()  # skip the anchor itself
             yield anchors, order[starts[cluster] + offset]
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
-        squared = torch.cdist(embed(self.model_, inputs, evaluate), self.cluster_centers_).pow(2)
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        squared = torch.cdist(embed(model, inputs, evaluate), self.cluster_centers_).pow(2)
         return torch.softmax(-10 * squared / max(self.distance_scale_, 1e-12), dim=1)

@@ -225,7 +225,8 @@ class Pica(DeepMethod):
 
         train_epochs(context, STAGE, model, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
                      batch_size=cfg.batch_size, generator=generator, losses=self.stages[0].losses, lr=cfg.lr,
-                     lr_schedule=cfg.lr_schedule, passes=len(model.heads))
+                     lr_schedule=cfg.lr_schedule, passes=len(model.heads),
+                     clusters_of=self._clusters_by(model, data, geometry))
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
-        return embed(self.model_, inputs, evaluate)
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return embed(model, inputs, evaluate)

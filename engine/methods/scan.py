@@ -126,5 +126,6 @@ class Scan(ScanHeadsMethod):
 
         train_epochs(context, "selflabel", model, optimizer, step, epochs=cfg.selflabel_epochs,
                      n_samples=len(data), batch_size=cfg.selflabel_batch_size, generator=generator,
-                     losses=("cross_entropy", "confident_share"), lr=cfg.selflabel_lr)
+                     losses=("cross_entropy", "confident_share"), lr=cfg.selflabel_lr,
+                     clusters_of=self._clusters_by(model, data, geometry))
 

@@ -114,10 +114,15 @@ def train_scan_heads(model: ClusterModel, images_u8: torch.Tensor, neighbors: to
         # every head is trained on its own loss (their sum); the records are means over heads
         return terms[:, 0].sum(), dict(zip(("total", "consistency", "entropy"), terms.mean(0)))
 
+    evaluate = geometry.augment("eval")
+
+    def clusters_of(indices: torch.Tensor) -> torch.Tensor:  # by the head that would be kept now
+        return embed(model, images_u8[indices], evaluate)[int(head_losses.argmin())].argmax(1)
+
     train_epochs(context, stage, model, optimizer, step, epochs=settings.epochs, n_samples=len(images_u8),
                  batch_size=settings.batch_size, generator=generator, losses=("total", "consistency", "entropy"),
                  lr=settings.lr, before_epoch=lambda epoch: head_losses.zero_(),
-                 checkpointed={"head_losses": head_losses})
+                 checkpointed={"head_losses": head_losses}, clusters_of=clusters_of)
     best_head = int(head_losses.argmin())
     model.heads.keep_only(best_head)
     context.info(stage, f"kept head {best_head} of {len(head_losses)} (lowest SCAN loss)")
@@ -164,8 +169,8 @@ class ScanHeadsMethod(DeepMethod):
                      context: FitContext, generator: torch.Generator) -> None:
         """A stage after the SCAN step, on the model with its kept head; none by default."""
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
-        return F.softmax(embed(self.model_, inputs, evaluate)[0], dim=1)
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return F.softmax(embed(model, inputs, evaluate)[0], dim=1)
 
     def _network_inputs(self, images: ImageSet) -> torch.Tensor:
         if not isinstance(self.geometry_, FeatureGeometry):

@@ -207,7 +207,8 @@ class SocNet(DeepMethod):
             return {"total": assignment + cfg.balance_weight * balance, "assignment": assignment, "balance": balance}
 
         train_epochs(context, STAGE, model, optimizer, step, epochs=cfg.epochs, n_samples=len(data),
-                     batch_size=cfg.batch_size, generator=generator, losses=self.stages[0].losses, lr=cfg.lr)
+                     batch_size=cfg.batch_size, generator=generator, losses=self.stages[0].losses, lr=cfg.lr,
+                     clusters_of=self._clusters_by(model, data, geometry))
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
-        return F.softmax(embed(_ClusterOutput(self.model_), inputs, evaluate) / self.config.temperature, dim=1)
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return F.softmax(embed(_ClusterOutput(model), inputs, evaluate) / self.config.temperature, dim=1)

@@ -367,8 +367,9 @@ class Spice(DeepMethod):
                      losses=self.stages[2].losses, lr=cfg.semi_lr, lr_schedule=fixmatch_lr,
                      after_step=lambda: ema_update(ema, model, cfg.semi_ema_momentum),
                      checkpointed={"ema": ema, "labelled_batches": labelled_batches,
-                                   "unlabelled_batches": unlabelled_batches})
+                                   "unlabelled_batches": unlabelled_batches},
+                     clusters_of=self._clusters_by(ema, data, geometry))  # the EMA copy is the stage's result
         return ema
 
-    def _probabilities(self, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
-        return F.softmax(embed(self.model_, inputs, evaluate), dim=1)
+    def _probabilities(self, model: torch.nn.Module, inputs: torch.Tensor, evaluate: Transform) -> torch.Tensor:
+        return F.softmax(embed(model, inputs, evaluate), dim=1)

@@ -246,7 +246,8 @@ class Temi(Method):
                      batch_size=batch_size, generator=generator, losses=self.stages[1].losses, lr=lr,
                      lr_schedule=warmup_lr, before_epoch=start_epoch,
                      after_step=lambda: ema_update(teacher, student, cfg.teacher_momentum),
-                     checkpointed={"teacher": teacher, "marginal": marginal, "head_losses": head_losses})
+                     checkpointed={"teacher": teacher, "marginal": marginal, "head_losses": head_losses},
+                     clusters_of=lambda indices: teacher(x[indices])[int(head_losses.argmin())].argmax(1))
         best = int(head_losses.argmin())
         student.keep_only(best), teacher.keep_only(best)
         context.info("cluster", f"kept head {best} of {cfg.n_heads} (lowest TEMI loss over the last epoch)")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..clustering.metrics import mean_neighbor_purity
+from ..clustering.metrics import cluster_accuracy, mean_neighbor_purity
 from ..clustering.neighbors import mine_neighbors
 from ..data.augment import build_augment
 from ..data.imageset import ImageSet
@@ -267,6 +267,29 @@ class StopStage(Exception):
     clusters): :func:`train_epochs` records the epoch so far and stores the stage as finished."""
 
 
+TRAIN_ACC = "train_acc"  # the recorded name of a stage's clustering accuracy after each epoch
+ACC_SAMPLE_SIZE = 2000  # images the epoch accuracy is measured on: enough for ±0.01, cheap beside an epoch
+
+
+def epoch_accuracy(context: FitContext, model: nn.Module,
+                   clusters_of: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """The clustering accuracy (Hungarian-matched, :func:`cluster_accuracy`) of ``model`` as it stands on the
+    same ≤ :data:`ACC_SAMPLE_SIZE` training images every epoch: ``clusters_of(indices)`` assigns them, with
+    ``model`` in eval mode and no gradient. Their choice draws from a generator of its own, so the training's
+    random draws are the ones a fit without labels makes."""
+    labels = context.labels
+    sample = np.random.default_rng(0).permutation(len(labels))[:ACC_SAMPLE_SIZE]
+    modes = [(module, module.training) for module in model.modules()]  # a frozen part may stay in eval mode
+    model.eval()
+    try:
+        with torch.no_grad():
+            clusters = clusters_of(torch.from_numpy(sample).to(context.device))
+    finally:
+        for module, training in modes:
+            module.training = training
+    return cluster_accuracy(labels[sample], clusters.cpu().numpy())
+
+
 Checkpointed = Union[nn.Module, torch.Tensor, Any]  # a module, a tensor restored in place, or state_dict() holder
 TrainingStep = Callable[[Any, Position], Union[Mapping[str, torch.Tensor],
                                                tuple[torch.Tensor, Mapping[str, torch.Tensor]]]]
@@ -280,7 +303,8 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
                  after_epoch: Callable[[int], None] | None = None,
                  after_step: Callable[[], None] | None = None,
                  checkpointed: Mapping[str, Checkpointed] | None = None,
-                 extra_state: Mapping[str, Any] | None = None, sync_batchnorm: bool = False) -> None:
+                 extra_state: Mapping[str, Any] | None = None, sync_batchnorm: bool = False,
+                 clusters_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
     """Train ``model`` for ``epochs`` epochs of stage ``stage``: the loop every method's trained stage runs.
 
     ``step(batch, position)`` is the method's part: it gets one batch — by default shuffled sample indices over
@@ -304,6 +328,11 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
       ``model``, ``optimizer``, the entries of ``checkpointed`` — modules (an EMA copy, a queue), tensors the
       method updates in place (restored in place) or objects with ``state_dict``/``load_state_dict`` — and
       ``extra_state``. Whatever a resumed epoch needs must be there or be recomputed by ``before_epoch``.
+
+    A stage that assigns clusters passes ``clusters_of(indices)``: the cluster of each training sample at
+    ``indices`` (a tensor on the device) by the model as it stands. When the images have labels
+    (``context.labels``) each epoch then also records its clustering accuracy under :data:`TRAIN_ACC`
+    (:func:`epoch_accuracy`: a fixed sample, eval mode, no gradient, no draw from the training's generators).
 
     Hooks: ``before_epoch(epoch)`` runs before each epoch trained here, outside autocast (K-means E-steps,
     resetting per-epoch tallies); ``after_epoch(epoch)`` after its losses are recorded and before its checkpoint
@@ -388,6 +417,8 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
             means, stop = parallel.epoch_end(means, context.cancel_requested)
             parallel.check_replicas_agree(stage, [model, *(value for value in checkpointed.values()
                                                            if isinstance(value, nn.Module))])
+        if clusters_of is not None and context.labels is not None and context.writes:
+            means[TRAIN_ACC] = epoch_accuracy(context, model, clusters_of)
         context.step(stage, reached, total, means)
         if stopped:
             break
