@@ -197,8 +197,8 @@ class Jule(DeepMethod):
                     "period_epochs", "unroll_lr", "triplet_margin")
     presets = {
         "paper": {},
-        # about a minute on a CPU: Adam and few epochs per period
-        "fast": {"period_epochs": 5, "unroll_optimizer": "adam", "unroll_lr": 1e-3},
+        # about a minute on a CPU: the small ConvNet at any size and colour, Adam and few epochs per period
+        "fast": {"backbone": "convnet", "period_epochs": 5, "unroll_optimizer": "adam", "unroll_lr": 1e-3},
     }
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
