@@ -11,7 +11,12 @@ from engine.errors import UserError
 from engine.runs.uploads import upload_only_used_by
 from ui.common import job_manager
 
-FIRST_COLUMNS = ("run", "method", "dataset", "ACC", "NMI", "ARI", "purity@k", "status")
+# The table's columns in sets that each fit the ~560 px beside the sidebar at 1024 px, so that no set scrolls
+# sideways there; every set starts with the run, whose row a click selects, and ends with the column whose text
+# can be long (a folder's path, a note), so that only that column runs past the edge.
+COLUMN_SETS = {"scores": ("run", "ACC", "NMI", "ARI", "purity@k", "dataset"),
+               "settings": ("run", "method", "preset", "K", "seed", "time", "device"),
+               "status": ("run", "status", "note")}
 
 st.title("Compare")
 manager = job_manager()
@@ -19,11 +24,11 @@ rows = overview_rows(manager.store)
 if not rows:
     st.info("No runs yet: start one on the Train page.")
 else:
-    # The scores come right after what a run is, so a narrow window (1024 px) shows them without scrolling.
+    shown = st.segmented_control("Columns", list(COLUMN_SETS), default="scores", required=True,
+                                 key="compare-columns")
     event = st.dataframe(pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row",
-                         key="runs-table",
-                         column_order=[*FIRST_COLUMNS, *(name for name in rows[0] if name not in FIRST_COLUMNS)])
-    st.caption("Scores have three decimals; n/a means the run has no such score (the note says why).")
+                         key="runs-table", column_order=COLUMN_SETS[shown])
+    st.caption("Scores have three decimals; n/a means the run has no such score (its status note says why).")
     chosen = event.selection.rows if event else []
     if chosen:
         record = manager.store.get(rows[chosen[0]]["run"])

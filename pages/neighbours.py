@@ -15,6 +15,9 @@ from ui.common import NEIGHBOURS_OPEN, pick_finished_run
 WORST_FIRST = "worst purity first"
 POSITION = "neighbours-position"  # the position input's key: its value alone says which image is shown
 ORDER = "neighbours-order"
+# 96-px cells, six to a row: the sheet (576 px) is drawn at nearly its own size in the ~560 px column beside the
+# sidebar at 1024 px, where eleven to a row were shrunk to half and their captions could not be read
+SHEET_COLUMNS = 6
 state = st.session_state
 
 
@@ -87,7 +90,7 @@ if results is not None:
     if labels is not None:
         title += f" · label {results.class_name(int(labels[index]))} · purity@{k} {purity[index]:.2f}"
     st.subheader(title)
-    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(k + 1, 11), cell=96,
+    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(k + 1, SHEET_COLUMNS), cell=96,
                            captions=captions, outline=wrong))
     if labels is not None:
         st.caption("Neighbours with another label than the query are outlined in red.")

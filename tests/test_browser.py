@@ -63,6 +63,18 @@ CUT_METRICS = """() => [...document.querySelectorAll("[data-testid='stMetricLabe
     .filter(element => element.scrollWidth > element.clientWidth + 1).map(element => element.textContent)"""
 
 
+# how many pixels the first table runs past its frame (glide-data-grid's scroller), and how much the first image
+# is shrunk (shown width / its own width)
+TABLE_OVERFLOW = """() => {
+    const scroller = document.querySelector("[data-testid='stDataFrame'] .dvn-scroller");
+    return scroller.scrollWidth - scroller.clientWidth;
+}"""
+SHEET_SCALE = """() => {
+    const image = document.querySelector("[data-testid='stImage'] img");
+    return image.clientWidth / image.naturalWidth;
+}"""
+
+
 def check_page(page, name: str) -> None:
     """Screenshot the page as ``name``; it shows no exception box and no metric cut short."""
     page.wait_for_timeout(1500)
@@ -117,7 +129,10 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
                 check_page(page, "2-map-1440")
                 page.set_viewport_size(NARROW)
             check_page(page, f"2-{title.lower()}-1024")
+            if title == "Compare":
+                assert page.evaluate(TABLE_OVERFLOW) <= 0, "the runs table scrolls sideways at 1024 px"
             if title == "Neighbours":
+                assert page.evaluate(SHEET_SCALE) > 0.9, "the neighbour sheet is shrunk: its captions cannot be read"
                 random_image = page.get_by_role("button", name="Random image")
                 assert random_image.evaluate("b => b.scrollWidth <= b.clientWidth"), "the button's label is cut"
                 step_through_neighbours(page)

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -129,9 +128,10 @@ def test_deleting_a_running_run_cancels_it_then_removes_it(manager):
 def test_deleting_a_queued_run_removes_it_without_waiting_for_the_queue(manager):
     blocker = manager.submit(RunRequest("scan", "digits", overrides={"pretext_epochs": 200}, device="cpu"))
     queued = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
-    started = time.monotonic()
-    manager.delete(queued)
-    assert time.monotonic() - started < 5
+    wait_for(lambda: manager.store.get(blocker).status == "running")
+    # given as long as the blocker could take: a delete that waited for the queue would return only after it
+    manager.delete(queued, timeout=HANG_GUARD_S)
+    assert manager.store.get(blocker).status == "running"
     assert [r.id for r in manager.store.list()] == [blocker]
     manager.cancel(blocker)
 

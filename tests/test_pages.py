@@ -336,6 +336,19 @@ def test_neighbour_purity_is_one_figure_on_train_compare_and_neighbours(page, ru
     assert store.get(run_id).summary["neighbor_purity"] == pytest.approx(value)  # cached in the summary
 
 
+def test_compare_shows_every_column_of_the_table_in_one_of_its_column_sets(page):
+    at = page("pages/compare.py")
+    choice = next(control for control in at.button_group if control.label == "Columns")
+    shown = set()
+    for option in choice.options:
+        choice.set_value(option).run()
+        assert not at.exception
+        order = list(at.dataframe[0].proto.column_order)
+        assert order[0] == "run"  # the row a click selects is always named
+        shown |= set(order)
+    assert shown == set(at.dataframe[0].value.columns)
+
+
 def test_compare_never_shows_none_or_nan(page):
     at = page("pages/compare.py")
     table = at.dataframe[0].value
