@@ -95,7 +95,7 @@ def test_a_budget_scales_every_stage_by_one_factor_leaving_the_mining_as_it_is()
 
 
 def test_a_budget_keeps_warmups_shorter_than_their_stage():
-    request = RunRequest("digpro", "digits", "fast", device="cpu")  # 20 epochs, 2 of them warm-up
+    request = RunRequest("digpro", "digits", "fast", device="cpu")  # 40 epochs, 2 of them warm-up
     estimate = FitEstimate({"train": StageEstimate(4000, 280, 3)}, "cpu", 1.0)
     assert fit_to_budget(request, 1, estimate).overrides == {"epochs": 1, "warmup_epochs": 0}
 

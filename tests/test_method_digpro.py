@@ -97,7 +97,7 @@ def test_the_fast_preset_keeps_ten_kmeans_restarts_for_its_labels():
 def test_digpro_refuses_settings_no_run_can_use():
     from engine.errors import ConfigError
 
-    for bad in ({"warmup_epochs": 20}, {"group_momentum": 1.5}, {"group_temperature": 0.0},
+    for bad in ({"epochs": 10, "warmup_epochs": 10}, {"group_momentum": 1.5}, {"group_temperature": 0.0},
                 {"prototype_weight": -0.1}):
         with pytest.raises(ConfigError):
             DigPro.from_preset("fast", **bad).config.validate()
