@@ -106,16 +106,32 @@ class RunStore:
         except OSError as exc:
             raise UserError(f"cannot create the runs folder {self.root}: {exc.strerror}") from exc
         self.db_path = self.root / "runs.sqlite"
+        self._use_wal()
         with self._connect() as db:
             db.executescript(_SCHEMA)
             if "stop_asked" not in {row["name"] for row in db.execute("PRAGMA table_info(runs)")}:
                 db.execute("ALTER TABLE runs ADD COLUMN stop_asked REAL")  # a store made before it existed
 
+    def _use_wal(self) -> None:
+        """Put the database in WAL mode, which the file keeps. Switching needs a moment alone with the file, and
+        SQLite answers "locked" at once rather than waiting while another process writes (seen with two training
+        processes opening one store), so it is retried; a store left in the default mode still works."""
+        for attempt in range(50):
+            db = sqlite3.connect(self.db_path, timeout=30)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+            finally:
+                db.close()
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.db_path, timeout=30)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.row_factory = sqlite3.Row
             with db:  # one transaction: committed on success, rolled back on error
                 yield db
@@ -126,12 +142,17 @@ class RunStore:
     def create_run(self, method: str, dataset: str, config: dict[str, Any], preset: str | None = None,
                    options: dict[str, Any] | None = None, for_workers: bool = False) -> str:
         """Record a queued run, owned by this process, or by none when it is queued ``for_workers``."""
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{secrets.token_hex(2)}"
-        with self._connect() as db:
-            db.execute("INSERT INTO runs (id, method, dataset, preset, config, options, status, created, owner) "
-                       "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                       (run_id, method, dataset, preset, json.dumps(config), json.dumps(options or {}),
-                        time.time(), None if for_workers else str(Owner.current())))
+        while True:  # ids made in the same second share all but 4 hex digits: draw again on a clash
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{secrets.token_hex(2)}"
+            try:
+                with self._connect() as db:
+                    db.execute("INSERT INTO runs (id, method, dataset, preset, config, options, status, created, "
+                               "owner) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                               (run_id, method, dataset, preset, json.dumps(config), json.dumps(options or {}),
+                                time.time(), None if for_workers else str(Owner.current())))
+                break
+            except sqlite3.IntegrityError:
+                continue
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return run_id
 
