@@ -657,8 +657,7 @@ class StrongAugment(_Pipeline):
     """
 
     def __init__(self, out_size: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 flip: bool = True, n_ops: int = 2, magnitude: float = 10, cutout_frac: float = 0.5,
-                 ops: Sequence[str] = RAND_AUGMENT_OPS) -> None:
+                 flip: bool = True, n_ops: int = 2, magnitude: float = 10, cutout_frac: float = 0.5) -> None:
         super().__init__(out_size, mean, std)
         if not 0 <= magnitude <= _MAX_LEVEL:
             raise ValueError(f"magnitude must be in [0, {_MAX_LEVEL}], got {magnitude}")
@@ -669,12 +668,11 @@ class StrongAugment(_Pipeline):
         self.n_ops = int(n_ops)
         self.magnitude = float(magnitude)
         self.cutout_frac = float(cutout_frac)
-        self.ops = tuple(ops)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = random_crop_with_padding(to_float_nchw(images), self.out_size, self.padding,
                                      flip_p=0.5 if self.flip else 0.0, generator=generator)
-        x = rand_augment(x, n_ops=self.n_ops, magnitude=self.magnitude, ops=self.ops, generator=generator)
+        x = rand_augment(x, n_ops=self.n_ops, magnitude=self.magnitude, generator=generator)
         x = self._normalize(x)
         return cutout(x, size_frac=self.cutout_frac, fill=0.0, generator=generator)
 
