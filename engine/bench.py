@@ -29,13 +29,14 @@ Modes:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import statistics
 import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -421,10 +422,13 @@ def knn_rows(n_points: int, dim: int = 128, k: int = 20) -> list[dict[str, Any]]
 
 def train_rows(methods: list[str], dataset: str, preset: str, device: str, budget_minutes: float | None,
                data_root: str | None, runs_dir: Path, subset: int | None = None,
-               scale_to_budget: bool = False) -> list[dict[str, Any]]:
-    """Train each method end to end through the run store; one result row each (no budget: to the end), on a
-    class-balanced ``subset`` of the dataset when one is given. Each row's ``acc_over_kmeans`` is its ACC minus
-    that of the ``kmeans`` row of the same call (see :func:`add_kmeans_margins`). With ``scale_to_budget`` the
+               scale_to_budget: bool = False, seeds: Sequence[int] = (0,),
+               on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """Train each method end to end through the run store, once per seed in ``seeds``; one result row each (no
+    budget: to the end), on a class-balanced ``subset`` of the dataset when one is given (the subset is the same
+    for every seed: the seed is the method's). Each row's ``acc_over_kmeans`` is its ACC minus that of the
+    ``kmeans`` row of the same call and seed (see :func:`add_kmeans_margins`); ``on_row`` is called with the rows
+    so far after each run, so a long benchmark that is stopped keeps what it measured. With ``scale_to_budget`` the
     budget scales every stage's epochs so the run's estimate fits it (``train --budget-minutes``; the row's
     ``epochs`` and ``budget_factor`` say what ran) instead of stopping the run there; it is then stopped only at
     twice the budget, for an estimate that was far off.
@@ -438,10 +442,11 @@ def train_rows(methods: list[str], dataset: str, preset: str, device: str, budge
 
     store = RunStore(runs_dir)
     rows = []
-    for method in methods:
-        run_id = _stopped_run(store, method, dataset, preset, subset)
+    for method, seed in itertools.product(methods, seeds):
+        run_id = _stopped_run(store, method, dataset, preset, subset, seed)
         if run_id is None:
-            request = RunRequest(method, dataset, preset, device=device, data_root=data_root, subset=subset)
+            request = RunRequest(method, dataset, preset, overrides={"seed": seed}, device=device,
+                                 data_root=data_root, subset=subset)
             if scale_to_budget and budget_minutes is not None:
                 request = fit_to_budget(request, budget_minutes, estimate_request(request, runs_root=runs_dir))
             run_id = create_run(store, request)
@@ -464,29 +469,61 @@ def train_rows(methods: list[str], dataset: str, preset: str, device: str, budge
                 timer.cancel()
         store.add_message(run_id, "bench", f"bench session {time.perf_counter() - t0:.3f} s")
         rows.append(_train_row(store, run_id, dataset, preset, session_start))
+        if on_row is not None:
+            on_row(add_kmeans_margins(rows))
     return add_kmeans_margins(rows)
 
 
 def add_kmeans_margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` with ``acc_over_kmeans``: each row's ACC minus the ACC of the ``kmeans`` row on the same dataset
-    and subset among them (None without such a row or an ACC). Issue 16's rule for a preset is a margin of at
-    least 0.03 on every image set."""
-    kmeans = {(r["dataset"], r.get("subset")): r.get("acc") for r in rows if r.get("method") == "kmeans"}
+    and subset among them, of the same seed (None without such a row or an ACC). Issue 16's rule for a preset is
+    a margin of at least 0.03 on every image set."""
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return row["dataset"], row.get("subset"), row.get("seed", 0)
+
+    kmeans = {key(r): r.get("acc") for r in rows if r.get("method") == "kmeans"}
     out = []
     for row in rows:
-        base = kmeans.get((row["dataset"], row.get("subset")))
+        base = kmeans.get(key(row))
         margin = row["acc"] - base if row.get("acc") is not None and base is not None else None
         out.append({**row, "acc_over_kmeans": margin})
     return out
 
 
+RULE_MARGIN = 0.03  # issue 16: a fast preset beats pixel K-means by at least this much ACC on every image set
+
+
+def seed_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method, dataset and subset over the seeds of ``rows`` (each with ``acc_over_kmeans``): the
+    mean, lowest and highest ACC and the mean and lowest margin over K-means, and whether the mean margin meets
+    :data:`RULE_MARGIN` (a single run moves by a few hundredths from seed to seed)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row.get("acc") is not None:
+            groups[row["method"], row["dataset"], row.get("subset")].append(row)
+    summary = []
+    for (method, dataset, subset), group in groups.items():
+        accs = [r["acc"] for r in group]
+        margins = [r["acc_over_kmeans"] for r in group if r.get("acc_over_kmeans") is not None]
+        mean_margin = statistics.fmean(margins) if margins else None
+        summary.append({
+            "method": method, "dataset": dataset, "subset": subset, "seeds": len(group),
+            "acc_mean": statistics.fmean(accs), "acc_min": min(accs), "acc_max": max(accs),
+            "margin_mean": mean_margin, "margin_min": min(margins) if margins else None,
+            "meets_rule": None if mean_margin is None or method == "kmeans" else mean_margin >= RULE_MARGIN,
+        })
+    return summary
+
+
 _SESSION_PREFIX = "bench session "
 
 
-def _stopped_run(store: Any, method: str, dataset: str, preset: str, subset: int | None = None) -> str | None:
-    """The newest run of this benchmark (same subset) that stopped before finishing, if any."""
+def _stopped_run(store: Any, method: str, dataset: str, preset: str, subset: int | None = None,
+                 seed: int = 0) -> str | None:
+    """The newest run of this benchmark (same subset and seed) that stopped before finishing, if any."""
     stopped = [r for r in store.list() if (r.method, r.dataset, r.preset) == (method, dataset, preset)
-               and r.options.get("subset") == subset and r.status in ("cancelled", "interrupted")]
+               and r.options.get("subset") == subset and r.config.get("seed", 0) == seed
+               and r.status in ("cancelled", "interrupted")]
     return max(stopped, key=lambda r: r.created).id if stopped else None
 
 
@@ -512,7 +549,7 @@ def _train_row(store: Any, run_id: str, dataset: str, preset: str, session_start
     paper = PAPER_CIFAR10.get(record.method) if dataset.startswith("cifar10") else None
     return {
         "method": record.method, "dataset": dataset, "subset": record.options.get("subset"), "preset": preset,
-        "run_id": run_id,
+        "seed": record.config.get("seed", 0), "run_id": run_id,
         "protocol": "train+test" if ":" not in dataset else dataset.split(":")[1],
         "device": record.summary.get("device", record.device), "status": record.status,
         "complete": record.status == "finished", "error": record.error,

@@ -31,6 +31,14 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` → [0, 1, 2]; argparse turns the ValueError into a usage error."""
+    seeds = [int(part) for part in text.split(",") if part.strip()]
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(text)
+    return seeds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="train each method on N of the dataset's images, class-balanced and seeded (the "
                             "same N for every method of the run, K-means included)")
     bench.add_argument("--budget-minutes", type=float, default=10.0, help="stop each run after this long")
+    bench.add_argument("--seeds", type=_seed_list, default=[0], metavar="S,S,…",
+                       help="train each method once per seed (e.g. 0,1,2); the results add a mean per method")
     bench.add_argument("--scale-to-budget", action="store_true",
                        help="scale each run's epochs so that its estimate fits --budget-minutes (as train "
                             "--budget-minutes does) instead of stopping it there")
@@ -479,9 +489,13 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.kmeans:
         rows = bench.kmeans_rows(load_dataset(args.dataset, data_root=args.data_root), args.kmeans)
     else:
-        rows = bench.train_rows(methods, args.dataset, args.preset, args.device, args.budget_minutes,
-                                args.data_root, Path(args.runs_dir), subset=args.subset,
-                                scale_to_budget=args.scale_to_budget)
+        def with_summary(rows: list[dict]) -> list[dict]:
+            return rows + bench.seed_summary(rows) if len(args.seeds) > 1 else rows
+
+        rows = with_summary(bench.train_rows(
+            methods, args.dataset, args.preset, args.device, args.budget_minutes, args.data_root,
+            Path(args.runs_dir), subset=args.subset, scale_to_budget=args.scale_to_budget, seeds=args.seeds,
+            on_row=lambda rows: bench.write_results(with_summary(rows), Path(args.out))))
     for path in bench.write_results(rows, Path(args.out)):
         print(path)
     return 0

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import HANG_GUARD_S, REPO, run_cli
-from engine.bench import kmeans_rows, knn_rows, map_rerender, method_step_times, micro, train_rows, write_results
+from engine.bench import (kmeans_rows, knn_rows, map_rerender, method_step_times, micro, seed_summary, train_rows,
+                          write_results)
 
 
 def test_micro_times_augmentation_and_a_full_step_with_ratios():
@@ -64,6 +65,38 @@ def test_a_training_row_reports_the_run_end_to_end(tmp_path):
                         runs_dir=tmp_path / "runs")
     assert row["complete"] and row["status"] == "finished"
     assert 0.7 < row["acc"] < 0.85 and row["seconds"] > 0 and row["device"] == "cpu"
+
+
+def test_each_seed_is_its_own_run_measured_against_kmeans_of_that_seed(tmp_path):
+    rows = train_rows(["kmeans", "jule"], "digits", "fast", "cpu", budget_minutes=None, data_root=None,
+                      runs_dir=tmp_path / "runs", seeds=(0, 1), subset=300)
+    assert [(row["method"], row["seed"]) for row in rows] == [("kmeans", 0), ("kmeans", 1), ("jule", 0), ("jule", 1)]
+    assert len({row["run_id"] for row in rows}) == 4 and all(row["complete"] for row in rows)
+    kmeans = {row["seed"]: row["acc"] for row in rows if row["method"] == "kmeans"}
+    for row in rows:
+        assert row["acc_over_kmeans"] == pytest.approx(row["acc"] - kmeans[row["seed"]])
+
+
+def test_the_seed_summary_judges_the_rule_on_the_mean_margin_not_one_lucky_seed():
+    rows = [{"method": "kmeans", "dataset": "d", "subset": None, "seed": s, "acc": 0.60, "acc_over_kmeans": 0.0}
+            for s in (0, 1, 2)]
+    rows += [{"method": "scan", "dataset": "d", "subset": None, "seed": s, "acc": acc, "acc_over_kmeans": acc - 0.6}
+             for s, acc in enumerate((0.70, 0.58, 0.60))]
+    rows += [{"method": "dec", "dataset": "d", "subset": None, "seed": s, "acc": acc, "acc_over_kmeans": acc - 0.6}
+             for s, acc in enumerate((0.64, 0.63, 0.65))]
+    summary = {row["method"]: row for row in seed_summary(rows)}
+    assert summary["scan"]["seeds"] == 3 and summary["scan"]["acc_min"] == 0.58 and summary["scan"]["acc_max"] == 0.70
+    assert summary["scan"]["margin_mean"] == pytest.approx(0.08 / 3)
+    assert summary["scan"]["margin_min"] == pytest.approx(-0.02)
+    assert summary["scan"]["meets_rule"] is False  # one seed at +0.10 does not carry two at or under K-means
+    assert summary["dec"]["meets_rule"] is True and summary["kmeans"]["meets_rule"] is None
+
+
+def test_bench_refuses_seeds_that_are_not_a_list_of_distinct_numbers(tmp_path):
+    for bad in ("a,b", "1,1", "-1", ""):
+        result = run_cli("bench", "--methods", "kmeans", "--seeds", bad, "--device", "cpu", "--out", str(tmp_path))
+        assert result.returncode == 2 and "--seeds" in result.stderr
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_a_run_over_budget_is_recorded_incomplete_not_extrapolated(tmp_path):
