@@ -240,9 +240,10 @@ class Spice(DeepMethod):
         # start after the ~240 steps of 30 epochs on 2k images), milder strong views, looser reliability
         # thresholds (a 20-epoch head is rarely 99 % sure), and SPICE-Semi started from SPICE-Self for 150 short
         # steps
-        "fast": {"backbone": "convnet", "moco_momentum": 0.99, "pretext_epochs": 30, "pretext_batch_size": 256, "pretext_optimizer": "adam", "pretext_lr": 1e-3,
-                 "pretext_weight_decay": 1e-5, "queue_size": 1024, "crop_min_scale": 0.5, "self_epochs": 20,
-                 "self_repeats": 4, "n_strong_ops": 2, "reliable_neighbors": 20, "reliable_consistency": 0.9,
+        "fast": {"backbone": "convnet", "moco_momentum": 0.99, "pretext_epochs": 30, "pretext_batch_size": 256,
+                 "pretext_optimizer": "adam", "pretext_lr": 1e-3, "pretext_weight_decay": 1e-5,
+                 "queue_size": 1024, "crop_min_scale": 0.5, "self_epochs": 20, "self_repeats": 4,
+                 "n_strong_ops": 2, "reliable_neighbors": 20, "reliable_consistency": 0.9,
                  "reliable_confidence": 0.9, "semi_init": "self", "semi_steps": 150, "semi_batch_size": 32,
                  "unlabeled_ratio": 3, "semi_ema_momentum": 0.9},
     }
