@@ -77,6 +77,7 @@ class BackboneConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
     flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
+    blur: bool | None = None  # Gaussian blur in contrastive views; None → by content (gray ≥ 16 px: on; colour: > 64 px)
 
 
 class FitStart(NamedTuple):
@@ -91,7 +92,7 @@ class FitStart(NamedTuple):
 def start_fit(images: ImageSet, config: BackboneConfig, context: FitContext) -> FitStart:
     """Seed everything, and work out the geometry, the backbone and the images on the device from ``config``."""
     generator = seed_everything(config.seed)
-    geometry = ImageGeometry.of(images, config.image_size, config.flip)
+    geometry = ImageGeometry.of(images, config.image_size, config.flip, config.blur)
     backbone = resolve_backbone(config.backbone, geometry.size, geometry.channels)
     return FitStart(generator, geometry, backbone, images.images.to(context.device))
 
