@@ -178,21 +178,17 @@ def test_flips_are_decided_by_content_never_by_the_dataset_name(digits):
     assert ImageGeometry.of(digits, flip=True).flip and not ImageGeometry.of(colour, flip=False).flip
 
 
-def test_contrastive_views_of_gray_images_from_16_px_are_blurred_by_content(digits):
+def test_contrastive_views_are_blurred_by_simclrs_size_rule_unless_the_blur_setting_says(digits):
     from engine.data.imageset import ImageSet
     from engine.methods.training import ImageGeometry
 
-    drawn = ImageSet(torch.randint(0, 256, (50, 28, 28, 1), dtype=torch.uint8), None, [], "folder:/my/mnist")
-    drawn_as_rgb = ImageSet(drawn.images.repeat(1, 1, 1, 3), None, [], "folder:/my/mnist-rgb")
-    small_colour = ImageSet(torch.randint(0, 256, (50, 32, 32, 3), dtype=torch.uint8), None, [], "digits")
+    small_colour = ImageSet(torch.randint(0, 256, (50, 32, 32, 3), dtype=torch.uint8), None, [], "cifar")
     large_colour = ImageSet(torch.randint(0, 256, (50, 96, 96, 3), dtype=torch.uint8), None, [], "photos")
-    assert ImageGeometry.of(drawn).augment("simclr").blur and ImageGeometry.of(drawn_as_rgb).augment("simclr").blur
-    assert not ImageGeometry.of(digits).augment("simclr").blur  # 8 px: a 3 px kernel would wipe the glyph out
-    assert not ImageGeometry.of(small_colour).augment("simclr").blur  # SimCLR's rule: CIFAR-sized views unblurred
+    assert not ImageGeometry.of(small_colour).augment("simclr").blur  # CIFAR-sized views unblurred, as in SimCLR
+    assert not ImageGeometry.of(digits).augment("simclr").blur
     assert ImageGeometry.of(large_colour).augment("simclr").blur  # ImageNet-sized views blurred
-    assert not ImageGeometry.of(drawn, blur=False).augment("simclr").blur
     assert ImageGeometry.of(digits, blur=True).augment("simclr").blur
-    assert ImageGeometry.of(small_colour, blur=True).augment("simclr").blur
+    assert not ImageGeometry.of(large_colour, blur=False).augment("simclr").blur
 
 
 def test_every_image_method_has_a_flip_setting_that_validates():

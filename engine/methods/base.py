@@ -77,7 +77,10 @@ class BackboneConfig(MethodConfig):
     backbone: str = "auto"
     image_size: int | None = None  # None → the dataset's own size
     flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
-    blur: bool | None = None  # Gaussian blur in contrastive views; None → by content (gray ≥ 16 px: on; colour: > 64 px)
+    # Gaussian blur in contrastive (SimCLR) views; None → SimCLR's rule: only views above 64 px. Blurred views thicken
+    # or thin a stroke: on digits28 (3 seeds) they raised digpro and scan and lowered smc, spice, socnet and pica
+    # (benchmarks/presets-digits28-blur-seeds), so no content default turns it on.
+    blur: bool | None = None
 
 
 class FitStart(NamedTuple):

@@ -30,31 +30,27 @@ def seed_everything(seed: int) -> torch.Generator:
 
 @dataclass(frozen=True)
 class ImageGeometry:
-    """How a dataset is fed to a network: output side, channels, normalisation, and two choices made by content:
-    whether views may be mirrored and whether contrastive views are blurred."""
+    """How a dataset is fed to a network: output side, channels, whether flips are allowed, normalisation, and
+    whether contrastive views are blurred."""
 
     size: int
     channels: int
     flip: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    blur: bool | None = None  # Gaussian blur in SimCLR views; None → the pipeline's rule (only above 64 px)
+    blur: bool | None = None  # Gaussian blur in SimCLR views; None → SimCLR's rule (only views above 64 px)
 
     @classmethod
     def of(cls, images: ImageSet, size: int | None = None, flip: bool | None = None,
            blur: bool | None = None) -> "ImageGeometry":
-        """The geometry of ``images`` at ``size`` (None: their own); ``flip`` and ``blur`` None decide by content
-        (:func:`is_gray`): gray images are not flipped, and their contrastive views are blurred from
-        :data:`MIN_BLURRED_GRAY_SIDE` px up."""
+        """The geometry of ``images`` at ``size`` (None: their own); ``flip`` None decides by content."""
         h, w, c = images.image_shape
         sample = images.images[:: max(1, len(images) // 2000)]  # statistics from ≤ ~2000 images: cheap, stable
         pixels = sample.reshape(-1, c).float() / 255
         mean = pixels.mean(0).tolist()
         std = pixels.std(0).clamp_min(1e-3).tolist()
-        gray, side = is_gray(sample), size or min(h, w)
-        flip = not gray if flip is None else flip
-        blur = (True if gray and side >= MIN_BLURRED_GRAY_SIDE else None) if blur is None else blur
-        return cls(side, c, flip, tuple(mean), tuple(std), blur)
+        flip = flips_by_content(sample) if flip is None else flip
+        return cls(size or min(h, w), c, flip, tuple(mean), tuple(std), blur)
 
     def augment(self, kind: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         """A batched augmentation (``eval``, ``weak``, ``simclr`` or ``strong``) for uint8 N×H×W×C batches;
@@ -66,24 +62,13 @@ class ImageGeometry:
         return build_augment(kind, self.size, self.channels, mean=self.mean, std=self.std, **options)
 
 
-# The blur kernel is 3 px at every side up to 34 px: on 8×8 digits that wipes out much of a glyph (smc's digits ACC
-# fell from ≥ 0.81 to 0.80, and one of its fits collapsed), on a 20 px glyph in 28 px it thickens a stroke.
-MIN_BLURRED_GRAY_SIDE = 16
-
-
-def is_gray(sample: torch.Tensor) -> bool:
-    """Whether a uint8 N×H×W×C sample is gray: one channel, or three equal ones (scans, digits stored as RGB).
-
-    Gray sets are mostly glyphs and drawings (digits, letters, sketches), so two defaults follow from it, each
-    overridden by its setting: no horizontal flips (``flip``), since a mirrored glyph is another glyph or none; and
-    Gaussian blur in contrastive views (``blur``, from 16 px up), which thickens or thins a stroke after the
-    contrast jitter, so the network learns to see past stroke width. SimCLR blurs only ImageNet-sized colour views; on
-    ``digits28`` (strokes of varying width, seed 0) blurred views raised SCAN's fast preset from ACC 0.606 to 0.721,
-    DigPro's from 0.539 to 0.634 and CC's from 0.391 to 0.494.
-    """
+def flips_by_content(sample: torch.Tensor) -> bool:
+    """Whether horizontal flips suit a set of images, judged from a uint8 N×H×W×C sample: colour images (photos,
+    objects) yes; gray ones (digits, letters, scans, also stored as RGB with equal channels) no, since a mirrored
+    glyph is another glyph or none. The ``flip`` setting overrides this either way."""
     if sample.shape[-1] == 1:
-        return True
-    return not bool((sample != sample[..., :1]).any())
+        return False
+    return bool((sample != sample[..., :1]).any())
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
