@@ -1,7 +1,7 @@
 // The Map page's hover preview (a Streamlit components.v2 component, see pages/map_view.py).
 //
-// Plotly's hover label shows text only, so this script listens to the map's plotly_hover events and shows the
-// hovered image in a box above the pointer. Thumbnails come from the app's own server as data: URIs: the first
+// The map's ECharts tooltip shows text only, so this script watches that tooltip (its template marks the hovered
+// image's index as data-dce-index) and shows the hovered image in a box above the pointer. Thumbnails come from the app's own server as data: URIs: the first
 // hover of an image asks the server (a trigger value, which reruns only the preview's fragment), which answers
 // with that image and its nearest points on the map; later hovers of those show at once from this cache.
 
@@ -38,7 +38,7 @@ function hide() {
 }
 
 function place(box, pointer) {
-  // above the pointer, centred on it: plotly's own label sits beside the point, so both stay readable
+  // above the pointer, centred on it: ECharts' own tooltip sits beside the point, so both stay readable
   const margin = 8, gap = 18;
   const { width, height } = box.getBoundingClientRect();
   let left = pointer.x - width / 2;
@@ -76,35 +76,65 @@ function show(shared) {
   place(box, shared.pointer);
 }
 
+function tooltipRoot(marker, host) {
+  // the tooltip's own box: the positioned ancestor ECharts shows and hides
+  let root = marker;
+  while (root.parentElement && root.parentElement !== host && getComputedStyle(root).position !== "absolute") {
+    root = root.parentElement;
+  }
+  return root;
+}
+
+function hoveredIndex(host) {
+  const marker = host.querySelector("[data-dce-index]");
+  if (!marker) return null;
+  const style = getComputedStyle(tooltipRoot(marker, host));
+  if (style.display === "none" || style.visibility === "hidden" || Number(style.opacity) === 0) return null;
+  const index = Number(marker.getAttribute("data-dce-index"));
+  return Number.isInteger(index) ? index : null;
+}
+
+function follow(shared, host) {
+  if (!shared.pointer) return;
+  const index = hoveredIndex(host);
+  if (index === null) {
+    if (shared.hovered !== null) {
+      shared.hovered = null;
+      hide();
+    }
+    return;
+  }
+  shared.hovered = index;
+  show(shared);
+  if (!shared.thumbs.has(index)) {
+    clearTimeout(shared.askTimer);
+    shared.askTimer = setTimeout(() => {
+      if (shared.hovered === index && !shared.thumbs.has(index)) shared.ask("hover", index);
+    }, ASK_DELAY_MS);
+  }
+}
+
 function attach(shared, chart) {
-  const graph = document.querySelector(`.st-key-${chart} .js-plotly-plot`);
-  if (!graph || typeof graph.on !== "function") {
-    // plotly draws after this component mounts: look again shortly
+  const host = document.querySelector(`.st-key-${chart}`);
+  if (!host || !host.querySelector("canvas")) {
+    // ECharts draws after this component mounts: look again shortly
     shared.retry = setTimeout(() => attach(shared, chart), 100);
     return;
   }
-  if (graph.dceHoverAttached) return;
-  graph.dceHoverAttached = true;
-  graph.on("plotly_hover", (event) => {
-    const point = event.points && event.points[0];
-    if (!point || point.customdata === undefined || point.customdata === null) return;
-    const index = Number(Array.isArray(point.customdata) ? point.customdata[0] : point.customdata);
-    const bounds = graph.getBoundingClientRect();
-    shared.pointer = event.event && event.event.clientX !== undefined
-      ? { x: event.event.clientX, y: event.event.clientY }
-      : { x: bounds.left + event.xPixel, y: bounds.top + event.yPixel };
-    shared.hovered = index;
-    show(shared);
-    if (!shared.thumbs.has(index)) {
-      clearTimeout(shared.askTimer);
-      shared.askTimer = setTimeout(() => {
-        if (shared.hovered === index && !shared.thumbs.has(index)) shared.ask("hover", index);
-      }, ASK_DELAY_MS);
-    }
+  if (host.dceHoverAttached) return;
+  host.dceHoverAttached = true;
+  host.addEventListener("mousemove", (event) => {
+    shared.pointer = { x: event.clientX, y: event.clientY };
+    follow(shared, host);
   });
-  graph.on("plotly_unhover", () => {
+  host.addEventListener("mouseleave", () => {
+    shared.pointer = null;
     shared.hovered = null;
     hide();
+  });
+  // the tooltip changes after the pointer moves (ECharts hit-tests on its own listener): follow its changes too
+  new MutationObserver(() => follow(shared, host)).observe(host, {
+    subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ["style"],
   });
 }
 

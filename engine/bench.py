@@ -217,12 +217,12 @@ def map_rerender(n_points: int, dim: int = 512, seed: int = 0, workdir: Path | N
     first = time.perf_counter() - t0
 
     def rerender() -> None:
-        import plotly.graph_objects as go
+        from .analysis.map_view import map_extent, scatter_spec
 
         coords = compute_map(results, "pacmap")
-        figure = go.Figure([go.Scattergl(x=coords[assign == c, 0], y=coords[assign == c, 1], mode="markers")
-                            for c in range(10)])
-        figure.to_json()  # what Streamlit serialises for the browser
+        spec = scatter_spec(coords, [(f"cluster {c}", np.flatnonzero(assign == c), None) for c in range(10)],
+                            map_extent(coords))
+        json.dumps(spec, allow_nan=False)  # what Streamlit serialises for the browser
 
     times = _timed(rerender, torch.device("cpu"), repeats=5, warmup=1)
     return {"piece": f"map page re-render from cache, {n_points} points", "seconds": statistics.median(times),

@@ -7,18 +7,20 @@ labels with 30 % changed and whose features are 64-d class centres plus noise. B
 PaCMAP map, its neighbours and its purity computed, as a run the app has shown once has them.
 
 A page counts as interactive when its own content is drawn (Home: the runs table; Train: the Start button; Map:
-every point of the scatter; Neighbours: the query's image sheet; Clusters: the first gallery), every image on it has
-loaded and Streamlit reports no script running. After the server starts, each page is visited once untimed as far
+the scatter, which ECharts draws in one pass; Neighbours: the query's image sheet; Clusters: the first gallery),
+every image on it has loaded and Streamlit reports no script running. After the server starts, each page is visited once untimed as far
 as the targets go (``first_visit_s``: the server's per-process caches fill, the browser's are empty). Then each
 page is timed ``repeats`` times two ways: in a new tab of a browser that has shown the app before (``seconds``: a
 new Streamlit session, the browser's caches warm, as for a returning user; the targets apply to it) and in a new
-browser context (``new_context_s``: Streamlit's and plotly's scripts fetched and compiled again). Beside the wall
+browser context (``new_context_s``: Streamlit's and its charts' scripts fetched and compiled again). Beside the wall
 times the rows give the CPU seconds the server and the browser used (figures other work on a shared machine
 inflates far less) and each page's time as a ratio to Home's in the same serving. The Map rows add the hover
-preview: the first hover (a round trip to the server) and the next hover of a point whose picture came with it.
+preview: the first hover (a round trip to the server) and the next hover of a point whose picture came with it,
+and a zoom (a wheel step's redraw).
 
-``scatter_rows`` times plotly's WebGL scatter alone at ``n_points`` (100k by default) on a blank page with the
-plotly.js bundled in the plotly package (nothing fetched): the first draw, a zoom's redraw, and a hover.
+``scatter_rows`` times plotly's WebGL scatter alone (what the Map drew before it moved to ECharts, kept as the
+alternative measured) at ``n_points`` (100k by default) on a blank page with the plotly.js bundled in the plotly
+package (nothing fetched): the first draw, a zoom's redraw, and a hover.
 Headless Chromium here draws WebGL in software (SwiftShader), so these figures are an upper bound for a browser
 with a GPU.
 """
@@ -59,10 +61,18 @@ _DRAWN = {
     "home": """() => [...document.querySelectorAll("h3")].some(h => h.textContent.includes("Runs so far"))
         && document.querySelector("[data-testid='stDataFrame'] canvas") !== null""",
     "train": """() => [...document.querySelectorAll("button")].some(b => b.textContent.trim() === "Start")""",
-    "map": """n => {
-        const graph = document.querySelector(".js-plotly-plot");
-        if (!graph || !graph._fullData || !graph.querySelector("canvas")) return false;
-        return graph._fullData.reduce((sum, trace) => sum + (trace.customdata ? trace.customdata.length : 0), 0) >= n;
+    # ECharts draws on a canvas (every point in one pass: the Map turns progressive drawing off): drawn once the
+    # plot area holds coloured pixels (the blank chart is white and grey)
+    "map": """() => {
+        const canvas = document.querySelector("[class*='st-key-map-'] canvas");
+        if (!canvas || !canvas.width) return false;
+        const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let coloured = 0;
+        for (let i = 0; i < pixels.length; i += 4 * 7) {
+            const [r, g, b] = [pixels[i], pixels[i + 1], pixels[i + 2]];
+            if (Math.max(r, g, b) - Math.min(r, g, b) > 40) coloured++;
+        }
+        return coloured > 50;
     }""",
     "neighbours": """() => [...document.querySelectorAll("h3")].some(h => h.textContent.startsWith("Image #"))
         && document.querySelector("[data-testid='stImage'] img") !== null""",
@@ -226,18 +236,17 @@ def visit(open_page, url: str, page_name: str, n_points: int, server_pid: int | 
             "browser_cpu": _cpu_used(browser_before, _descendants(os.getpid(), exclude=server_pid or -1))}, page
 
 
-def _point_position(page, index: int) -> tuple[float, float]:
-    """Where image ``index`` is drawn on the open Map page, in viewport pixels."""
-    return tuple(page.evaluate("""index => {
-        const graph = document.querySelector(".js-plotly-plot");
-        const box = graph.querySelector(".nsewdrag").getBoundingClientRect();
-        for (const trace of graph._fullData) {
-            const at = trace.customdata ? Array.from(trace.customdata).indexOf(index) : -1;
-            if (at >= 0) return [box.left + graph._fullLayout.xaxis.l2p(trace.x[at]),
-                                 box.top + graph._fullLayout.yaxis.l2p(trace.y[at])];
-        }
-        return null;
-    }""", index))
+MAP_CANVAS = "[class*='st-key-map-'] canvas"
+
+
+def map_point_xy(page, coords: np.ndarray, index: int) -> tuple[float, float]:
+    """Where image ``index`` is drawn on the open Map page (the whole map shown, no image found), in viewport
+    pixels: the chart's axes span :func:`map_extent` inside fixed margins."""
+    from .analysis.map_view import map_extent, point_on_chart
+
+    box = page.locator(MAP_CANVAS).first.bounding_box()
+    x, y = point_on_chart(coords, index, map_extent(coords), box["width"], box["height"])
+    return box["x"] + x, box["y"] + y
 
 
 def hover_seconds(page, coords: np.ndarray, n_points: int) -> tuple[float, float]:
@@ -247,7 +256,7 @@ def hover_seconds(page, coords: np.ndarray, n_points: int) -> tuple[float, float
 
     # the whole scatter on screen, so that every point can be hovered
     page.set_viewport_size({"width": 1440, "height": 1400})
-    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.locator(MAP_CANVAS).first.scroll_into_view_if_needed()
     page.wait_for_function(_SETTLED, timeout=HANG_GUARD_MS, polling=50)
     from scipy.spatial import cKDTree
 
@@ -259,7 +268,7 @@ def hover_seconds(page, coords: np.ndarray, n_points: int) -> tuple[float, float
     second = int(sent[np.argmax(isolation[sent])])
     times = []
     for index in (first, second):
-        x, y = _point_position(page, index)
+        x, y = map_point_xy(page, coords, index)
         page.mouse.move(5, 5)  # off the plot: the preview hides
         before = page.evaluate("""() => {
             const image = document.querySelector("[data-testid='map-hover-preview'] img");
@@ -276,12 +285,23 @@ def hover_seconds(page, coords: np.ndarray, n_points: int) -> tuple[float, float
     return times[0], times[1]
 
 
+def zoom_seconds(page) -> float:
+    """Seconds from a wheel step over the map's centre to the frame after ECharts redrew the zoomed view (its
+    redraw runs in the next animation frame)."""
+    box = page.locator(MAP_CANVAS).first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    start = time.perf_counter()
+    page.mouse.wheel(0, -240)
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    return time.perf_counter() - start
+
+
 def serve_and_time(runs_dir: Path, label: str, n_points: int, target_s: float, repeats: int = 3,
                    pages: tuple[str, ...] = PAGES) -> list[dict[str, Any]]:
     """Serve ``runs_dir`` (holding one finished run of ``n_points`` images) and time each page; see the module.
 
     Each page is timed two ways per repeat: in a new browser context (nothing cached in the browser: Streamlit's
-    and plotly's scripts are fetched and compiled again) and in a new tab of a context that has shown every page
+    and its charts' scripts are fetched and compiled again) and in a new tab of a context that has shown every page
     once (a new Streamlit session, the browser's caches warm, as for a returning user)."""
     from .runs import RunStore
 
@@ -292,7 +312,7 @@ def serve_and_time(runs_dir: Path, label: str, n_points: int, target_s: float, r
     first: dict[str, float] = {}
     cold: dict[str, list[dict[str, float]]] = {name: [] for name in pages}
     warm: dict[str, list[dict[str, float]]] = {name: [] for name in pages}
-    hovers: list[tuple[float, float]] = []
+    hovers: list[tuple[float, float, float]] = []
     loads = []
     with serve(runs_dir, runs_dir / "streamlit.log") as (url, server_pid), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=LAUNCH_ARGS)
@@ -311,7 +331,7 @@ def serve_and_time(runs_dir: Path, label: str, n_points: int, target_s: float, r
                 times, page = visit(returning.new_page, url, page_name, n_points, server_pid)
                 warm[page_name].append(times)
                 if page_name == "map":
-                    hovers.append(hover_seconds(page, coords, n_points))
+                    hovers.append((*hover_seconds(page, coords, n_points), zoom_seconds(page)))
                 page.close()
         browser.close()
 
@@ -330,9 +350,10 @@ def serve_and_time(runs_dir: Path, label: str, n_points: int, target_s: float, r
                      "browser_cpu_s": median(warm, page_name, "browser_cpu"),
                      "new_context_browser_cpu_s": median(cold, page_name, "browser_cpu"), "target_s": target_s,
                      "meets_target": seconds < target_s, "ratio_to_home": seconds / home if home else None})
-    for at, what in enumerate(("first hover (asks the server)", "next hover (a prefetched neighbour)")):
+    for at, what in enumerate(("hover preview, first hover (asks the server)",
+                               "hover preview, next hover (a prefetched neighbour)", "zoom: a wheel step's redraw")):
         if hovers:
-            rows.append({"piece": f"map hover preview, {what}", **common,
+            rows.append({"piece": f"map {what}", **common,
                          "seconds": statistics.median(pair[at] for pair in hovers)})
     return rows
 

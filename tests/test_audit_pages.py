@@ -16,6 +16,7 @@ from engine.runs import JobManager, RunRequest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.elements.echarts_chart import EChartsSelectionState, EChartsState  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,8 @@ def suspect_title(at: AppTest) -> str:
 
 
 def plotted_points(at: AppTest) -> int:
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    return sum(len(trace.get("text", [])) for trace in spec["data"])
+    spec = json.loads(at.get("echarts_chart")[0].proto.spec)
+    return sum(len(series["data"]) for series in spec["series"] if not series.get("silent"))
 
 
 def test_a_tag_set_on_suspects_shows_and_filters_on_every_other_page_and_reaches_the_csv(app, run):
@@ -178,16 +179,20 @@ def test_the_suspect_shown_follows_its_number_a_table_row_and_holds_across_pages
 def test_points_selected_on_the_map_are_tagged_and_the_figure_keeps_the_selection(app, run):
     _, results = run
     at = go(app, "map")
-    figure = at.get("plotly_chart")[0].proto.spec
-    from streamlit.elements.plotly_chart import PlotlySelectionState, PlotlyState
-
-    at.session_state[f"map-{results.run_id}-pacmap-cluster"] = PlotlyState({"selection": PlotlySelectionState(
-        {"points": [{"customdata": 11}, {"customdata": 42}], "point_indices": [], "box": [], "lasso": []})})
+    figure = at.get("echarts_chart")[0].proto.spec
+    coords = np.load(results.store.run_dir(results.run_id) / "map_pacmap.npy")
+    # a lasso around image 11 and a box around image 42 (each small enough to hold that image only)
+    x, y = coords[11]
+    lasso = [[x - 1e-4, y - 1e-4], [x + 1e-4, y - 1e-4], [x, y + 1e-4]]
+    (x0, y0), (x1, y1) = coords[42] - 1e-5, coords[42] + 1e-5
+    at.session_state[f"map-{results.run_id}-pacmap-cluster"] = EChartsState({"selection": EChartsSelectionState(
+        {"selected": [], "areas": [{"brush_index": 0, "brush_type": "polygon", "coord_range": lasso},
+                                   {"brush_index": 1, "brush_type": "rect", "coord_range": [[x0, x1], [y0, y1]]}]})})
     at.run()
     assert any(h.value == "2 selected" for h in at.subheader)
     at.button(key="map-tags-duplicate").click().run()
     assert not at.exception
     assert results.store.image_tags(results.run_id) == {11: ["duplicate"], 42: ["duplicate"]}
     assert any(md.value == "**Tag these 2 images** · tagged: duplicate" for md in at.markdown)
-    # the browser clears a plotly selection when its figure changes: tagging must leave the figure as it was
-    assert at.get("plotly_chart")[0].proto.spec == figure
+    # a chart whose spec changes is drawn anew, without its brushes: tagging must leave the spec as it was
+    assert at.get("echarts_chart")[0].proto.spec == figure

@@ -227,7 +227,7 @@ def test_page_times_time_pages_and_the_map_hover_preview_in_chromium(tmp_path):
     rows = {row["piece"]: row for row in serve_and_time(tmp_path / "digits", "digits", 1797, 2.0, repeats=1,
                                                         pages=("home", "map"))}
     assert set(rows) == {"page home", "page map", "map hover preview, first hover (asks the server)",
-                         "map hover preview, next hover (a prefetched neighbour)"}
+                         "map hover preview, next hover (a prefetched neighbour)", "map zoom: a wheel step's redraw"}
     assert all(row["seconds"] > 0 for row in rows.values())
     assert rows["page map"]["server_cpu_s"] > 0 and rows["page map"]["new_context_browser_cpu_s"] > 0
     assert rows["page home"]["ratio_to_home"] == 1 and rows["page map"]["n_points"] == 1797

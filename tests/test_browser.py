@@ -13,9 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import HANG_GUARD_S, REPO
+from engine.bench_pages import MAP_CANVAS, map_point_xy
+
+# where the Map's box tool is drawn, from the chart's top right corner (ECharts draws its toolbox on the canvas)
+BOX_TOOL_FROM_RIGHT_PX, BOX_TOOL_FROM_TOP_PX = 93, 28
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -86,7 +91,7 @@ def check_page(page, name: str) -> None:
 WIDE, NARROW = {"width": 1440, "height": 900}, {"width": 1024, "height": 768}
 
 
-def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
+def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
@@ -123,8 +128,11 @@ def test_home_then_train_a_digits_run_then_explore_it_in_chromium(app_url):
             page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).click()
             page.get_by_role("heading", name=title, exact=True).wait_for(timeout=WAIT_MS)
             if title == "Map":
-                page.locator(".js-plotly-plot").first.wait_for(timeout=WAIT_MS)
-                hover_shows_the_image(page)
+                page.locator(MAP_CANVAS).first.wait_for(timeout=WAIT_MS)
+                (coords_file,) = (tmp_path / "runs").rglob("map_pacmap.npy")
+                coords = np.load(coords_file)
+                hover_shows_the_image(page, coords)
+                a_drawn_box_lists_the_images_inside(page, coords)
                 page.set_viewport_size(WIDE)
                 check_page(page, "2-map-1440")
                 page.set_viewport_size(NARROW)
@@ -214,23 +222,45 @@ def see_the_tag_through_the_shared_filter(page, tag: str, image: str) -> None:
     assert page.get_by_text("images 1–1 of 1 passing the filter").count() == 1
 
 
-def hover_shows_the_image(page) -> None:
+def isolated_point(coords: np.ndarray) -> int:
+    """The point farthest from any other: the pointer on it hovers that point, a small box holds it alone."""
+    from scipy.spatial import cKDTree
+
+    return int(np.argmax(cKDTree(coords).query(coords, k=2)[0][:, 1]))
+
+
+def hover_shows_the_image(page, coords: np.ndarray) -> None:
     """Resting the pointer on a map point shows that image (an inline PNG, nothing fetched) above the pointer."""
-    graph = page.locator(".js-plotly-plot").first
-    graph.scroll_into_view_if_needed()
+    page.locator(MAP_CANVAS).first.scroll_into_view_if_needed()
     settle(page)
-    x, y = graph.evaluate("""graph => {
-        const trace = graph._fullData[0], box = graph.querySelector('.nsewdrag').getBoundingClientRect();
-        return [box.left + graph._fullLayout.xaxis.l2p(trace.x[0]), box.top + graph._fullLayout.yaxis.l2p(trace.y[0])];
-    }""")
+    index = isolated_point(coords)
+    x, y = map_point_xy(page, coords, index)
     page.mouse.move(x - 30, y - 30)
     page.mouse.move(x, y, steps=5)
     preview = page.locator("[data-testid='map-hover-preview'] img")
     preview.wait_for(state="visible", timeout=WAIT_MS)
     assert preview.get_attribute("src").startswith("data:image/png;base64,")
     assert preview.evaluate("image => image.complete && image.naturalWidth > 0")
+    page.locator("[data-testid='map-hover-preview']").get_by_text(f"#{index} · cluster ").wait_for(timeout=WAIT_MS)
     page.screenshot(path=str(ARTIFACTS / "2-map-hover-1024.png"))
     page.mouse.move(5, 5)
+
+
+def a_drawn_box_lists_the_images_inside(page, coords: np.ndarray) -> None:
+    """The box tool (the first of the brush tools above the plot's right corner, drawn on the canvas: found by its
+    place) and a box drawn around one point list that image under the map."""
+    index = isolated_point(coords)
+    canvas = page.locator(MAP_CANVAS).first.bounding_box()
+    page.mouse.click(canvas["x"] + canvas["width"] - BOX_TOOL_FROM_RIGHT_PX, canvas["y"] + BOX_TOOL_FROM_TOP_PX)
+    x, y = map_point_xy(page, coords, index)
+    page.mouse.move(x - 4, y - 4)
+    page.mouse.down()
+    page.mouse.move(x + 4, y + 4, steps=4)
+    page.mouse.up()
+    page.get_by_role("heading", name="1 selected").wait_for(timeout=WAIT_MS)
+    settle(page)
+    assert page.locator("[data-testid='stImageCaption']").first.text_content().startswith(f"#{index} · cluster ")
+    page.mouse.dblclick(x, y)  # clears the selection
 
 
 def test_a_pretrained_kmeans_run_from_a_weights_file_finishes_from_the_train_page_in_chromium(

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.analysis.map_view import find_images, hover_batch, hover_captions, selected_rows, view_window
+from engine.analysis.map_view import (find_images, hover_batch, hover_captions, images_in_areas, map_extent,
+                                      point_on_chart, selected_rows, view_window)
 from engine.analysis.thumbnails import png_data_uri
 
 
@@ -71,3 +72,29 @@ def test_a_thumbnail_uri_keeps_small_images_whole_and_shrinks_large_ones():
     assert np.array_equal(decode_uri(png_data_uri(digit)), digit[..., 0])
     photo = np.random.default_rng(1).integers(0, 255, (300, 200, 3), dtype=np.uint8)
     assert decode_uri(png_data_uri(photo, max_side=128)).shape == (128, 85, 3)
+
+
+def test_a_box_or_lasso_on_the_map_selects_the_shown_images_inside_it():
+    rng = np.random.default_rng(0)
+    coords = rng.normal(size=(5000, 2))
+    shown = np.flatnonzero(rng.random(5000) < 0.5)  # filters hide the other half
+    box = {"brush_type": "rect", "coord_range": [[0.5, -0.5], [-1.0, 1.0]]}  # a box dragged right to left
+    inside_box = shown[(np.abs(coords[shown, 0]) <= 0.5) & (np.abs(coords[shown, 1]) <= 1.0)]
+    assert images_in_areas(coords, shown, [box]) == inside_box.tolist()
+    triangle = {"brush_type": "polygon", "coord_range": [[0, 0], [2, 0], [0, 2]]}
+    x, y = coords[shown, 0], coords[shown, 1]
+    inside_triangle = shown[(x > 0) & (y > 0) & (x + y < 2)]
+    assert images_in_areas(coords, shown, [triangle]) == inside_triangle.tolist()
+    both = images_in_areas(coords, shown, [box, triangle])
+    assert both == sorted(set(inside_box.tolist()) | set(inside_triangle.tolist()))  # each image once
+    assert images_in_areas(coords, shown, []) == []
+    assert images_in_areas(coords, shown, [{"brush_type": "polygon", "coord_range": [[0, 0], [1, 1]]}]) == []
+
+
+def test_a_point_is_drawn_where_its_coordinates_fall_in_the_plot_area():
+    coords = np.array([[0.0, 0.0], [10.0, 5.0], [5.0, 2.5]])
+    extent = map_extent(coords, margin=0)
+    assert extent == ([0.0, 10.0], [0.0, 5.0])
+    low_left, top_right, middle = (point_on_chart(coords, i, extent, 600, 400) for i in range(3))
+    assert low_left[0] < middle[0] < top_right[0] and top_right[1] < middle[1] < low_left[1]  # y grows downwards
+    assert middle == pytest.approx(((low_left[0] + top_right[0]) / 2, (low_left[1] + top_right[1]) / 2))

@@ -46,9 +46,17 @@ def test_map_page_draws_every_point_and_offers_label_colourings(page, runs):
     assert colour.options == ["cluster", "confidence", "true label", "correct / incorrect"]
     _, store, _ = runs
     shown = store.list("finished")[0].id  # the newest run is preselected
-    assert np.load(store.run_dir(shown) / "map_pacmap.npy").shape == (1797, 2)
-    colour.set_value("correct / incorrect").run()
-    assert not at.exception
+    coords = np.load(store.run_dir(shown) / "map_pacmap.npy")
+    assert coords.shape == (1797, 2)
+    for colouring in ("cluster", "confidence", "correct / incorrect"):
+        colour.set_value(colouring).run()
+        assert not at.exception
+        series = json.loads(at.get("echarts_chart")[0].proto.spec)["series"]
+        drawn = [point for one in series for point in one["data"]]
+        assert sorted(point[2] for point in drawn) == list(range(1797))  # every image once, by its index
+        assert all(point[:2] == pytest.approx(coords[point[2]], abs=1e-4) for point in drawn[::97])
+    # the hover preview finds the hovered image by the index the tooltip marks
+    assert 'data-dce-index="{@[2]}"' in json.loads(at.get("echarts_chart")[0].proto.spec)["tooltip"]["formatter"]
 
 
 def map_chart_key(at) -> str:
@@ -74,18 +82,22 @@ def test_map_finds_an_image_by_index_rings_it_and_centres_the_view(page):
     at = page("pages/map.py")
     next(box for box in at.text_input if box.label == "Find an image").set_value("42").run()
     assert not at.exception
-    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
-    ring = figure["data"][-1]
-    assert ring["name"] == "found: #42" and ring["hoverinfo"] == "skip"
-    x_range, y_range = figure["layout"]["xaxis"]["range"], figure["layout"]["yaxis"]["range"]
-    assert sum(x_range) / 2 == pytest.approx(ring["x"][0]) and sum(y_range) / 2 == pytest.approx(ring["y"][0])
+    spec = json.loads(at.get("echarts_chart")[0].proto.spec)
+    ring = spec["series"][-1]
+    assert ring["name"] == "found: #42" and ring["silent"] and ring["tooltip"] == {"show": False}
+    (x, y), = ring["data"]
+    assert (spec["xAxis"]["min"] + spec["xAxis"]["max"]) / 2 == pytest.approx(x)
+    assert (spec["yAxis"]["min"] + spec["yAxis"]["max"]) / 2 == pytest.approx(y)
     assert [button.key for button in at.button] == ["map-open-found-42"]
 
 
-def test_map_selection_lists_the_images_and_opens_one_on_the_neighbours_page(page):
+def test_map_selection_lists_the_images_and_opens_one_on_the_neighbours_page(page, runs):
     at = page("pages/map.py")
-    at.session_state[map_chart_key(at)] = {"selection": {"points": [{"customdata": 30}, {"customdata": 7}],
-                                                         "point_indices": [], "box": [], "lasso": []}}
+    _, store, _ = runs
+    coords = np.load(store.run_dir(at.session_state["run_id"]) / "map_pacmap.npy")
+    boxes = [{"brush_index": i, "brush_type": "rect", "coord_range": [[x - 1e-5, x + 1e-5], [y - 1e-5, y + 1e-5]]}
+             for i, (x, y) in enumerate(coords[[30, 7]])]
+    at.session_state[map_chart_key(at)] = {"selection": {"selected": [], "areas": boxes}}
     at.run()
     assert not at.exception
     assert [header.value for header in at.main.subheader] == ["2 selected"]
@@ -373,10 +385,11 @@ def test_compare_only_selects_a_finished_run_for_the_explorer_pages(tmp_path, mo
     assert any("only finished runs" in text for text in said), said
 
 
-def test_map_legend_sits_below_the_plot_clear_of_the_toolbar(page):
+def test_map_legend_sits_beside_the_plot_below_the_toolbar(page):
     at = page("pages/map.py")
-    layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
-    assert layout["legend"]["orientation"] == "h" and layout["legend"]["y"] < 0
+    spec = json.loads(at.get("echarts_chart")[0].proto.spec)
+    assert spec["legend"]["orient"] == "vertical" and spec["legend"]["right"] < spec["grid"]["right"]
+    assert spec["toolbox"]["top"] < spec["legend"]["top"] == spec["grid"]["top"]  # the brush tools sit above both
 
 
 def test_train_page_charts_name_their_axes_and_lines(page):
@@ -422,5 +435,5 @@ def test_map_search_by_file_name_lists_every_match_and_rings_the_chosen_one(unla
     assert [option.split(" · ")[0] for option in matches.options] == [f"img1{i}.png" for i in range(10)]
     matches.select_index(3).run()
     assert not at.exception
-    ring = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][-1]
+    ring = json.loads(at.get("echarts_chart")[0].proto.spec)["series"][-1]
     assert ring["name"] == "found: img13.png"

@@ -1,4 +1,4 @@
-"""The Map page's parts: the WebGL scatter of a subset of a run's images, the hover preview, finding an image, and
+"""The Map page's parts: the scatter (ECharts) of a subset of a run's images, the hover preview, finding an image, and
 the grid of selected images with a way into the Neighbours page. ``show_map`` takes the indices of the images to
 draw, so the page can pass every image or only those its filters keep."""
 from __future__ import annotations
@@ -7,10 +7,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-from engine.analysis.map_view import find_images, hover_batch, hover_captions, selected_rows, view_window
+from engine.analysis.map_view import (find_images, hover_batch, hover_captions, images_in_areas, map_extent,
+                                      scatter_spec, view_window)
 from engine.analysis.maps import MAP_KINDS, compute_map
 from engine.clustering.metrics import match_clusters
 from engine.analysis.results import RunResults
@@ -22,6 +22,10 @@ PREVIEW_PX = 96  # the hover preview's width on screen
 GRID_COLUMNS, GRID_ROWS = 5, 4  # five tiles keep the button's label whole at 1024 px
 MATCHES_LISTED = 50
 PROJECTIONS = {"pacmap": "PaCMAP", "umap": "UMAP"}
+MAP_HEIGHT_PX = 700
+# viridis at ten steps, for colouring by confidence
+CONFIDENCE_COLOURS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
+                      "#b5de2b", "#fde725")
 
 # registered once per server process: a page script runs again on every rerun, a module only once
 hover_preview_component = st.components.v2.component(
@@ -45,37 +49,23 @@ def colour_groups(results: RunResults, colour_by: str) -> tuple[np.ndarray, dict
     return correct, {1: "correct", 0: "incorrect"}
 
 
-def map_figure(results: RunResults, coords: np.ndarray, points: np.ndarray, colour_by: str,
-               found: int | None = None) -> go.Figure:
-    """The scatter of ``points`` (WebGL: one trace per group, each point's image index as its customdata),
-    ``found`` ringed and centred."""
-    captions = _captions(results, results.run_id)
-    template = "%{text}<extra></extra>"
-    figure = go.Figure()
+def map_spec(results: RunResults, coords: np.ndarray, points: np.ndarray, colour_by: str,
+             found: int | None = None) -> dict:
+    """The ECharts option of the Map (see :func:`scatter_spec`): one series per group of ``colour_by``, or per
+    tenth of the confidence range (a large-mode series has one colour), ``found`` ringed and centred."""
     if colour_by == "confidence":
-        figure.add_trace(go.Scattergl(x=coords[points, 0], y=coords[points, 1], mode="markers", customdata=points,
-                                      text=[captions[i] for i in points], hovertemplate=template,
-                                      marker=dict(size=4, color=results.confidence[points], colorscale="Viridis",
-                                                  colorbar=dict(title="confidence"))))
+        bins = np.minimum((results.confidence[points] * len(CONFIDENCE_COLOURS)).astype(int),
+                          len(CONFIDENCE_COLOURS) - 1)
+        width = 1 / len(CONFIDENCE_COLOURS)
+        groups = [(f"confidence {b * width:.1f}–{(b + 1) * width:.1f}", points[bins == b], colour)
+                  for b, colour in enumerate(CONFIDENCE_COLOURS)]
     else:
-        groups, names = colour_groups(results, colour_by)
-        for group, name in names.items():
-            members = points[groups[points] == group]
-            if len(members):
-                figure.add_trace(go.Scattergl(x=coords[members, 0], y=coords[members, 1], mode="markers",
-                                              name=name, customdata=members, text=[captions[i] for i in members],
-                                              hovertemplate=template, marker=dict(size=4)))
-    # the legend goes under the plot: at the top right, plotly's toolbar covered its first entry
-    figure.update_layout(height=700, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso", uirevision="map",
-                         legend=dict(itemsizing="constant", orientation="h", x=0, y=-0.04, yanchor="top"))
-    if found is not None:
-        figure.add_trace(go.Scatter(x=[float(coords[found, 0])], y=[float(coords[found, 1])], mode="markers",
-                                    name=f"found: {results.image_name(found)}", hoverinfo="skip",
-                                    marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="red"))))
-        x_range, y_range = view_window(coords, found)
-        # a new uirevision applies these ranges once; zooming after that is kept across reruns
-        figure.update_layout(xaxis_range=x_range, yaxis_range=y_range, uirevision=f"found-{found}")
-    return figure
+        group_of, names = colour_groups(results, colour_by)
+        groups = [(name, points[group_of[points] == group], None) for group, name in names.items()]
+    if found is None:
+        return scatter_spec(coords, groups, map_extent(coords))
+    return scatter_spec(coords, groups, view_window(coords, found),
+                        ring=(f"found: {results.image_name(found)}", found))
 
 
 def remember_hover(key: str) -> None:
@@ -170,13 +160,13 @@ def show_map(results: RunResults, points: np.ndarray, tags: dict[int, list[str]]
 
     found = found_image(results, matches) if len(matches) else None
     chart_key = f"map-{results.run_id}-{kind}-{colour_by.replace(' / ', '-').replace(' ', '-')}"
-    event = st.plotly_chart(map_figure(results, coords, points, colour_by, found), key=chart_key,
-                            on_select="rerun", selection_mode=("points", "box", "lasso"))
+    event = st.echarts_chart(map_spec(results, coords, points, colour_by, found), key=chart_key,
+                             height=MAP_HEIGHT_PX, on_select="rerun")
     hover_preview(results, coords, points, chart_key)
 
-    rows = selected_rows(event["selection"]["points"] if event else [])
-    rows = [row for row, drawn in zip(rows, np.isin(rows, points)) if drawn]
+    rows = images_in_areas(coords, points, event["selection"]["areas"] if event else [])
     if rows:
         selection_grid(results, rows, tags)
     else:
-        st.caption("Hover a point to see its image; drag a box or lasso around points to list their images.")
+        st.caption("Hover a point to see its image. To list images, pick the box or lasso tool at the top right of the "
+                   "map and draw around them; scroll to zoom, drag to pan, double-click to clear the selection.")

@@ -1,5 +1,5 @@
 """What the Map page does with its points, apart from drawing them: which thumbnails a hover sends, finding an
-image by index or file name, the rows a box/lasso selection picked, and the window that centres one point.
+image by index or file name, the images a box/lasso selection picked, the map's extent and the window that centres one point.
 
 The page draws a subset of the run's images (``points``, indices into the run; every image unless filters narrow
 it), so each function takes the shown indices and never assumes they are ``0…N-1``.
@@ -14,15 +14,22 @@ Examples:
     [1, 0, 2]
     >>> selected_rows([{"customdata": 7}, {"customdata": [3]}, {"x": 0.5}, {"customdata": 7}])
     [3, 7]
+    >>> coords = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    >>> images_in_areas(coords, np.arange(3), [{"brush_type": "rect", "coord_range": [[0.5, 2.5], [-1, 0.5]]}])
+    [2]
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 HOVER_PREFETCH = 32  # thumbnails sent beside the hovered one: its nearest points on the map
 VIEW_SHARE = 0.2  # the share of the map's width and height a centred view shows
+# the plot area's margins inside the Map's chart, in pixels (the brush tools above, the legend on the right): with
+# them and the axis ranges a point's place on screen is known, which the browser tests and the page-time bench use
+MAP_GRID_PX = {"left": 16, "right": 130, "top": 44, "bottom": 16}
 
 
 def hover_batch(coords: np.ndarray, points: np.ndarray, index: int, k: int = HOVER_PREFETCH) -> np.ndarray:
@@ -71,6 +78,105 @@ def selected_rows(points: Iterable[Mapping]) -> list[int]:
         if value is not None:
             rows.add(int(value))
     return sorted(rows)
+
+
+def images_in_areas(coords: np.ndarray, points: np.ndarray, areas: Iterable[Mapping]) -> list[int]:
+    """The shown images (``points``) inside any of the brushed ``areas`` of an ECharts chart
+    (``st.echarts_chart(on_select=…)``'s ``selection.areas``), sorted. A ``rect`` area's ``coord_range`` is
+    ``[[x0, x1], [y0, y1]]``, a ``polygon``'s (the lasso) its corners ``[[x, y], …]``, both in map coordinates.
+    The Map computes its selection here rather than from ECharts' selected items: its scatter draws in ECharts'
+    ``large`` mode, which reports the brushed areas but no items."""
+    points = np.asarray(points, dtype=np.int64)
+    inside = np.zeros(len(points), dtype=bool)
+    xy = coords[points]
+    for area in areas:
+        corners = area.get("coord_range")
+        if not corners:
+            continue
+        if area.get("brush_type") == "rect":
+            (x0, x1), (y0, y1) = corners
+            inside |= ((xy[:, 0] >= min(x0, x1)) & (xy[:, 0] <= max(x0, x1))
+                       & (xy[:, 1] >= min(y0, y1)) & (xy[:, 1] <= max(y0, y1)))
+        elif area.get("brush_type") == "polygon" and len(corners) >= 3:
+            inside |= _inside_polygon(xy, np.asarray(corners, dtype=np.float64))
+    return sorted(points[inside].tolist())
+
+
+def _inside_polygon(xy: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Even-odd rule: a point is inside when a ray to its right crosses the polygon's edges an odd number of times."""
+    x, y = xy[:, 0], xy[:, 1]
+    inside = np.zeros(len(xy), dtype=bool)
+    for (x0, y0), (x1, y1) in zip(corners, np.roll(corners, -1, axis=0)):  # one edge at a time: no N×edges array
+        spans = (y0 > y) != (y1 > y)
+        crossing_x = x0 + (y[spans] - y0) * (x1 - x0) / (y1 - y0)  # y1 != y0 wherever the edge spans y
+        inside[spans] ^= x[spans] < crossing_x
+    return inside
+
+
+def map_extent(coords: np.ndarray, margin: float = 0.03) -> tuple[list[float], list[float]]:
+    """x and y axis ranges that show every point of the map with ``margin`` of its extent around it."""
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    pad = np.maximum(high - low, 1e-6) * margin
+    return [float(low[0] - pad[0]), float(high[0] + pad[0])], [float(low[1] - pad[1]), float(high[1] + pad[1])]
+
+
+POINT_PX = 5
+
+
+def scatter_spec(coords: np.ndarray, groups: Sequence[tuple[str, np.ndarray, str | None]],
+                 extent: tuple[list[float], list[float]], ring: tuple[str, int] | None = None) -> dict[str, Any]:
+    """The ECharts option (``st.echarts_chart``'s spec) of the Map's scatter: a series per ``(name, image indices,
+    colour or None for the theme's)`` group (empty ones left out), each point ``[x, y, image index]``; the
+    axes span ``extent`` inside :data:`MAP_GRID_PX`; box and lasso brushes, wheel zoom and drag pan; ``ring``
+    (name, image) circles one image.
+
+    Every series draws in ECharts' batched ``large`` mode, in one pass: at 60k points a hover or a zoom then takes
+    a few hundredths of a second, where drawing point by point took tenths. Large mode reports no selected items,
+    so the page selects by the brushed areas (:func:`images_in_areas`). The tooltip shows the image's index, marked
+    (``data-dce-index``) for the hover preview (``assets/map_hover.js``), which shows the image and its caption:
+    captions in the spec would double its size (18 MB at 200k points, resent on every rerun)."""
+    series = []
+    for name, members, colour in groups:
+        if not len(members):
+            continue
+        xy = np.round(coords[members].astype(np.float64), 4).tolist()  # float64: float32 prints 16 digits
+        data = [[x, y, i] for (x, y), i in zip(xy, np.asarray(members).tolist())]
+        series.append({"type": "scatter", "name": name, "data": data, "symbolSize": POINT_PX, "large": True,
+                       "largeThreshold": 0, "progressive": 0, **({"itemStyle": {"color": colour}} if colour else {})})
+    if ring is not None:
+        name, index = ring
+        series.append({"type": "scatter", "name": name, "silent": True, "z": 10, "symbolSize": 22,
+                       "data": [[float(coords[index, 0]), float(coords[index, 1])]], "tooltip": {"show": False},
+                       "itemStyle": {"color": "rgba(0,0,0,0)", "borderColor": "red", "borderWidth": 3}})
+    (x0, x1), (y0, y1) = extent
+    axis = {"type": "value", "axisLabel": {"show": False}, "axisTick": {"show": False}, "axisLine": {"show": False}}
+    return {
+        "animation": False, "grid": MAP_GRID_PX, "series": series,
+        "xAxis": {**axis, "min": x0, "max": x1}, "yAxis": {**axis, "min": y0, "max": y1},
+        # one entry a line on the right (a scrolling list when they do not fit): under the plot, ten clusters'
+        # names took two lines or a pager at 1024 px
+        "legend": {"type": "scroll", "orient": "vertical", "right": 4, "top": MAP_GRID_PX["top"],
+                   "bottom": MAP_GRID_PX["bottom"], "textStyle": {"width": 84, "overflow": "truncate"}},
+        "tooltip": {"trigger": "item", "transitionDuration": 0,
+                    "formatter": '<span data-dce-index="{@[2]}">#{@[2]}</span>'},
+        "toolbox": {"right": 8, "top": 4, "feature": {"brush": {
+            "type": ["rect", "polygon", "clear"],
+            "title": {"rect": "Box select", "polygon": "Lasso", "clear": "Clear the selection"}}}},
+        "brush": {"xAxisIndex": "all", "yAxisIndex": "all"},
+        "dataZoom": [{"type": "inside", "xAxisIndex": 0, "filterMode": "none"},
+                     {"type": "inside", "yAxisIndex": 0, "filterMode": "none"}],
+    }
+
+
+def point_on_chart(coords: np.ndarray, index: int, extent: tuple[list[float], list[float]], width: float,
+                   height: float) -> tuple[float, float]:
+    """Where image ``index`` is drawn on a Map chart of ``width`` × ``height`` pixels whose axes span ``extent``,
+    in pixels from the chart's top left corner."""
+    (x0, x1), (y0, y1) = extent
+    grid = MAP_GRID_PX
+    x = grid["left"] + (coords[index, 0] - x0) / (x1 - x0) * (width - grid["left"] - grid["right"])
+    y = grid["top"] + (y1 - coords[index, 1]) / (y1 - y0) * (height - grid["top"] - grid["bottom"])
+    return float(x), float(y)
 
 
 def view_window(coords: np.ndarray, index: int, share: float = VIEW_SHARE) -> tuple[list[float], list[float]]:
