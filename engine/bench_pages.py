@@ -17,12 +17,6 @@ times the rows give the CPU seconds the server and the browser used (figures oth
 inflates far less) and each page's time as a ratio to Home's in the same serving. The Map rows add the hover
 preview: the first hover (a round trip to the server) and the next hover of a point whose picture came with it,
 and a zoom (a wheel step's redraw).
-
-``scatter_rows`` times plotly's WebGL scatter alone (what the Map drew before it moved to ECharts, kept as the
-alternative measured) at ``n_points`` (100k by default) on a blank page with the plotly.js bundled in the plotly
-package (nothing fetched): the first draw, a zoom's redraw, and a hover.
-Headless Chromium here draws WebGL in software (SwiftShader), so these figures are an upper bound for a browser
-with a GPU.
 """
 from __future__ import annotations
 
@@ -358,62 +352,8 @@ def serve_and_time(runs_dir: Path, label: str, n_points: int, target_s: float, r
     return rows
 
 
-def scatter_rows(n_points: int = 100_000, repeats: int = 5, seed: int = 0) -> list[dict[str, Any]]:
-    """Plotly's WebGL scatter alone at ``n_points`` in 10 traces: first draw, zoom redraw and hover (see module)."""
-    import plotly
-
-    sync_playwright, chromium = _browser_api()
-    bundle = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=10, size=(10, 2))
-    groups = rng.integers(0, 10, n_points)
-    xy = (centres[groups] + rng.normal(size=(n_points, 2))).round(3)
-    traces = [{"x": xy[groups == g, 0].tolist(), "y": xy[groups == g, 1].tolist(), "type": "scattergl",
-               "mode": "markers", "marker": {"size": 4}, "customdata": np.flatnonzero(groups == g).tolist()}
-              for g in range(10)]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.set_content("<div id='graph' style='width:1200px;height:700px'></div>")
-        page.add_script_tag(path=str(bundle))
-        draw = page.evaluate("""async traces => {
-            const graph = document.getElementById("graph");
-            const start = performance.now();
-            await Plotly.newPlot(graph, traces, {margin: {l: 10, r: 10, t: 10, b: 10}, hovermode: "closest"});
-            await new Promise(resolve => requestAnimationFrame(() => requestAnimationFrame(resolve)));
-            return (performance.now() - start) / 1000;
-        }""", traces)
-        zooms = page.evaluate("""async repeats => {
-            const graph = document.getElementById("graph"), times = [];
-            const [x0, x1] = graph._fullLayout.xaxis.range, [y0, y1] = graph._fullLayout.yaxis.range;
-            for (let i = 0; i < repeats; i++) {
-                const f = i % 2 ? 1 : 0.5, start = performance.now();
-                await Plotly.relayout(graph, {"xaxis.range": [x0 * f, x1 * f], "yaxis.range": [y0 * f, y1 * f]});
-                await new Promise(resolve => requestAnimationFrame(() => requestAnimationFrame(resolve)));
-                times.push((performance.now() - start) / 1000);
-            }
-            return times;
-        }""", repeats)
-        box = page.locator("#graph .nsewdrag").bounding_box()
-        hovers = []
-        page.evaluate("""() => document.getElementById("graph").on("plotly_hover", () => { window.hovered = true; })""")
-        for i in range(repeats):
-            page.evaluate("() => { window.hovered = false; }")
-            start = time.perf_counter()
-            page.mouse.move(box["x"] + box["width"] * (0.3 + 0.1 * i), box["y"] + box["height"] / 2)
-            page.wait_for_function("() => window.hovered", timeout=HANG_GUARD_MS, polling=5)
-            hovers.append(time.perf_counter() - start)
-        browser.close()
-    common = {"dataset": "generated 2-D points", "n_points": n_points, "load_avg_1m": os.getloadavg()[0]}
-    return [{"piece": "plotly scattergl alone: first draw", "seconds": draw, "repeats": 1, **common},
-            {"piece": "plotly scattergl alone: zoom redraw", "seconds": statistics.median(zooms), "repeats": repeats,
-             **common},
-            {"piece": "plotly scattergl alone: hover event", "seconds": statistics.median(hovers),
-             "repeats": repeats, **common}]
-
-
 def page_rows(data_root: str | None, large_dataset: str = "cifar10", repeats: int = 3,
-              workdir: Path | None = None, scatter_points: int = 100_000) -> list[dict[str, Any]]:
+              workdir: Path | None = None) -> list[dict[str, Any]]:
     """Every row of ``bench --pages``: digits, then ``large_dataset`` with generated features (skipped with a note
     when its files are not found), then the scatter alone. A ``workdir`` that already holds the runs (from an
     earlier bench) is served as it is, without computing them again."""
@@ -433,4 +373,4 @@ def page_rows(data_root: str | None, large_dataset: str = "cifar10", repeats: in
         (record,) = RunStore(large).list("finished")
         n_points = len(RunStore(large).load_array(record.id, "assign"))
         rows += serve_and_time(large, f"{large_dataset} (generated features)", n_points, TARGETS_S["large"], repeats)
-    return rows + scatter_rows(scatter_points)
+    return rows

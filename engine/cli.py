@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
     bench.add_argument("--pages", action="store_true",
                        help="time each page of the app in headless Chromium: digits, then CIFAR-10 from --data-root "
-                            "with generated features (60k points), then plotly's WebGL scatter alone at 100k")
+                            "with generated features (60k points)")
     bench.add_argument("--kmeans", type=int, metavar="N",
                        help="time K-means on the pixels of N images of --dataset: ours against scikit-learn's")
     bench.add_argument("--knn", type=int, metavar="N",

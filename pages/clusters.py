@@ -6,15 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from engine.analysis.clusters import (ClusterSummary, aligned_rows, cell_members, cluster_summaries, confusion_cells,
                                       disagreements, gallery_members, matched_confusion, off_majority, run_agreement)
-from engine.analysis.map_view import selected_rows
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import contact_sheet
 from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
+from ui.charts import clicked_items, confusion_chart
 from ui.common import pick_finished_run
 
 PER_PAGE = 30
@@ -72,39 +71,24 @@ def cluster_block(results: RunResults, summary: ClusterSummary, order: str, page
 
 def confusion_matrix(results: RunResults) -> None:
     """The cluster × true label counts, clusters ordered by their Hungarian match; a click on a cell lists its
-    images below (an invisible marker on each cell takes the click: plotly selects points, not heatmap cells)."""
+    images below."""
     n_classes = len(results.class_names) or int(results.labels.max()) + 1
     matrix, rows = matched_confusion(results.labels, results.assign, results.n_clusters, n_classes)
-    x = [results.class_name(c) for c in range(n_classes)]
-    y = [f"cluster {r}" for r in rows]
-    figure = go.Figure(go.Heatmap(z=matrix, x=x, y=y, colorscale="Blues", text=matrix, texttemplate="%{text}",
-                                  colorbar=dict(title="images"), hoverinfo="skip"))
-    cells = [(cluster, label) for cluster in rows for label in range(n_classes)]
-    figure.add_trace(go.Scatter(
-        x=[x[label] for _, label in cells], y=[f"cluster {cluster}" for cluster, _ in cells], mode="markers",
-        marker=dict(size=22, symbol="square", color="rgba(0,0,0,0)"), customdata=list(range(len(cells))),
-        text=[f"cluster {c} · label {x[label]}: {n} images" for (c, label), n in zip(cells, matrix.ravel())],
-        hovertemplate="%{text}<br>click to list them<extra></extra>", showlegend=False))
-    # a short title: a long one ran under the chart's toolbar at 1024 px; the run is named in the picker above
-    figure.update_layout(title="Clusters × true labels", xaxis_title="true label",
-                         yaxis_title="cluster, in the order of the Hungarian match",
-                         height=max(360, 30 * len(rows) + 120), yaxis=dict(autorange="reversed"),
-                         xaxis=dict(type="category"), margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
+    cells = [(cluster, label) for cluster in rows for label in range(n_classes)]  # the chart's data order
     key = f"confusion-{results.run_id}"
     # The chart's selection is read before it is drawn, so the cell a click chose is outlined in this very run.
     # The chart reports its selection on every rerun: only a new click chooses the cell, so a cell chosen in the
     # box below afterwards stays chosen.
-    event = state.get(key)
-    clicked = selected_rows(event["selection"]["points"] if event else [])
+    clicked = clicked_items(state.get(key))
     if clicked and state.get(f"{key}-clicked") != clicked[0]:
         state[f"{key}-clicked"] = clicked[0]
         state[CELL] = cells[clicked[0]]
-    if state.get(CELL) in cells:
-        cluster, label = state[CELL]
-        row = rows.index(cluster)  # a category axis places its i-th category at i
-        figure.add_shape(type="rect", x0=label - 0.5, x1=label + 0.5, y0=row - 0.5, y1=row + 0.5,
-                         line=dict(color="crimson", width=3))
-    st.plotly_chart(figure, key=key, on_select="rerun", selection_mode="points")
+    chosen = cells.index(state[CELL]) if state.get(CELL) in cells else None
+    # a short title: a long one ran under the chart's toolbar at 1024 px; the run is named in the picker above
+    st.echarts_chart(confusion_chart("Clusters × true labels", matrix, [f"cluster {r}" for r in rows],
+                                     [results.class_name(c) for c in range(n_classes)], "true label",
+                                     "cluster, in the order of the Hungarian match", chosen),
+                     key=key, on_select="rerun", height=max(360, 30 * len(rows) + 120))
 
 
 def cell_images(results: RunResults, keep: np.ndarray, tags: dict[int, list[str]]) -> None:

@@ -3,13 +3,13 @@ neighbourhoods are over the dataset and per class."""
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from engine.analysis.results import run_neighbor_purity, view_neighbors
 from engine.analysis.thumbnails import contact_sheet
 from engine.clustering.metrics import neighbor_purity
 from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
+from ui.charts import bar_chart
 from ui.common import NEIGHBOURS_OPEN, pick_finished_run
 
 WORST_FIRST = "worst purity first"
@@ -99,13 +99,10 @@ if results is not None:
         overall, _ = run_neighbor_purity(results.store, results.run_id, k)
         st.metric(f"Purity@{k} over the dataset", f"{overall:.3f}")
         histogram, per_class = st.columns(2)
-        figure = go.Figure(go.Histogram(x=purity, nbinsx=k + 1))
-        figure.update_layout(title=f"Neighbour purity@{k}", xaxis_title="share with the same label",
-                             yaxis_title="images", height=300, margin=dict(l=10, r=10, t=40, b=10))
-        histogram.plotly_chart(figure)
+        same = np.bincount(np.rint(purity * k).astype(int), minlength=k + 1)  # images per count of same-label
+        histogram.echarts_chart(bar_chart(f"Neighbour purity@{k}", [f"{j / k:.2f}" for j in range(k + 1)],
+                                          same.tolist(), "share with the same label", "images"), height=300)
         classes = np.unique(labels)
-        figure = go.Figure(go.Bar(x=[results.class_name(int(c)) for c in classes],
-                                  y=[purity[labels == c].mean() for c in classes]))
-        figure.update_layout(title="Mean purity per class", xaxis_title="label", yaxis_title="mean purity",
-                             height=300, margin=dict(l=10, r=10, t=40, b=10))
-        per_class.plotly_chart(figure)
+        per_class.echarts_chart(bar_chart("Mean purity per class", [results.class_name(int(c)) for c in classes],
+                                          [purity[labels == c].mean() for c in classes], "label", "mean purity"),
+                                height=300)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from engine.analysis.map_view import (find_images, hover_batch, hover_captions, images_in_areas, map_extent,
-                                      point_on_chart, selected_rows, view_window)
+                                      point_on_chart, view_window)
 from engine.analysis.thumbnails import png_data_uri
 
 
@@ -42,13 +42,6 @@ def test_images_without_files_are_found_by_their_index_only():
     assert find_images("5", names).tolist() == [5]  # not #15, #50, #105 …
     assert find_images("#150", names).tolist() == [150]
     assert find_images("#", names).tolist() == []
-
-
-def test_a_selection_gives_each_image_once_and_skips_points_that_are_not_images():
-    points = [{"customdata": 12, "x": 1.0}, {"customdata": [4, "extra"]}, {"customdata": 12}, {"x": 0.0},
-              {"customdata": None}, {"customdata": np.int64(7)}]
-    assert selected_rows(points) == [4, 7, 12]
-    assert selected_rows([]) == []
 
 
 def test_the_centred_view_shows_a_share_of_the_map_around_the_image():

@@ -148,20 +148,24 @@ def test_a_confusion_matrix_cell_lists_its_images_chosen_or_clicked(page, runs):
     assert cell_caption(at).startswith(f"{count} images in cluster {cluster} with label {label}")
     assert any(md.value.startswith(f"**Tag these {min(count, 120)} images**") for md in at.markdown)
 
-    # a click on the matrix: each cell's marker carries the cell's number, rows in match order, then labels
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    rows = [int(y.split()[1]) for y in dict.fromkeys(spec["data"][1]["y"])]
-    n_classes = len(spec["data"][0]["x"])
+    # a click on the matrix: the heatmap's cells in data order, rows (clusters) in match order, then labels
+    spec = json.loads(at.get("echarts_chart")[0].proto.spec)
+    rows = [int(name.split()[1]) for name in spec["yAxis"]["data"]]
+    n_classes = len(spec["xAxis"]["data"])
+    (heatmap,) = spec["series"]
+    assert sum(cell["value"][2] for cell in heatmap["data"]) == len(labels)  # every image counted once
     cluster, label, count = cells[-1]  # a matched cell
-    click = {"selection": {"points": [{"customdata": rows.index(cluster) * n_classes + label}], "point_indices": [],
-                           "box": [], "lasso": []}}
+    at_cell = rows.index(cluster) * n_classes + label
+    assert heatmap["data"][at_cell]["value"] == [label, rows.index(cluster), count]
+    click = {"selection": {"selected": [{"series_index": 0, "data_indices": [at_cell]}], "areas": []}}
     at.session_state[f"confusion-{shown}"] = click
     at.run()
     assert not at.exception
     assert at.selectbox(key="clusters-cell").value == (cluster, label)
     assert cell_caption(at).startswith(f"{count} images in cluster {cluster} with label {label}")
-    outline = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["shapes"][0]  # the chosen cell, outlined
-    assert (outline["x0"] + 0.5, outline["y0"] + 0.5) == (label, rows.index(cluster))
+    (heatmap,) = json.loads(at.get("echarts_chart")[0].proto.spec)["series"]
+    outlined = [cell["value"][:2] for cell in heatmap["data"] if "itemStyle" in cell]  # the chosen cell, outlined
+    assert outlined == [[label, rows.index(cluster)]]
     # the chart keeps reporting that click; a cell chosen in the box afterwards stays chosen
     at.selectbox(key="clusters-cell").select_index(0).run()
     assert at.selectbox(key="clusters-cell").value == cells[0][:2]
@@ -312,7 +316,7 @@ def test_side_by_side_clusters_are_aligned_by_their_match_with_the_disagreements
     assert list(zip(clusters[0::2], clusters[1::2])) == [(a, a_to_b[a]) for a in range(10)]
     disagreeing = int((np.array([a_to_b[a] for a in assign_a]) != assign_b).sum())
     assert any(h.value.startswith(f"{disagreeing} images the two runs disagree on") for h in at.subheader)
-    assert at.get("plotly_chart"), "the confusion matrix stays when comparing"
+    assert at.get("echarts_chart"), "the confusion matrix stays when comparing"
     size = next(slider for slider in at.slider if slider.label.startswith("Thumbnail size"))
     assert size.value >= 64
 
@@ -394,12 +398,12 @@ def test_map_legend_sits_beside_the_plot_below_the_toolbar(page):
 
 def test_train_page_charts_name_their_axes_and_lines(page):
     at = page("pages/train.py")
-    figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    assert len(figures) == 1
-    layout, lines = figures[0]["layout"], figures[0]["data"]
-    assert layout["xaxis"]["title"]["text"] == "restart"
-    assert layout["yaxis"]["title"]["text"] == "inertia"
-    assert layout["showlegend"] is True and [line["name"] for line in lines] == ["inertia"]
+    charts = [json.loads(chart.proto.spec) for chart in at.get("echarts_chart")]
+    assert len(charts) == 1
+    (chart,) = charts
+    assert chart["xAxis"]["name"] == "restart"
+    assert chart["yAxis"]["name"] == "inertia"
+    assert "legend" in chart and [line["name"] for line in chart["series"]] == ["inertia"]
 
 
 def test_train_page_charts_a_labelled_runs_accuracy_after_each_epoch_on_an_axis_of_its_own(tmp_path, monkeypatch):
@@ -412,16 +416,17 @@ def test_train_page_charts_a_labelled_runs_accuracy_after_each_epoch_on_an_axis_
     at.run()
     at.switch_page("pages/train.py")
     at.run()
-    figures = {json.loads(chart.proto.spec)["layout"]["yaxis"]["title"]["text"]: json.loads(chart.proto.spec)
-               for chart in at.get("plotly_chart")}
-    accuracy = figures["ACC (train images)"]
-    assert accuracy["layout"]["title"]["text"] == "train · ACC (train images)"
-    assert accuracy["layout"]["xaxis"]["title"]["text"] == "training step"
-    assert accuracy["layout"]["yaxis"]["range"] == [0, 1.02]
-    (line,) = accuracy["data"]
-    assert line["name"] == "ACC (train images)" and len(line["y"]) == 2 and all(0 <= y <= 1 for y in line["y"])
-    losses = figures["loss"]
-    assert "ACC (train images)" not in [line["name"] for line in losses["data"]]
+    charts = {json.loads(chart.proto.spec)["yAxis"]["name"]: json.loads(chart.proto.spec)
+              for chart in at.get("echarts_chart")}
+    accuracy = charts["ACC (train images)"]
+    assert accuracy["title"]["text"] == "train · ACC (train images)"
+    assert accuracy["xAxis"]["name"] == "training step"
+    assert (accuracy["yAxis"]["min"], accuracy["yAxis"]["max"]) == (0, 1.02)
+    (line,) = accuracy["series"]
+    assert line["name"] == "ACC (train images)" and len(line["data"]) == 2
+    assert all(0 <= y <= 1 for _, y in line["data"])
+    losses = charts["loss"]
+    assert "ACC (train images)" not in [line["name"] for line in losses["series"]]
 
 
 def test_map_search_by_file_name_lists_every_match_and_rings_the_chosen_one(unlabelled_runs, monkeypatch):

@@ -13,6 +13,7 @@ from engine.data.roots import default_upload_dir, readable_roots
 from engine.errors import UserError
 from engine.runs import JobManager, RunRecord
 from engine.runs.uploads import dataset_label
+from ui.charts import CHART_HEIGHT_PX, line_chart
 
 
 NEIGHBOURS_OPEN = "neighbours-open"  # an image another page asks the Neighbours page to show; taken once there
@@ -86,18 +87,10 @@ def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | No
     return results
 
 
-def panel_figure(panel: Panel):
-    """A plotly chart of one panel: named lines, titled axes, the legend under the plot even for one line."""
-    import plotly.graph_objects as go
-
-    figure = go.Figure([go.Scatter(x=steps, y=values, mode="lines+markers", name=name)
-                        for name, (steps, values) in panel.series.items()])
-    figure.update_layout(title=panel.title, height=320, margin=dict(l=10, r=10, t=40, b=10), showlegend=True,
-                         xaxis_title=panel.x_title, yaxis_title=panel.y_title,
-                         legend=dict(orientation="h", x=0, y=-0.25, yanchor="top"))
-    if panel.kind in UNIT_RANGE_KINDS:
-        figure.update_yaxes(range=[0, 1.02])
-    return figure
+def panel_chart(panel: Panel) -> dict:
+    """The ECharts option of one panel: named lines, titled axes, the legend under the plot even for one line."""
+    return line_chart(panel.title, panel.series, panel.x_title, panel.y_title,
+                      y_range=(0, 1.02) if panel.kind in UNIT_RANGE_KINDS else None)
 
 
 def show_panels(panels: list[Panel], run_id: str) -> None:
@@ -110,7 +103,8 @@ def show_panels(panels: list[Panel], run_id: str) -> None:
     charts = [panel for panel in panels if not panel.single]
     for first in range(0, len(charts), 2):
         for column, panel in zip(st.columns(2), charts[first:first + 2]):
-            column.plotly_chart(panel_figure(panel), key=f"loss-{run_id}-{panel.stage}-{panel.kind}")
+            column.echarts_chart(panel_chart(panel), height=CHART_HEIGHT_PX,
+                                 key=f"loss-{run_id}-{panel.stage}-{panel.kind}")
 
 
 def show_run(record: RunRecord, manager: JobManager) -> None:

@@ -12,8 +12,6 @@ Examples:
     [1]
     >>> find_images("1", names).tolist()              # index 1 first, then the names holding a "1"
     [1, 0, 2]
-    >>> selected_rows([{"customdata": 7}, {"customdata": [3]}, {"x": 0.5}, {"customdata": 7}])
-    [3, 7]
     >>> coords = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
     >>> images_in_areas(coords, np.arange(3), [{"brush_type": "rect", "coord_range": [[0.5, 2.5], [-1, 0.5]]}])
     [2]
@@ -64,20 +62,6 @@ def find_images(query: str, names: Sequence[str], limit: int | None = None) -> n
     found = exact + [i for i, name in enumerate(names)
                      if lowered in name.lower() and i not in exact and name != f"#{i}"]
     return np.array(found[:limit], dtype=np.int64)
-
-
-def selected_rows(points: Iterable[Mapping]) -> list[int]:
-    """The image indices of a plotly selection (``st.plotly_chart(on_select=…)``'s ``selection.points``), sorted and
-    once each. Each trace carries its images' indices as ``customdata`` (a number, or a list whose first entry is
-    it); points without it (a highlight ring) are not images and are left out."""
-    rows = set()
-    for point in points:
-        value = point.get("customdata")
-        if isinstance(value, (list, tuple)):
-            value = value[0] if value else None
-        if value is not None:
-            rows.add(int(value))
-    return sorted(rows)
 
 
 def images_in_areas(coords: np.ndarray, points: np.ndarray, areas: Iterable[Mapping]) -> list[int]:
