@@ -141,7 +141,8 @@ def scatter_spec(coords: np.ndarray, groups: Sequence[tuple[str, np.ndarray, str
         # names took two lines or a pager at 1024 px
         "legend": {"type": "scroll", "orient": "vertical", "right": 4, "top": MAP_GRID_PX["top"],
                    "bottom": MAP_GRID_PX["bottom"], "textStyle": {"width": 84, "overflow": "truncate"}},
-        "tooltip": {"trigger": "item", "transitionDuration": 0,
+        # below the point: the hover preview (image and caption) shows above it
+        "tooltip": {"trigger": "item", "transitionDuration": 0, "position": "bottom",
                     "formatter": '<span data-dce-index="{@[2]}">#{@[2]}</span>'},
         "toolbox": {"right": 8, "top": 4, "feature": {"brush": {
             "type": ["rect", "polygon", "clear"],
