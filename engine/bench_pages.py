@@ -6,17 +6,17 @@ generated features over a larger dataset (CIFAR-10 from ``--data-root``: 60,000 
 labels with 30 % changed and whose features are 64-d class centres plus noise. Before any timing each run gets its
 PaCMAP map, its neighbours and its purity computed, as a run the app has shown once has them.
 
-A page counts as interactive when its own content is drawn (Home: the runs table; Train: the Start button; Map:
-the scatter, which ECharts draws in one pass; Neighbours: the query's image sheet; Clusters: the first gallery),
-every image on it has loaded and Streamlit reports no script running. After the server starts, each page is visited once untimed as far
-as the targets go (``first_visit_s``: the server's per-process caches fill, the browser's are empty). Then each
-page is timed ``repeats`` times two ways: in a new tab of a browser that has shown the app before (``seconds``: a
-new Streamlit session, the browser's caches warm, as for a returning user; the targets apply to it) and in a new
-browser context (``new_context_s``: Streamlit's and its charts' scripts fetched and compiled again). Beside the wall
-times the rows give the CPU seconds the server and the browser used (figures other work on a shared machine
-inflates far less) and each page's time as a ratio to Home's in the same serving. The Map rows add the hover
-preview: the first hover (a round trip to the server) and the next hover of a point whose picture came with it,
-and a zoom (a wheel step's redraw).
+A page counts as interactive when its own content is drawn (Home: the runs table; Train: the Start button; Map: the
+scatter, which ECharts draws in one pass; Neighbours: the query's image sheet; Clusters: the first gallery), every
+image on it has loaded and Streamlit reports no script running. After the server starts, each page is visited once
+untimed as far as the targets go (``first_visit_s``: the server's per-process caches fill, the browser's are empty).
+Then each page is timed ``repeats`` times two ways: in a new tab of a browser that has shown the app before
+(``seconds``: a new Streamlit session, the browser's caches warm, as for a returning user; the targets apply to it)
+and in a new browser context (``new_context_s``: Streamlit's and its charts' scripts fetched and compiled again).
+Beside the wall times the rows give the CPU seconds the server and the browser used (figures other work on a shared
+machine inflates far less) and each page's time as a ratio to Home's in the same serving. The Map rows add the hover
+preview: the first hover (a round trip to the server) and the next hover of a point whose picture came with it, and
+a zoom (a wheel step's redraw).
 """
 from __future__ import annotations
 
@@ -279,14 +279,26 @@ def hover_seconds(page, coords: np.ndarray, n_points: int) -> tuple[float, float
     return times[0], times[1]
 
 
+_CANVAS_PRINT = """() => {
+    const canvas = document.querySelector("[class*='st-key-map-'] canvas");
+    const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let print = 0;
+    for (let i = 0; i < pixels.length; i += 4 * 13) print = (print * 31 + pixels[i] + 7 * pixels[i + 1]) % 1000000007;
+    return print;
+}"""
+ZOOM_REST_MS = 1500  # Streamlit's ECharts lets the wheel zoom only once the pointer has rested on the chart
+
+
 def zoom_seconds(page) -> float:
-    """Seconds from a wheel step over the map's centre to the frame after ECharts redrew the zoomed view (its
-    redraw runs in the next animation frame)."""
+    """Seconds from a wheel step over the map's centre (the pointer rested there first) to a canvas that shows the
+    zoomed view (polled every 10 ms); an error if the view does not change."""
     box = page.locator(MAP_CANVAS).first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(ZOOM_REST_MS)
+    before = page.evaluate(_CANVAS_PRINT)
     start = time.perf_counter()
     page.mouse.wheel(0, -240)
-    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    page.wait_for_function(f"before => ({_CANVAS_PRINT})() !== before", arg=before, timeout=60_000, polling=10)
     return time.perf_counter() - start
 
 

@@ -86,8 +86,10 @@ def test_map_finds_an_image_by_index_rings_it_and_centres_the_view(page):
     ring = spec["series"][-1]
     assert ring["name"] == "found: #42" and ring["silent"] and ring["tooltip"] == {"show": False}
     (x, y), = ring["data"]
-    assert (spec["xAxis"]["min"] + spec["xAxis"]["max"]) / 2 == pytest.approx(x)
-    assert (spec["yAxis"]["min"] + spec["yAxis"]["max"]) / 2 == pytest.approx(y)
+    x_zoom, y_zoom = spec["dataZoom"]  # the view opens zoomed in on the image, the axes still span the whole map
+    assert (x_zoom["startValue"] + x_zoom["endValue"]) / 2 == pytest.approx(x)
+    assert (y_zoom["startValue"] + y_zoom["endValue"]) / 2 == pytest.approx(y)
+    assert spec["xAxis"]["min"] < x_zoom["startValue"] < x_zoom["endValue"] < spec["xAxis"]["max"]
     assert [button.key for button in at.button] == ["map-open-found-42"]
 
 

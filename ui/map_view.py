@@ -52,7 +52,8 @@ def colour_groups(results: RunResults, colour_by: str) -> tuple[np.ndarray, dict
 def map_spec(results: RunResults, coords: np.ndarray, points: np.ndarray, colour_by: str,
              found: int | None = None) -> dict:
     """The ECharts option of the Map (see :func:`scatter_spec`): one series per group of ``colour_by``, or per
-    tenth of the confidence range (a large-mode series has one colour), ``found`` ringed and centred."""
+    tenth of the confidence range (a large-mode series has one colour); ``found`` ringed, the view zoomed in on
+    it."""
     if colour_by == "confidence":
         bins = np.minimum((results.confidence[points] * len(CONFIDENCE_COLOURS)).astype(int),
                           len(CONFIDENCE_COLOURS) - 1)
@@ -64,8 +65,8 @@ def map_spec(results: RunResults, coords: np.ndarray, points: np.ndarray, colour
         groups = [(name, points[group_of[points] == group], None) for group, name in names.items()]
     if found is None:
         return scatter_spec(coords, groups, map_extent(coords))
-    return scatter_spec(coords, groups, view_window(coords, found),
-                        ring=(f"found: {results.image_name(found)}", found))
+    return scatter_spec(coords, groups, map_extent(coords), ring=(f"found: {results.image_name(found)}", found),
+                        window=view_window(coords, found))
 
 
 def remember_hover(key: str) -> None:
@@ -169,4 +170,5 @@ def show_map(results: RunResults, points: np.ndarray, tags: dict[int, list[str]]
         selection_grid(results, rows, tags)
     else:
         st.caption("Hover a point to see its image. To list images, pick the box or lasso tool at the top right of the "
-                   "map and draw around them; scroll to zoom, drag to pan, double-click to clear the selection.")
+                   "map and draw around them. Rest the pointer on the map, then scroll to zoom; drag to pan; "
+                   "double-click clears the selection.")

@@ -1,5 +1,6 @@
-"""What the Map page does with its points, apart from drawing them: which thumbnails a hover sends, finding an
-image by index or file name, the images a box/lasso selection picked, the map's extent and the window that centres one point.
+"""What the Map page does with its points: the chart's spec, which thumbnails a hover sends, finding an image by
+index or file name, the images a box/lasso selection picked, the map's extent and the window that centres one
+point.
 
 The page draws a subset of the run's images (``points``, indices into the run; every image unless filters narrow
 it), so each function takes the shown indices and never assumes they are ``0…N-1``.
@@ -108,11 +109,13 @@ POINT_PX = 5
 
 
 def scatter_spec(coords: np.ndarray, groups: Sequence[tuple[str, np.ndarray, str | None]],
-                 extent: tuple[list[float], list[float]], ring: tuple[str, int] | None = None) -> dict[str, Any]:
+                 extent: tuple[list[float], list[float]], ring: tuple[str, int] | None = None,
+                 window: tuple[list[float], list[float]] | None = None) -> dict[str, Any]:
     """The ECharts option (``st.echarts_chart``'s spec) of the Map's scatter: a series per ``(name, image indices,
     colour or None for the theme's)`` group (empty ones left out), each point ``[x, y, image index]``; the
     axes span ``extent`` inside :data:`MAP_GRID_PX`; box and lasso brushes, wheel zoom and drag pan; ``ring``
-    (name, image) circles one image.
+    (name, image) circles one image; ``window`` (x and y ranges) is the view it opens on, zoomed in, which the
+    wheel can zoom out of (axis limits could not be left).
 
     Every series draws in ECharts' batched ``large`` mode, in one pass: at 60k points a hover or a zoom then takes
     a few hundredths of a second, where drawing point by point took tenths. Large mode reports no selected items,
@@ -148,8 +151,10 @@ def scatter_spec(coords: np.ndarray, groups: Sequence[tuple[str, np.ndarray, str
             "type": ["rect", "polygon", "clear"],
             "title": {"rect": "Box select", "polygon": "Lasso", "clear": "Clear the selection"}}}},
         "brush": {"xAxisIndex": "all", "yAxisIndex": "all"},
-        "dataZoom": [{"type": "inside", "xAxisIndex": 0, "filterMode": "none"},
-                     {"type": "inside", "yAxisIndex": 0, "filterMode": "none"}],
+        "dataZoom": [{"type": "inside", "xAxisIndex": 0, "filterMode": "none",
+                      **({"startValue": window[0][0], "endValue": window[0][1]} if window else {})},
+                     {"type": "inside", "yAxisIndex": 0, "filterMode": "none",
+                      **({"startValue": window[1][0], "endValue": window[1][1]} if window else {})}],
     }
 
 
