@@ -1,9 +1,10 @@
 // The Map page's hover preview (a Streamlit components.v2 component, see pages/map_view.py).
 //
 // The map's ECharts tooltip shows text only, so this script watches that tooltip (its template marks the hovered
-// image's index as data-dce-index) and shows the hovered image in a box above the pointer. Thumbnails come from the app's own server as data: URIs: the first
-// hover of an image asks the server (a trigger value, which reruns only the preview's fragment), which answers
-// with that image and its nearest points on the map; later hovers of those show at once from this cache.
+// image's index as data-dce-index) and shows the hovered image in a box above the pointer. Thumbnails come from the
+// app's own server as data: URIs: the first hover of an image asks the server (a trigger value, which reruns only
+// the preview's fragment), which answers with that image and its nearest points on the map; later hovers of those
+// show at once from this cache.
 
 const BOX_ID = "dce-map-hover-preview";
 const ASK_DELAY_MS = 60; // the pointer sweeping over points asks only for the one it rests on
@@ -38,7 +39,7 @@ function hide() {
 }
 
 function place(box, pointer) {
-  // above the pointer, centred on it: ECharts' own tooltip sits beside the point, so both stay readable
+  // above the pointer, centred on it: ECharts' own tooltip sits below the point, so both stay readable
   const margin = 8, gap = 18;
   const { width, height } = box.getBoundingClientRect();
   let left = pointer.x - width / 2;

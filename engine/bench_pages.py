@@ -367,8 +367,8 @@ def serve_and_time(runs_dir: Path, label: str, n_points: int, target_s: float, r
 def page_rows(data_root: str | None, large_dataset: str = "cifar10", repeats: int = 3,
               workdir: Path | None = None) -> list[dict[str, Any]]:
     """Every row of ``bench --pages``: digits, then ``large_dataset`` with generated features (skipped with a note
-    when its files are not found), then the scatter alone. A ``workdir`` that already holds the runs (from an
-    earlier bench) is served as it is, without computing them again."""
+    when its files are not found). A ``workdir`` that already holds the runs (from an earlier bench) is served as it
+    is, without computing them again."""
     from .runs import RunStore
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="dce-page-times-"))

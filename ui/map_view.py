@@ -1,5 +1,5 @@
-"""The Map page's parts: the scatter (ECharts) of a subset of a run's images, the hover preview, finding an image, and
-the grid of selected images with a way into the Neighbours page. ``show_map`` takes the indices of the images to
+"""The Map page's parts: the scatter (ECharts) of a subset of a run's images, the hover preview, finding an image,
+and the grid of selected images with a way into the Neighbours page. ``show_map`` takes the indices of the images to
 draw, so the page can pass every image or only those its filters keep."""
 from __future__ import annotations
 
@@ -63,10 +63,9 @@ def map_spec(results: RunResults, coords: np.ndarray, points: np.ndarray, colour
     else:
         group_of, names = colour_groups(results, colour_by)
         groups = [(name, points[group_of[points] == group], None) for group, name in names.items()]
-    if found is None:
-        return scatter_spec(coords, groups, map_extent(coords))
-    return scatter_spec(coords, groups, map_extent(coords), ring=(f"found: {results.image_name(found)}", found),
-                        window=view_window(coords, found))
+    return scatter_spec(coords, groups, map_extent(coords),
+                        ring=None if found is None else (f"found: {results.image_name(found)}", found),
+                        window=None if found is None else view_window(coords, found))
 
 
 def remember_hover(key: str) -> None:

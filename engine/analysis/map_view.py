@@ -29,6 +29,7 @@ VIEW_SHARE = 0.2  # the share of the map's width and height a centred view shows
 # the plot area's margins inside the Map's chart, in pixels (the brush tools above, the legend on the right): with
 # them and the axis ranges a point's place on screen is known, which the browser tests and the page-time bench use
 MAP_GRID_PX = {"left": 16, "right": 130, "top": 44, "bottom": 16}
+POINT_PX = 5  # a map point's diameter
 
 
 def hover_batch(coords: np.ndarray, points: np.ndarray, index: int, k: int = HOVER_PREFETCH) -> np.ndarray:
@@ -103,9 +104,6 @@ def map_extent(coords: np.ndarray, margin: float = 0.03) -> tuple[list[float], l
     low, high = coords.min(axis=0), coords.max(axis=0)
     pad = np.maximum(high - low, 1e-6) * margin
     return [float(low[0] - pad[0]), float(high[0] + pad[0])], [float(low[1] - pad[1]), float(high[1] + pad[1])]
-
-
-POINT_PX = 5
 
 
 def scatter_spec(coords: np.ndarray, groups: Sequence[tuple[str, np.ndarray, str | None]],
