@@ -102,9 +102,11 @@ with st.expander("Settings (the preset's values; change any)"):
 # where a method can start from something else than a new pretext: both choices on one row, so a method with them
 # (scan) leaves the live view below in the first screenful at 1024 px, as one without them (kmeans) does
 start_columns = iter(st.columns(2))  # filled from the left
-if "pretext_from" in defaults and any(stage.name == "pretext" for stage in method.stages):
+has_pretext = any(stage.name == "pretext" for stage in method.stages)
+if "pretext_from" in defaults and has_pretext:
     reusable = [r for r in manager.store.list("finished")
-                if r.method == method_name and r.dataset == spec and not r.config.get("pretext_from")]
+                if r.method == method_name and r.dataset == spec
+                and not r.config.get("pretext_from") and not r.config.get("features_from")]  # trained their own
     choice = next(start_columns).selectbox(
         "Reuse pretext from run", [None] + [r.id for r in reusable],
         format_func=lambda run_id: "no — train a new pretext" if run_id is None else run_id,
@@ -114,7 +116,8 @@ if "pretext_from" in defaults and any(stage.name == "pretext" for stage in metho
 if "pretrained_weights" in defaults:  # methods that can start from a frozen pretrained backbone's features
     features_column = next(start_columns)
     backbone = features_column.selectbox("Frozen pretrained features", [None] + list(PRETRAINED_BACKBONES),
-                                         format_func=lambda name: "none — use the pixels" if name is None else name,
+                                         format_func=lambda name: name if name else
+                                         "none — the pretext's features" if has_pretext else "none — use the pixels",
                                          help="embed the images once with a frozen pretrained backbone (cached) "
                                               "and cluster those features")
     if backbone:

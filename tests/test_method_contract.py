@@ -24,7 +24,8 @@ from engine.methods.training import TRAIN_ACC
 N_IMAGES = 300
 # every trained stage, each run by train_epochs: a fit cancelled after the stage's first epoch resumes there
 TRAINED_STAGES = [("cc", "train"), ("pica", "train"), ("socnet", "train"), ("scan", "pretext"),
-                  ("spice", "pretext"), ("smc", "pretext"), ("digpro", "train"), ("temi", "cluster"),
+                  ("spice", "pretext"), ("smc", "pretext"), ("temi", "pretext"), ("digpro", "train"),
+                  ("temi", "cluster"),
                   ("dec", "layerwise"), ("dec", "finetune"), ("dec", "cluster"), ("jule", "unroll"),
                   ("scan", "cluster"), ("scan", "selflabel"), ("smc", "cluster"), ("spice", "self"), ("spice", "semi")]
 # stages that train no network: K-means, neighbour mining, JULE's first clusters

@@ -44,7 +44,7 @@ from .base import Stage, register_method
 from .context import FitContext
 from .scan_heads import (SCAN_LOSS_EQUATION, FeatureGeometry, ScanHeadSettings, ScanHeadsConfig,
                          ScanHeadsMethod)
-from .simclr import ContrastiveModel, SimCLRSettings, load_reused_pretext, pretext_identity, train_simclr
+from .simclr import SIMCLR_STAGE, ContrastiveModel, SimCLRSettings, pretext_identity, simclr_or_reused
 from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
 
@@ -65,9 +65,7 @@ class Scan(ScanHeadsMethod):
     paper = "Van Gansbeke et al., SCAN: Learning to Classify Images without Labels, ECCV 2020"
     Config = ScanConfig
     stages = (
-        Stage("pretext", ("nt_xent",), "SimCLR: two augmented views of an image should embed alike",
-              r"\ell_{i,j} = -\log \frac{\exp(\mathrm{sim}(z_i,z_j)/\tau)}"
-              r"{\sum_{k \ne i} \exp(\mathrm{sim}(z_i,z_k)/\tau)}"),
+        SIMCLR_STAGE,
         Stage("mine", ("neighbor_purity",), "k nearest neighbours of every image in the pretext embedding",
               r"\mathcal{N}_X = \operatorname{top-}k_{Y \ne X}\ \cos(\Phi(X), \Phi(Y))"),
         Stage("cluster", ("total", "consistency", "entropy"),
@@ -99,10 +97,8 @@ class Scan(ScanHeadsMethod):
         identity = pretext_identity(source, geometry, backbone_name)
         contrastive = ContrastiveModel(build_backbone(backbone_name, geometry.size, geometry.channels),
                                        cfg.projection_dim).to(context.device)
-        if cfg.pretext_from:
-            load_reused_pretext(contrastive, context, cfg.pretext_from, identity)
-        else:
-            train_simclr(contrastive, data, geometry, SimCLRSettings.of(cfg), context, generator, identity)
+        simclr_or_reused(contrastive, data, geometry, SimCLRSettings.of(cfg), context, generator, identity,
+                         cfg.pretext_from)
         return contrastive, contrastive.backbone
 
     def _after_heads(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry | FeatureGeometry,

@@ -14,11 +14,14 @@ from torch import nn
 
 from ..errors import UserError
 from ..nn import mlp_projector, nt_xent_loss
-from .base import BackboneConfig
+from .base import BackboneConfig, Stage
 from .context import FitContext
 from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
 STAGE = "pretext"
+SIMCLR_STAGE = Stage(STAGE, ("nt_xent",), "SimCLR: two augmented views of an image should embed alike",
+                     r"\ell_{i,j} = -\log \frac{\exp(\mathrm{sim}(z_i,z_j)/\tau)}"
+                     r"{\sum_{k \ne i} \exp(\mathrm{sim}(z_i,z_k)/\tau)}")
 
 
 @dataclass
@@ -91,6 +94,16 @@ def load_reused_pretext(model: ContrastiveModel, context: FitContext, from_run: 
         raise UserError(f"run {from_run}'s pretext does not fit this model: missing {result.missing_keys[:5]}, "
                         f"unexpected {result.unexpected_keys[:5]}")
     context.info(STAGE, f"pretext reused from run {from_run} ({len(state['model'])} tensors loaded)")
+
+
+def simclr_or_reused(model: ContrastiveModel, images_u8: torch.Tensor, geometry: ImageGeometry,
+                     settings: SimCLRSettings, context: FitContext, generator: torch.Generator,
+                     identity: dict[str, Any], from_run: str | None) -> None:
+    """The pretext stage: load run ``from_run``'s finished pretext when given, else train SimCLR here."""
+    if from_run:
+        load_reused_pretext(model, context, from_run, identity)
+    else:
+        train_simclr(model, images_u8, geometry, settings, context, generator, identity)
 
 
 def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: ImageGeometry,
