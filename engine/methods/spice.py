@@ -48,7 +48,10 @@ Readings and assumptions:
   of the very images it is contrasted with (CIFAR-10: 60 000 images, batches of 128, 65 536 → 59 872 keys).
 - ``semi_init='self'`` (used by the ``fast`` preset) starts SPICE-Semi from the pretext backbone and the kept
   SPICE-Self head instead of from scratch: minutes on a CPU cannot repeat 2²⁰ FixMatch steps.
-- ``semi_steps=0`` stops after SPICE-Self and reports its assignments.
+- ``semi_steps=0`` stops after SPICE-Self and reports its assignments. So does a labelled set smaller than one
+  labelled batch (``semi_batch_size``): the balancing above keeps as many images per cluster as the poorest
+  cluster has, and one cluster with a single reliable image leaves 1 per cluster. On 2,000 CIFAR-10 images
+  (``fast``, seed 2) SPICE-Semi trained on such a set of 10 images took ACC from SPICE-Self's 0.250 to 0.204.
 
 Collapse: SPICE-Self cannot collapse by construction, since every cluster receives B/K pseudo-labels per batch;
 SPICE-Semi's labelled set is balanced across clusters.
@@ -340,6 +343,10 @@ class Spice(DeepMethod):
         labelled, labels = reliable_pseudo_labels(neighbors, probs, cfg.reliable_consistency, cfg.reliable_confidence)
         reliable_share = torch.tensor(len(labelled) / len(data), device=context.device)
         context.info("semi", f"{len(labelled)} reliable images ({len(labelled) // cfg.n_clusters} per cluster)")
+        if len(labelled) < min(cfg.semi_batch_size, len(data)):
+            context.info("semi", f"fewer reliable images than one labelled batch ({cfg.semi_batch_size}): "
+                                 f"SPICE-Semi skipped, SPICE-Self's clusters kept")
+            return self_model
 
         weak, strong = geometry.augment("weak"), geometry.augment("strong")
         n_unlabelled = cfg.semi_batch_size * cfg.unlabeled_ratio
