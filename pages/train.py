@@ -115,9 +115,9 @@ if "pretext_from" in defaults and has_pretext:
         overrides["pretext_from"] = choice
 if "pretrained_weights" in defaults:  # methods that can start from a frozen pretrained backbone's features
     features_column = next(start_columns)
+    no_backbone = "none — the pretext's features" if has_pretext else "none — use the pixels"
     backbone = features_column.selectbox("Frozen pretrained features", [None] + list(PRETRAINED_BACKBONES),
-                                         format_func=lambda name: name if name else
-                                         "none — the pretext's features" if has_pretext else "none — use the pixels",
+                                         format_func=lambda name: name or no_backbone,
                                          help="embed the images once with a frozen pretrained backbone (cached) "
                                               "and cluster those features")
     if backbone:

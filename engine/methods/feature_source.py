@@ -49,7 +49,7 @@ def check_feature_source(pretext_from: str | None, weights: str | None, download
 
 def check_frozen_features_settings(method: str, pretext_from: str | None, features_from: str | None,
                                    weights: str | None, download: bool) -> None:
-    """The feature-source settings of a method that only clusters frozen features (kmeans, temi): ``pretext_from``
+    """The feature-source settings of a method that only clusters frozen features (kmeans): ``pretext_from``
     may name a pretrained backbone only, ``features_from`` and ``pretext_from`` exclude each other, and the
     backbone must be able to get its weights (:func:`check_feature_source`)."""
     if pretext_from is not None and pretrained_name(pretext_from) is None:

@@ -51,7 +51,8 @@ Readings and assumptions:
 - ``semi_steps=0`` stops after SPICE-Self and reports its assignments. So does a labelled set smaller than one
   labelled batch (``semi_batch_size``): the balancing above keeps as many images per cluster as the poorest
   cluster has, and one cluster with a single reliable image leaves 1 per cluster. On 2,000 CIFAR-10 images
-  (``fast``, seed 2) SPICE-Semi trained on such a set of 10 images took ACC from SPICE-Self's 0.250 to 0.204.
+  (``fast``, seed 2, one thread) SPICE-Semi trained on such a set of 10 images took ACC from SPICE-Self's 0.250
+  to 0.204 (0.1845 in the two-thread bench).
 
 Collapse: SPICE-Self cannot collapse by construction, since every cluster receives B/K pseudo-labels per batch;
 SPICE-Semi's labelled set is balanced across clusters.
