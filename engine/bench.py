@@ -139,7 +139,7 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
                       observe: Callable[[Any], None] | None = None, **settings: Any) -> list[dict[str, Any]]:
     """One row per stage of ``method``: the median wall time of one training step, measured in a real fit.
 
-    Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps) so each runs a few dozen steps of
+    Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps, run on any reliable set) so each runs a few dozen steps of
     the ``preset``'s batch, model and augmentations on ``images``. The device is synchronised at every step event
     (a measurement-only host sync) and the first ``warmup`` steps of each stage are not counted. A stage without
     steps (neighbour mining, K-means) gets its wall time only. A fit that ends in collapse after one epoch is
@@ -157,6 +157,8 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
             shortened[name] = 0 if name.startswith("warmup") else min(value, 1)
     if "semi_steps" in preset_config:
         shortened["semi_steps"] = min(preset_config["semi_steps"], 30)
+        # one epoch of SPICE-Self leaves few reliable images: SPICE-Semi's steps are timed on however many there are
+        shortened["min_reliable_per_cluster"] = 0
     fit = cls.from_preset(preset, **{**shortened, **settings})
     config = dataclasses.asdict(fit.config)
     speedups = speedups or Speedups.for_device(device)

@@ -100,7 +100,7 @@ def test_spice_reuses_a_stored_pretext(digits, tmp_path):
             digits, FitContext("cpu", runs_root=runs))
 
 
-def test_spice_keeps_spice_self_when_fewer_reliable_images_than_one_labelled_batch(digits, monkeypatch):
+def test_spice_keeps_spice_self_when_fewer_than_two_reliable_images_per_cluster_are_left(digits, monkeypatch):
     """One cluster with a single reliable image leaves 1 per cluster after balancing: nothing to train SPICE-Semi
     on, so the fit ends with SPICE-Self's clusters (on 2k CIFAR-10 images, seed 2, such a set lost 0.05 ACC)."""
     import engine.methods.spice as spice_module

@@ -48,9 +48,9 @@ Readings and assumptions:
   of the very images it is contrasted with (CIFAR-10: 60 000 images, batches of 128, 65 536 → 59 872 keys).
 - ``semi_init='self'`` (used by the ``fast`` preset) starts SPICE-Semi from the pretext backbone and the kept
   SPICE-Self head instead of from scratch: minutes on a CPU cannot repeat 2²⁰ FixMatch steps.
-- ``semi_steps=0`` stops after SPICE-Self and reports its assignments. So does a labelled set smaller than one
-  labelled batch (``semi_batch_size``): the balancing above keeps as many images per cluster as the poorest
-  cluster has, and one cluster with a single reliable image leaves 1 per cluster. On 2,000 CIFAR-10 images
+- ``semi_steps=0`` stops after SPICE-Self and reports its assignments. So does a labelled set of fewer than
+  ``min_reliable_per_cluster`` (2) images per cluster: the balancing above keeps as many images per cluster as
+  the poorest cluster has, and one cluster with a single reliable image leaves 1 per cluster. On 2,000 CIFAR-10 images
   (``fast``, seed 2, one thread) SPICE-Semi trained on such a set of 10 images took ACC from SPICE-Self's 0.250
   to 0.204 (0.1845 in the two-thread bench).
 
@@ -106,6 +106,8 @@ class SpiceConfig(PretextConfig):
     reliable_neighbors: int = 100
     reliable_consistency: float = bounded(0.99, low=0, high=1)
     reliable_confidence: float = bounded(0.99, low=0, high=1)
+    # fewer reliable images per cluster than this after balancing: SPICE-Semi is skipped, SPICE-Self's clusters kept
+    min_reliable_per_cluster: int = bounded(2, low=0)
     semi_init: str = one_of("scratch", SEMI_INITS)  # official: scratch; "self": the pretext backbone + kept head
     semi_steps: int = 2 ** 20
     semi_batch_size: int = 64  # labelled images per step; unlabelled ones: unlabeled_ratio × this
@@ -344,8 +346,8 @@ class Spice(DeepMethod):
         labelled, labels = reliable_pseudo_labels(neighbors, probs, cfg.reliable_consistency, cfg.reliable_confidence)
         reliable_share = torch.tensor(len(labelled) / len(data), device=context.device)
         context.info("semi", f"{len(labelled)} reliable images ({len(labelled) // cfg.n_clusters} per cluster)")
-        if len(labelled) < min(cfg.semi_batch_size, len(data)):
-            context.info("semi", f"fewer reliable images than one labelled batch ({cfg.semi_batch_size}): "
+        if len(labelled) < cfg.min_reliable_per_cluster * int(labels.unique().numel()):
+            context.info("semi", f"fewer than {cfg.min_reliable_per_cluster} reliable images per cluster: "
                                  f"SPICE-Semi skipped, SPICE-Self's clusters kept")
             return self_model
 
