@@ -139,12 +139,12 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
                       observe: Callable[[Any], None] | None = None, **settings: Any) -> list[dict[str, Any]]:
     """One row per stage of ``method``: the median wall time of one training step, measured in a real fit.
 
-    Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps, run on any reliable set) so each runs a few dozen steps of
-    the ``preset``'s batch, model and augmentations on ``images``. The device is synchronised at every step event
-    (a measurement-only host sync) and the first ``warmup`` steps of each stage are not counted. A stage without
-    steps (neighbour mining, K-means) gets its wall time only. A fit that ends in collapse after one epoch is
-    expected and noted in ``fit_outcome``. ``settings`` override the method's settings after the cuts; ``observe``
-    also receives every event of the fit.
+    Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps, run on any reliable set) so each
+    runs a few dozen steps of the ``preset``'s batch, model and augmentations on ``images``. The device is
+    synchronised at every step event (a measurement-only host sync) and the first ``warmup`` steps of each stage
+    are not counted. A stage without steps (neighbour mining, K-means) gets its wall time only. A fit that ends in
+    collapse after one epoch is expected and noted in ``fit_outcome``. ``settings`` override the method's settings
+    after the cuts; ``observe`` also receives every event of the fit.
     """
     from .errors import TrainingError
     from .methods import FitContext, get_method

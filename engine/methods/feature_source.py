@@ -55,6 +55,13 @@ def check_frozen_features_settings(method: str, pretext_from: str | None, featur
     if pretext_from is not None and pretrained_name(pretext_from) is None:
         raise ConfigError(f"{method} clusters frozen features and has no pretext of its own to reuse: "
                           f"pretext_from must be pretrained:NAME, got {pretext_from!r}")
+    check_one_feature_source(pretext_from, features_from, weights, download)
+
+
+def check_one_feature_source(pretext_from: str | None, features_from: str | None, weights: str | None,
+                             download: bool) -> None:
+    """``features_from`` (another run's stored features) and ``pretext_from`` exclude each other, and a pretrained
+    backbone must be able to get its weights (:func:`check_feature_source`)."""
     if pretext_from and features_from:
         raise ConfigError("set features_from or pretext_from, not both")
     check_feature_source(pretext_from, weights, download)

@@ -39,12 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import ClusterModel, build_backbone, class_balanced_cross_entropy
+from ..nn import ClusterModel, class_balanced_cross_entropy
 from .base import Stage, register_method
 from .context import FitContext
 from .scan_heads import (SCAN_LOSS_EQUATION, FeatureGeometry, ScanHeadSettings, ScanHeadsConfig,
                          ScanHeadsMethod)
-from .simclr import SIMCLR_STAGE, ContrastiveModel, SimCLRSettings, pretext_identity, simclr_or_reused
+from .simclr import SIMCLR_STAGE, simclr_pretext
 from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
 
@@ -93,12 +93,7 @@ class Scan(ScanHeadsMethod):
     def _pretext(self, data: torch.Tensor, geometry: ImageGeometry, backbone_name: str, source: str,
                  context: FitContext, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:
         """SimCLR, or a reused run's: neighbours are mined in its projection, the heads sit on its backbone."""
-        cfg = self.config
-        identity = pretext_identity(source, geometry, backbone_name)
-        contrastive = ContrastiveModel(build_backbone(backbone_name, geometry.size, geometry.channels),
-                                       cfg.projection_dim).to(context.device)
-        simclr_or_reused(contrastive, data, geometry, SimCLRSettings.of(cfg), context, generator, identity,
-                         cfg.pretext_from)
+        contrastive = simclr_pretext(self.config, data, geometry, backbone_name, source, context, generator)
         return contrastive, contrastive.backbone
 
     def _after_heads(self, model: ClusterModel, data: torch.Tensor, geometry: ImageGeometry | FeatureGeometry,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..nn import mlp_projector, nt_xent_loss
+from ..nn import build_backbone, mlp_projector, nt_xent_loss
 from .base import BackboneConfig, Stage
 from .context import FitContext
 from .training import ImageGeometry, Position, make_optimizer, train_epochs
@@ -96,14 +96,18 @@ def load_reused_pretext(model: ContrastiveModel, context: FitContext, from_run: 
     context.info(STAGE, f"pretext reused from run {from_run} ({len(state['model'])} tensors loaded)")
 
 
-def simclr_or_reused(model: ContrastiveModel, images_u8: torch.Tensor, geometry: ImageGeometry,
-                     settings: SimCLRSettings, context: FitContext, generator: torch.Generator,
-                     identity: dict[str, Any], from_run: str | None) -> None:
-    """The pretext stage: load run ``from_run``'s finished pretext when given, else train SimCLR here."""
-    if from_run:
-        load_reused_pretext(model, context, from_run, identity)
+def simclr_pretext(config: PretextConfig, images_u8: torch.Tensor, geometry: ImageGeometry, backbone: str,
+                   source: str, context: FitContext, generator: torch.Generator) -> ContrastiveModel:
+    """The pretext stage of a method with a SimCLR pretext: ``backbone`` + projector, loaded from run
+    ``config.pretext_from``'s finished pretext when it names one, else trained here on ``images_u8``."""
+    identity = pretext_identity(source, geometry, backbone)
+    model = ContrastiveModel(build_backbone(backbone, geometry.size, geometry.channels),
+                             config.projection_dim).to(context.device)
+    if config.pretext_from:
+        load_reused_pretext(model, context, config.pretext_from, identity)
     else:
-        train_simclr(model, images_u8, geometry, settings, context, generator, identity)
+        train_simclr(model, images_u8, geometry, SimCLRSettings.of(config), context, generator, identity)
+    return model
 
 
 def train_simclr(model: ContrastiveModel, images_u8: torch.Tensor, geometry: ImageGeometry,

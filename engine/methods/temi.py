@@ -45,11 +45,11 @@ from torch import nn
 
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
-from ..nn import build_backbone, ema_update
+from ..nn import ema_update
 from .base import Method, Stage, register_method, start_fit
 from .context import FitContext
-from .feature_source import check_feature_source, features_of_run, pretrained_features, pretrained_name
-from .simclr import SIMCLR_STAGE, ContrastiveModel, PretextConfig, SimCLRSettings, pretext_identity, simclr_or_reused
+from .feature_source import check_one_feature_source, features_of_run, pretrained_features, pretrained_name
+from .simclr import SIMCLR_STAGE, PretextConfig, simclr_pretext
 from .training import (Position, embed, make_optimizer, mine_stage, seed_everything, steps_per_epoch, to_device,
                        train_epochs)
 
@@ -152,9 +152,8 @@ class TemiConfig(PretextConfig):
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)
-        if self.pretext_from and self.features_from:
-            raise ConfigError("set features_from or pretext_from, not both")
-        check_feature_source(self.pretext_from, self.pretrained_weights, self.download_weights)
+        check_one_feature_source(self.pretext_from, self.features_from, self.pretrained_weights,
+                                 self.download_weights)
         for name in ("teacher_momentum", "marginal_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -208,12 +207,8 @@ class Temi(Method):
     def _pretext_features(self, images: ImageSet, context: FitContext) -> torch.Tensor:
         """The ``pretext`` stage (SimCLR on the images, or a reused run's), then every image embedded by its
         frozen backbone on the un-augmented image."""
-        cfg = self.config
-        generator, geometry, backbone_name, data = start_fit(images, cfg, context)
-        model = ContrastiveModel(build_backbone(backbone_name, geometry.size, geometry.channels),
-                                 cfg.projection_dim).to(context.device)
-        simclr_or_reused(model, data, geometry, SimCLRSettings.of(cfg), context, generator,
-                         pretext_identity(images.source, geometry, backbone_name), cfg.pretext_from)
+        generator, geometry, backbone_name, data = start_fit(images, self.config, context)
+        model = simclr_pretext(self.config, data, geometry, backbone_name, images.source, context, generator)
         return embed(model.backbone, data, geometry.augment("eval")).float()
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
