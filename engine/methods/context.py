@@ -214,12 +214,14 @@ class FitContext:
             return None
 
     def _read_checkpoint(self, path: Path) -> tuple[dict[str, Any], bool]:
-        try:
-            stored = torch.load(path, map_location=self.device, weights_only=True)
-        except (torch.cuda.OutOfMemoryError, OSError):
-            raise  # the device is full, or the file cannot be opened: nothing says its content is bad
-        except Exception as exc:  # noqa: BLE001 — a damaged file fails in torch's reader or unpickler many ways
-            raise UnreadableCheckpoint(_first_line(exc)) from exc
+        with open(path, "rb") as handle:  # a file that cannot be opened says nothing about its content: raised
+            try:
+                stored = torch.load(handle, map_location=self.device, weights_only=True)
+            except torch.cuda.OutOfMemoryError:
+                raise  # the device is full: nothing says the content is bad
+            except Exception as exc:  # noqa: BLE001 — a damaged file fails in torch's reader or unpickler many
+                # ways, an OSError among them (a small zip cut short: "Invalid argument")
+                raise UnreadableCheckpoint(_first_line(exc)) from exc
         if not isinstance(stored, dict) or not isinstance(stored.get("state"), dict) or "done" not in stored:
             raise UnreadableCheckpoint("not a stage checkpoint")
         return stored["state"], bool(stored["done"])
