@@ -81,12 +81,12 @@ def scan_estimate(pretext: float, mine: float, cluster: float, selflabel: float)
 
 
 def test_a_budget_scales_every_stage_by_one_factor_leaving_the_mining_as_it_is():
-    request = RunRequest("scan", "digits", "fast", device="cpu")  # 30 pretext, 30 cluster, 10 self-label epochs
+    request = RunRequest("scan", "digits", "fast", device="cpu")  # 30 pretext, 200 cluster, 10 self-label epochs
     estimate = scan_estimate(pretext=3000, mine=100, cluster=1500, selflabel=500)
     budgeted = fit_to_budget(request, 30, estimate)  # 1800 s: 1700 s for 5000 s of scalable stages
     assert budgeted.budget["factor"] == pytest.approx(1700 / 5000, abs=1e-4)
-    assert budgeted.overrides == {"pretext_epochs": 10, "cluster_epochs": 10, "selflabel_epochs": 3}
-    assert budgeted.budget["scaled"] == {"pretext_epochs": [30, 10], "cluster_epochs": [30, 10],
+    assert budgeted.overrides == {"pretext_epochs": 10, "cluster_epochs": 68, "selflabel_epochs": 3}
+    assert budgeted.budget["scaled"] == {"pretext_epochs": [30, 10], "cluster_epochs": [200, 68],
                                          "selflabel_epochs": [10, 3]}
     scaled = FitEstimate.from_json(budgeted.estimate)
     assert scaled.stages["mine"].seconds == 100 and scaled.stages["pretext"].seconds == pytest.approx(1000)

@@ -59,9 +59,10 @@ class ScanHeadsConfig(PretextConfig):
     cluster_weight_decay: float = 1e-4
     entropy_weight: float = 5.0
     n_heads: int = 10
-    # the views the heads (and self-labelling) train on: the paper's strong augmentation (RandAugment + Cutout),
-    # or the pretext's own crops (``simclr``, at ``crop_min_scale``)
-    head_views: str = one_of("strong", ("strong", "simclr"))
+    # what the heads (and self-labelling) train on: the paper's strong augmentation (RandAugment + Cutout) through
+    # the whole network, the pretext's own crops (``simclr``, at ``crop_min_scale``) through the whole network, or
+    # (``frozen``) the frozen pretext backbone's features of the un-augmented images, heads only
+    head_views: str = one_of("strong", ("strong", "simclr", "frozen"))
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)
@@ -85,8 +86,9 @@ class ScanHeadSettings:
                    config.entropy_weight, config.head_views, config.crop_min_scale)
 
     def augment(self, geometry: "ImageGeometry | FeatureGeometry") -> Callable[[torch.Tensor], torch.Tensor]:
-        """The augmentation the heads train on (``views``)."""
-        if self.views == "simclr":
+        """The augmentation the heads train on (``views``); with ``frozen`` they see no image, and a method that
+        still needs a strong view of the images (smc's mining) gets the pretext's crops."""
+        if self.views in ("simclr", "frozen"):
             return geometry.augment("simclr", crop_scale=(self.crop_min_scale, 1.0))
         return geometry.augment("strong")
 
@@ -148,10 +150,31 @@ class ScanHeadsMethod(DeepMethod):
             data = pretrained_features(images, pretrained, cfg.pretrained_weights, cfg.download_weights, context)
             geometry, encoder, backbone = FeatureGeometry(), nn.Identity(), FrozenFeatures(data.shape[1])
         neighbors = self._mine(encoder, data, geometry, images, context)
-        model = ClusterModel(backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
-        train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
-        self._after_heads(model, data, geometry, context, generator)
+        if cfg.head_views == "frozen" and pretrained is None:
+            model = self._heads_on_frozen_backbone(backbone, data, geometry, neighbors, context, generator)
+        else:
+            model = ClusterModel(backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
+            train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
+            self._after_heads(model, data, geometry, context, generator)
         self._finish(model, geometry, data, embed(model.backbone, data, geometry.augment("eval")), neighbors)
+
+    def _heads_on_frozen_backbone(self, backbone: nn.Module, data: torch.Tensor, geometry: ImageGeometry,
+                                  neighbors: torch.Tensor, context: FitContext,
+                                  generator: torch.Generator) -> ClusterModel:
+        """``head_views='frozen'``: the SCAN step and :meth:`_after_heads` train the heads alone on the frozen
+        backbone's features of the un-augmented images, as on a pretrained backbone's; the heads are then put
+        back on the backbone, so new images are assigned from their pixels. (The official configs freeze the
+        backbone too, ``update_cluster_head_only``, for ImageNet, but still feed it augmented images.) Without
+        image passes the step costs little, so it can run many more epochs at a higher learning rate."""
+        cfg = self.config
+        features = embed(backbone, data, geometry.augment("eval")).float()
+        on_features = ClusterModel(FrozenFeatures(features.shape[1]), cfg.n_clusters, cfg.n_heads).to(context.device)
+        train_scan_heads(on_features, features, neighbors, FeatureGeometry(), ScanHeadSettings.of(cfg), context,
+                         generator)
+        self._after_heads(on_features, features, FeatureGeometry(), context, generator)
+        model = ClusterModel(backbone.requires_grad_(False), cfg.n_clusters).to(context.device)
+        model.heads = on_features.heads
+        return model
 
     def _pretext(self, data: torch.Tensor, geometry: ImageGeometry, backbone_name: str, source: str,
                  context: FitContext, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:
