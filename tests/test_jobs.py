@@ -208,14 +208,39 @@ def test_a_finished_pretext_is_reused_by_a_later_run(finished_scan):
     assert any(f"reused from run {first}" in m["message"] for m in manager.store.messages(second))
 
 
-def test_reusing_a_pretext_of_another_dataset_fails_with_a_clear_message(finished_scan, tmp_path):
+def test_reusing_a_pretext_of_another_dataset_is_refused_before_anything_is_queued(finished_scan, tmp_path):
     manager, first = finished_scan
     folder = tmp_path / "imgs"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(40):
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
-    second = manager.submit(RunRequest("scan", f"folder:{folder}", overrides={
-        **TINY_SCAN, "pretext_from": first, "n_clusters": 2, "n_neighbors": 5}, device="cpu"))
-    record = manager.wait(second, timeout=HANG_GUARD_S)
-    assert record.status == "failed" and "pretext was trained on" in record.error
+    runs_before = len(manager.store.list())
+    with pytest.raises(UserError, match=f"run {first}'s pretext cannot be reused here: .*dataset digits "
+                                        rf"\(this run: folder:{folder}\)"):
+        manager.submit(RunRequest("scan", f"folder:{folder}", overrides={
+            **TINY_SCAN, "pretext_from": first, "n_clusters": 2, "n_neighbors": 5}, device="cpu"))
+    assert len(manager.store.list()) == runs_before
+
+
+@pytest.mark.parametrize(("method", "pretext_from", "refusal"), [
+    ("scan", "20990101-000000-scan-0000", "no run '20990101-000000-scan-0000'"),
+    ("smc", "FIRST", "is a scan run, whose pretext smc cannot reuse"),
+])
+def test_a_pretext_run_that_cannot_lend_its_pretext_is_refused_at_submit(finished_scan, method, pretext_from,
+                                                                          refusal):
+    manager, first = finished_scan
+    runs_before = len(manager.store.list())
+    with pytest.raises(UserError, match=refusal):
+        manager.submit(RunRequest(method, "digits", overrides={"pretext_from": pretext_from.replace("FIRST", first)},
+                                  device="cpu"))
+    assert len(manager.store.list()) == runs_before
+
+
+def test_temi_reuses_scans_pretext_and_a_size_the_submit_cannot_judge_fails_the_run_naming_it(finished_scan):
+    manager, first = finished_scan  # its image size was the dataset's own (8 px): only the fit knows that
+    run_id = manager.submit(RunRequest("temi", "digits", overrides={"pretext_from": first, "cluster_epochs": 1},
+                                       device="cpu", image_size=16))
+    record = manager.wait(run_id, timeout=HANG_GUARD_S)
+    assert record.status == "failed"
+    assert f"run {first}'s pretext was trained with size 8 (this run: 16)" in record.error

@@ -88,7 +88,10 @@ def load_reused_pretext(model: ContrastiveModel, context: FitContext, from_run: 
     if not done:
         raise UserError(f"run {from_run}'s pretext stage did not finish; resume that run or train a new pretext")
     if state["identity"] != identity:
-        raise UserError(f"run {from_run}'s pretext was trained on {state['identity']}, this run needs {identity}")
+        differences = "; ".join(f"{key} {state['identity'].get(key)} (this run: {identity.get(key)})"
+                                for key in identity if state["identity"].get(key) != identity[key])
+        raise UserError(f"run {from_run}'s pretext was trained with {differences}; pick a run of the same data, "
+                        "image size and backbone, or train a new pretext")
     result = model.load_state_dict(state["model"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise UserError(f"run {from_run}'s pretext does not fit this model: missing {result.missing_keys[:5]}, "

@@ -27,6 +27,7 @@ from ..methods.base import Method, check_batch_sizes
 from ..methods.distributed import DataParallel
 from ..methods.estimate import FitEstimate, estimate_fit, format_seconds
 from .progress import RunProgress
+from .reuse import check_reusable_pretext
 from .store import RunRecord, RunStore
 
 
@@ -74,6 +75,7 @@ def create_run(store: RunStore, request: RunRequest, for_workers: bool = False) 
     :func:`engine.runs.jobs.serve`); returns the run id."""
     method = request.build_method()
     pick_device(request.device)
+    check_reusable_pretext(store, method, request.dataset, request.image_size)
     # The names of the settings the user set travel with the run: checks against the data (a batch size
     # larger than the dataset) treat them differently from the preset's values.
     options = {"device": request.device, "data_root": request.data_root, "download": request.download,
