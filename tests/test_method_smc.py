@@ -76,7 +76,7 @@ def test_smc_reuses_a_stored_pretext_of_its_own_kind_only(digits, tmp_path):
     stored["state"]["identity"] = {**stored["state"]["identity"], "pretext": "moco_v2"}
     (runs / "moco" / "checkpoints").mkdir(parents=True)
     torch.save(stored, runs / "moco" / "checkpoints" / "pretext.pt")
-    with pytest.raises(UserError, match="trained on"):
+    with pytest.raises(UserError, match=r"trained with pretext moco_v2 \(this run: smc\)"):
         create_method("smc", "fast", pretext_from="moco", **tiny).fit(digits, FitContext("cpu", runs_root=runs))
 
 

@@ -95,7 +95,7 @@ def test_spice_reuses_a_stored_pretext(digits, tmp_path):
     for mine, theirs in zip(second.model_.backbone.state_dict().values(),
                             first.model_.backbone.state_dict().values()):
         assert torch.equal(mine, theirs)
-    with pytest.raises(UserError, match="trained on"):
+    with pytest.raises(UserError, match=r"trained with projection_dim 128 \(this run: 64\)"):
         create_method("spice", "fast", pretext_from="a", projection_dim=64, **tiny).fit(
             digits, FitContext("cpu", runs_root=runs))
 

@@ -90,8 +90,8 @@ def load_reused_pretext(model: ContrastiveModel, context: FitContext, from_run: 
     if state["identity"] != identity:
         differences = "; ".join(f"{key} {state['identity'].get(key)} (this run: {identity.get(key)})"
                                 for key in identity if state["identity"].get(key) != identity[key])
-        raise UserError(f"run {from_run}'s pretext was trained with {differences}; pick a run of the same data, "
-                        "image size and backbone, or train a new pretext")
+        raise UserError(f"run {from_run}'s pretext was trained with {differences}; pick a run whose pretext was "
+                        "trained alike, or train a new pretext")
     result = model.load_state_dict(state["model"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise UserError(f"run {from_run}'s pretext does not fit this model: missing {result.missing_keys[:5]}, "
