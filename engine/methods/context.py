@@ -161,7 +161,7 @@ class FitContext:
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def _path(self, stage: str, run_dir: Path | None = None) -> Path | None:
-        folder = (run_dir / "checkpoints") if run_dir else self.checkpoint_dir
+        folder = checkpoint_folder(run_dir) if run_dir else self.checkpoint_dir
         return None if folder is None else folder / f"{stage}.pt"
 
     def save_stage(self, stage: str, state: dict[str, Any], *, done: bool, force: bool = False) -> None:
@@ -225,6 +225,11 @@ class FitContext:
         if not isinstance(stored, dict) or not isinstance(stored.get("state"), dict) or "done" not in stored:
             raise UnreadableCheckpoint("not a stage checkpoint")
         return stored["state"], bool(stored["done"])
+
+
+def checkpoint_folder(run_dir: Path) -> Path:
+    """Where a run folder keeps its stage checkpoints, one ``STAGE.pt`` per stage."""
+    return run_dir / "checkpoints"
 
 
 class StepLimitReached(Exception):

@@ -151,19 +151,21 @@ class ScanHeadsMethod(DeepMethod):
             geometry, encoder, backbone = FeatureGeometry(), nn.Identity(), FrozenFeatures(data.shape[1])
         neighbors = self._mine(encoder, data, geometry, images, context)
         if cfg.head_views == "frozen" and pretrained is None:
-            model = self._heads_on_frozen_backbone(backbone, data, geometry, neighbors, context, generator)
+            model, features = self._heads_on_frozen_backbone(backbone, data, geometry, neighbors, context,
+                                                             generator)
         else:
             model = ClusterModel(backbone, cfg.n_clusters, cfg.n_heads).to(context.device)
             train_scan_heads(model, data, neighbors, geometry, ScanHeadSettings.of(cfg), context, generator)
             self._after_heads(model, data, geometry, context, generator)
-        self._finish(model, geometry, data, embed(model.backbone, data, geometry.augment("eval")), neighbors)
+            features = embed(model.backbone, data, geometry.augment("eval"))
+        self._finish(model, geometry, data, features, neighbors)
 
     def _heads_on_frozen_backbone(self, backbone: nn.Module, data: torch.Tensor, geometry: ImageGeometry,
                                   neighbors: torch.Tensor, context: FitContext,
-                                  generator: torch.Generator) -> ClusterModel:
+                                  generator: torch.Generator) -> tuple[ClusterModel, torch.Tensor]:
         """``head_views='frozen'``: the SCAN step and :meth:`_after_heads` train the heads alone on the frozen
         backbone's features of the un-augmented images, as on a pretrained backbone's; the heads are then put
-        back on the backbone, so new images are assigned from their pixels. (The official configs freeze the
+        back on the backbone, so new images are assigned from their pixels. Returns that model and the features. (The official configs freeze the
         backbone too, ``update_cluster_head_only``, for ImageNet, but still feed it augmented images.) Without
         image passes the step costs little, so it can run many more epochs at a higher learning rate."""
         cfg = self.config
@@ -174,7 +176,7 @@ class ScanHeadsMethod(DeepMethod):
         self._after_heads(on_features, features, FeatureGeometry(), context, generator)
         model = ClusterModel(backbone.requires_grad_(False), cfg.n_clusters).to(context.device)
         model.heads = on_features.heads
-        return model
+        return model, features
 
     def _pretext(self, data: torch.Tensor, geometry: ImageGeometry, backbone_name: str, source: str,
                  context: FitContext, generator: torch.Generator) -> tuple[nn.Module, nn.Module]:

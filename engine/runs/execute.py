@@ -21,7 +21,7 @@ from ..atomic import disk_full_message, is_disk_full
 from ..data import DATASETS, load_dataset
 from ..data.decode import check_image_size
 from ..errors import ConfigError, DiskFullError, RunCancelled, TrainingError, UserError
-from ..methods.context import EventSink
+from ..methods.context import EventSink, checkpoint_folder
 from ..methods import Event, FitContext, get_method, pick_device
 from ..methods.base import Method, check_batch_sizes
 from ..methods.distributed import DataParallel
@@ -222,7 +222,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
             if observer is not None:
                 observer(event)
 
-        context = FitContext(device, on_event, cancel, checkpoint_dir=store.run_dir(run_id) / "checkpoints",
+        context = FitContext(device, on_event, cancel, checkpoint_dir=checkpoint_folder(store.run_dir(run_id)),
                              runs_root=store.root, parallel=parallel)
         method.fit(images, context)
         _save_results(store, run_id, method, images)
@@ -263,5 +263,5 @@ def execute_replica(store: RunStore, run_id: str, parallel: DataParallel, cancel
     same fit, on its device, with its share of every batch, writing nothing (rank 0 records the run, its
     checkpoints and results). Errors are raised, not recorded: rank 0 meets the same ones and records them."""
     method, images = _method_and_images(store.get(run_id), data_roots)
-    method.fit(images, FitContext(parallel.device, None, cancel, checkpoint_dir=store.run_dir(run_id) / "checkpoints",
+    method.fit(images, FitContext(parallel.device, None, cancel, checkpoint_dir=checkpoint_folder(store.run_dir(run_id)),
                                   runs_root=store.root, parallel=parallel))

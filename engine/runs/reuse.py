@@ -8,26 +8,29 @@ nothing queued instead of becoming a failed run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ..data.registry import FOLDER_PREFIX
 from ..errors import UserError
 from ..methods import get_method
-from ..methods.base import Method
+from ..methods.base import Method, Stage
+from ..methods.context import checkpoint_folder
 from ..methods.feature_source import pretrained_name
 from .store import RunStore
 
 
-def _pretext_stage(method_name: str) -> Any:
-    return next((stage for stage in get_method(method_name).stages if stage.name == "pretext"), None)
+PRETEXT = "pretext"  # the stage name of every method's pretext
+
+
+def _pretext_stage(method_name: str) -> Stage | None:
+    return next((stage for stage in get_method(method_name).stages if stage.name == PRETEXT), None)
 
 
 def _same_data(spec: str, other: str) -> bool:
     """Whether two dataset specs name the same images (a folder however its path is written)."""
-    if spec == other or not (spec.startswith(FOLDER_PREFIX) and other.startswith(FOLDER_PREFIX)):
-        return spec == other
-    return (Path(spec[len(FOLDER_PREFIX):]).expanduser().resolve()
-            == Path(other[len(FOLDER_PREFIX):]).expanduser().resolve())
+    if spec.startswith(FOLDER_PREFIX) and other.startswith(FOLDER_PREFIX):
+        return (Path(spec[len(FOLDER_PREFIX):]).expanduser().resolve()
+                == Path(other[len(FOLDER_PREFIX):]).expanduser().resolve())
+    return spec == other
 
 
 def check_reusable_pretext(store: RunStore, method: Method, dataset: str, image_size: int | None) -> None:
@@ -42,7 +45,7 @@ def check_reusable_pretext(store: RunStore, method: Method, dataset: str, image_
     if _pretext_stage(record.method) != _pretext_stage(method.name):
         raise UserError(f"run {from_run} is a {record.method} run, whose pretext {method.name} cannot reuse; pick a "
                         f"run whose method trains the same pretext, or train a new one")
-    if not (store.run_dir(from_run) / "checkpoints" / "pretext.pt").is_file():
+    if not (checkpoint_folder(store.run_dir(from_run)) / f"{PRETEXT}.pt").is_file():
         raise UserError(f"run {from_run} has no stored pretext stage to reuse (status: {record.status}); pick a run "
                         "whose pretext finished, or train a new one")
     differences = []
