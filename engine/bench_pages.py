@@ -34,6 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import UserError
+from .npy import load_npy
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ("home", "train", "map", "neighbours", "clusters")
@@ -314,7 +315,7 @@ def serve_and_time(runs_dir: Path, label: str, n_points: int, target_s: float, r
     sync_playwright, chromium = _browser_api()
     store = RunStore(runs_dir)
     (record,) = store.list("finished")
-    coords = np.load(store.run_dir(record.id) / "map_pacmap.npy")
+    coords = load_npy(store.run_dir(record.id) / "map_pacmap.npy")
     first: dict[str, float] = {}
     cold: dict[str, list[dict[str, float]]] = {name: [] for name in pages}
     warm: dict[str, list[dict[str, float]]] = {name: [] for name in pages}

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import UserError
+from ..npy import load_npy
 from .results import RunResults
 
 MAP_KINDS = ("pacmap", "umap")
@@ -72,7 +73,7 @@ def compute_map(results: RunResults, kind: str = "pacmap", seed: int = 0) -> np.
         raise UserError(f"unknown map {kind!r}; choose one of {', '.join(MAP_KINDS)}")
     path = map_path(results, kind)
     if path.exists():
-        return np.load(path)
+        return load_npy(path)
     features = results.features if results.features is not None else results.probs
     if len(features) < 4:
         raise UserError("a map needs at least 4 images")

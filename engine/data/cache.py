@@ -22,6 +22,7 @@ from engine.data.decode import Survey, decode_into
 from engine.data.imageset import ImageSet
 from engine.data.listing import Entry
 from engine.errors import UserError
+from engine.npy import load_npy, load_npz
 
 # Bump when the cached arrays would come out differently for the same files.
 _CACHE_FORMAT = 3  # 3: images in a memory-mapped .npy, default side capped; 2: truncated archives are refused
@@ -46,7 +47,7 @@ def cache_path(root: Path, fingerprint: list[int], decided_by: dict[str, object]
 def map_images(file: Path) -> np.ndarray:
     """The cached images, memory-mapped copy-on-write: nothing is read until used, and a stray in-place write
     (torch has no read-only tensors) changes this process's copy, never the file, instead of crashing."""
-    return np.load(file, mmap_mode="c", allow_pickle=False)
+    return load_npy(file, mmap_mode="c")
 
 
 def decode_cached(entries: Sequence[Entry], survey: Survey, images_file: Path
@@ -107,18 +108,18 @@ def read_cache(file: Path, source: str) -> ImageSet | None:
     if not file.is_file() or not images_file.is_file():
         return None
     try:
-        with np.load(file, allow_pickle=False) as saved:
-            images = map_images(images_file)
-            if images.dtype != np.uint8 or images.shape != tuple(saved["shape"].tolist()):
-                return None
-            return ImageSet(
-                images=torch.from_numpy(images),
-                labels=saved["labels"] if bool(saved["has_labels"]) else None,
-                class_names=saved["class_names"].tolist(),
-                source=source,
-                paths=saved["paths"].tolist(),
-                skipped=list(zip(saved["skipped_paths"].tolist(), saved["skipped_reasons"].tolist())),
-            )
+        saved = load_npz(file)
+        images = map_images(images_file)
+        if images.dtype != np.uint8 or images.shape != tuple(saved["shape"].tolist()):
+            return None
+        return ImageSet(
+            images=torch.from_numpy(images),
+            labels=saved["labels"] if bool(saved["has_labels"]) else None,
+            class_names=saved["class_names"].tolist(),
+            source=source,
+            paths=saved["paths"].tolist(),
+            skipped=list(zip(saved["skipped_paths"].tolist(), saved["skipped_reasons"].tolist())),
+        )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # a damaged cache file is rebuilt, not trusted
 

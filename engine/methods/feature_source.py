@@ -20,6 +20,7 @@ from ..atomic import atomic_path
 from ..data.cache import default_cache_dir
 from ..data.imageset import ImageSet
 from ..errors import ConfigError, UserError
+from ..npy import load_npy
 from ..nn.pretrained import PretrainedBackbone, check_weights_source, get_pretrained, load_pretrained, weights_identity
 from .context import FitContext
 from .speedups import native_bf16
@@ -74,7 +75,7 @@ def features_of_run(context: FitContext, run_id: str, n_images: int) -> torch.Te
     path = context.runs_root / run_id / "features.npy"
     if not path.exists():
         raise UserError(f"run {run_id} has no stored features to cluster")
-    features = np.load(path)
+    features = load_npy(path)
     if len(features) != n_images:
         raise UserError(f"run {run_id} has features for {len(features)} images, this dataset has {n_images}")
     return torch.from_numpy(features.astype(np.float32)).to(context.device)
@@ -147,7 +148,7 @@ def pretrained_features(images: ImageSet, name: str, weights: str | None, downlo
     path = feature_cache_path(images, name, weights)
     if path.exists():
         context.info(FEATURES_STAGE, f"reusing cached {name} features ({path.name})")
-        return torch.from_numpy(np.load(path).astype(np.float32)).to(context.device)
+        return torch.from_numpy(load_npy(path).astype(np.float32)).to(context.device)
     entry = get_pretrained(name)
     features = extract_features(load_pretrained(name, weights, download), images, entry, context)
     if context.step_limit is not None:

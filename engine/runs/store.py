@@ -32,6 +32,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import UserError
+from ..npy import load_npy
 from .owner import Owner
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
@@ -398,7 +399,7 @@ class RunStore:
 
     def load_array(self, run_id: str, name: str) -> np.ndarray | None:
         path = self.run_dir(run_id) / f"{name}.npy"
-        return np.load(path) if path.exists() else None
+        return load_npy(path) if path.exists() else None
 
 
 def check_tag(tag: str) -> str:
