@@ -42,7 +42,8 @@ dataset = left.selectbox("Dataset", dataset_names + [FOLDER, UPLOAD], key=form_k
 folder = data_root = ""
 if dataset == FOLDER:
     folder = left.text_input("Image folder or archive", key=form_key("train-folder"),
-                             help="class sub-folders (labels known) or a flat folder; .zip/.tar.gz work too")
+                             help="class sub-folders (labels known), or a flat folder (no labels; images beside sub-folders "
+                                  "make the whole folder one unlabelled set); .zip/.tar.gz work too")
 if DATASETS.get(dataset) is not None and DATASETS[dataset].source == "torchvision":
     data_root = left.text_input("Data root (optional)", key=form_key("train-data-root"),
                                 help="where this dataset's torchvision files (or an image-folder copy) are")
@@ -72,7 +73,10 @@ method_name = middle.selectbox("Method", methods, key=form_key("train-method"))
 preset = middle.radio("Preset", ["fast", "paper"], horizontal=True, key=form_key("train-preset"),
                       help="fast: short schedules (about a minute per method on digits on a CPU, hours for 10k+ "
                            "images without a GPU); paper: the paper's schedule (GPU)")
-n_clusters = right.number_input("Clusters K", min_value=2, max_value=1000, key=form_key("train-k"))
+# no bounds on the widget: a typed value outside them would be kept from the run while the old one is used;
+# Start and Estimate check K and say what is wrong
+n_clusters = right.number_input("Clusters K", step=1, key=form_key("train-k"),
+                                help="how many clusters to find: at least 2, at most the number of images")
 seed = right.number_input("Seed", min_value=0, key=form_key("train-seed"))
 remember_form(form)
 
@@ -173,8 +177,8 @@ runs = manager.store.list()
 if not runs:
     with st.expander(f"How {method_name} works"):
         how_it_works(method_name)
-    st.info(f"No runs yet: pick a dataset and a method and press Start. The bundled digits need no download; "
-            f"{quick_start_hint(manager.store)}.")
+    st.info(f"No runs yet: pick a dataset and a method and press Start. The bundled digits need no download; for "
+            f"a first look in seconds pick kmeans: {quick_start_hint(manager.store)}.")
 else:
     ids = [run.id for run in runs]
     labels = {run.id: run_label(run) for run in runs}

@@ -2,6 +2,7 @@
 renders, and a digits K-means run started from the Train page (or Home's "Try it") finishes and shows its scores."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -65,6 +66,20 @@ def test_a_kmeans_run_started_from_the_train_page_finishes_and_shows_its_scores(
     acc = next(metric for metric in at.metric if metric.label == "ACC")
     assert 0.7 < float(acc.value) < 0.85
     assert any("finished" in md.value for md in at.markdown)
+
+
+@pytest.mark.parametrize("k, reason", [(1, "at least 2"), (5000, "only 1797 images")])
+def test_a_k_out_of_range_is_taken_as_typed_and_refused_at_start_with_the_reason(k, reason):
+    """The K field has no bounds of its own: a browser keeps a typed value outside a field's bounds from the page,
+    which would then start the run with the K typed before."""
+    at = app().run()
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans")
+    next(box for box in at.number_input if box.label == "Clusters K").set_value(k)
+    next(button for button in at.button if button.label == "Start").click()
+    at.run()
+    assert not at.exception
+    assert any(reason in error.value for error in at.error), [error.value for error in at.error]
+    assert RunStore(os.environ["DCE_RUNS_DIR"]).list() == []
 
 
 def test_how_it_works_panel_renders_the_methods_own_stages_and_equations():

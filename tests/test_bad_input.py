@@ -22,6 +22,7 @@ from conftest import HANG_GUARD_S, ONE_THREAD, REPO, run_cli
 from engine.cli import main
 from engine.data import load_folder
 from engine.data.archive import DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_MAX_ARCHIVE_FILES, archive_limits
+from engine.data.listing import OUTSIDE_ROOTS
 from engine.errors import ConfigError, DatasetError
 from engine.methods import FitContext, create_method
 from engine.methods.base import check_batch_sizes
@@ -152,9 +153,12 @@ def test_cli_clusters_the_readable_images_and_reports_the_skipped_ones(bad_folde
     assert summary["status"] == "finished"
     assert summary["n_images"] == len(READABLE) and summary["n_skipped"] == 5
     messages = [m["message"] for m in RunStore(runs).messages(summary["run_id"]) if m["stage"] == "data"]
-    assert len(messages) == 5 and all(m.startswith("skipped ") for m in messages)
-    assert any(m.startswith("skipped huge.png: too many pixels") for m in messages)
-    assert any(m.startswith("skipped empty.jpg: empty file (0 bytes)") for m in messages)
+    *each, warning = messages
+    assert len(each) == 5 and all(m.startswith("skipped ") for m in each)
+    assert any(m.startswith("skipped huge.png: too many pixels") for m in each)
+    assert any(m.startswith("skipped empty.jpg: empty file (0 bytes)") for m in each)
+    # one line the Train page shows as a warning: how many, of how many, and why
+    assert warning.startswith("warning: 5 of 14 files were skipped (2 × not an image Pillow can read; ")
 
 
 def test_all_bad_folder_is_a_dataset_error_naming_the_first_reasons(tmp_path, huge_png):
@@ -172,9 +176,10 @@ def test_empty_folder_and_all_bad_folder_exit_2_from_the_cli(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_text("not a png")
+    (tmp_path / "bad" / "y.jpg").write_bytes(b"")
     for folder, message in (("empty", "holds no files"), ("bad", "no readable image")):
         result = run_cli("train", "--method", "kmeans", "--dataset", f"folder:{tmp_path / folder}",
-                         "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), env=ONE_THREAD)
+                         "--clusters", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), env=ONE_THREAD)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert lines[0].startswith("error:") and message in lines[0]
@@ -379,8 +384,34 @@ def test_explicit_settings_travel_with_the_run_so_a_folder_run_fails_before_trai
     assert manager.store.metrics(run_id) == []
 
 
+def test_a_folder_with_no_file_or_fewer_files_than_k_is_refused_at_submit_and_nothing_is_queued(small_folder,
+                                                                                                 tmp_path):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    manager = JobManager(tmp_path / "runs")
+    try:
+        with pytest.raises(DatasetError, match="holds no files"):
+            manager.submit(RunRequest("kmeans", f"folder:{tmp_path / 'empty'}", device="cpu"))
+        with pytest.raises(ConfigError, match=r"K=13 clusters asked for but .*twelve holds only 12 files"):
+            manager.submit(RunRequest("kmeans", f"folder:{small_folder}", overrides={"n_clusters": 13},
+                                      device="cpu"))
+        assert manager.store.list() == []
+    finally:
+        manager.shutdown()
+
+
+def test_a_folder_outside_the_data_roots_is_not_looked_into_at_submit(tmp_path):
+    (tmp_path / "private").mkdir()  # empty: refusing it at submit would tell that it exists
+    manager = JobManager(tmp_path / "runs", data_roots=[tmp_path / "allowed"])
+    try:
+        run_id = manager.submit(RunRequest("kmeans", f"folder:{tmp_path / 'private'}", device="cpu"))
+        record = manager.wait(run_id, timeout=HANG_GUARD_S)
+    finally:
+        manager.shutdown()
+    assert record.status == "failed" and OUTSIDE_ROOTS in record.error and "no files" not in record.error
+
+
 @pytest.mark.parametrize("args, message, recorded", [  # K < 2, negative lr, unknown preset: tests/test_cli.py
-    (("--method", "kmeans", "--dataset", "SMALL", "--clusters", "13"), "only 12 images", True),
+    (("--method", "kmeans", "--dataset", "SMALL", "--clusters", "13"), "holds only 12 files", False),
     (("--method", "scan", "--epochs", "0"), "0 epochs", False),
     (("--method", "scan", "--set", "pretext_batch_size=4096"), "larger than the dataset (1797 images)", False),
     (("--method", "scan", "--dataset", "SMALL", "--clusters", "2", "--set", "pretext_batch_size=13"),

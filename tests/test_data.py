@@ -50,7 +50,7 @@ def make_mixed_class_folder(root: Path) -> Path:
     """cats/ and dogs/ with gray, RGBA, palette and CMYK images of several sizes, plus four unreadable files."""
     save(root / "cats" / "a_gray.png", gray((16, 16), 50))
     save(root / "cats" / "b_clear.png", Image.new("RGBA", (16, 16), (0, 0, 0, 0)))  # fully transparent
-    save(root / "cats" / "nested" / "c_wide.png", rgb((40, 20)))  # other aspect: shorter side 16, centre crop
+    save(root / "cats" / "nested" / "c_wide.png", rgb((40, 20)))  # other aspect: shorter side 20, centre crop
     save(root / "dogs" / "a_palette.gif", rgb((16, 16), (10, 200, 10)).quantize(4))
     save(root / "dogs" / "b_cmyk.jpg", Image.new("CMYK", (32, 32), (0, 255, 255, 0)))
     save(root / "dogs" / "c_big.png", rgb((64, 64), (10, 10, 200)))
@@ -127,11 +127,30 @@ def test_flat_folder_loads_without_labels(tmp_path):
     assert [int(photos.images[i, 0, 0, 0]) for i in range(3)] == [0, 50, 100]
 
 
+def test_images_beside_sub_folders_make_one_unlabelled_set_and_none_is_dropped(tmp_path):
+    save(tmp_path / "odd" / "a.png", rgb((12, 12), (10, 0, 0)))
+    save(tmp_path / "odd" / "sub dir" / "b.png", rgb((12, 12), (20, 0, 0)))
+    save(tmp_path / "odd" / "sub dir" / "deeper" / "c.jpg", rgb((12, 12), (30, 0, 0)))
+    odd = load_folder(tmp_path / "odd")
+    assert odd.labels is None and odd.class_names == [] and odd.skipped == []
+    assert odd.paths == ["a.png", "sub dir/b.png", "sub dir/deeper/c.jpg"]
+
+
+def test_a_readme_beside_class_folders_keeps_the_labels_and_is_skipped(tmp_path):
+    save(tmp_path / "pets" / "cats" / "a.png", rgb((12, 12)))
+    save(tmp_path / "pets" / "dogs" / "b.png", rgb((12, 12)))
+    (tmp_path / "pets" / "README.txt").write_text("two classes")
+    pets = load_folder(tmp_path / "pets")
+    assert pets.class_names == ["cats", "dogs"] and pets.labels.tolist() == [0, 1]
+    assert pets.skipped == [("README.txt", "not inside a class folder")]
+
+
 def test_class_folder_skips_unreadable_files_and_resizes_a_mode_mix_to_the_common_size(tmp_path):
     pets = load_folder(make_mixed_class_folder(tmp_path / "pets"))
 
     assert pets.class_names == ["cats", "dogs"]
-    assert pets.image_shape == (16, 16, 3)  # 16×16 is the most common size; any colour image makes it RGB
+    # the median shorter side of the six readable images (16, 16, 16, 20, 32, 64); any colour image makes it RGB
+    assert pets.image_shape == (18, 18, 3)
     assert pets.paths == ["cats/a_gray.png", "cats/b_clear.png", "cats/nested/c_wide.png",
                           "dogs/a_palette.gif", "dogs/b_cmyk.jpg", "dogs/c_big.png"]
     assert pets.labels.tolist() == [0, 0, 0, 1, 1, 1]
@@ -492,6 +511,14 @@ def test_a_folder_defaults_to_64_px_or_its_own_smaller_size(tmp_path):
     assert decode_module.DEFAULT_FOLDER_IMAGE_SIZE == 64
     assert load_folder(tmp_path / "photos").image_shape == (64, 64, 3)
     assert load_folder(tmp_path / "icons").image_shape == (40, 40, 3)
+
+
+def test_a_few_small_images_among_photos_do_not_shrink_the_default_size(tmp_path):
+    for i in range(2):  # the most common size, but not the typical one
+        save(tmp_path / "mixed" / f"icon{i}.png", rgb((16, 16)))
+    for i, size in enumerate([(300, 200), (310, 210), (320, 220)]):
+        save(tmp_path / "mixed" / f"photo{i}.jpg", rgb(size))
+    assert load_folder(tmp_path / "mixed").image_shape == (64, 64, 3)  # the median shorter side is 200
 
 
 @pytest.mark.parametrize("size", [0, -3, 1025, 100_000, 2.5, "64", True])

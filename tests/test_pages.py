@@ -444,3 +444,21 @@ def test_map_search_by_file_name_lists_every_match_and_rings_the_chosen_one(unla
     assert not at.exception
     ring = json.loads(at.get("echarts_chart")[0].proto.spec)["series"][-1]
     assert ring["name"] == "found: img13.png"
+
+
+def test_the_compare_table_says_why_a_run_has_no_scores_by_its_status(tmp_path):
+    from engine.analysis.overview import overview_rows
+
+    store = RunStore(tmp_path / "runs")
+    notes = {}
+    for status, error in (("failed", "K=50 clusters asked for but the dataset has only 39 images"),
+                          ("cancelled", "cancelled by the user"), ("queued", None)):
+        run_id = store.create_run("kmeans", "digits", {"n_clusters": 50})
+        if status != "queued":
+            store.claim(run_id)
+            store.finish(run_id, status, error)
+        notes[status] = run_id
+    by_run = {row["run"]: row["note"] for row in overview_rows(store)}
+    assert by_run[notes["failed"]] == "failed: K=50 clusters asked for but the dataset has only 39 images"
+    assert by_run[notes["cancelled"]] == "cancelled: scores come if it is resumed and finishes"
+    assert by_run[notes["queued"]] == "queued: scores come when it finishes"

@@ -129,7 +129,8 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
                                                           ("ARI", summary.get("ari")), ("Neighbour purity", purity))):
             column.metric(title, format_score(value), help=purity_note if title == "Neighbour purity" and
                           purity_note else None)
-        st.caption(f"trained in {format_seconds(summary.get('seconds'))} · {summary.get('n_images')} images, "
+        size = f" at {summary['image_size']} px" if summary.get("image_size") else ""
+        st.caption(f"trained in {format_seconds(summary.get('seconds'))} · {summary.get('n_images')} images{size}, "
                    f"{summary.get('n_skipped')} skipped · cluster sizes {summary.get('cluster_sizes')}")
         for message in manager.store.messages(record.id):
             if message["message"].startswith("warning:"):

@@ -27,6 +27,12 @@ MAP_HEIGHT_PX = 700
 CONFIDENCE_COLOURS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
                       "#b5de2b", "#fde725")
 
+# clusters and classes: Tableau's ten distinct hues first (the theme's palette pairs a colour with its own light
+# shade, so neighbouring clusters looked alike), then their light shades for the 11th to 20th group
+CATEGORY_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                    "#9c755f", "#bab0ac", "#a0cbe8", "#ffbe7d", "#ff9d9a", "#86bcb6", "#8cd17d", "#f1ce63",
+                    "#d4a6c8", "#fabfd2", "#d7b5a6", "#79706e")
+
 # registered once per server process: a page script runs again on every rerun, a module only once
 hover_preview_component = st.components.v2.component(
     "dce_map_hover", js=(Path(__file__).resolve().parent.parent / "assets" / "map_hover.js").read_text(),
@@ -62,7 +68,8 @@ def map_spec(results: RunResults, coords: np.ndarray, points: np.ndarray, colour
                   for b, colour in enumerate(CONFIDENCE_COLOURS)]
     else:
         group_of, names = colour_groups(results, colour_by)
-        groups = [(name, points[group_of[points] == group], None) for group, name in names.items()]
+        groups = [(name, points[group_of[points] == group], CATEGORY_COLOURS[n % len(CATEGORY_COLOURS)])
+                  for n, (group, name) in enumerate(names.items())]
     return scatter_spec(coords, groups, map_extent(coords),
                         ring=None if found is None else (f"found: {results.image_name(found)}", found),
                         window=None if found is None else view_window(coords, found))

@@ -20,6 +20,10 @@ def format_score(value: float | None) -> str:
 
 
 def _why_no_scores(record: RunRecord) -> str:
+    if record.status == "failed":
+        return f"failed: {record.error or 'no reason recorded'}"
+    if record.status in ("cancelled", "interrupted"):
+        return f"{record.status}: scores come if it is resumed and finishes"
     if record.status != "finished":
         return f"{record.status}: scores come when it finishes"
     if record.summary.get("acc") is None:

@@ -123,6 +123,8 @@ def run_neighbor_purity(store: RunStore, run_id: str, k: int = 20) -> tuple[floa
     record = store.get(run_id)
     if record.summary.get("neighbor_purity") is not None:
         return float(record.summary["neighbor_purity"]), ""
+    if record.status == "failed":
+        return None, "the run failed: it has no scores"
     if record.status != "finished":
         return None, f"the run is {record.status}; scores come when it finishes"
     no_labels = None, "no labels: the dataset has no classes to score against"

@@ -25,7 +25,9 @@ from engine.errors import UserError
 from engine.npy import load_npy, load_npz
 
 # Bump when the cached arrays would come out differently for the same files.
-_CACHE_FORMAT = 3  # 3: images in a memory-mapped .npy, default side capped; 2: truncated archives are refused
+# 4: loose images beside sub-folders kept, default side the median; 3: images in a memory-mapped .npy, default side
+# capped; 2: truncated archives are refused
+_CACHE_FORMAT = 4
 # Rows copied at a time when the output is compacted after late skips.
 _COPY_ROWS = 1024
 

@@ -7,7 +7,6 @@ import io
 import os
 import threading
 import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,8 +204,7 @@ def survey_images(entries: Sequence[Entry], image_size: int | None, channels: in
     if not readable:
         return Survey((0, 1, 1, 1), [], probes, skipped)
     if image_size is None:
-        (width, height), _ = Counter(probes[i].size for i in readable).most_common(1)[0]
-        image_size = min(width, height, DEFAULT_FOLDER_IMAGE_SIZE)
+        image_size = min(int(np.median([min(probes[i].size) for i in readable])), DEFAULT_FOLDER_IMAGE_SIZE)
     if channels is None:
         channels = 3 if any(probes[i].colour for i in readable) else 1
     return Survey((len(readable), image_size, image_size, channels), readable, probes, skipped)

@@ -3,7 +3,8 @@
 Three layouts are understood, in an archive as on disk:
 
 * class folders — ``root/<class>/**/<image>``: labels are the sorted class-folder names, 0..C-1;
-* a flat folder — ``root/**/<image>`` with no sub-folder: no labels;
+* a flat folder — images in ``root`` itself, and in any sub-folders beside them: no labels (loose images
+  beside sub-folders are never dropped);
 * a split folder — ``root/train/<class>/…`` and ``root/test/<class>/…`` (the official-split copies of
   CIFAR-10 and friends): ``split`` picks one side; the class list is the union over both sides so labels
   agree between ``train`` and ``test``.
@@ -55,8 +56,8 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
             extracted).
         image_size: side of the square every image is resized to (shorter side to ``image_size``, antialiased,
             then a centre crop), from 1 to :data:`~engine.data.decode.MAX_IMAGE_SIZE`. Default:
-            :data:`~engine.data.decode.DEFAULT_FOLDER_IMAGE_SIZE`, or the shorter side of the most common image
-            size when that is smaller.
+            :data:`~engine.data.decode.DEFAULT_FOLDER_IMAGE_SIZE`, or the median of the images' shorter sides
+            when that is smaller (a few thumbnails among photos do not shrink them all).
         channels: 1 (gray) or 3 (RGB). Default: 3 if any readable image is in colour, else 1.
         split: ``"train"`` or ``"test"`` for a folder split into ``train/`` and ``test/``; None loads both,
             train first.
@@ -113,8 +114,7 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
         entries, skipped = read_archive(root)
         entries = unwrap_single_folder(entries)
     if not entries and not skipped:
-        raise DatasetError(f"{root} holds no files; put images in it, one sub-folder per class or all "
-                           f"in the folder itself")
+        raise _no_files(root)
 
     items, class_names, stray = arrange(entries, split, root)
     skipped += stray
@@ -136,3 +136,29 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
     if cached:
         write_cache(cache_file, result)
     return result
+
+
+def count_folder_files(path: str | Path, data_roots: Sequence[Path] | None = None) -> int | None:
+    """How many files the folder ``path`` holds, hidden ones aside: at least as many as its readable images,
+    counted without opening any, so that a run can be refused before it is queued. None when ``path`` is not a
+    folder (an archive, a missing path) or lies outside ``data_roots``: the load reports those, and whether a
+    path outside the roots exists is none of the user's business.
+
+    Raises:
+        DatasetError: the folder holds no file.
+    """
+    try:
+        root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
+    except DatasetError:
+        return None
+    if not root.is_dir():
+        return None
+    count = len(walk_folder(root))
+    if count == 0:
+        raise _no_files(root)
+    return count
+
+
+def _no_files(root: Path) -> DatasetError:
+    return DatasetError(f"{root} holds no files; put images in it, one sub-folder per class or all in the folder "
+                        f"itself")

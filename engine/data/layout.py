@@ -1,9 +1,15 @@
 """How a dataset's files are laid out: class folders (labels are the sorted folder names), a flat folder (no
 labels), or ``train/`` and ``test/`` folders of class folders (one class list over both sides). Orders the files
-and gives each its label."""
+and gives each its label.
+
+Sub-folders are class folders only when no image lies beside them: a folder holding images *and* sub-folders is
+read whole, sub-folders included, without labels, rather than dropping its loose images (other loose files, a
+README say, are not images and do not count)."""
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from PIL import Image
 
 from engine.data.listing import Entry
 from engine.errors import DatasetError
@@ -42,9 +48,16 @@ def arrange(entries: list[Entry], split: str | None, root: Path
     if split is not None:
         raise DatasetError(f"{root} is not split into train/ and test/ folders, so split={split!r} cannot be "
                            f"honoured; load it without a split")
-    classes = sorted(top)
+    loose_images = any(len(e.parts) == 1 and looks_like_image(e.name) for e in entries)
+    classes = [] if loose_images else sorted(top)
     items, stray = _label(entries, classes or None)
     return items, classes or None, stray
+
+
+def looks_like_image(name: str) -> bool:
+    """Whether a file's extension is one Pillow reads (``.jpg``, ``.png``, ``.webp``, …)."""
+    Image.init()
+    return PurePosixPath(name).suffix.lower() in Image.registered_extensions()
 
 
 def _label(entries: list[Entry], classes: list[str] | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from ..clustering.metrics import clustering_scores, mean_neighbor_purity
 from ..atomic import disk_full_message, is_disk_full
 from ..data import DATASETS, load_dataset
 from ..data.decode import check_image_size
+from ..data.folder import count_folder_files
+from ..data.registry import FOLDER_PREFIX
 from ..errors import ConfigError, DiskFullError, RunCancelled, TrainingError, UserError
 from ..methods.context import EventSink, checkpoint_folder
 from ..methods import Event, FitContext, get_method, pick_device
@@ -70,10 +73,13 @@ def _known_size(spec: str) -> int | None:
     return info.n_images if info is not None else None
 
 
-def create_run(store: RunStore, request: RunRequest, for_workers: bool = False) -> str:
+def create_run(store: RunStore, request: RunRequest, for_workers: bool = False,
+               data_roots: Sequence[Path] | None = None) -> str:
     """Check the request and record it as a queued run (of this process, or ``for_workers``: for worker processes,
-    :func:`engine.runs.jobs.serve`); returns the run id."""
+    :func:`engine.runs.jobs.serve`); returns the run id. A folder (inside ``data_roots``, when given) with no
+    file, or with fewer files than K, is refused here rather than failing when the run's turn comes."""
     method = request.build_method()
+    _check_folder_size(request, method, data_roots)
     pick_device(request.device)
     check_reusable_pretext(store, method, request.dataset, request.image_size)
     # The names of the settings the user set travel with the run: checks against the data (a batch size
@@ -89,6 +95,26 @@ def create_run(store: RunStore, request: RunRequest, for_workers: bool = False) 
 
         store.add_message(run_id, "budget", budget_message(request.budget))
     return run_id
+
+
+def skipped_warning(skipped: Sequence[tuple[str, str]], n_kept: int) -> str:
+    """One warning line for the files a load skipped, by reason, most common first (a reason's details in
+    brackets, such as a byte count, do not split it)."""
+    reasons = Counter(reason.split(" (")[0] for _, reason in skipped)
+    listed = "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common(3))
+    more = f"; {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
+    return (f"warning: {len(skipped)} of {len(skipped) + n_kept} files were skipped ({listed}{more}); each is "
+            f"listed under Messages")
+
+
+def _check_folder_size(request: RunRequest, method: Method, data_roots: Sequence[Path] | None) -> None:
+    if not request.dataset.startswith(FOLDER_PREFIX):
+        return
+    path = request.dataset[len(FOLDER_PREFIX):]
+    n_files = count_folder_files(path, data_roots)
+    if n_files is not None and method.config.n_clusters > n_files:
+        raise ConfigError(f"K={method.config.n_clusters} clusters asked for but {path} holds only {n_files} "
+                          f"file{'s' if n_files != 1 else ''}; lower K or add images")
 
 
 class _Recorder:
@@ -214,6 +240,8 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         method, images = _method_and_images(record, data_roots)
         for path, reason in images.skipped:
             store.add_message(run_id, "data", f"skipped {path}: {reason}")
+        if images.skipped:
+            store.add_message(run_id, "data", skipped_warning(images.skipped, len(images)))
         estimate = _run_estimate(store, run_id, method, images, device, cancel, observer)
         recorder = _Recorder(store, run_id, [s.name for s in method.stages], estimate, cancel)
 

@@ -104,7 +104,7 @@ class JobManager:
         device none of the workers runs on."""
         pick_device(request.device)  # a GPU asked for where there is none: that, rather than "no worker"
         self._check_served(request.device)
-        run_id = create_run(self.store, request)
+        run_id = create_run(self.store, request, data_roots=self.data_roots)
         self._enqueue(run_id)
         return run_id
 
