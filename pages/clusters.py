@@ -84,6 +84,9 @@ def confusion_matrix(results: RunResults) -> None:
         state[f"{key}-clicked"] = clicked[0]
         state[CELL] = cells[clicked[0]]
     chosen = cells.index(state[CELL]) if state.get(CELL) in cells else None
+    # a line between the picker and the chart: the chart's hover toolbar sits above its top edge, where it
+    # covered the picker's arrow
+    st.caption("Click a cell to list its images below.")
     # a short title: a long one ran under the chart's toolbar at 1024 px; the run is named in the picker above
     st.echarts_chart(confusion_chart("Clusters × true labels", matrix, [f"cluster {r}" for r in rows],
                                      [results.class_name(c) for c in range(n_classes)], "true label",
