@@ -24,6 +24,6 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon="📊"),
     st.Page("pages/export.py", title="Export", icon="📦"),
 ]
-# The pages' folder is pages/, not pages/: Streamlit would take a pages/ folder for an old-style multipage app
-# until this st.navigation first ran, and a deep link after a restart would list every file in it (see ui/__init__).
+# Streamlit takes the pages/ folder for an old-style multipage app until this st.navigation first runs in the
+# server process; the first page to import ui/ turns that off (see ui/__init__), so a deep link shows this app.
 st.navigation(PAGES).run()

@@ -9,7 +9,7 @@ from engine.analysis.overview import overview_rows
 from engine.data.roots import default_upload_dir
 from engine.errors import UserError
 from engine.runs.uploads import upload_only_used_by
-from ui.common import job_manager
+from ui.common import job_manager, runs_table_key
 
 # The table's columns in sets that each fit the ~560 px beside the sidebar at 1024 px, so that no set scrolls
 # sideways there; every set starts with the run, whose row a click selects, and ends with the column whose text
@@ -26,18 +26,22 @@ if not rows:
 else:
     shown = st.segmented_control("Columns", list(COLUMN_SETS), default="scores", required=True,
                                  key="compare-columns")
+    deleted = st.session_state.pop("compare-deleted", None)
+    if deleted:
+        st.success(f"Deleted {deleted}.")
     event = st.dataframe(pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row",
-                         key="runs-table", column_order=COLUMN_SETS[shown])
+                         key=runs_table_key([row["run"] for row in rows]), column_order=COLUMN_SETS[shown])
     st.caption("Scores have three decimals; n/a means the run has no such score (its status note says why).")
     chosen = event.selection.rows if event else []
     if chosen:
         record = manager.store.get(rows[chosen[0]]["run"])
         if record.status == "finished":
             st.session_state["run_id"] = record.id
-            st.success(f"{record.id} is now the selected run on the Map, Neighbours, Clusters and Export pages.")
+            st.success(f"{record.id} is now the selected run on the Map, Neighbours, Clusters, Suspects and "
+                       "Export pages.")
         else:
             st.info(f"{record.id} is {record.status}: only finished runs can be explored on the Map, Neighbours, "
-                    "Clusters and Export pages. Follow it on the Train page.")
+                    "Clusters, Suspects and Export pages. Follow it on the Train page.")
         with st.expander(f"Delete {record.id}"):
             active = record.status in ("queued", "running")
             confirmed = st.checkbox("Yes, " + ("cancel and " if active else "") + "delete this run and all its files",
@@ -52,6 +56,7 @@ else:
                     with st.spinner("Stopping the run…" if active else "Deleting…"):
                         manager.delete(record.id, with_upload_from=upload_dir if with_upload else None)
                     st.session_state.pop("run_id", None)
+                    st.session_state["compare-deleted"] = record.id
                     st.rerun()
                 except UserError as exc:
                     st.error(str(exc))

@@ -271,10 +271,14 @@ def test_a_pretrained_kmeans_run_from_a_weights_file_finishes_from_the_train_pag
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page(viewport=NARROW)
-        page.goto(app_url)
-        page.get_by_role("heading", name="Deep Clustering Explorer").wait_for(timeout=WAIT_MS)  # the app's own nav
-        page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Train").click()
+        # the fresh server's first visit is a bookmark's deep link: it shows the page inside the app (its own
+        # navigation), not the page alone with every file of pages/ listed as Streamlit's old multipage mode would
+        page.goto(f"{app_url}/train")
         page.get_by_role("heading", name="Train").wait_for(timeout=WAIT_MS)
+        links = page.locator("[data-testid='stSidebarNav'] a")
+        links.filter(has_text="Neighbours").wait_for(timeout=WAIT_MS)
+        assert [text.split()[-1] for text in links.all_inner_texts()] == [
+            "Home", "Train", "Map", "Neighbours", "Clusters", "Suspects", "Compare", "Export"]
         choose(page, "Dataset", "folder:…")
         fill(page, "stTextInput", "Image folder or archive", str(two_kinds_folder))
         choose(page, "Method", "kmeans")

@@ -12,6 +12,8 @@ from engine.runs import JobManager, RunRequest, RunStore
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from ui.common import runs_table_key  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -192,6 +194,16 @@ def test_compare_page_table_equals_the_run_store(page, runs):
         row = table[table["run"] == run_id].iloc[0]
         assert float(row["ACC"]) == pytest.approx(store.get(run_id).summary["acc"], abs=5e-4)
         assert row["status"] == "finished"
+
+
+def test_a_page_whose_selected_run_was_deleted_elsewhere_says_so_and_shows_another(page, runs):
+    _, _, ids = runs
+    at = page("pages/map.py")
+    at.session_state["run_id"] = "20260101-000000-kmeans-gone"  # chosen in another tab, deleted since
+    at.run()
+    assert not at.exception
+    assert any("20260101-000000-kmeans-gone was deleted" in info.value for info in at.info), [i.value for i in at.info]
+    assert at.session_state["run_id"] in ids
 
 
 def test_export_page_writes_the_chosen_formats(page, runs):
@@ -383,7 +395,7 @@ def test_compare_only_selects_a_finished_run_for_the_explorer_pages(tmp_path, mo
     at.run()
     at.switch_page("pages/compare.py")
     at.run()
-    at.session_state["runs-table"] = {"selection": {"rows": [0], "columns": []}}
+    at.session_state[runs_table_key(list(at.dataframe[0].value["run"]))] = {"selection": {"rows": [0], "columns": []}}
     at.run()
     assert not at.exception
     said = [element.value for element in [*at.success, *at.info, *at.warning]]

@@ -25,6 +25,8 @@ from engine.runs.uploads import dataset_label, delete_run, upload_only_used_by
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from ui.common import runs_table_key  # noqa: E402
+
 OUTSIDE = "outside the folders this server may read"
 
 
@@ -366,8 +368,9 @@ def test_the_compare_page_offers_to_delete_the_upload_with_the_last_run_made_fro
     own_folder = Path(store.get(own).dataset.removeprefix("folder:")).parent
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=HANG_GUARD_S).run()
     at.switch_page("pages/compare.py").run()
-    row = list(at.dataframe[0].value["run"]).index(own)
-    at.session_state["runs-table"] = {"selection": {"rows": [row], "columns": []}}
+    listed = list(at.dataframe[0].value["run"])
+    row = listed.index(own)
+    at.session_state[runs_table_key(listed)] = {"selection": {"rows": [row], "columns": []}}
     at.run()
     offer = next(box for box in at.checkbox if box.label.startswith("Also delete the uploaded archive"))
     assert offer.value and "pets.zip" in offer.label
@@ -377,6 +380,9 @@ def test_the_compare_page_offers_to_delete_the_upload_with_the_last_run_made_fro
     at.run()
     assert not at.exception and not own_folder.exists()
     assert sorted(run.id for run in store.list()) == sorted([first, second])
+    # the deletion is confirmed, and no other run is selected in its place (the row it was in now holds another)
+    assert [element.value for element in at.success] == [f"Deleted {own}."]
+    assert not any(element.label.startswith("Delete ") for element in at.expander)
 
 
 def test_an_upload_deleted_with_its_run_is_stored_again_if_the_train_page_still_holds_it(tmp_path):

@@ -1,7 +1,17 @@
 """The UI pieces several pages share (run pickers, the live run view, the audit filter and tag panel, the Map's
 parts). They live outside ``pages/``, which holds only the pages ``app.py`` lists in ``st.navigation``.
 
-No folder of the app may be named ``pages``: Streamlit treats a ``pages/`` folder beside the main script as an
-old-style multipage app until ``st.navigation`` first runs in the server process, so the first visit after a
-restart to a deep link (``/clusters``) runs that page alone and lists every file of the folder in the sidebar.
+Streamlit treats a ``pages/`` folder beside the main script as an old-style multipage app until ``st.navigation``
+first runs in the server process: the first visit after a restart to a deep link (``/clusters``) runs that page
+alone, without ``app.py`` (narrow layout, no logo, every file of the folder listed in the sidebar), and so does
+every later deep link until someone opens ``/``. The product's layout fixes the folder's name, so the first page
+that imports this package in that mode turns it off and reruns: ``app.py`` then runs, and its ``st.navigation``
+shows the page the link asked for.
 """
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
+    PagesManager.uses_pages_directory = False
+    st.rerun()

@@ -1,6 +1,7 @@
 """UI pieces several pages share: the server's JobManager, run pickers, and the live view of one run."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -64,6 +65,13 @@ def run_label(record: RunRecord) -> str:
     return run_title(record, default_upload_dir(job_manager().store.root))
 
 
+def runs_table_key(run_ids: list[str]) -> str:
+    """The Compare table's widget key, made from the runs it lists. Its selection is a row number: a table of other
+    runs (one deleted, here or in another tab; one added) starts with no row selected instead of selecting
+    whichever run moved into that row."""
+    return "runs-table-" + hashlib.sha256(" ".join(run_ids).encode()).hexdigest()[:12]
+
+
 def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | None = None) -> RunResults | None:
     """A select box of finished runs (defaulting to the page-wide selection); returns the chosen run's results."""
     manager = job_manager()
@@ -73,6 +81,8 @@ def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | No
         return None
     ids = [r.id for r in finished]
     wanted = st.session_state.get(key)
+    if wanted is not None and wanted not in ids and wanted != exclude:
+        st.info(f"{wanted} {_why_not_shown(manager, wanted)}; showing another run")
     labels = {r.id: run_label(r) for r in finished}
     chosen = st.selectbox(label, ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get,
                           key=f"pick-{key}")
@@ -85,6 +95,13 @@ def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | No
         st.error(str(exc))
         return None
     return results
+
+
+def _why_not_shown(manager: JobManager, run_id: str) -> str:
+    try:
+        return f"is {manager.store.get(run_id).status}, not finished"
+    except UserError:
+        return "was deleted (here or in another tab)"
 
 
 def panel_chart(panel: Panel) -> dict:

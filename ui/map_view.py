@@ -64,7 +64,8 @@ def map_spec(results: RunResults, coords: np.ndarray, points: np.ndarray, colour
         bins = np.minimum((results.confidence[points] * len(CONFIDENCE_COLOURS)).astype(int),
                           len(CONFIDENCE_COLOURS) - 1)
         width = 1 / len(CONFIDENCE_COLOURS)
-        groups = [(f"confidence {b * width:.1f}–{(b + 1) * width:.1f}", points[bins == b], colour)
+        # the range alone: with "confidence " before it the legend's 84 px cut every name to "confidence 0.2…"
+        groups = [(f"{b * width:.1f}–{(b + 1) * width:.1f}", points[bins == b], colour)
                   for b, colour in enumerate(CONFIDENCE_COLOURS)]
     else:
         group_of, names = colour_groups(results, colour_by)
