@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine.analysis.results import run_neighbor_purity, view_neighbors
 from engine.analysis.thumbnails import contact_sheet
-from engine.clustering.metrics import neighbor_purity
+from engine.clustering.metrics import best_neighbor_purity, neighbor_purity
 from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
 from ui.charts import bar_chart
 from ui.common import NEIGHBOURS_OPEN, pick_finished_run
@@ -97,7 +97,10 @@ if results is not None:
     tag_panel(results, [index], tags, key="neighbours-tags")
     if labels is not None:
         overall, _ = run_neighbor_purity(results.store, results.run_id, k)
-        st.metric(f"Purity@{k} over the dataset", f"{overall:.3f}")
+        best = best_neighbor_purity(labels, k)
+        st.metric(f"Purity@{k} over the dataset", f"{overall:.3f}",
+                  help=None if best >= 1 else f"at most {best:.3f} is possible here: some classes have {k} images "
+                                              f"or fewer, so their images cannot have {k} neighbours of their class")
         histogram, per_class = st.columns(2)
         same = np.bincount(np.rint(purity * k).astype(int), minlength=k + 1)  # images per count of same-label
         histogram.echarts_chart(bar_chart(f"Neighbour purity@{k}", [f"{j / k:.2f}" for j in range(k + 1)],

@@ -6,6 +6,7 @@ import pytest
 from engine.clustering.metrics import (
     SCORE_NAMES,
     ari,
+    best_neighbor_purity,
     cluster_accuracy,
     cluster_purity,
     clustering_scores,
@@ -165,3 +166,12 @@ def test_invalid_labels_raise_value_error(labels_true, labels_pred, message):
 def test_invalid_neighbors_raise_value_error(neighbors, labels, k, message):
     with pytest.raises(ValueError, match=message):
         mean_neighbor_purity(neighbors, labels, k=k)
+
+
+def test_the_best_neighbour_purity_is_one_unless_a_class_is_too_small_for_k():
+    labels = np.array([0] * 30 + [1] * 5)
+    assert best_neighbor_purity(labels[:30], k=20) == 1.0
+    # 30 images can reach 1; 5 images of class 1 can have at most 4 same-class neighbours of 20
+    assert best_neighbor_purity(labels, k=20) == pytest.approx((30 * 1.0 + 5 * 4 / 20) / 35)
+    perfect = np.array([[j for j in np.flatnonzero(labels == labels[i]) if j != i][:20] for i in range(30)])
+    assert mean_neighbor_purity(perfect, labels[:30]) == best_neighbor_purity(labels[:30], k=20)

@@ -182,6 +182,19 @@ def mean_neighbor_purity(neighbors: np.ndarray, labels: np.ndarray, k: int | Non
     return float(neighbor_purity(nbrs, lab).mean())
 
 
+def best_neighbor_purity(labels: np.ndarray, k: int) -> float:
+    """The highest neighbour purity@k the labels allow: an image of a class of n images has at most n − 1
+    same-class neighbours, so its purity is at most min(k, n − 1) / k. Below 1 when a class has k images or fewer.
+
+    Examples:
+        >>> round(best_neighbor_purity(np.repeat([0, 1, 2], 10), k=20), 3)  # 9 same-class neighbours at most, of 20
+        0.45
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    per_image = np.minimum(counts[labels] - 1, k) / k
+    return float(per_image.mean())
+
+
 def clustering_scores(labels_true: ArrayLike | None, labels_pred: ArrayLike) -> dict[str, float | None]:
     """ACC, NMI, ARI and weighted precision/recall/F1 under the keys of ``SCORE_NAMES``.
 
