@@ -12,6 +12,7 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
+# (a Streamlit without the flag has no such mode to leave: nothing to do)
+if getattr(PagesManager, "uses_pages_directory", False) and get_script_run_ctx() is not None:
     PagesManager.uses_pages_directory = False
     st.rerun()
