@@ -42,8 +42,8 @@ dataset = left.selectbox("Dataset", dataset_names + [FOLDER, UPLOAD], key=form_k
 folder = data_root = ""
 if dataset == FOLDER:
     folder = left.text_input("Image folder or archive", key=form_key("train-folder"),
-                             help="class sub-folders (labels known), or a flat folder (no labels; images beside sub-folders "
-                                  "make the whole folder one unlabelled set); .zip/.tar.gz work too")
+                             help="class sub-folders (labels known), or a flat folder (no labels; images beside "
+                                  "sub-folders make the whole folder one unlabelled set); .zip/.tar.gz work too")
 if DATASETS.get(dataset) is not None and DATASETS[dataset].source == "torchvision":
     data_root = left.text_input("Data root (optional)", key=form_key("train-data-root"),
                                 help="where this dataset's torchvision files (or an image-folder copy) are")

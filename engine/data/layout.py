@@ -56,8 +56,7 @@ def arrange(entries: list[Entry], split: str | None, root: Path
 
 def looks_like_image(name: str) -> bool:
     """Whether a file's extension is one Pillow reads (``.jpg``, ``.png``, ``.webp``, …)."""
-    Image.init()
-    return PurePosixPath(name).suffix.lower() in Image.registered_extensions()
+    return PurePosixPath(name).suffix.lower() in Image.registered_extensions()  # it loads Pillow's plugins
 
 
 def _label(entries: list[Entry], classes: list[str] | None

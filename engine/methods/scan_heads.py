@@ -165,9 +165,10 @@ class ScanHeadsMethod(DeepMethod):
                                   generator: torch.Generator) -> tuple[ClusterModel, torch.Tensor]:
         """``head_views='frozen'``: the SCAN step and :meth:`_after_heads` train the heads alone on the frozen
         backbone's features of the un-augmented images, as on a pretrained backbone's; the heads are then put
-        back on the backbone, so new images are assigned from their pixels. Returns that model and the features. (The official configs freeze the
-        backbone too, ``update_cluster_head_only``, for ImageNet, but still feed it augmented images.) Without
-        image passes the step costs little, so it can run many more epochs at a higher learning rate."""
+        back on the backbone, so new images are assigned from their pixels; returns that model and the features.
+        (The official configs freeze the backbone too, ``update_cluster_head_only``, for ImageNet, but still feed
+        it augmented images.) Without image passes the step costs little, so it can run many more epochs at a
+        higher learning rate."""
         cfg = self.config
         features = embed(backbone, data, geometry.augment("eval")).float()
         on_features = ClusterModel(FrozenFeatures(features.shape[1]), cfg.n_clusters, cfg.n_heads).to(context.device)

@@ -291,5 +291,6 @@ def execute_replica(store: RunStore, run_id: str, parallel: DataParallel, cancel
     same fit, on its device, with its share of every batch, writing nothing (rank 0 records the run, its
     checkpoints and results). Errors are raised, not recorded: rank 0 meets the same ones and records them."""
     method, images = _method_and_images(store.get(run_id), data_roots)
-    method.fit(images, FitContext(parallel.device, None, cancel, checkpoint_dir=checkpoint_folder(store.run_dir(run_id)),
+    method.fit(images, FitContext(parallel.device, None, cancel,
+                                  checkpoint_dir=checkpoint_folder(store.run_dir(run_id)),
                                   runs_root=store.root, parallel=parallel))
