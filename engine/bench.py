@@ -34,6 +34,7 @@ import json
 import statistics
 import threading
 import time
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,7 +44,7 @@ import torch
 
 from .data.imageset import ImageSet
 from .errors import UserError
-from .methods.speedups import Speedups
+from .methods.speedups import CompileFallbackWarning, Speedups
 
 PAPER_CIFAR10 = {  # DESIGN.md §3: reported CIFAR-10 ACC/NMI/ARI (%), for the table beside ours
     "scan": (88.3, 79.7, 77.2), "dec": (30.1, 25.7, 16.1), "jule": (27.2, 19.2, 13.8),
@@ -640,8 +641,13 @@ def smoke(device: torch.device, methods: list[str], n_images: int = SMOKE_IMAGES
                    if name.endswith("batch_size")}
         graphs = _GraphsPerStage(backend)
         torch._dynamo.reset()
-        timed = method_step_times(method, images, device, observe=graphs, warmup=1, **batches,
-                                  speedups=dataclasses.replace(speedups, compile_backend=graphs.name))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CompileFallbackWarning)
+            timed = method_step_times(method, images, device, observe=graphs, warmup=1, **batches,
+                                      speedups=dataclasses.replace(speedups, compile_backend=graphs.name))
+        fallbacks = [str(w.message) for w in caught if issubclass(w.category, CompileFallbackWarning)]
+        if fallbacks:
+            failures.append(f"{method}: {fallbacks[0]}")
         # the count runs eagerly: on a GPU with its other speed-ups, on the stand-in in float32
         sync_device, sync_speedups = ((device, dataclasses.replace(speedups, compile=False)) if device.type == "cuda"
                                       else (STAND_IN, Speedups()))
@@ -658,7 +664,8 @@ def smoke(device: torch.device, methods: list[str], n_images: int = SMOKE_IMAGES
                        reads_in_steps=sum(n for op, n in in_steps.items() if op.startswith("reads")),
                        device_to_host_in_steps=sum(n for op, n in in_steps.items() if op.startswith("device_to")),
                        host_to_device_in_steps=sum(n for op, n in in_steps.items() if op.startswith("host_to")),
-                       sync_device="stand-in (meta)" if sync_device == STAND_IN else device_name(device))
+                       sync_device="stand-in (meta)" if sync_device == STAND_IN else device_name(device),
+                       compile_fallbacks=len(fallbacks))
             if row["fit_outcome"] != "finished" and "collapsed" not in row["fit_outcome"]:
                 failures.append(f"{method} {stage}: {row['fit_outcome']}")
             if trained and method not in _NOT_COMPILED and not row["graphs"]:

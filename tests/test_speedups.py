@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import warnings
 from collections import defaultdict
 
 import pytest
@@ -18,7 +19,7 @@ from torch._dynamo.backends.registry import lookup_backend
 
 from engine.bench import method_step_times
 from engine.methods import FitContext, get_method, list_methods
-from engine.methods.speedups import Speedups
+from engine.methods.speedups import CompileFallbackWarning, Speedups
 from engine.methods.training import make_optimizer, to_device, train_epochs
 from engine.nn import build_backbone, nt_xent_loss
 
@@ -248,3 +249,33 @@ def test_compile_covers_what_each_training_stage_calls(method, digits_subset):
     assert all(graphs.graphs[stage] > 0 for stage in trained), dict(graphs.graphs)
     # embedding (features for K-means, mining, the results) runs the plain module: it compiles nothing
     assert not [stage for stage in graphs.graphs if stage not in trained], dict(graphs.graphs)
+
+
+def _failing_backend(gm, example_inputs):
+    raise RuntimeError("PassManager::run failed (a stand-in for a Triton compiler bug)")
+
+
+def test_a_compiler_failure_warns_and_the_step_runs_uncompiled():
+    if "dce_test_failing" not in list_backends(exclude_tags=()):
+        register_backend(_failing_backend, name="dce_test_failing")
+    torch._dynamo.reset()
+    model = nn.Linear(4, 2)
+    forward = Speedups(compile=True, compile_backend="dce_test_failing").compiled(model)
+    x = torch.randn(3, 4)
+    with pytest.warns(CompileFallbackWarning, match="PassManager::run failed"):
+        out = forward(x)
+    torch.testing.assert_close(out, model(x))
+    assert forward.weight is model.weight  # the wrapper still reads as the module
+    out.sum().backward()
+    assert model.weight.grad is not None
+
+
+def test_an_error_of_the_step_itself_is_not_swallowed_by_the_fallback():
+    torch._dynamo.reset()
+    forward = Speedups(compile=True, compile_backend="eager").compiled(nn.Linear(4, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)  # nor taken for a compiler failure
+        with pytest.raises(RuntimeError, match="shapes cannot be multiplied|size mismatch|mat1"):
+            forward(torch.randn(3, 5))
+    assert forward.failed is None
+    assert forward(torch.randn(3, 4)).shape == (3, 2)  # still compiled

@@ -19,7 +19,9 @@ costs about a minute before the first step, which pays off over a paper-length p
 interactive run. What is compiled is what a training loop calls (:meth:`Speedups.compiled`: a network, a
 submodule, or a method such as a queue pretext's ``contrast``), never the module in place: evaluation
 (``training.embed``, in eval mode, without gradients or autocast, with a smaller last batch) calls the plain module,
-so it neither recompiles the step's graphs nor runs in low precision.
+so it neither recompiles the step's graphs nor runs in low precision. A compiler that fails on a graph (a Triton
+pass failed on one batch-norm kernel of SPICE's pretext on an H200 with torch 2.11) does not end the run: the call
+warns with :class:`CompileFallbackWarning` and runs uncompiled from then on.
 
 Examples:
     >>> Speedups.for_device(torch.device("cpu"))  # doctest: +NORMALIZE_WHITESPACE
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
@@ -121,13 +124,52 @@ class Speedups:
 
         In a multi-process fit the call is also replicated: inside a ``train_epochs`` stage it runs through
         DistributedDataParallel, which averages the gradients of the processes (:meth:`DataParallel.replicate`)."""
-        plain = torch.compile(step_call, backend=self.compile_backend) if self.compile else step_call
+        plain = self._compiled_module(step_call) if self.compile else step_call
         if self.parallel is None:
             return plain
         return self.parallel.replicate(step_call, plain, self._compiled_module)
 
-    def _compiled_module(self, module: nn.Module) -> Callable[..., Any]:
-        return torch.compile(module, backend=self.compile_backend) if self.compile else module
+    def _compiled_module(self, module: Callable[..., Any]) -> Callable[..., Any]:
+        if not self.compile:
+            return module
+        return EagerOnCompilerError(torch.compile(module, backend=self.compile_backend), module)
+
+
+class CompileFallbackWarning(RuntimeWarning):
+    """``torch.compile`` failed on a step's graph; the step runs uncompiled."""
+
+
+class EagerOnCompilerError:
+    """A compiled call that runs ``plain`` instead, with a :class:`CompileFallbackWarning`, once compiling fails
+    (an error raised by ``torch._dynamo`` or ``torch._inductor``: a compiler bug, not the step's own error).
+    Attributes other than the call are ``plain``'s."""
+
+    def __init__(self, compiled: Callable[..., Any], plain: Callable[..., Any]) -> None:
+        self._compiled, self._plain = compiled, plain
+        self.failed: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failed is None:
+            try:
+                return self._compiled(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 — only the compiler's own errors are caught below
+                if not type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    raise
+                # dynamo also wraps an error of the step itself (a shape mismatch met while tracing): the plain
+                # call raises that one as it is, before anything is switched or warned about
+                result = self._plain(*args, **kwargs)
+                cause = error
+                while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
+                    cause = inner  # dynamo wraps the backend's error: name the original
+                first_line = (str(cause).strip().splitlines() or [""])[0]
+                self.failed = f"{type(cause).__name__}: {first_line}"
+                warnings.warn(f"torch.compile failed ({self.failed[:300]}); this step runs uncompiled from now on",
+                              CompileFallbackWarning, stacklevel=2)
+                return result
+        return self._plain(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._plain, name)
 
 
 def low_precision_dtype(device: torch.device) -> torch.dtype | None:
