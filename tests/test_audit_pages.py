@@ -154,9 +154,16 @@ def test_stepping_through_suspects_follows_the_chosen_ranking(app, run):
     at.button(key="suspect-tags-duplicate").click().run()
     assert suspect_title(at).startswith(f"Suspect 4 of 1797: #{order[3]} ")  # stays when told to
     assert results.store.image_tags(results.run_id) == {int(order[3]): ["duplicate"]}
+    assert [s.value for s in at.success] == [f"image #{order[3]} newly tagged “duplicate”"]
     table = at.dataframe[0].value
     assert table["tags"].iloc[3] == "duplicate" and table["image"].iloc[0] == f"#{order[0]}"
     assert np.array_equal(table["cluster"].to_numpy()[:5], results.assign[order[:5]])
+    at.toggle(key="suspect-advance").set_value(True).run()
+    at.button(key="suspect-tags-mislabelled").click().run()
+    assert suspect_title(at).startswith(f"Suspect 5 of 1797: #{order[4]} ")
+    # the message under the next suspect names the image it is about
+    assert [s.value for s in at.success] == [f"image #{order[3]} newly tagged “mislabelled”; showing the next one"]
+    assert results.store.image_tags(results.run_id) == {int(order[3]): ["duplicate", "mislabelled"]}
 
 
 def test_the_suspect_shown_follows_its_number_a_table_row_and_holds_across_pages(app, run):
@@ -185,7 +192,7 @@ def test_points_selected_on_the_map_are_tagged_and_the_figure_keeps_the_selectio
     x, y = coords[11]
     lasso = [[x - 1e-4, y - 1e-4], [x + 1e-4, y - 1e-4], [x, y + 1e-4]]
     (x0, y0), (x1, y1) = coords[42] - 1e-5, coords[42] + 1e-5
-    at.session_state[f"map-{results.run_id}-pacmap-cluster"] = EChartsState({"selection": EChartsSelectionState(
+    at.session_state[f"map-{results.run_id}-pacmap"] = EChartsState({"selection": EChartsSelectionState(
         {"selected": [], "areas": [{"brush_index": 0, "brush_type": "polygon", "coord_range": lasso},
                                    {"brush_index": 1, "brush_type": "rect", "coord_range": [[x0, x1], [y0, y1]]}]})})
     at.run()

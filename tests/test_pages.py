@@ -62,7 +62,7 @@ def test_map_page_draws_every_point_and_offers_label_colourings(page, runs):
 
 
 def map_chart_key(at) -> str:
-    return f"map-{at.session_state['run_id']}-pacmap-cluster"
+    return f"map-{at.session_state['run_id']}-pacmap"
 
 
 def test_map_hover_sends_the_hovered_image_and_its_map_neighbours_as_inline_pngs(page, runs):
@@ -109,6 +109,18 @@ def test_map_selection_lists_the_images_and_opens_one_on_the_neighbours_page(pag
     next(button for button in at.button if button.key == "map-open-30").click().run()
     assert not at.exception
     assert at.main.subheader[0].value.startswith("Image #30 · cluster ")
+
+
+def test_colouring_the_map_anew_keeps_its_selection(page, runs):
+    at = page("pages/map.py")
+    _, store, _ = runs
+    x, y = np.load(store.run_dir(at.session_state["run_id"]) / "map_pacmap.npy")[12]
+    box = {"brush_index": 0, "brush_type": "rect", "coord_range": [[x - 1e-5, x + 1e-5], [y - 1e-5, y + 1e-5]]}
+    at.session_state[map_chart_key(at)] = {"selection": {"selected": [], "areas": [box]}}
+    at.run()
+    next(radio for radio in at.radio if radio.label == "Colour by").set_value("confidence").run()
+    assert not at.exception
+    assert [header.value for header in at.main.subheader] == ["1 selected"]
 
 def test_neighbours_page_shows_purity_for_the_chosen_image(page, runs):
     at = page("pages/neighbours.py")
@@ -474,3 +486,22 @@ def test_the_compare_table_says_why_a_run_has_no_scores_by_its_status(tmp_path):
     assert by_run[notes["failed"]] == "failed: K=50 clusters asked for but the dataset has only 39 images"
     assert by_run[notes["cancelled"]] == "cancelled: scores come if it is resumed and finishes"
     assert by_run[notes["queued"]] == "queued: scores come when it finishes"
+
+
+def test_the_address_names_the_chosen_run_so_a_reload_or_a_shared_link_opens_it(page, runs):
+    _, _, ids = runs
+    at = page("pages/map.py")
+    at.selectbox(key="pick-run_id").select(ids[1]).run()
+    assert at.query_params["run"] == ids[1]
+    # a new session (a reload, or the link opened elsewhere) with that address shows the same run
+    reloaded = AppTest.from_file(str(REPO / "pages" / "neighbours.py"), default_timeout=HANG_GUARD_S)
+    reloaded.query_params["run"] = ids[1]
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.selectbox(key="pick-run_id").value == ids[1]
+    # an address naming a run that is gone says so and shows another
+    gone = AppTest.from_file(str(REPO / "pages" / "neighbours.py"), default_timeout=HANG_GUARD_S)
+    gone.query_params["run"] = "20260101-000000-kmeans-gone"
+    gone.run()
+    assert any("20260101-000000-kmeans-gone was deleted" in info.value for info in gone.info)
+    assert gone.query_params["run"] == gone.selectbox(key="pick-run_id").value

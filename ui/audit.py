@@ -131,16 +131,20 @@ def _apply(results: RunResults, images: list[int], key: str, tag: str | None = N
     except UserError as exc:
         state[f"{key}-said"] = ("error", str(exc))
         return
+    one = f"image {results.image_name(images[0])}" if len(images) == 1 else None  # named: ``after`` may move on
     if remove:
-        said = f"“{tag}” taken off {changed} image(s)"
+        said = f"“{tag}” taken off {one or f'{changed} image(s)'}"
+    elif one:
+        said = f"{one} {'newly tagged' if changed else 'already had'} “{tag}”"
     else:
         already = len(images) - changed
         said = f"{changed} image(s) newly tagged “{tag}”" + (f"; {already} had it already" if already else "")
+    if after is not None and not remove:
+        after()
+        said += "; showing the next one"
     state[f"{key}-said"] = ("success", said)
     if typed == f"{key}-text":
         state[typed] = ""
-    if after is not None and not remove:
-        after()
 
 
 def tag_panel(results: RunResults, images: Sequence[int], tags: dict[int, list[str]], key: str,

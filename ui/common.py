@@ -72,8 +72,14 @@ def runs_table_key(run_ids: list[str]) -> str:
     return "runs-table-" + hashlib.sha256(" ".join(run_ids).encode()).hexdigest()[:12]
 
 
-def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | None = None) -> RunResults | None:
-    """A select box of finished runs (defaulting to the page-wide selection); returns the chosen run's results."""
+PAGE_RUN = "run_id"  # the session key of the page-wide selected run
+URL_RUN = "run"  # the address's query parameter naming it: a reload, a bookmark or a shared link opens that run
+
+
+def pick_finished_run(label: str = "Run", key: str = PAGE_RUN, exclude: str | None = None) -> RunResults | None:
+    """A select box of finished runs (defaulting to the page-wide selection, or in a new session to the run the
+    address names in ``?run=``); returns the chosen run's results. The page-wide choice is written back into the
+    address."""
     manager = job_manager()
     finished = [r for r in manager.store.list("finished") if r.id != exclude]
     if not finished:
@@ -81,12 +87,16 @@ def pick_finished_run(label: str = "Run", key: str = "run_id", exclude: str | No
         return None
     ids = [r.id for r in finished]
     wanted = st.session_state.get(key)
+    if wanted is None and key == PAGE_RUN:
+        wanted = st.query_params.get(URL_RUN)
     if wanted is not None and wanted not in ids and wanted != exclude:
         st.info(f"{wanted} {_why_not_shown(manager, wanted)}; showing another run")
     labels = {r.id: run_label(r) for r in finished}
     chosen = st.selectbox(label, ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get,
                           key=f"pick-{key}")
     st.session_state[key] = chosen
+    if key == PAGE_RUN and st.query_params.get(URL_RUN) != chosen:
+        st.query_params[URL_RUN] = chosen
     record = next(r for r in finished if r.id == chosen)
     try:
         results = _results(str(manager.store.root), chosen, record.finished or 0.0)
