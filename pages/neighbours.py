@@ -15,6 +15,7 @@ from ui.common import NEIGHBOURS_OPEN, pick_finished_run
 WORST_FIRST = "worst purity first"
 POSITION = "neighbours-position"  # the position input's key: its value alone says which image is shown
 ORDER = "neighbours-order"
+SHOWN_K = "neighbours-k"
 # 96-px cells, six to a row: the sheet (576 px) is drawn at nearly its own size in the ~560 px column beside the
 # sidebar at 1024 px, where eleven to a row were shrunk to half and their captions could not be read
 SHEET_COLUMNS = 6
@@ -53,9 +54,15 @@ st.title("Neighbours")
 results = pick_finished_run()
 if results is not None:
     neighbors, mined = view_neighbors(results)
-    k = neighbors.shape[1]
-    st.caption(f"The {k} neighbours the method mined" if mined else
-               f"This method mines no neighbours: these are the {k} nearest in its features (cosine)")
+    k_all = neighbors.shape[1]
+    about, how_many = st.columns([5, 2], vertical_alignment="bottom")
+    about.caption(f"The {k_all} neighbours the method mined, nearest first" if mined else
+                  f"This method mines no neighbours: these are the {k_all} nearest in its features (cosine)")
+    if state.get(SHOWN_K, 1) > k_all:  # kept from a run that mined more
+        state[SHOWN_K] = k_all
+    k = int(how_many.number_input(f"Neighbours shown (1–{k_all})", 1, k_all, value=k_all, key=SHOWN_K,
+                                  persist_state="session")) if k_all > 1 else k_all
+    neighbors = neighbors[:, :k]  # the nearest k: purity@k and its charts below follow
     labels = results.labels
     purity = neighbor_purity(neighbors, labels) if labels is not None else None
 
@@ -96,7 +103,8 @@ if results is not None:
         st.caption("Neighbours with another label than the query are outlined in red.")
     tag_panel(results, [index], tags, key="neighbours-tags")
     if labels is not None:
-        overall, _ = run_neighbor_purity(results.store, results.run_id, k)
+        # the run's own figure (the one Train and Compare show) for all its neighbours; fewer: from those shown
+        overall = run_neighbor_purity(results.store, results.run_id, k)[0] if k == k_all else float(purity.mean())
         best = best_neighbor_purity(labels, k)
         st.metric(f"Purity@{k} over the dataset", f"{overall:.3f}",
                   help=None if best >= 1 else f"at most {best:.3f} is possible here: some classes have {k} images "

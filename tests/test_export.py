@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from conftest import HANG_GUARD_S, run_cli
-from engine.analysis.export import FORMATS, export_run, safe_filename
+from engine.analysis.clusters import cluster_summaries, off_majority
+from engine.analysis.export import FORMATS, OFF_MAJORITY_RGB, export_run, safe_filename
 from engine.analysis.results import load_results
 from engine.analysis.thumbnails import BORDER, contact_sheet, png_bytes, to_rgb_uint8, upscale
 from engine.cli import main
@@ -363,3 +364,23 @@ def test_gray_images_become_three_equal_channels_and_png_round_trips():
     assert rgb.shape == (8, 8, 3) and (rgb == gray).all()
     with Image.open(io.BytesIO(png_bytes(rgb))) as decoded:
         assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), rgb)
+
+
+def test_png_sheets_caption_each_image_with_its_file_name_and_label(runs, tmp_path):
+    """A folder's sheets name the files (a user finds a doubtful image by its name), the label on a line of its
+    own under it; a dataset without files names its images by index."""
+    for name in ("labelled", "flat", "digits"):
+        results = runs[name]
+        written = export_run(results, tmp_path / name, ["png"], max_per_cluster=12)
+        summary = cluster_summaries(results.assign, results.confidence, results.n_clusters, results.labels)[0]
+        shown = summary.members[:12]
+        names = [results.image_name(int(i)) for i in shown]
+        assert names[0] == (f"#{shown[0]}" if name == "digits" else Path(results.images.paths[shown[0]]).name)
+        captions = names if results.labels is None else [
+            f"{n}\n{results.class_name(int(results.labels[i]))}" for n, i in zip(names, shown)]
+        outline = None if results.labels is None else off_majority(summary, shown, results.labels)
+        expected = contact_sheet(np.asarray(results.images.images)[shown], 10, 64, captions, outline,
+                                 OFF_MAJORITY_RGB)
+        sheet = next(p for p in written["png"] if p.name == "cluster_0.png")
+        with Image.open(sheet) as picture:
+            assert np.array_equal(np.asarray(picture.convert("RGB")), expected), name

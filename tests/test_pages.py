@@ -135,6 +135,19 @@ def test_neighbours_page_shows_purity_for_the_chosen_image(page, runs):
     assert not at.exception
 
 
+def test_fewer_neighbours_can_be_shown_and_purity_follows_them(page, runs):
+    at = page("pages/neighbours.py")
+    _, store, _ = runs
+    run_id = at.session_state["run_id"]
+    knn, labels = store.load_array(run_id, "knn"), store.load_array(run_id, "labels")
+    at.number_input(key="neighbours-k").set_value(5).run()
+    assert not at.exception
+    purity = next(metric for metric in at.metric if metric.label.startswith("Purity@"))
+    assert purity.label == "Purity@5 over the dataset"
+    assert float(purity.value) == pytest.approx((labels[knn[:, :5]] == labels[:, None]).mean(), abs=1e-3)
+    assert "purity@5" in at.main.subheader[0].value
+
+
 def test_clusters_page_shows_one_gallery_per_cluster_and_the_confusion_matrix(page):
     at = page("pages/clusters.py")
     assert not at.exception

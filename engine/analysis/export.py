@@ -87,6 +87,12 @@ class _Export:
     def label_name(self, index: int) -> str:
         return self.class_name(int(self.labels[index]))
 
+    def caption(self, index: int) -> str:
+        """A sheet cell's caption: the image's name (its file name, else ``#index``), then its label on a line of
+        its own when the set is labelled."""
+        name = self.results.image_name(int(index))
+        return name if self.labels is None else f"{name}\n{self.label_name(index)}"
+
     def shown(self, summary: ClusterSummary) -> np.ndarray:
         return summary.members[:self.max_per_cluster]
 
@@ -164,9 +170,8 @@ def _sheets(export: _Export) -> list[tuple[str, bytes]]:
         if export.filter_note and not summary.size:
             continue  # the filter kept none of it: no blank sheet (a cluster that is empty itself still gets one)
         shown = export.shown(summary)
-        captions = [str(i) if export.labels is None else f"{i}: {export.label_name(i)}" for i in shown]
-        sheet = contact_sheet(export.pixels[shown], SHEET_COLUMNS, CELL, captions, export.off_majority(summary),
-                              OFF_MAJORITY_RGB)
+        sheet = contact_sheet(export.pixels[shown], SHEET_COLUMNS, CELL, [export.caption(i) for i in shown],
+                              export.off_majority(summary), OFF_MAJORITY_RGB)
         files.append((f"cluster_{summary.cluster}.png", png_bytes(sheet)))
     return files
 
