@@ -17,6 +17,10 @@ class TrainingError(Exception):
     """Training stopped for a reason that is not a bug: NaN loss, collapse, out of memory."""
 
 
+class LossDiverged(TrainingError):
+    """A loss became NaN or infinite: training cannot go on with these settings."""
+
+
 class RunCancelled(Exception):
     """Raised inside a method when the user cancelled its run; the job thread records ``cancelled``."""
 

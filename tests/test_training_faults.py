@@ -114,3 +114,19 @@ def test_an_unreadable_checkpoint_of_another_run_is_a_user_error_naming_it(tmp_p
     with pytest.raises(UserError, match=f"{stored}.*unreadable"):
         context.load_stage("pretext", from_run="earlier")
     assert stored.is_file()  # another run's file is left as it is
+
+
+def test_a_diverged_loss_names_the_methods_learning_rates(monkeypatch):
+    from engine.data import load_dataset
+    from engine.errors import LossDiverged
+    from engine.methods import create_method
+    from engine.methods.dec import Dec
+
+    def diverge(self, images, context):
+        context.start_stage("layerwise", 5)
+        context.step("layerwise", 1, 5, {"layer_reconstruction": float("inf")})
+
+    monkeypatch.setattr(Dec, "_fit", diverge)
+    with pytest.raises(LossDiverged, match=r"became inf in stage 'layerwise' at step 1; try a smaller learning rate "
+                                           r"\(this run's: pretrain_lr=0\.1, cluster_lr=0\.01; --set NAME=VALUE"):
+        create_method("dec", "paper").fit(load_dataset("digits"), FitContext())

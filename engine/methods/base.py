@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..data.imageset import ImageSet
-from ..errors import ConfigError, NotFittedError, TrainingError
+from ..errors import ConfigError, LossDiverged, NotFittedError, TrainingError
 from ..nn.backbones import resolve_backbone
 from .context import FitContext
 from .settings import bounded, check_ranges, check_types
@@ -150,7 +150,15 @@ class Method:
         check_batch_sizes(self.config, len(images), self.explicit_settings)
         context = context or FitContext()
         context.labels = images.labels
-        self._fit(images, context)
+        try:
+            self._fit(images, context)
+        except LossDiverged as error:
+            rates = [f"{name}={value:g}" for name, value in dataclasses.asdict(self.config).items()
+                     if name.endswith("lr") and isinstance(value, float)]
+            if not rates:
+                raise
+            raise LossDiverged(f"{error} (this run's: {', '.join(rates)}; --set NAME=VALUE, or the Train page's "
+                               f"settings)") from error
         check_not_collapsed(self.labels_, self.config.n_clusters)
         warning = uneven_clusters_warning(self.labels_, self.config.n_clusters)
         if warning is not None:

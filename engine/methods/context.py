@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager
 import torch
 
 from ..atomic import atomic_path
-from ..errors import RunCancelled, TrainingError, UserError
+from ..errors import LossDiverged, RunCancelled, UserError
 from .speedups import Speedups
 
 if TYPE_CHECKING:
@@ -154,8 +154,8 @@ class FitContext:
         for name, value in (losses or {}).items():
             value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
             if not math.isfinite(value):
-                raise TrainingError(f"the {name} loss became {value} in stage '{stage}' at step {step}; "
-                                    "try a smaller learning rate")
+                raise LossDiverged(f"the {name} loss became {value} in stage '{stage}' at step {step}; "
+                                   "try a smaller learning rate")
             values[name] = value
         self.emit(Event("step", stage, step, total, values))
 
