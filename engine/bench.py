@@ -679,6 +679,37 @@ def smoke(device: torch.device, methods: list[str], n_images: int = SMOKE_IMAGES
     return rows, failures
 
 
+def smoke_in_processes(device: torch.device, methods: list[str], jobs: int,
+                       compile_backend: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`smoke` with each method in a process of its own, ``jobs`` at a time, each compiling on one thread
+    (``TORCHINDUCTOR_COMPILE_THREADS=1``), so that the methods' compiles run side by side: on a 16-core H200
+    machine all eleven took 130 s together. Returns the rows in the order of ``methods`` and every failure."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    repo = Path(__file__).resolve().parents[1]
+    environment = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+
+    def one(method: str, folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
+        command = [sys.executable, "-m", "engine", "bench", "--smoke", "--methods", method, "--device", str(device),
+                   "--out", str(folder / method)] + (["--compile-backend", compile_backend] if compile_backend else [])
+        done = subprocess.run(command, cwd=repo, env=environment, capture_output=True, text=True)
+        written = sorted((folder / method).glob("smoke-*/results.json"))
+        rows = json.loads(written[0].read_text()) if written else []
+        failures = [line.removeprefix("smoke: ") for line in done.stderr.splitlines() if line.startswith("smoke: ")]
+        if done.returncode and not failures:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            failures.append(f"{method}: its process ended with exit status {done.returncode} ({last})")
+        return rows, failures
+
+    with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(max(1, jobs)) as pool:
+        outcomes = list(pool.map(lambda method: one(method, Path(folder)), methods))
+    return [row for rows, _ in outcomes for row in rows], [failure for _, failures in outcomes for failure in failures]
+
+
 _NOT_COMPILED = ("kmeans", "dec")  # K-means trains no network; DEC's small MLP steps use none of the speed-ups
 _UNTRAINED_STAGES = ("mine", "init")  # neighbour mining and JULE's first clusters: steps, but no network trained
 

@@ -161,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="one short epoch of every stage of --methods on 192 digits, compiled: fails unless the "
                             "losses stay finite, every trained stage compiles and no step syncs the host "
                             "→ --out/smoke-DEVICE/")
+    bench.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="--smoke: check N methods at a time, each in a process of its own compiling on one "
+                            "thread (a GPU machine with 16 cores: 8 or more)")
     bench.add_argument("--map", type=int, metavar="N", help="time the Map page re-render for N points")
     bench.add_argument("--pages", action="store_true",
                        help="time each page of the app in headless Chromium: digits, then CIFAR-10 from --data-root "
@@ -455,7 +458,10 @@ def _bench(args: argparse.Namespace) -> int:
     for method in methods:
         get_method(method)  # an unknown name fails here, before anything is timed
     if args.smoke:
-        rows, failures = bench.smoke(device, methods, compile_backend=args.compile_backend)
+        if args.jobs > 1 and len(methods) > 1:
+            rows, failures = bench.smoke_in_processes(device, methods, args.jobs, args.compile_backend)
+        else:
+            rows, failures = bench.smoke(device, methods, compile_backend=args.compile_backend)
         for path in bench.write_results(rows, Path(args.out) / f"smoke-{device.type}"):
             print(path)
         for failure in failures:

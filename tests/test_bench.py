@@ -231,3 +231,13 @@ def test_page_times_time_pages_and_the_map_hover_preview_in_chromium(tmp_path):
     assert all(row["seconds"] > 0 for row in rows.values())
     assert rows["page map"]["server_cpu_s"] > 0 and rows["page map"]["new_context_browser_cpu_s"] > 0
     assert rows["page home"]["ratio_to_home"] == 1 and rows["page map"]["n_points"] == 1797
+
+
+def test_bench_smoke_with_jobs_checks_the_methods_in_processes_side_by_side_and_keeps_their_order(tmp_path):
+    result = run_cli("bench", "--smoke", "--methods", "kmeans,dec", "--jobs", "2", "--device", "cpu",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "smoke-cpu" / "results.json").read_text())
+    assert [(row["method"], row["stage"]) for row in rows] == [
+        ("kmeans", "cluster"), ("dec", "layerwise"), ("dec", "finetune"), ("dec", "cluster")]
+    assert all(row["fit_outcome"] == "finished" and row["reads_in_steps"] == 0 for row in rows)
