@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.data import DATASETS
 from engine.data.decode import DEFAULT_FOLDER_IMAGE_SIZE, MAX_IMAGE_SIZE
-from engine.data.registry import FOLDER_PREFIX
+from engine.data.registry import FOLDER_PREFIX, folder_of
 from engine.data.roots import check_folder_to_load, check_inside_data_roots, default_upload_dir, save_upload
 from engine.errors import DatasetError, UserError
 from engine.methods import get_method, list_methods
@@ -142,8 +142,9 @@ def checked_request() -> RunRequest:
     and, on a shared server ($DCE_DATA_ROOTS set), stay inside the data roots."""
     if spec is None:
         raise DatasetError("choose an archive to upload first")
-    if spec.startswith(FOLDER_PREFIX):
-        check_folder_to_load(spec[len(FOLDER_PREFIX):], also_allowed=(upload_dir,))
+    folder_path = folder_of(spec)
+    if folder_path is not None:
+        check_folder_to_load(folder_path, also_allowed=(upload_dir,))
     if data_root.strip():
         check_inside_data_roots(data_root.strip())
     return request

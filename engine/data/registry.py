@@ -30,6 +30,17 @@ from engine.data.subset import balanced_subset
 from engine.errors import DatasetError, UserError
 
 FOLDER_PREFIX = "folder:"
+
+
+def folder_of(spec: str) -> str | None:
+    """The path a ``folder:PATH`` dataset spec names (``""`` for a bare ``folder:``); None for a named dataset.
+
+    Examples:
+        >>> folder_of("folder:/data/photos"), folder_of("cifar10:test")
+        ('/data/photos', None)
+    """
+    return spec[len(FOLDER_PREFIX):] if spec.startswith(FOLDER_PREFIX) else None
+
 # Bump when resized named datasets would come out differently.
 _RESIZE_FORMAT = 1
 
@@ -143,8 +154,8 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
     """
     spec = spec.strip()
     check_image_size(image_size)
-    if spec.startswith(FOLDER_PREFIX):
-        path = spec[len(FOLDER_PREFIX):]
+    path = folder_of(spec)
+    if path is not None:
         if not path:
             raise DatasetError("folder: needs a path, e.g. folder:/data/my-photos")
         folder = dataclasses.replace(load_folder(path, image_size=image_size, data_roots=data_roots), source=spec)

@@ -22,7 +22,7 @@ from ..atomic import disk_full_message, is_disk_full
 from ..data import DATASETS, load_dataset
 from ..data.decode import check_image_size
 from ..data.folder import count_folder_files
-from ..data.registry import FOLDER_PREFIX
+from ..data.registry import folder_of
 from ..errors import ConfigError, DiskFullError, RunCancelled, TrainingError, UserError
 from ..methods.context import EventSink, checkpoint_folder
 from ..methods import Event, FitContext, get_method, pick_device
@@ -108,9 +108,9 @@ def skipped_warning(skipped: Sequence[tuple[str, str]], n_kept: int) -> str:
 
 
 def _check_folder_size(request: RunRequest, method: Method, data_roots: Sequence[Path] | None) -> None:
-    if not request.dataset.startswith(FOLDER_PREFIX):
+    path = folder_of(request.dataset)
+    if path is None:
         return
-    path = request.dataset[len(FOLDER_PREFIX):]
     n_files = count_folder_files(path, data_roots)
     if n_files is not None and method.config.n_clusters > n_files:
         raise ConfigError(f"K={method.config.n_clusters} clusters asked for but {path} holds only {n_files} "

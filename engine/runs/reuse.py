@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.registry import FOLDER_PREFIX
+from ..data.registry import folder_of
 from ..errors import UserError
 from ..methods import get_method
 from ..methods.base import Method, Stage
@@ -27,9 +27,9 @@ def _pretext_stage(method_name: str) -> Stage | None:
 
 def _same_data(spec: str, other: str) -> bool:
     """Whether two dataset specs name the same images (a folder however its path is written)."""
-    if spec.startswith(FOLDER_PREFIX) and other.startswith(FOLDER_PREFIX):
-        return (Path(spec[len(FOLDER_PREFIX):]).expanduser().resolve()
-                == Path(other[len(FOLDER_PREFIX):]).expanduser().resolve())
+    mine, theirs = folder_of(spec), folder_of(other)
+    if mine is not None and theirs is not None:
+        return Path(mine).expanduser().resolve() == Path(theirs).expanduser().resolve()
     return spec == other
 
 

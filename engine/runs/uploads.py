@@ -5,17 +5,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..data.registry import FOLDER_PREFIX
+from ..data.registry import folder_of
 from .store import RunRecord, RunStore
 
 
 def upload_of(record: RunRecord, upload_dir: Path) -> Path | None:
     """The folder under ``upload_dir`` holding the archive ``record`` was made from; None for any other data."""
-    if not record.dataset.startswith(FOLDER_PREFIX):
+    path = folder_of(record.dataset)
+    if path is None:
         return None
     uploads = Path(upload_dir).resolve()
     try:
-        inside = Path(record.dataset[len(FOLDER_PREFIX):]).resolve().relative_to(uploads)
+        inside = Path(path).resolve().relative_to(uploads)
     except ValueError:  # elsewhere, or a path no file can have
         return None
     # save_upload stores each archive as <upload_dir>/<fresh folder>/<name>.
@@ -25,11 +26,12 @@ def upload_of(record: RunRecord, upload_dir: Path) -> Path | None:
 def dataset_label(spec: str, upload_dir: Path) -> str:
     """How a run's dataset is shown: ``upload: shapes.zip`` for an archive uploaded on the Train page (its server
     path means nothing to the person who uploaded it), the spec itself for anything else."""
-    if not spec.startswith(FOLDER_PREFIX):
+    path = folder_of(spec)
+    if path is None:
         return spec
     uploads = Path(upload_dir).resolve()
     try:
-        inside = Path(spec[len(FOLDER_PREFIX):]).resolve().relative_to(uploads)
+        inside = Path(path).resolve().relative_to(uploads)
     except ValueError:
         return spec
     return f"upload: {inside.name}" if len(inside.parts) == 2 else spec
