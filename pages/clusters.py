@@ -23,6 +23,8 @@ SHOW = {"most confident first": "most", "least confident first": "least"}
 CELL = "clusters-cell"  # the confusion-matrix cell whose images are listed, (cluster, label), or None
 CELL_SHOWN = 120
 state = st.session_state
+WEAK_MATCH = 0.5  # a cluster with less than half of its images in the cluster beside it is flagged
+WEAK_MATCH_NOTE = "a weak match: most of its images are elsewhere"
 
 
 def summaries_of(results: RunResults) -> list[ClusterSummary]:
@@ -142,8 +144,9 @@ def side_by_side(results: RunResults, other: RunResults, order: str, page: int, 
                 if cluster is None:
                     st.caption("no cluster of this run matches")
                 else:
-                    note = ("" if beside is None
-                            else f" · {overlaps.get(cluster, 0.0):.0%} in cluster {beside} beside it")
+                    share = overlaps.get(cluster, 0.0)
+                    note = ("" if beside is None else f" · {share:.0%} in cluster {beside} beside it"
+                            + (f" · :orange[{WEAK_MATCH_NOTE}]" if share < WEAK_MATCH else ""))
                     cluster_block(run, summaries[cluster], order, page, cell, WIDTH // 2, note, keep, shown_tags)
     differing = disagreements(results.assign, other.assign)
     differing = differing[keep[differing]]
