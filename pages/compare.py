@@ -9,7 +9,7 @@ from engine.analysis.overview import overview_rows
 from engine.data.roots import default_upload_dir
 from engine.errors import UserError
 from engine.runs.uploads import upload_only_used_by
-from ui.common import job_manager, runs_table_key
+from ui.common import PAGE_RUN, job_manager, runs_table_key
 
 # The table's columns in sets that each fit the ~560 px beside the sidebar at 1024 px, so that no set scrolls
 # sideways there; every set starts with the run, whose row a click selects, and ends with the column whose text
@@ -36,7 +36,7 @@ else:
     if chosen:
         record = manager.store.get(rows[chosen[0]]["run"])
         if record.status == "finished":
-            st.session_state["run_id"] = record.id
+            st.session_state[PAGE_RUN] = record.id
             st.success(f"{record.id} is now the selected run on the Map, Neighbours, Clusters, Suspects and "
                        "Export pages.")
         else:
@@ -55,7 +55,7 @@ else:
                 try:
                     with st.spinner("Stopping the run…" if active else "Deleting…"):
                         manager.delete(record.id, with_upload_from=upload_dir if with_upload else None)
-                    st.session_state.pop("run_id", None)
+                    st.session_state.pop(PAGE_RUN, None)
                     st.session_state["compare-deleted"] = record.id
                     st.rerun()
                 except UserError as exc:

@@ -9,7 +9,7 @@ import streamlit as st
 from engine.analysis.overview import overview_rows, quick_start_hint
 from engine.errors import UserError
 from engine.runs import RunRequest
-from ui.common import job_manager
+from ui.common import PAGE_RUN, job_manager
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -23,7 +23,7 @@ intro.markdown(
 if intro.button("Try it: K-means on digits", type="primary"):
     try:
         st.session_state["try_run"] = manager.submit(RunRequest("kmeans", "digits"))
-        st.session_state["run_id"] = st.session_state["try_run"]
+        st.session_state[PAGE_RUN] = st.session_state["try_run"]
     except UserError as exc:
         st.error(str(exc))
 intro.caption(f"Trains K-means on the 1,797 bundled 8×8 digits, no download: {quick_start_hint(manager.store)}.")

@@ -19,7 +19,7 @@ from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from engine.runs.budget import estimate_request
 from engine.analysis.overview import estimate_advice, quick_start_hint
-from ui.common import (form_key, how_it_works, job_manager, remember_form, run_label, show_run,
+from ui.common import (PAGE_RUN, form_key, how_it_works, job_manager, remember_form, run_label, show_run,
                           train_form_defaults)
 
 manager = job_manager()
@@ -170,7 +170,7 @@ if estimated is not None:
 if start_column.button("Start", type="primary"):
     try:
         # the estimate made for these choices gives the run its ETA at once instead of being made again
-        st.session_state["run_id"] = manager.submit(dataclasses.replace(checked_request(), estimate=estimated))
+        st.session_state[PAGE_RUN] = manager.submit(dataclasses.replace(checked_request(), estimate=estimated))
     except UserError as exc:
         st.error(str(exc))
 
@@ -183,8 +183,8 @@ if not runs:
 else:
     ids = [run.id for run in runs]
     labels = {run.id: run_label(run) for run in runs}
-    current = st.session_state.get("run_id", ids[0])
-    st.session_state["run_id"] = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
+    current = st.session_state.get(PAGE_RUN, ids[0])
+    st.session_state[PAGE_RUN] = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
                                               format_func=labels.get)
 
     @st.fragment(run_every=1.0)
@@ -193,7 +193,7 @@ else:
         if pending:
             st.caption("Queue: " + " → ".join(f"{run_id} ({manager.store.get(run_id).status})"
                                               for run_id in pending))
-        record = manager.store.get(st.session_state["run_id"])
+        record = manager.store.get(st.session_state[PAGE_RUN])
         if record.status in ("queued", "running"):
             if st.button("Cancel run", key=f"cancel-{record.id}"):
                 try:

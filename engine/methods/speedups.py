@@ -124,7 +124,7 @@ class Speedups:
 
         In a multi-process fit the call is also replicated: inside a ``train_epochs`` stage it runs through
         DistributedDataParallel, which averages the gradients of the processes (:meth:`DataParallel.replicate`)."""
-        plain = self._compiled_module(step_call) if self.compile else step_call
+        plain = self._compiled_module(step_call)
         if self.parallel is None:
             return plain
         return self.parallel.replicate(step_call, plain, self._compiled_module)
