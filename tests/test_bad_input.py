@@ -26,7 +26,7 @@ from engine.data.listing import OUTSIDE_ROOTS
 from engine.errors import ConfigError, DatasetError
 from engine.methods import FitContext, create_method
 from engine.methods.base import check_batch_sizes
-from engine.runs import JobManager, RunRequest, RunStore
+from engine.runs import JobManager, RunRequest, RunStore, execute_run
 
 HUGE_SIDE = 10_000  # 10⁸ pixels: over Pillow's MAX_IMAGE_PIXELS (about 8.9·10⁷)
 
@@ -110,6 +110,19 @@ def test_folder_of_bad_and_odd_images_keeps_every_readable_one_and_lists_each_sk
     assert "0 bytes" in skipped["empty.jpg"]
     assert skipped["notes.txt"] == skipped["fake.png"] == "not an image Pillow can read"
     assert "decompression bomb" in skipped["huge.png"]
+
+
+def test_a_resumed_run_records_each_skipped_file_once(bad_folder, tmp_path):
+    """Every attempt loads the folder again; the run's messages keep one line per skipped file, not one per try."""
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create_run("kmeans", f"folder:{bad_folder}", {"n_clusters": 50}, options={"device": "cpu"})
+    for attempt in range(2):
+        with pytest.raises(ConfigError):  # 50 clusters of 9 images: fails once the data is loaded
+            execute_run(store, run_id)
+        if attempt == 0:
+            store.requeue(run_id)
+    data = [m["message"] for m in store.messages(run_id) if m["stage"] == "data"]
+    assert len(data) == 6 and len(set(data)) == 6, data
 
 
 def test_odd_modes_and_formats_decode_to_the_right_colours(bad_folder):

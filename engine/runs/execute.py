@@ -21,6 +21,7 @@ from ..clustering.metrics import clustering_scores, mean_neighbor_purity
 from ..atomic import disk_full_message, is_disk_full
 from ..data import DATASETS, load_dataset
 from ..data.decode import check_image_size
+from ..data.imageset import ImageSet
 from ..data.folder import count_folder_files
 from ..data.registry import folder_of
 from ..errors import ConfigError, DiskFullError, RunCancelled, TrainingError, UserError
@@ -200,6 +201,18 @@ def _run_estimate(store: RunStore, run_id: str, method: Method, images, device: 
     return estimate
 
 
+def _record_skipped(store: RunStore, run_id: str, images: ImageSet) -> None:
+    """A data message per file the load skipped, then the summary warning; a resumed run loads the same files
+    again and records only what its earlier attempts did not."""
+    if not images.skipped:
+        return
+    recorded = {m["message"] for m in store.messages(run_id) if m["stage"] == "data"}
+    lines = [f"skipped {path}: {reason}" for path, reason in images.skipped]
+    for line in lines + [skipped_warning(images.skipped, len(images))]:
+        if line not in recorded:
+            store.add_message(run_id, "data", line)
+
+
 def estimate_message(estimate: FitEstimate) -> str:
     """One line for the run's messages: the whole run, then each stage."""
     stages = ", ".join(f"{name} {format_seconds(stage.seconds)}" for name, stage in estimate.stages.items())
@@ -238,10 +251,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         device = device or pick_device(record.options.get("device", "auto"))
         store.update(run_id, device=str(device))
         method, images = _method_and_images(record, data_roots)
-        for path, reason in images.skipped:
-            store.add_message(run_id, "data", f"skipped {path}: {reason}")
-        if images.skipped:
-            store.add_message(run_id, "data", skipped_warning(images.skipped, len(images)))
+        _record_skipped(store, run_id, images)
         estimate = _run_estimate(store, run_id, method, images, device, cancel, observer)
         recorder = _Recorder(store, run_id, [s.name for s in method.stages], estimate, cancel)
 
