@@ -44,6 +44,7 @@ import torch
 
 from .data.imageset import ImageSet
 from .errors import UserError
+from .methods.context import device_name
 from .methods.speedups import CompileFallbackWarning, Speedups
 
 PAPER_CIFAR10 = {  # DESIGN.md §3: reported CIFAR-10 ACC/NMI/ARI (%), for the table beside ours
@@ -51,10 +52,6 @@ PAPER_CIFAR10 = {  # DESIGN.md §3: reported CIFAR-10 ACC/NMI/ARI (%), for the t
     "pica": (69.6, 59.1, 51.2), "cc": (79.0, 70.5, 63.7), "spice": (92.6, 86.5, 85.2),
     "digpro": (94.3, 88.6, 88.4),  # DigPro reports no CIFAR-10: these are its base ProPos' figures
 }
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> list[float]:

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .bench import device_name
+from .methods.context import device_name
 from .errors import TrainingError
 from .methods.speedups import native_bf16
 from .nn.pretrained import PRETRAINED_BACKBONES, PretrainedBackbone, get_pretrained

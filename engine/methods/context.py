@@ -55,6 +55,11 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def device_name(device: torch.device) -> str:
+    """What a device is, for people: the GPU's model name (e.g. "NVIDIA H200") or ``cpu``."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 class FitContext:
     """Device, events, cancellation and stage checkpoints for one fit.
 

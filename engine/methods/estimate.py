@@ -27,7 +27,7 @@ import torch
 from ..data.imageset import ImageSet
 from ..errors import TrainingError, UserError
 from .base import Method
-from .context import Event, FitContext, StepLimitReached
+from .context import Event, FitContext, StepLimitReached, device_name
 
 ESTIMATE_STEPS = 4  # steps run per stage: the first warms up, the other three are timed
 
@@ -166,7 +166,7 @@ def estimate_fit(method: Method, images: ImageSet, device: torch.device | str = 
             dataclasses.replace(config, **skipped).validate(len(images))
         except UserError:
             break
-    return FitEstimate(measured, _device_label(device), time.perf_counter() - started, unreached)
+    return FitEstimate(measured, device_name(device), time.perf_counter() - started, unreached)
 
 
 # How long a stage trains, besides its ``*epochs`` settings: SPICE's semi-supervised stage counts steps.
@@ -205,5 +205,3 @@ def format_seconds(seconds: float | None) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def _device_label(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -25,7 +25,7 @@ from ..data.imageset import ImageSet
 from ..data.folder import count_folder_files
 from ..data.registry import folder_of
 from ..errors import ConfigError, DiskFullError, RunCancelled, TrainingError, UserError
-from ..methods.context import EventSink, checkpoint_folder
+from ..methods.context import EventSink, checkpoint_folder, device_name
 from ..methods import Event, FitContext, get_method, pick_device
 from ..methods.base import Method, check_batch_sizes
 from ..methods.distributed import DataParallel
@@ -155,8 +155,7 @@ def _summary(method: Method, images, seconds: float, device: torch.device, proce
     summary: dict[str, Any] = {
         "n_images": len(images), "n_skipped": len(images.skipped), "n_clusters": method.config.n_clusters,
         "image_size": images.image_shape[0], "estimated_seconds": round(estimate.seconds, 2), "budget": budget,
-        "seconds": round(seconds, 2), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else "cpu", "processes": processes,
+        "seconds": round(seconds, 2), "device": device_name(device), "processes": processes,
         "cluster_sizes": np.bincount(labels, minlength=method.config.n_clusters).tolist(),
     }
     summary.update(clustering_scores(images.labels, labels))
@@ -249,7 +248,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
     cancel = cancel or threading.Event()
     try:
         device = device or pick_device(record.options.get("device", "auto"))
-        store.update(run_id, device=str(device))
+        store.update(run_id, device=device_name(device))
         method, images = _method_and_images(record, data_roots)
         _record_skipped(store, run_id, images)
         estimate = _run_estimate(store, run_id, method, images, device, cancel, observer)
