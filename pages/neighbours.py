@@ -16,6 +16,7 @@ WORST_FIRST = "worst purity first"
 POSITION = "neighbours-position"  # the position input's key: its value alone says which image is shown
 ORDER = "neighbours-order"
 SHOWN_K = "neighbours-k"
+URL_IMAGE = "image"  # the address's query parameter naming the shown image: a reload or a shared link shows it
 # 96-px cells, six to a row: the sheet (576 px) is drawn at nearly its own size in the ~560 px column beside the
 # sidebar at 1024 px, where eleven to a row were shrunk to half and their captions could not be read
 SHEET_COLUMNS = 6
@@ -36,11 +37,13 @@ def place_position_input(order: np.ndarray, column) -> int:
 
     Its value is the only record of the shown image: a second copy in the session (as this page once kept) can
     lag behind the input when clicks arrive during a rerun, and the heading then names another image than the
-    input. Before the input is drawn, an image asked for by another page, or a position the order no longer
-    has (the filter shrank it), sets its value.
+    input. Before the input is drawn, an image asked for by another page or, in a new session, by the address
+    (``?image=``), or a position the order no longer has (the filter shrank it), sets its value.
     """
     n = len(order)
     wanted = state.pop(NEIGHBOURS_OPEN, None)
+    if wanted is None and POSITION not in state:  # a new session: the image the address names, if any
+        wanted = _int_or_none(st.query_params.get(URL_IMAGE))
     found = np.flatnonzero(order == wanted) if wanted is not None else []
     if len(found):
         state[POSITION] = int(found[0])
@@ -48,6 +51,10 @@ def place_position_input(order: np.ndarray, column) -> int:
         state[POSITION] = 0
     return int(column.number_input(f"Position in this order (0–{n - 1})", 0, n - 1, key=POSITION,
                                    persist_state="session"))
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 st.title("Neighbours")
@@ -84,6 +91,8 @@ if results is not None:
     n = len(order)
     index = int(order[place_position_input(order, middle)])
     right.button("Random image", on_click=show_random, args=(n,))
+    if st.query_params.get(URL_IMAGE) != str(index):
+        st.query_params[URL_IMAGE] = str(index)
 
     shown = [index, *neighbors[index].tolist()]
     wrong = [False] + ([bool(labels[j] != labels[index]) for j in neighbors[index]] if labels is not None

@@ -516,6 +516,14 @@ def test_the_address_names_the_chosen_run_so_a_reload_or_a_shared_link_opens_it(
     reloaded.run()
     assert not reloaded.exception
     assert reloaded.selectbox(key="pick-run_id").value == ids[1]
+    # the shown image is in the address too: a reload shows the same image, not the first one
+    reloaded.number_input(key="neighbours-position").set_value(7).run()
+    assert reloaded.query_params["image"] == "7"
+    again = AppTest.from_file(str(REPO / "pages" / "neighbours.py"), default_timeout=HANG_GUARD_S)
+    again.query_params.update(run=ids[1], image="7")
+    again.run()
+    assert again.number_input(key="neighbours-position").value == 7
+    assert again.subheader[0].value.startswith("Image #7 ")
     # an address naming a run that is gone says so and shows another
     gone = AppTest.from_file(str(REPO / "pages" / "neighbours.py"), default_timeout=HANG_GUARD_S)
     gone.query_params["run"] = "20260101-000000-kmeans-gone"
