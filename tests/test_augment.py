@@ -5,6 +5,7 @@ import torch
 from engine.data.augment import (RAND_AUGMENT_OPS, EvalTransform, SimCLRAugment, StrongAugment, WeakAugment,
                                  build_augment, color_jitter, cutout, gaussian_blur, rand_augment,
                                  random_crop_with_padding, random_grayscale, random_resized_crop_flip,
+                                 random_stroke_width,
                                  to_float_nchw)
 
 KINDS = ("eval", "weak", "simclr", "strong")
@@ -76,6 +77,15 @@ def test_colour_ops_with_probability_zero_leave_the_image_unchanged():
     assert torch.equal(random_grayscale(x, p=0.0), x)
     assert torch.equal(gaussian_blur(x, p=0.0), x)
     assert torch.equal(cutout(x, p=0.0), x)
+    assert torch.equal(random_stroke_width(x, p=0.0), x)
+
+
+def test_a_random_stroke_width_thickens_some_strokes_by_a_pixel_and_thins_others():
+    bar = torch.zeros(300, 1, 28, 28)
+    bar[:, :, 4:24, 12:16] = 1.0  # a vertical stroke 4 px wide
+    widths = random_stroke_width(bar, generator=torch.Generator().manual_seed(0))[:, 0, 14].sum(dim=1)
+    assert set(widths.tolist()) == {2.0, 4.0, 6.0}  # eroded, kept, dilated: a pixel off each side
+    assert 0.2 < (widths == 4.0).float().mean() < 0.45  # p = 2/3 changes about two in three
 
 
 def test_resized_crop_with_flip_probability_one_mirrors_exactly():

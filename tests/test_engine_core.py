@@ -191,6 +191,20 @@ def test_contrastive_views_are_blurred_by_simclrs_size_rule_unless_the_blur_sett
     assert not ImageGeometry.of(large_colour, blur=False).augment("simclr").blur
 
 
+def test_the_stroke_setting_varies_the_pen_width_of_gray_views_of_16_px_or_more_only(digits):
+    from engine.data.imageset import ImageSet
+    from engine.methods.training import ImageGeometry
+
+    gray28 = ImageSet(torch.randint(0, 256, (50, 28, 28, 1), dtype=torch.uint8), None, [], "folder:/my/digits")
+    gray28_as_rgb = ImageSet(gray28.images.repeat(1, 1, 1, 3), None, [], "folder:/my/scans")
+    colour = ImageSet(torch.randint(0, 256, (50, 32, 32, 3), dtype=torch.uint8), None, [], "digits28")
+    assert ImageGeometry.of(gray28, stroke=True).augment("simclr").stroke
+    assert ImageGeometry.of(gray28_as_rgb, stroke=True).augment("simclr").stroke
+    assert not ImageGeometry.of(gray28).augment("simclr").stroke  # off unless asked for
+    assert not ImageGeometry.of(digits, stroke=True).augment("simclr").stroke  # 8 px: a pixel is most of a stroke
+    assert not ImageGeometry.of(colour, stroke=True).augment("simclr").stroke  # photos have no pen
+
+
 def test_every_image_method_has_a_flip_setting_that_validates():
     for name in list_methods():
         config = create_method(name, "fast").config

@@ -81,6 +81,9 @@ class BackboneConfig(MethodConfig):
     # or thin a stroke: on digits28 (3 seeds) they raised digpro and scan and lowered smc, spice, socnet and pica
     # (benchmarks/presets-digits28-blur-seeds), so no content default turns it on.
     blur: bool | None = None
+    # A random stroke width (one pixel thicker or thinner) in contrastive views of gray images of 16 px or more;
+    # ours, not from the papers (see engine.data.augment.random_stroke_width). Colour images never get it.
+    stroke: bool = False
 
 
 class FitStart(NamedTuple):
@@ -95,7 +98,7 @@ class FitStart(NamedTuple):
 def start_fit(images: ImageSet, config: BackboneConfig, context: FitContext) -> FitStart:
     """Seed everything, and work out the geometry, the backbone and the images on the device from ``config``."""
     generator = seed_everything(config.seed)
-    geometry = ImageGeometry.of(images, config.image_size, config.flip, config.blur)
+    geometry = ImageGeometry.of(images, config.image_size, config.flip, config.blur, config.stroke)
     backbone = resolve_backbone(config.backbone, geometry.size, geometry.channels)
     return FitStart(generator, geometry, backbone, images.images.to(context.device))
 

@@ -20,6 +20,9 @@ from .context import FitContext
 from .distributed import DataParallel
 from .settings import LR_SCHEDULES
 
+STROKE_MIN_SIZE = 16  # px: the smallest gray views whose stroke width a `stroke` setting varies
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a CPU generator for batch order."""
     random.seed(seed)
@@ -31,7 +34,7 @@ def seed_everything(seed: int) -> torch.Generator:
 @dataclass(frozen=True)
 class ImageGeometry:
     """How a dataset is fed to a network: output side, channels, whether flips are allowed, normalisation, and
-    whether contrastive views are blurred."""
+    whether contrastive views are blurred or have their stroke width varied."""
 
     size: int
     channels: int
@@ -39,18 +42,23 @@ class ImageGeometry:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     blur: bool | None = None  # Gaussian blur in SimCLR views; None → SimCLR's rule (only views above 64 px)
+    stroke: bool = False  # a random stroke width in SimCLR views (only ever on for gray images of STROKE_MIN_SIZE+)
 
     @classmethod
     def of(cls, images: ImageSet, size: int | None = None, flip: bool | None = None,
-           blur: bool | None = None) -> "ImageGeometry":
-        """The geometry of ``images`` at ``size`` (None: their own); ``flip`` None decides by content."""
+           blur: bool | None = None, stroke: bool = False) -> "ImageGeometry":
+        """The geometry of ``images`` at ``size`` (None: their own); ``flip`` None decides by content; ``stroke``
+        is kept only for gray images (glyphs) of at least :data:`STROKE_MIN_SIZE` px, where a pixel of pen width
+        is a small change (on 8×8 digits it is most of a stroke)."""
         h, w, c = images.image_shape
         sample = images.images[:: max(1, len(images) // 2000)]  # statistics from ≤ ~2000 images: cheap, stable
         pixels = sample.reshape(-1, c).float() / 255
         mean = pixels.mean(0).tolist()
         std = pixels.std(0).clamp_min(1e-3).tolist()
-        flip = flips_by_content(sample) if flip is None else flip
-        return cls(size or min(h, w), c, flip, tuple(mean), tuple(std), blur)
+        flip = not is_gray(sample) if flip is None else flip
+        size = size or min(h, w)
+        stroke = stroke and is_gray(sample) and size >= STROKE_MIN_SIZE
+        return cls(size, c, flip, tuple(mean), tuple(std), blur, stroke)
 
     def augment(self, kind: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         """A batched augmentation (``eval``, ``weak``, ``simclr`` or ``strong``) for uint8 N×H×W×C batches;
@@ -59,16 +67,18 @@ class ImageGeometry:
             options["flip"] = self.flip
         if kind == "simclr" and self.blur is not None:
             options.setdefault("blur", self.blur)
+        if kind == "simclr" and self.stroke:
+            options.setdefault("stroke", True)
         return build_augment(kind, self.size, self.channels, mean=self.mean, std=self.std, **options)
 
 
-def flips_by_content(sample: torch.Tensor) -> bool:
-    """Whether horizontal flips suit a set of images, judged from a uint8 N×H×W×C sample: colour images (photos,
-    objects) yes; gray ones (digits, letters, scans, also stored as RGB with equal channels) no, since a mirrored
-    glyph is another glyph or none. The ``flip`` setting overrides this either way."""
+def is_gray(sample: torch.Tensor) -> bool:
+    """Whether a uint8 N×H×W×C sample of a set is gray (digits, letters, scans; also stored as RGB with equal
+    channels). Gray sets get no horizontal flips by default, since a mirrored glyph is another glyph or none;
+    colour images (photos, objects) do. The ``flip`` setting overrides this either way."""
     if sample.shape[-1] == 1:
-        return False
-    return bool((sample != sample[..., :1]).any())
+        return True
+    return not bool((sample != sample[..., :1]).any())
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
