@@ -133,3 +133,17 @@ def test_jule_paper_preset_matches_the_paper():
     assert (config.triplet_margin, config.positive_weight) == (0.2, 1.0)
     assert config.embedding_dim == 160
     assert config.min_cluster_fraction == 0.25  # ours, not the paper's: see the module docstring
+    assert config.init_side is None  # the initial clusters from the pixels at their own size
+
+
+def test_the_initial_clusters_come_from_the_pixels_shrunk_to_init_side(tmp_path):
+    """With init_side the initial clusters are the components of the antialiased small images' nearest-neighbour
+    graph, without it those of the pixels at full size (on these random images the two graphs differ)."""
+    from engine.methods import FitContext, create_method
+
+    images = torch.randint(0, 256, (60, 28, 28, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    small = F.interpolate(images.permute(0, 3, 1, 2).float() / 255, size=(14, 14), mode="bilinear", antialias=True)
+    for side, pixels in ((None, images.float().flatten(1)), (14, small.flatten(1))):
+        jule = create_method("jule", "fast", init_side=side)
+        labels = jule._init(images, FitContext("cpu", checkpoint_dir=tmp_path / str(side)))
+        assert np.array_equal(labels, nearest_neighbor_components(F.normalize(pixels, dim=1))), side
