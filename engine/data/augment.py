@@ -46,6 +46,7 @@ __all__ = [
     "random_grayscale",
     "random_resized_crop_flip",
     "random_stroke_width",
+    "resize",
     "to_float_nchw",
 ]
 
@@ -138,7 +139,7 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     return torch.cat([(x[:, i:i + 1] - mean[i % len(mean)]) / std[i % len(std)] for i in range(c)], dim=1)
 
 
-def _resize(x: torch.Tensor, out_size: int) -> torch.Tensor:
+def resize(x: torch.Tensor, out_size: int) -> torch.Tensor:
     """Bilinear resize to out_size × out_size; antialiased when shrinking, so thin strokes do not alias away."""
     if x.shape[-2:] == (out_size, out_size):
         return x
@@ -268,7 +269,7 @@ def random_crop_with_padding(x: torch.Tensor, out_size: int, padding: int, paddi
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
     _check_probability("flip_p", flip_p)
-    x = _resize(x, out_size)
+    x = resize(x, out_size)
     n = x.shape[0]
     u = _uniform((n, 2), generator, x.device)
     shift = (torch.floor(u * (2 * padding + 1)) - padding).clamp(-padding, padding)
@@ -615,7 +616,7 @@ class EvalTransform(_Pipeline):
         super().__init__(out_size, mean, std)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self._normalize(_resize(to_float_nchw(images), self.out_size))
+        return self._normalize(resize(to_float_nchw(images), self.out_size))
 
 
 class WeakAugment(_Pipeline):

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..clustering.graph_linkage import GraphDegreeLinkage, knn_graph, nearest_neighbor_components
-from ..data.augment import to_float_nchw
+from ..data.augment import resize, to_float_nchw
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn import build_backbone
@@ -242,8 +242,7 @@ class Jule(DeepMethod):
         context.start_stage("init", 1)
         pixels = to_float_nchw(data)
         if self.config.init_side is not None and pixels.shape[-1] > self.config.init_side:
-            side = self.config.init_side
-            pixels = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True)
+            pixels = resize(pixels, self.config.init_side)
         pixels = F.normalize(pixels.flatten(1), dim=1)
         labels = nearest_neighbor_components(pixels)
         n_clusters = int(labels.max()) + 1

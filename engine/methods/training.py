@@ -55,9 +55,10 @@ class ImageGeometry:
         pixels = sample.reshape(-1, c).float() / 255
         mean = pixels.mean(0).tolist()
         std = pixels.std(0).clamp_min(1e-3).tolist()
-        flip = not is_gray(sample) if flip is None else flip
+        gray = is_gray(sample)
+        flip = not gray if flip is None else flip
         size = size or min(h, w)
-        stroke = stroke and is_gray(sample) and size >= STROKE_MIN_SIZE
+        stroke = stroke and gray and size >= STROKE_MIN_SIZE
         return cls(size, c, flip, tuple(mean), tuple(std), blur, stroke)
 
     def augment(self, kind: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor]:
