@@ -14,11 +14,9 @@ from ui.common import NEIGHBOURS_OPEN, pick_finished_run
 
 WORST_FIRST = "worst purity first"
 POSITION = "neighbours-position"  # the position input's key: its value alone says which image is shown
-ORDER = "neighbours-order"
+ORDER = "order"  # also the address's query parameter (the radio is bound to it): ?order=worst+purity+first
 SHOWN_K = "neighbours-k"
 URL_IMAGE = "image"  # the address's query parameter naming the shown image: a reload or a shared link shows it
-URL_ORDER = "order"  # ... and the order, when it is not by index (``?order=worst``)
-URL_ORDERS = {WORST_FIRST: "worst"}
 # 96-px cells, six to a row: the sheet (576 px) is drawn at nearly its own size in the ~560 px column beside the
 # sidebar at 1024 px, where eleven to a row were shrunk to half and their captions could not be read
 SHEET_COLUMNS = 6
@@ -81,13 +79,10 @@ if results is not None:
     n = len(results.assign)
     left, middle, right = st.columns([3, 3, 2])  # wide enough for "Random image" at 1024 px
     orders = ["index", WORST_FIRST] if purity is not None else ["index"]
-    if ORDER not in state:  # a new session: the order the address names, if any
-        state[ORDER] = next((o for o, name in URL_ORDERS.items() if name == st.query_params.get(URL_ORDER)),
-                            orders[0])
-    if state[ORDER] not in orders:  # kept from a labelled run (or named by the address); this one has no purity
+    if state.get(ORDER, orders[0]) not in orders:  # kept from a labelled run; this one has no purity
         state[ORDER] = orders[0]
     order_by = left.radio("Order", orders, horizontal=True, key=ORDER, on_change=start_order,
-                          persist_state="session")
+                          persist_state="session", bind="query-params")
     order = np.argsort(purity, kind="stable") if order_by == WORST_FIRST else np.arange(n)
     order = order[keep[order]]  # only the images the shared filter keeps
     if not len(order):
@@ -98,10 +93,6 @@ if results is not None:
     right.button("Random image", on_click=show_random, args=(n,))
     if st.query_params.get(URL_IMAGE) != str(index):
         st.query_params[URL_IMAGE] = str(index)
-    if order_by in URL_ORDERS and st.query_params.get(URL_ORDER) != URL_ORDERS[order_by]:
-        st.query_params[URL_ORDER] = URL_ORDERS[order_by]
-    elif order_by not in URL_ORDERS and URL_ORDER in st.query_params:
-        del st.query_params[URL_ORDER]
 
     shown = [index, *neighbors[index].tolist()]
     wrong = [False] + ([bool(labels[j] != labels[index]) for j in neighbors[index]] if labels is not None
