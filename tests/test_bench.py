@@ -106,10 +106,10 @@ def test_a_run_over_budget_is_recorded_incomplete_not_extrapolated(tmp_path):
 
 
 def test_a_stopped_benchmark_run_is_resumed_by_the_next_bench_and_its_sessions_add_up(tmp_path):
-    (first,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=0.02, data_root=None,
+    (first,) = train_rows(["jule"], "digits", "fast", "cpu", budget_minutes=0.02, data_root=None,
                           runs_dir=tmp_path / "runs")
     assert first["status"] == "cancelled" and first["sessions"] == 1
-    (second,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=None, data_root=None,
+    (second,) = train_rows(["jule"], "digits", "fast", "cpu", budget_minutes=None, data_root=None,
                            runs_dir=tmp_path / "runs")
     assert second["run_id"] == first["run_id"] and second["complete"] and second["sessions"] == 2
     assert second["seconds"] > first["seconds"] and second["acc"] > 0.8
