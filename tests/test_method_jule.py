@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from conftest import fit_on_digits
 from engine.clustering.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
-from engine.data import load_dataset
-from engine.methods import create_method, get_method
+from engine.methods import get_method
 from engine.clustering.graph_linkage import GraphDegreeLinkage, knn_graph, nearest_neighbor_components
 from engine.methods.jule import merges_in_period, weighted_triplet_loss
 
@@ -28,13 +27,11 @@ def test_jule_beats_kmeans_on_digits(jule_fit, digits, kmeans_digits_acc):
     assert cluster_accuracy(digits.labels, method.labels_) >= kmeans_digits_acc + 0.03
 
 
-def test_jule_beats_kmeans_on_digits28_a_second_kind_of_image():
+def test_jule_beats_kmeans_on_digits28_a_second_kind_of_image(digits28, kmeans_digits28_acc):
     """28×28 digits of varied shift and pen width, where the initial clusters come from the shrunk pixels (seconds
     on a CPU; three seeds here and 2,000 CIFAR-10 images are in ``benchmarks/presets-jule-init-side-*``)."""
-    digits28 = load_dataset("digits28")
     method, _ = fit_on_digits("jule", digits28, seed=0)
-    kmeans = cluster_accuracy(digits28.labels, create_method("kmeans", "fast").fit(digits28).labels_)
-    assert cluster_accuracy(digits28.labels, method.labels_) >= kmeans + 0.03
+    assert cluster_accuracy(digits28.labels, method.labels_) >= kmeans_digits28_acc + 0.03
 
 
 def test_jule_merges_down_to_k_clusters_period_by_period(jule_fit):
