@@ -245,8 +245,10 @@ class Spice(DeepMethod):
         # small queue for a small dataset and a faster key encoder (at m = 0.999 it keeps ~80 % of its random
         # start after the ~240 steps of 30 epochs on 2k images), milder strong views, looser reliability
         # thresholds (a 20-epoch head is rarely 99 % sure), and SPICE-Semi started from SPICE-Self for 150 short
-        # steps
-        "fast": {"backbone": "convnet", "moco_momentum": 0.99, "pretext_epochs": 30, "pretext_batch_size": 256,
+        # steps. Gray glyphs of 16 px+ get a random stroke width in the pretext's views (only digits28 of the three
+        # sets changes; one thread, seeds 0–3: 0.614 / 0.589 / 0.598 / 0.565 without, 0.754 / 0.661 / 0.710 / 0.727
+        # with, K-means 0.605 / 0.553 / 0.573 / 0.571; benchmarks/presets-spice-smc-stroke-digits28)
+        "fast": {"backbone": "convnet", "moco_momentum": 0.99, "stroke": True, "pretext_epochs": 30, "pretext_batch_size": 256,
                  "pretext_optimizer": "adam", "pretext_lr": 1e-3, "pretext_weight_decay": 1e-5,
                  "queue_size": 1024, "crop_min_scale": 0.5, "self_epochs": 20, "self_repeats": 4,
                  "n_strong_ops": 2, "reliable_neighbors": 20, "reliable_consistency": 0.9,
