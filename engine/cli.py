@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--method", required=True)
     train.add_argument("--dataset", default="digits", help="NAME, NAME:train, NAME:test or folder:PATH")
     train.add_argument("--preset", default="fast",
-                       help="fast (short schedules: about a minute on digits on a CPU) or paper (the paper's "
-                            "schedule, for a GPU)")
+                       help="fast (short schedules: seconds to about 3 minutes on digits on a CPU) or paper (the "
+                            "paper's schedule, for a GPU)")
     train.add_argument("--clusters", type=int, help="K, the number of clusters (default: the preset's)")
     train.add_argument("--epochs", type=int, help="epochs of every training stage")
     train.add_argument("--seed", type=int)

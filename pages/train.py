@@ -71,8 +71,8 @@ image_size = left.number_input(
          f"a built-in dataset's own size, {DEFAULT_FOLDER_IMAGE_SIZE} px for your images (their own if smaller)")
 method_name = middle.selectbox("Method", methods, key=form_key("train-method"))
 preset = middle.radio("Preset", ["fast", "paper"], horizontal=True, key=form_key("train-preset"),
-                      help="fast: short schedules (about a minute per method on digits on a CPU, hours for 10k+ "
-                           "images without a GPU); paper: the paper's schedule (GPU)")
+                      help="fast: short schedules (seconds to about 3 minutes per method on digits on a CPU, hours "
+                           "for 10k+ images without a GPU); paper: the paper's schedule (GPU)")
 # no bounds on the widget: a typed value outside them would be kept from the run while the old one is used;
 # Start and Estimate check K and say what is wrong
 n_clusters = right.number_input("Clusters K", step=1, key=form_key("train-k"),
