@@ -72,23 +72,6 @@ def kmeans_digits_acc(digits) -> float:
     return cluster_accuracy(digits.labels, create_method("kmeans", "fast").fit(digits).labels_)
 
 
-@pytest.fixture(scope="session")
-def digits28():
-    """The digits drawn at 28×28 with random shifts and pen widths (engine.data.digits28): a second kind of image."""
-    from engine.data import load_dataset
-
-    return load_dataset("digits28")
-
-
-@pytest.fixture(scope="session")
-def kmeans_digits28_acc(digits28) -> float:
-    """ACC of K-means on digits28 pixels (seed 0): the baseline of the digits28 tests."""
-    from engine.clustering.metrics import cluster_accuracy
-    from engine.methods import create_method
-
-    return cluster_accuracy(digits28.labels, create_method("kmeans", "fast").fit(digits28).labels_)
-
-
 def fit_on_digits(method_name: str, digits, **overrides):
     """Fit a method's ``fast`` preset on digits on the CPU; returns (method, events) with every event recorded.
 

@@ -27,13 +27,6 @@ def test_jule_beats_kmeans_on_digits(jule_fit, digits, kmeans_digits_acc):
     assert cluster_accuracy(digits.labels, method.labels_) >= kmeans_digits_acc + 0.03
 
 
-def test_jule_beats_kmeans_on_digits28_a_second_kind_of_image(digits28, kmeans_digits28_acc):
-    """28×28 digits of varied shift and pen width, where the initial clusters come from the shrunk pixels (seconds
-    on a CPU; three seeds here and 2,000 CIFAR-10 images are in ``benchmarks/presets-jule-init-side-*``)."""
-    method, _ = fit_on_digits("jule", digits28, seed=0)
-    assert cluster_accuracy(digits28.labels, method.labels_) >= kmeans_digits28_acc + 0.03
-
-
 def test_jule_merges_down_to_k_clusters_period_by_period(jule_fit):
     _, events = jule_fit
     counts = [e.losses["n_clusters"] for e in events if e.kind == "step" and "n_clusters" in e.losses]

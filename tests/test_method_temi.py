@@ -72,10 +72,3 @@ def test_temi_fast_trains_a_pretext_and_beats_kmeans_on_digits(digits, kmeans_di
     assert method.probs_.shape == (len(digits), 10) and method.neighbors_.shape == (len(digits), 10)
     # the features the Map and Neighbours pages read are the pretext backbone's, not the pixels
     assert method.features_.shape[0] == len(digits) and method.features_.shape[1] != digits.images[0].numel()
-
-
-def test_temi_fast_beats_kmeans_on_digits28_a_second_kind_of_image(digits28, kmeans_digits28_acc):
-    """28×28 digits of varied shift and pen width (three seeds here and 2,000 CIFAR-10 images are in
-    ``benchmarks/presets-temi-pretext-*``)."""
-    method, _ = fit_on_digits("temi", digits28, seed=0)
-    assert cluster_accuracy(digits28.labels, method.labels_) >= kmeans_digits28_acc + 0.03

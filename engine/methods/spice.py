@@ -248,10 +248,10 @@ class Spice(DeepMethod):
         # steps. Gray glyphs of 16 px+ get a random stroke width in the pretext's views (only digits28 of the three
         # sets changes; one thread, seeds 0–3: 0.614 / 0.589 / 0.598 / 0.565 without, 0.754 / 0.661 / 0.710 / 0.727
         # with, K-means 0.605 / 0.553 / 0.573 / 0.571; benchmarks/presets-spice-smc-stroke-digits28)
-        "fast": {"backbone": "convnet", "moco_momentum": 0.99, "stroke": True, "pretext_epochs": 30, "pretext_batch_size": 256,
-                 "pretext_optimizer": "adam", "pretext_lr": 1e-3, "pretext_weight_decay": 1e-5,
-                 "queue_size": 1024, "crop_min_scale": 0.5, "self_epochs": 20, "self_repeats": 4,
-                 "n_strong_ops": 2, "reliable_neighbors": 20, "reliable_consistency": 0.9,
+        "fast": {"backbone": "convnet", "stroke": True, "moco_momentum": 0.99, "pretext_epochs": 30,
+                 "pretext_batch_size": 256, "pretext_optimizer": "adam", "pretext_lr": 1e-3,
+                 "pretext_weight_decay": 1e-5, "queue_size": 1024, "crop_min_scale": 0.5, "self_epochs": 20,
+                 "self_repeats": 4, "n_strong_ops": 2, "reliable_neighbors": 20, "reliable_consistency": 0.9,
                  "reliable_confidence": 0.9, "semi_init": "self", "semi_steps": 150, "semi_batch_size": 32,
                  "unlabeled_ratio": 3, "semi_ema_momentum": 0.9},
     }
