@@ -6,7 +6,9 @@ from conftest import fit_on_digits
 from engine.clustering.metrics import cluster_accuracy
 from engine.data.imageset import ImageSet
 from engine.methods import get_method
-from engine.methods.dec import dec_loss, student_t_assignment, target_distribution
+from engine.data.descriptors import hog_colour
+from engine.errors import ConfigError
+from engine.methods.dec import dec_loss, resolve_descriptor, student_t_assignment, target_distribution
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,43 @@ def test_dec_assigns_new_images_like_the_training_ones(dec_fit, digits):
     probs = method.predict_proba(ImageSet(digits.images[:50], None, [], digits.source))
     assert probs.shape == (50, 10)
     assert probs == pytest.approx(method.probs_[:50], abs=1e-5)
+
+
+def test_dec_reads_photos_through_hog_and_a_colour_map_and_glyphs_as_pixels(digits):
+    """The paper's inputs: pixels for MNIST, HOG + an 8×8 colour map for the STL-10 photos (§4.1)."""
+    colour = ImageSet(torch.randint(0, 256, (20, 32, 32, 3), dtype=torch.uint8), None, [], "folder:/photos")
+    gray_as_rgb = ImageSet(digits.images[:20].repeat(1, 1, 1, 3), None, [], "folder:/digits")
+    assert resolve_descriptor("auto", colour, 32) == "hog_colour"
+    assert resolve_descriptor("auto", colour, 8) == "pixels"  # too small for 4 × 4 cells of gradients
+    assert resolve_descriptor("auto", gray_as_rgb, 8) == resolve_descriptor("auto", digits, 28) == "pixels"
+    assert resolve_descriptor("pixels", colour, 32) == "pixels"
+    assert resolve_descriptor("hog_colour", digits, 16) == "hog_colour"
+    with pytest.raises(ConfigError, match="at least 8 px"):
+        resolve_descriptor("hog_colour", digits, 4)
+    with pytest.raises(ConfigError, match="descriptor must be one of"):
+        get_method("dec")(descriptor="sift").config.validate()
+
+
+def test_hog_sees_edge_orientation_and_the_colour_map_sees_colour():
+    vertical = torch.zeros(1, 3, 32, 32)
+    vertical[..., 16:] = 1.0  # a vertical edge: a horizontal gradient, orientation 0°
+    horizontal = vertical.transpose(-1, -2).contiguous()
+    red, blue = torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32)
+    red[:, 0], blue[:, 2] = 1.0, 1.0
+    a, b = hog_colour(vertical)[0, :324], hog_colour(horizontal)[0, :324]
+    assert float(a @ b) < 0.2  # other orientation bins
+    assert float(hog_colour(red)[0, 324:] @ hog_colour(blue)[0, 324:]) == 0.0
+    assert float(hog_colour(vertical * 0.5)[0] @ hog_colour(vertical)[0]) == pytest.approx(2.0, abs=1e-4)  # contrast
+
+
+def test_dec_on_colour_images_assigns_new_images_like_the_training_ones(one_torch_thread):
+    images = ImageSet(torch.randint(0, 256, (64, 16, 16, 3), dtype=torch.uint8), None, [], "folder:/photos")
+    method = get_method("dec").from_preset("fast", n_clusters=3, layerwise_epochs=1, finetune_epochs=1,
+                                           cluster_epochs=1)
+    method.fit(images)
+    assert method.input_.descriptor == "hog_colour"
+    probs = method.predict_proba(ImageSet(images.images[:10], None, [], images.source))
+    assert probs == pytest.approx(method.probs_[:10], abs=1e-5)
 
 
 def test_student_t_assignment_and_target_distribution_by_hand():
