@@ -63,6 +63,7 @@ from ..errors import ConfigError
 from ..nn.autoencoder import StackedAutoencoder, reconstruction_loss
 from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
 from .context import FitContext
+from .settings import one_of
 from .training import (ImageGeometry, LRSchedule, Position, StopStage, is_gray, make_optimizer, seed_everything,
                        steps_per_epoch, train_epochs)
 
@@ -143,7 +144,7 @@ class DecConfig(MethodConfig):
     backbone: str = "auto"  # the fully connected stacked autoencoder ("auto" = "mlp")
     image_size: int | None = None  # None → the dataset's own size
     flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
-    descriptor: str = "auto"  # the autoencoder's input (see DESCRIPTORS); auto: HOG + colour map for colour images
+    descriptor: str = one_of("auto", DESCRIPTORS)  # the autoencoder's input; auto: HOG + colour map for photos
     hidden_dims: tuple[int, ...] = (500, 500, 2000)
     embedding_dim: int = 10
     dropout: float = 0.2
@@ -168,8 +169,6 @@ class DecConfig(MethodConfig):
         if self.backbone not in AUTOENCODERS:
             raise ConfigError(f"DEC trains its own fully connected autoencoder; backbone must be one of "
                               f"{', '.join(AUTOENCODERS)}, got {self.backbone!r}")
-        if self.descriptor not in DESCRIPTORS:
-            raise ConfigError(f"descriptor must be one of {', '.join(DESCRIPTORS)}, got {self.descriptor!r}")
         if not self.hidden_dims or min(self.hidden_dims) < 1 or self.embedding_dim < 1:
             raise ConfigError(f"hidden_dims and embedding_dim must be positive widths, got {self.hidden_dims} "
                               f"and {self.embedding_dim}")
@@ -205,7 +204,7 @@ class Dec(DeepMethod):
               r"p_{ij} = \frac{q_{ij}^2 / f_j}{\sum_{j'} q_{ij'}^2 / f_{j'}},\ "
               r"L = \mathrm{KL}(P \Vert Q) = \sum_i \sum_j p_{ij} \log \frac{p_{ij}}{q_{ij}}"),
     )
-    key_settings = ("hidden_dims", "embedding_dim", "dropout", "layerwise_epochs", "finetune_epochs", "pretrain_lr",
+    key_settings = ("descriptor", "hidden_dims", "embedding_dim", "dropout", "layerwise_epochs", "finetune_epochs", "pretrain_lr",
                     "cluster_lr", "update_interval", "tolerance")
     presets = {
         "paper": {},
