@@ -8,7 +8,8 @@ from engine.data.imageset import ImageSet
 from engine.methods import get_method
 from engine.data.descriptors import hog_colour
 from engine.errors import ConfigError
-from engine.methods.dec import dec_loss, resolve_descriptor, student_t_assignment, target_distribution
+from engine.methods.dec import dec_loss, student_t_assignment, target_distribution
+from engine.methods.training import resolve_descriptor
 
 
 @pytest.fixture(scope="module")

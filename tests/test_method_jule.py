@@ -145,5 +145,21 @@ def test_the_initial_clusters_come_from_the_pixels_shrunk_to_init_side(tmp_path)
     small = F.interpolate(images.permute(0, 3, 1, 2).float() / 255, size=(14, 14), mode="bilinear", antialias=True)
     for side, pixels in ((None, images.float().flatten(1)), (14, small.flatten(1))):
         jule = create_method("jule", "fast", init_side=side)
-        labels = jule._init(images, FitContext("cpu", checkpoint_dir=tmp_path / str(side)))
+        labels = jule._init(images, "pixels", FitContext("cpu", checkpoint_dir=tmp_path / str(side)))
         assert np.array_equal(labels, nearest_neighbor_components(F.normalize(pixels, dim=1))), side
+
+
+def test_the_fast_preset_builds_the_first_graph_of_photos_on_hog_and_a_colour_map(tmp_path):
+    """Colour images of 16 px or more (photos) start from the components of the descriptor's 1-NN graph; gray
+    ones keep their pixels (checked above)."""
+    from engine.data.descriptors import hog_colour
+    from engine.methods import FitContext, create_method
+    from engine.methods.training import resolve_descriptor
+
+    images = torch.randint(0, 256, (60, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    jule = create_method("jule", "fast")
+    descriptor = resolve_descriptor(jule.config.init_features, ImageSet(images, None, [], "folder:/photos"), 32)
+    assert descriptor == "hog_colour"
+    labels = jule._init(images, descriptor, FitContext("cpu", checkpoint_dir=tmp_path))
+    values = hog_colour(images.permute(0, 3, 1, 2).float() / 255)
+    assert np.array_equal(labels, nearest_neighbor_components(F.normalize(values, dim=1)))

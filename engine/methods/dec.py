@@ -57,31 +57,17 @@ import torch
 from torch import nn
 
 from ..clustering.kmeans import fit_kmeans
-from ..data.descriptors import MIN_SIDE, hog_colour_of_images
+from ..data.descriptors import hog_colour_of_images
 from ..data.imageset import ImageSet
 from ..errors import ConfigError
 from ..nn.autoencoder import StackedAutoencoder, reconstruction_loss
 from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
 from .context import FitContext
 from .settings import one_of
-from .training import (ImageGeometry, LRSchedule, Position, StopStage, is_gray, make_optimizer, seed_everything,
-                       steps_per_epoch, train_epochs)
+from .training import (DESCRIPTORS, ImageGeometry, LRSchedule, Position, StopStage, make_optimizer, resolve_descriptor,
+                       seed_everything, steps_per_epoch, train_epochs)
 
 AUTOENCODERS = ("auto", "mlp")
-DESCRIPTORS = ("auto", "pixels", "hog_colour")  # the autoencoder's input; auto: hog_colour for colour images
-
-
-def resolve_descriptor(descriptor: str, images: ImageSet, size: int) -> str:
-    """``auto`` → ``hog_colour`` for colour images of at least 16 px (photos: the paper's STL-10 input), else
-    ``pixels`` (gray glyphs: the paper's MNIST input); a named descriptor is kept."""
-    if descriptor != "auto":
-        if descriptor == "hog_colour" and size < MIN_SIDE:
-            raise ConfigError(f"descriptor hog_colour needs images of at least {MIN_SIDE} px, got {size} px")
-        return descriptor
-    colour = not is_gray(images.images[:: max(1, len(images) // 2000)])
-    return "hog_colour" if colour and size >= 2 * MIN_SIDE else "pixels"
-
-
 class AutoencoderInput:
     """The rows DEC's autoencoder reads for uint8 images, scaled as the paper scales its input ((1/d)‖x‖² ≈ 1):
     the pixels standardised with the dataset's channel mean and std, or the values of the HOG + colour map

@@ -14,6 +14,7 @@ from torch import nn
 from ..clustering.metrics import cluster_accuracy, mean_neighbor_purity
 from ..clustering.neighbors import mine_neighbors
 from ..data.augment import build_augment
+from ..data.descriptors import MIN_SIDE
 from ..data.imageset import ImageSet
 from ..errors import ConfigError, RunCancelled
 from .context import FitContext
@@ -80,6 +81,21 @@ def is_gray(sample: torch.Tensor) -> bool:
     if sample.shape[-1] == 1:
         return True
     return not bool((sample != sample[..., :1]).any())
+
+
+DESCRIPTORS = ("auto", "pixels", "hog_colour")  # what a method reads its images as (dec's input, jule's first graph)
+
+
+def resolve_descriptor(descriptor: str, images: ImageSet, size: int) -> str:
+    """``auto`` → ``hog_colour`` (:func:`engine.data.descriptors.hog_colour`) for colour images of at least 16 px,
+    photos, which DEC's paper reads so; else ``pixels``: gray images (glyphs, whose pixels are their shapes, as
+    MNIST in the papers) and tiny ones. A named descriptor is checked and kept."""
+    if descriptor == "hog_colour" and size < MIN_SIDE:
+        raise ConfigError(f"descriptor hog_colour needs images of at least {MIN_SIDE} px, got {size} px")
+    if descriptor != "auto":
+        return descriptor
+    colour = not is_gray(images.images[:: max(1, len(images) // 2000)])
+    return "hog_colour" if colour and size >= 2 * MIN_SIDE else "pixels"
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
