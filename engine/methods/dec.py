@@ -190,8 +190,8 @@ class Dec(DeepMethod):
               r"p_{ij} = \frac{q_{ij}^2 / f_j}{\sum_{j'} q_{ij'}^2 / f_{j'}},\ "
               r"L = \mathrm{KL}(P \Vert Q) = \sum_i \sum_j p_{ij} \log \frac{p_{ij}}{q_{ij}}"),
     )
-    key_settings = ("descriptor", "hidden_dims", "embedding_dim", "dropout", "layerwise_epochs", "finetune_epochs", "pretrain_lr",
-                    "cluster_lr", "update_interval", "tolerance")
+    key_settings = ("descriptor", "hidden_dims", "embedding_dim", "dropout", "layerwise_epochs", "finetune_epochs",
+                    "pretrain_lr", "cluster_lr", "update_interval", "tolerance")
     presets = {
         "paper": {},
         # about a minute on a CPU: Adam instead of the long SGD schedule, few epochs, a short refresh interval

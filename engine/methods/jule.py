@@ -68,9 +68,9 @@ Readings we had to make:
   0.30, that of the descriptor 163 of purity 0.37. Seeds 0–5: ACC 0.235 / 0.2435 / 0.240 / 0.2415 / 0.2425 /
   0.235 (mean 0.240; pixel K-means 0.211, margin +0.028, still just under the +0.03 bar), against 0.203 before;
   the descriptor alone with η 0.9: 0.208 / 0.2455 / 0.1945. On gray images only η changes: digits 0.947 / 0.898 /
-  0.946, digits28 0.784 / 0.810 / 0.812, before 0.907 and 0.785 (``benchmarks/presets-jule-hog-eta-cifar10-2k``). What holds JULE back on
-  photos is its forward pass: GDL merging the descriptor itself down to K gives 0.2175, while K-means on it
-  gives 0.280.
+  0.946, digits28 0.784 / 0.810 / 0.812, before 0.907 and 0.785 (``benchmarks/presets-jule-hog-eta``). What
+  holds JULE back on photos is its forward pass: GDL merging the descriptor itself down to K gives 0.2175, while
+  K-means on it gives 0.280.
 - Collapse: the 1/|C|² normalisation of the affinity favours merging small clusters, and merging stops at K; the
   shared guard still stops a run that ends with one cluster > 90 % of the data.
 """
@@ -93,8 +93,8 @@ from ..nn import build_backbone
 from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
 from .settings import one_of
-from .training import (DESCRIPTORS, BatchPlan, Position, StopStage, embed, make_optimizer, resolve_descriptor, to_device,
-                       train_epochs)
+from .training import (DESCRIPTORS, BatchPlan, Position, StopStage, embed, make_optimizer, resolve_descriptor,
+                       to_device, train_epochs)
 
 ISOLATED_MERGE_FACTOR = 20  # isolated clusters join their nearest centroid while > 20·K clusters remain
 
@@ -222,7 +222,7 @@ class Jule(DeepMethod):
               r"\sum_{k=2}^{K_c} \big(\mathcal{A}(C_i, \mathcal{N}^1) - \mathcal{A}(C_i, \mathcal{N}^k)\big)"),
     )
     key_settings = ("embedding_dim", "n_neighbors", "n_cluster_neighbors", "merge_lambda", "unfolding_rate",
-                    "period_epochs", "unroll_lr", "triplet_margin")
+                    "period_epochs", "unroll_lr", "triplet_margin", "init_features")
     presets = {
         "paper": {},
         # about a minute on a CPU: the small ConvNet at any size and colour, Adam and few epochs per period; the
