@@ -86,21 +86,23 @@ spec = {FOLDER: f"{FOLDER_PREFIX}{folder.strip()}", UPLOAD: uploaded_spec}.get(d
 overrides: dict = {"n_clusters": int(n_clusters), "seed": int(seed)}
 with st.expander("Settings (the preset's values; change any)"):
     columns = st.columns(3)
-    for i, key in enumerate(method.key_settings):
+    drawn = 0  # widgets so far: the settings without one leave no gap in the grid
+    for key in method.key_settings:
         value = defaults.get(key)
         choices = setting_choices(method.Config, key)
+        column = columns[drawn % 3]
         if choices is not None and value in choices:
-            widget = columns[i % 3].selectbox(key, choices, index=choices.index(value),
-                                              key=f"setting-{method_name}-{key}")
+            widget = column.selectbox(key, choices, index=choices.index(value), key=f"setting-{method_name}-{key}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             continue  # names without choices, switches and layer-size tuples stay at the preset's value
         else:  # the setting's declared range bounds the widget (the run is checked against it again at Start)
             kind = int if isinstance(value, int) else float  # Streamlit wants one numeric type for all three
             low, high = (None if edge is None else kind(edge)
                          for edge in setting_range(method.Config, key, integer=kind is int))
-            widget = columns[i % 3].number_input(key, value=value, min_value=low, max_value=high,
-                                                 key=f"setting-{method_name}-{key}",
-                                                 format="%g" if isinstance(value, float) else "%d")
+            widget = column.number_input(key, value=value, min_value=low, max_value=high,
+                                         key=f"setting-{method_name}-{key}",
+                                         format="%g" if isinstance(value, float) else "%d")
+        drawn += 1
         if widget != value:
             overrides[key] = widget
 # where a method can start from something else than a new pretext: both choices on one row, so a method with them
