@@ -68,6 +68,8 @@ from .training import (DESCRIPTORS, ImageGeometry, LRSchedule, Position, StopSta
                        seed_everything, steps_per_epoch, train_epochs)
 
 AUTOENCODERS = ("auto", "mlp")
+
+
 class AutoencoderInput:
     """The rows DEC's autoencoder reads for uint8 images, scaled as the paper scales its input ((1/d)‖x‖² ≈ 1):
     the pixels standardised with the dataset's channel mean and std, or the values of the HOG + colour map
