@@ -14,7 +14,7 @@ from engine.data.roots import check_folder_to_load, check_inside_data_roots, def
 from engine.errors import DatasetError, UserError
 from engine.methods import get_method, list_methods
 from engine.methods.feature_source import PRETRAINED_PREFIX
-from engine.methods.settings import setting_choices, setting_range
+from engine.methods.settings import setting_choices, setting_help, setting_range
 from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from engine.runs.budget import estimate_request
@@ -92,7 +92,8 @@ with st.expander("Settings (the preset's values; change any)"):
         choices = setting_choices(method.Config, key)
         column = columns[drawn % 3]
         if choices is not None and value in choices:
-            widget = column.selectbox(key, choices, index=choices.index(value), key=f"setting-{method_name}-{key}")
+            widget = column.selectbox(key, choices, index=choices.index(value), key=f"setting-{method_name}-{key}",
+                                      help=setting_help(method.Config, key))
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             continue  # names without choices, switches and layer-size tuples stay at the preset's value
         else:  # the setting's declared range bounds the widget (the run is checked against it again at Start)

@@ -273,3 +273,11 @@ def test_the_train_pages_setting_widgets_are_bounded_by_the_settings_declared_ra
     assert widgets["self_batch_size"].min == 1 and not widgets["self_batch_size"].has_max  # implied: a positive int
     assert not widgets["pretext_lr"].has_min  # a positive float: 0 itself is refused at Start, not by the widget
     assert setting_range(get_method("spice").Config, "center_ratio", integer=False) == (0, 1)
+
+
+def test_the_train_pages_choice_settings_say_what_their_choices_mean():
+    at = open_page("pages/train.py")
+    next(box for box in at.selectbox if box.label == "Method").select("dec").run()
+    descriptor = at.selectbox(key="setting-dec-descriptor")
+    assert descriptor.value == "auto" and descriptor.options == ["auto", "pixels", "hog_colour"]
+    assert "HOG + an 8×8 colour map" in descriptor.help and "gray" in descriptor.help

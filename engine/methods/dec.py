@@ -132,7 +132,9 @@ class DecConfig(MethodConfig):
     backbone: str = "auto"  # the fully connected stacked autoencoder ("auto" = "mlp")
     image_size: int | None = None  # None → the dataset's own size
     flip: bool | None = None  # horizontal flips in augmentations; None → by content (gray: off)
-    descriptor: str = one_of("auto", DESCRIPTORS)  # the autoencoder's input; auto: HOG + colour map for photos
+    descriptor: str = one_of("auto", DESCRIPTORS, help=(
+        "what the autoencoder reads: pixels, or HOG + an 8×8 colour map (the paper's input for photos); auto: "
+        "HOG + colour map for colour images of 16 px or more, pixels for gray ones"))
     hidden_dims: tuple[int, ...] = (500, 500, 2000)
     embedding_dim: int = 10
     dropout: float = 0.2

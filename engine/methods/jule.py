@@ -186,9 +186,9 @@ class JuleConfig(BackboneConfig):
     # the initial clusters' nearest-neighbour graph is built on the pixels of the images shrunk (antialiased) to at
     # most this side; None: at their own size, as the paper
     init_side: int | None = None
-    # what the initial graph is built on (DESCRIPTORS): auto reads photos (colour, 16 px or more) as HOG + an 8×8
-    # colour map, gray images as their pixels
-    init_features: str = one_of("pixels", DESCRIPTORS)
+    init_features: str = one_of("pixels", DESCRIPTORS, help=(
+        "what the initial clusters' nearest-neighbour graph is built on: pixels, or HOG + an 8×8 colour map; auto: "
+        "HOG + colour map for colour images of 16 px or more, pixels for gray ones"))
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)

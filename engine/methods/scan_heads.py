@@ -62,7 +62,9 @@ class ScanHeadsConfig(PretextConfig):
     # what the heads (and self-labelling) train on: the paper's strong augmentation (RandAugment + Cutout) through
     # the whole network, the pretext's own crops (``simclr``, at ``crop_min_scale``) through the whole network, or
     # (``frozen``) the frozen pretext backbone's features of the un-augmented images, heads only
-    head_views: str = one_of("strong", ("strong", "simclr", "frozen"))
+    head_views: str = one_of("strong", ("strong", "simclr", "frozen"), help=(
+        "what the heads train on: strong (the paper's RandAugment + Cutout views, through the whole network), "
+        "simclr (the pretext's crops, whole network), frozen (the frozen backbone's features, heads only)"))
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)

@@ -60,9 +60,9 @@ def bounded(default: float, *, low: float | None = None, high: float | None = No
     return dataclasses.field(default=default, metadata={"bounds": Bounds(low, high, low_excluded)})
 
 
-def one_of(default: str, choices: Sequence[str]) -> Any:
-    """A config field that must name one of ``choices``."""
-    return dataclasses.field(default=default, metadata={"choices": tuple(choices)})
+def one_of(default: str, choices: Sequence[str], help: str | None = None) -> Any:
+    """A config field that must name one of ``choices``; ``help`` says what they mean (the Train page shows it)."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(choices), "help": help})
 
 
 POSITIVE = Bounds(0, low_excluded=True)
@@ -115,6 +115,11 @@ def setting_range(config_type: type, name: str, integer: bool) -> tuple[float | 
 def setting_choices(config_type: type, name: str) -> tuple[str, ...] | None:
     """The names setting ``name`` of ``config_type`` may take (declared with :func:`one_of`, or implied), or None."""
     return _choices_of(_field(config_type, name))
+
+
+def setting_help(config_type: type, name: str) -> str | None:
+    """What setting ``name`` of ``config_type`` means, where its field says (:func:`one_of`), else None."""
+    return _field(config_type, name).metadata.get("help")
 
 
 def _field(config_type: type, name: str) -> dataclasses.Field:

@@ -108,7 +108,9 @@ class SpiceConfig(PretextConfig):
     reliable_confidence: float = bounded(0.99, low=0, high=1)
     # fewer reliable images per cluster than this after balancing: SPICE-Semi is skipped, SPICE-Self's clusters kept
     min_reliable_per_cluster: int = bounded(2, low=0)
-    semi_init: str = one_of("scratch", SEMI_INITS)  # official: scratch; "self": the pretext backbone + kept head
+    semi_init: str = one_of("scratch", SEMI_INITS, help=(  # official: scratch
+        "where SPICE-Semi's network starts: scratch (new weights, as the official code), self (the pretext "
+        "backbone with the kept SPICE-Self head)"))
     semi_steps: int = 2 ** 20
     semi_batch_size: int = 64  # labelled images per step; unlabelled ones: unlabeled_ratio × this
     unlabeled_ratio: int = 7
