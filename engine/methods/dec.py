@@ -75,13 +75,22 @@ class AutoencoderInput:
     the pixels standardised with the dataset's channel mean and std, or the values of the HOG + colour map
     descriptor, each standardised with its mean and std over the fitted images."""
 
-    def __init__(self, descriptor: str, geometry: ImageGeometry, images: torch.Tensor) -> None:
-        self.descriptor, self.size = descriptor, geometry.size
+    def __init__(self, descriptor: str, geometry: ImageGeometry, mean: torch.Tensor | None = None,
+                 std: torch.Tensor | None = None) -> None:
+        self.descriptor, self.size, self.mean, self.std = descriptor, geometry.size, mean, std
+        self._evaluate = geometry.augment("eval")
+
+    @classmethod
+    def fit(cls, descriptor: str, geometry: ImageGeometry, images: torch.Tensor
+            ) -> tuple["AutoencoderInput", torch.Tensor]:
+        """The input fitted to uint8 ``images``, and what training reads of them: the images themselves for
+        ``pixels`` (standardised batch by batch: a float copy of the set may not fit), else their standardised
+        descriptor rows (a few hundred values an image, computed once here)."""
         if descriptor == "pixels":
-            self._evaluate = geometry.augment("eval")
-        else:
-            values = hog_colour_of_images(images, self.size)
-            self.mean, self.std = values.mean(0), values.std(0).clamp_min(1e-6)
+            return cls(descriptor, geometry), images
+        values = hog_colour_of_images(images, geometry.size)
+        mean, std = values.mean(0), values.std(0).clamp_min(1e-6)
+        return cls(descriptor, geometry, mean, std), (values - mean) / std
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.descriptor == "pixels":
@@ -208,12 +217,10 @@ class Dec(DeepMethod):
         generator = seed_everything(cfg.seed)
         geometry = ImageGeometry.of(images, cfg.image_size, cfg.flip)
         data = images.images.to(context.device)
-        self.input_ = AutoencoderInput(resolve_descriptor(cfg.descriptor, images, geometry.size), geometry, data)
+        self.input_, source = AutoencoderInput.fit(resolve_descriptor(cfg.descriptor, images, geometry.size),
+                                                   geometry, data)
         context.info("layerwise", f"autoencoder input: {self.input_}")
-        if self.input_.descriptor == "pixels":  # standardised batch by batch: a float copy of the set may not fit
-            source, flatten = data, self.input_
-        else:  # a few hundred values per image: computed once
-            source, flatten = self.input_(data), nn.Identity()
+        flatten = self.input_ if self.input_.descriptor == "pixels" else nn.Identity()  # rows are read as they are
 
         dims = (flatten(source[:1]).shape[1], *cfg.hidden_dims, cfg.embedding_dim)
         autoencoder = StackedAutoencoder(dims).to(context.device)

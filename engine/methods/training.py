@@ -52,7 +52,7 @@ class ImageGeometry:
         is kept only for gray images (glyphs) of at least :data:`STROKE_MIN_SIZE` px, where a pixel of pen width
         is a small change (on 8×8 digits it is most of a stroke)."""
         h, w, c = images.image_shape
-        sample = images.images[:: max(1, len(images) // 2000)]  # statistics from ≤ ~2000 images: cheap, stable
+        sample = content_sample(images)
         pixels = sample.reshape(-1, c).float() / 255
         mean = pixels.mean(0).tolist()
         std = pixels.std(0).clamp_min(1e-3).tolist()
@@ -72,6 +72,12 @@ class ImageGeometry:
         if kind == "simclr" and self.stroke:
             options.setdefault("stroke", True)
         return build_augment(kind, self.size, self.channels, mean=self.mean, std=self.std, **options)
+
+
+def content_sample(images: ImageSet) -> torch.Tensor:
+    """At most about 2,000 of ``images``, spread over the set: what decisions by content read (channel statistics,
+    gray or colour), cheap and stable."""
+    return images.images[:: max(1, len(images) // 2000)]
 
 
 def is_gray(sample: torch.Tensor) -> bool:
@@ -94,7 +100,7 @@ def resolve_descriptor(descriptor: str, images: ImageSet, size: int) -> str:
         raise ConfigError(f"descriptor hog_colour needs images of at least {MIN_SIDE} px, got {size} px")
     if descriptor != "auto":
         return descriptor
-    colour = not is_gray(images.images[:: max(1, len(images) // 2000)])
+    colour = not is_gray(content_sample(images))
     return "hog_colour" if colour and size >= 2 * MIN_SIDE else "pixels"
 
 
