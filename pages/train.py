@@ -101,6 +101,7 @@ with st.expander("Settings (the preset's values; change any)"):
             low, high = (None if edge is None else kind(edge)
                          for edge in setting_range(method.Config, key, integer=kind is int))
             widget = column.number_input(key, value=value, min_value=low, max_value=high,
+                                         help=setting_help(method.Config, key),
                                          key=f"setting-{method_name}-{key}",
                                          format="%g" if isinstance(value, float) else "%d")
         drawn += 1

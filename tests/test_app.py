@@ -281,3 +281,11 @@ def test_the_train_pages_choice_settings_say_what_their_choices_mean():
     descriptor = at.selectbox(key="setting-dec-descriptor")
     assert descriptor.value == "auto" and descriptor.options == ["auto", "pixels", "hog_colour"]
     assert "HOG + an 8×8 colour map" in descriptor.help and "gray" in descriptor.help
+
+
+def test_the_train_pages_number_settings_say_what_they_mean():
+    at = open_page("pages/train.py")
+    next(box for box in at.selectbox if box.label == "Method").select("jule").run()
+    assert at.number_input(key="setting-jule-period_epochs").help == ("passes over the images in each period of "
+                                                                       "CNN training")
+    assert at.number_input(key="setting-jule-unfolding_rate").help.startswith("η: the share of the clusters merged")

@@ -19,6 +19,7 @@ import torch
 from conftest import recorded_losses
 from engine.errors import NotFittedError, RunCancelled, TrainingError
 from engine.methods import FitContext, create_method, get_method, list_methods
+from engine.methods.settings import setting_choices, setting_help
 from engine.methods.training import TRAIN_ACC
 
 N_IMAGES = 300
@@ -164,3 +165,13 @@ def test_a_fit_cancelled_mid_stage_resumes_to_the_uninterrupted_result(method, s
 def test_every_stage_of_every_method_is_trained_by_the_loop_or_trains_nothing():
     stages = {(method, stage.name) for method in list_methods() for stage in get_method(method).stages}
     assert stages - UNTRAINED_STAGES == set(TRAINED_STAGES)
+
+
+@pytest.mark.parametrize("method", sorted(list_methods()))
+def test_every_setting_the_train_page_offers_says_what_it_means(method):
+    """The Train page draws a widget for each key setting that is a number or a choice; each shows its help."""
+    cls = get_method(method)
+    fast = cls.describe()["presets"]["fast"]
+    offered = [name for name in cls.key_settings if setting_choices(cls.Config, name) is not None
+               or (isinstance(fast.get(name), (int, float)) and not isinstance(fast.get(name), bool))]
+    assert offered and [name for name in offered if not setting_help(cls.Config, name)] == []

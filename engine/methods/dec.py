@@ -63,7 +63,7 @@ from ..errors import ConfigError
 from ..nn.autoencoder import StackedAutoencoder, reconstruction_loss
 from .base import DeepMethod, MethodConfig, Stage, Transform, register_method
 from .context import FitContext
-from .settings import one_of
+from .settings import described, one_of
 from .training import (DESCRIPTORS, ImageGeometry, LRSchedule, Position, StopStage, make_optimizer, resolve_descriptor,
                        seed_everything, steps_per_epoch, train_epochs)
 
@@ -160,8 +160,9 @@ class DecConfig(MethodConfig):
     cluster_batch_size: int = 256
     cluster_lr: float = 0.01
     cluster_momentum: float = 0.9
-    update_interval: int = 140
-    tolerance: float = 0.001
+    update_interval: int = described(140, "steps between two updates of the target distribution P (eq. 3)")
+    tolerance: float = described(0.001, "the clustering stage stops once fewer than this share of the images "
+                                        "change cluster between two updates of P")
 
     def validate(self, n_images: int | None = None) -> None:
         super().validate(n_images)

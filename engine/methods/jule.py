@@ -92,7 +92,7 @@ from ..errors import ConfigError
 from ..nn import build_backbone
 from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
-from .settings import one_of
+from .settings import described, one_of
 from .training import (DESCRIPTORS, BatchPlan, Position, StopStage, embed, make_optimizer, resolve_descriptor,
                        to_device, train_epochs)
 
@@ -170,9 +170,12 @@ class JuleNet(nn.Module):
 class JuleConfig(BackboneConfig):
     embedding_dim: int = 160
     n_neighbors: int = 20  # K_s
-    n_cluster_neighbors: int = 5  # K_c
-    merge_lambda: float = 1.0  # λ
-    unfolding_rate: float = 0.9  # η
+    n_cluster_neighbors: int = described(5, "K_c: how many neighbouring clusters the merge criterion compares "
+                                            "a cluster with")
+    merge_lambda: float = described(1.0, "λ: how much the merge criterion prefers a neighbour that is much "
+                                         "closer than the other K_c − 1 (0: the nearest alone)")
+    unfolding_rate: float = described(0.9, "η: the share of the clusters merged in each period before the "
+                                           "CNN is trained again; lower means more periods")
     period_epochs: int = 20
     unroll_batch_size: int = 100
     unroll_optimizer: str = "sgd"
@@ -180,7 +183,8 @@ class JuleConfig(BackboneConfig):
     unroll_weight_decay: float = 5e-5
     lr_decay_gamma: float = 1e-4  # "inv" policy: lr·(1 + gamma·iter)^−power
     lr_decay_power: float = 0.75
-    triplet_margin: float = 0.2
+    triplet_margin: float = described(0.2, "m: how much farther an image of another cluster must be than one "
+                                           "of its own in the triplet loss")
     positive_weight: float = 1.0  # γ
     min_cluster_fraction: float = 0.25  # of N/K: smaller clusters merge first among the last 2K
     # the initial clusters' nearest-neighbour graph is built on the pixels of the images shrunk (antialiased) to at

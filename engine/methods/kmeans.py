@@ -25,7 +25,7 @@ from .settings import bounded
 @dataclass
 class KMeansConfig(MethodConfig):
     n_init: int = 10
-    max_iter: int = bounded(300, low=1)
+    max_iter: int = bounded(300, low=1, help="the most Lloyd iterations of one K-means start")
     features_from: str | None = None  # run id whose stored features to cluster; None → raw pixels
     pretext_from: str | None = None  # pretrained:NAME → the frozen backbone NAME's features
     pretrained_weights: str | None = None  # state dict file for that backbone (train --weights)

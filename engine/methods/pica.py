@@ -87,6 +87,7 @@ from ..errors import ConfigError
 from ..nn import build_backbone, entropy
 from .base import BackboneConfig, DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
+from .settings import described
 from .training import ImageGeometry, Position, embed, make_optimizer, train_epochs
 
 STAGE = "train"
@@ -162,9 +163,9 @@ class PicaConfig(BackboneConfig):
     lr: float = 1e-4
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # the paper's; "cosine" decays it to 0 over the run
-    n_overclusters: int = 70  # size of the over-clustering head
+    n_overclusters: int = described(70, "clusters of the auxiliary over-clustering head (at least K)")
     entropy_weight: float = 2.0  # λ
-    n_repeats: int = 3  # perturbed views per original image
+    n_repeats: int = described(3, "perturbed views of each image in a batch")
     crop_min_scale: float = 0.2
 
     def validate(self, n_images: int | None = None) -> None:

@@ -45,6 +45,7 @@ from .base import Stage, register_method
 from .context import FitContext
 from .scan_heads import (SCAN_LOSS_EQUATION, FeatureGeometry, ScanHeadSettings, ScanHeadsConfig,
                          ScanHeadsMethod)
+from .settings import described
 from .simclr import SIMCLR_STAGE, simclr_pretext
 from .training import ImageGeometry, Position, make_optimizer, train_epochs
 
@@ -55,7 +56,8 @@ class ScanConfig(ScanHeadsConfig):
     selflabel_batch_size: int = 1000
     selflabel_lr: float = 1e-4
     selflabel_weight_decay: float = 1e-4
-    confidence_threshold: float = 0.99
+    confidence_threshold: float = described(0.99, "self-labelling trains on the images whose cluster "
+                                                  "probability is above this")
 
 
 @register_method

@@ -55,9 +55,16 @@ class Bounds:
 
 
 def bounded(default: float, *, low: float | None = None, high: float | None = None,
-            low_excluded: bool = False) -> Any:
-    """A config field whose number must lie between ``low`` and ``high`` (inclusive unless ``low_excluded``)."""
-    return dataclasses.field(default=default, metadata={"bounds": Bounds(low, high, low_excluded)})
+            low_excluded: bool = False, help: str | None = None) -> Any:
+    """A config field whose number must lie between ``low`` and ``high`` (inclusive unless ``low_excluded``);
+    ``help`` says what it means (the Train page shows it)."""
+    return dataclasses.field(default=default, metadata={"bounds": Bounds(low, high, low_excluded), "help": help})
+
+
+def described(default: Any, help: str) -> Any:
+    """A config field with no declared range or choices whose ``help`` says what it means (the Train page shows
+    it), for a setting whose name alone does not (:func:`implied_help`)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def one_of(default: str, choices: Sequence[str], help: str | None = None) -> Any:
@@ -118,8 +125,67 @@ def setting_choices(config_type: type, name: str) -> tuple[str, ...] | None:
 
 
 def setting_help(config_type: type, name: str) -> str | None:
-    """What setting ``name`` of ``config_type`` means, where its field says (:func:`one_of`), else None."""
-    return _field(config_type, name).metadata.get("help")
+    """What setting ``name`` of ``config_type`` means: as its field says (:func:`one_of`), else as its name implies
+    (:func:`implied_help`), else None."""
+    return _field(config_type, name).metadata.get("help") or implied_help(name)
+
+
+# the stage a setting's first word names, as the help texts call it
+STAGE_NAMES = {"pretext": "the self-supervised pretext stage", "pretrain": "the autoencoder's pretraining",
+               "layerwise": "the layer-wise pretraining", "finetune": "the fine-tuning stage",
+               "cluster": "the clustering stage", "self": "the self-labelling stage",
+               "selflabel": "the self-labelling stage", "semi": "the semi-supervised stage",
+               "period": "each period of CNN training", "unroll": "the periods of CNN training"}
+# what a setting named so means, whichever method has it
+HELP_BY_NAME = {
+    "n_clusters": "K, the number of clusters",
+    "n_neighbors": "k: how many nearest neighbours are mined for each image",
+    "n_heads": "clustering heads trained side by side from different starts; the best one gives the clusters",
+    "n_init": "K-means restarts; the one with the lowest within-cluster sum of squares is kept",
+    "crop_min_scale": "the smallest random crop of an augmented view, as a share of the image's area; higher keeps "
+                      "more of the image",
+    "warmup_epochs": "epochs at the start whose learning rate rises linearly to its value",
+    "queue_size": "how many keys of earlier batches the queue keeps as negatives",
+    "embedding_dim": "length of the learned embedding", "feature_dim": "length of the learned feature vector",
+    "dropout": "the probability that dropout zeroes a unit during training",
+}
+
+
+def implied_help(name: str) -> str | None:
+    """What a setting means by its name: :data:`HELP_BY_NAME`, or the kind of number its last word names
+    (epochs, batch size, learning rate, temperature, momentum, weight) in the stage its first word names.
+
+    Examples:
+        >>> implied_help("pretext_batch_size")
+        'images per optimisation step in the self-supervised pretext stage'
+        >>> implied_help("epochs")
+        'passes over the images in training'
+        >>> implied_help("entropy_weight"), implied_help("merge_lambda")
+        ('weight of the entropy term in the loss', None)
+    """
+    if name in HELP_BY_NAME:
+        return HELP_BY_NAME[name]
+    first, _, rest = name.partition("_")
+    stage = STAGE_NAMES.get(first, "training")
+    subject = rest if first in STAGE_NAMES else name
+    if subject == "epochs":
+        return f"passes over the images in {stage}"
+    if subject == "steps":
+        return f"optimisation steps of {stage}"
+    if subject == "batch_size":
+        return f"images per optimisation step in {stage}"
+    if subject == "lr":
+        return f"learning rate of {stage}"
+    if subject == "weight_decay":
+        return f"L2 penalty on the weights in {stage}"
+    if name.endswith("temperature"):
+        of = name[:-len("temperature")].rstrip("_").replace("_", " ")
+        return f"softmax temperature τ{f' of the {of} loss' if of else ''}: lower makes it sharper"
+    if name.endswith("momentum"):
+        return "EMA momentum: how much of the slow network (or average) each step keeps; closer to 1 is slower"
+    if name.endswith("_weight"):
+        return f"weight of the {name[:-len('_weight')].replace('_', ' ')} term in the loss"
+    return None
 
 
 def _field(config_type: type, name: str) -> dataclasses.Field:

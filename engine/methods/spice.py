@@ -77,7 +77,7 @@ from ..nn.pseudo_labels import fixmatch_loss, prototype_pseudo_labels, reliable_
 from .base import DeepMethod, Stage, Transform, register_method, start_fit
 from .context import FitContext
 from .queue_pretext import QUEUE_INFO_NCE_EQUATION, QueueContrastModel, reuse_or_train_queue_pretext
-from .settings import bounded, one_of
+from .settings import bounded, described, one_of
 from .simclr import PretextConfig, pretext_identity
 from .training import (BatchPlan, EndlessBatches, ImageGeometry, Position, embed, index_batches, make_optimizer,
                        steps_per_epoch, to_device, train_epochs)
@@ -97,26 +97,32 @@ class SpiceConfig(PretextConfig):
     queue_size: int = 65536
     n_heads: int = 10
     self_epochs: int = 100
-    self_batch_size: int = 5000  # images whose prototypes and pseudo-labels are computed together
+    self_batch_size: int = described(5000, "images whose prototypes and pseudo-labels are computed together")
     self_train_batch_size: int = 128
     self_repeats: int = 8  # passes over a batch's pseudo-labelled images
     self_lr: float = 0.005
-    center_ratio: float = bounded(0.5, low=0, high=1)  # share of the B/K most confident images in a prototype
+    center_ratio: float = bounded(0.5, low=0, high=1, help="the share of the B/K most confident images of a "
+                                                             "cluster that make its prototype")
     n_strong_ops: int = 4  # RandAugment ops of the strong views SPICE-Self trains on
-    reliable_neighbors: int = 100
-    reliable_consistency: float = bounded(0.99, low=0, high=1)
-    reliable_confidence: float = bounded(0.99, low=0, high=1)
+    reliable_neighbors: int = described(100, "an image is reliable when enough of this many of its nearest "
+                                             "neighbours share its cluster (reliable_consistency)")
+    reliable_consistency: float = bounded(0.99, low=0, high=1, help="the share of an image's reliable_neighbors "
+                                                                     "that must share its cluster")
+    reliable_confidence: float = bounded(0.99, low=0, high=1, help="a reliable image's cluster probability must "
+                                                                    "be above this")
     # fewer reliable images per cluster than this after balancing: SPICE-Semi is skipped, SPICE-Self's clusters kept
     min_reliable_per_cluster: int = bounded(2, low=0)
     semi_init: str = one_of("scratch", SEMI_INITS, help=(  # official: scratch
         "where SPICE-Semi's network starts: scratch (new weights, as the official code), self (the pretext "
         "backbone with the kept SPICE-Self head)"))
     semi_steps: int = 2 ** 20
-    semi_batch_size: int = 64  # labelled images per step; unlabelled ones: unlabeled_ratio × this
+    semi_batch_size: int = described(64, "reliable (labelled) images per step of SPICE-Semi; it takes "
+                                         "unlabeled_ratio times as many unlabelled ones")
     unlabeled_ratio: int = 7
     semi_lr: float = 0.03
     semi_weight_decay: float = 5e-4
-    fixmatch_threshold: float = bounded(0.95, low=0, high=1)
+    fixmatch_threshold: float = bounded(0.95, low=0, high=1, help="an unlabelled image trains SPICE-Semi when "
+                                                                   "its weak view's confidence is above this")
     unlabeled_weight: float = 1.0
     semi_ema_momentum: float = bounded(0.999, low=0, high=1)
 

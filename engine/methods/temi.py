@@ -49,6 +49,7 @@ from ..nn import ema_update
 from .base import Method, Stage, register_method, start_fit
 from .context import FitContext
 from .feature_source import check_one_feature_source, features_of_run, pretrained_features, pretrained_name
+from .settings import described
 from .simclr import SIMCLR_STAGE, PretextConfig, simclr_pretext
 from .training import (Position, embed, make_optimizer, mine_stage, seed_everything, steps_per_epoch, to_device,
                        train_epochs)
@@ -137,7 +138,8 @@ class TemiConfig(PretextConfig):
     standardize_features: bool = False  # per-dimension zero mean / unit variance before the heads
     n_neighbors: int = 50
     n_heads: int = 16
-    beta: float = 0.6
+    beta: float = described(0.6, "β of the PMI loss: below 1 it weighs confident pairs less and keeps the "
+                                 "clusters balanced")
     student_temperature: float = 0.1
     teacher_temperature: float = 0.1
     teacher_momentum: float = 0.996
