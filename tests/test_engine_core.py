@@ -228,6 +228,17 @@ def test_empty_and_tiny_clusters_are_reported_with_their_sizes():
     warning = uneven_clusters_warning(labels, 5)
     assert warning.startswith("warning:") and "1 of 5 clusters are empty (4)" in warning
     assert "(cluster 3: 5)" in warning and "cluster 0" not in warning
+    assert warning.endswith("try another seed or a smaller K.")  # K-means, DEC, JULE: no balance setting to raise
+
+
+def test_uneven_clusters_point_to_the_methods_own_balance_setting_with_its_value():
+    from engine.methods.base import balance_remedy, uneven_clusters_warning
+
+    labels = np.concatenate([np.repeat([0, 1, 2], 60), [3] * 5])
+    warning = uneven_clusters_warning(labels, 4, balance_remedy(create_method("socnet", "fast").config))
+    assert warning.endswith("try a larger balance_weight (now 3), another seed or a smaller K.")
+    with pytest.raises(TrainingError, match=r"try a larger entropy_weight \(now 5\), another seed or a smaller K"):
+        check_not_collapsed(np.array([0] * 95 + [1] * 5), 2, balance_remedy(create_method("scan", "fast").config))
 
 
 def test_a_fit_with_a_tiny_cluster_says_so_in_its_messages():

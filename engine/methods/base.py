@@ -162,8 +162,8 @@ class Method:
                 raise
             raise LossDiverged(f"{error} (this run's: {', '.join(rates)}; --set NAME=VALUE, or the Train page's "
                                f"settings)") from error
-        check_not_collapsed(self.labels_, self.config.n_clusters)
-        warning = uneven_clusters_warning(self.labels_, self.config.n_clusters)
+        check_not_collapsed(self.labels_, self.config.n_clusters, balance_remedy(self.config))
+        warning = uneven_clusters_warning(self.labels_, self.config.n_clusters, balance_remedy(self.config))
         if warning is not None:
             context.info("result", warning)
         return self
@@ -274,20 +274,39 @@ def check_batch_sizes(config: MethodConfig, n_images: int, explicit: frozenset[s
                               "size")
 
 
-def check_not_collapsed(labels: np.ndarray | None, n_clusters: int) -> None:
-    """Stop with a clear error when one cluster holds more than 90 % of the data (a degenerate solution)."""
+# settings whose larger value spreads the images over more clusters (the losses' entropy or balance terms)
+BALANCE_SETTINGS = ("entropy_weight", "balance_weight")
+
+
+def balance_remedy(config: MethodConfig) -> str:
+    """The first thing to try when ``config``'s clusters came out uneven: a larger value of the balance settings it
+    has, with their values, or nothing for a method without one (K-means, DEC, JULE).
+
+    Examples:
+        >>> from engine.methods import create_method
+        >>> balance_remedy(create_method("pica", "fast").config), balance_remedy(create_method("kmeans").config)
+        ('a larger entropy_weight (now 2)', '')
+    """
+    names = [f"{name} (now {getattr(config, name):g})" for name in BALANCE_SETTINGS if hasattr(config, name)]
+    return f"a larger {' or '.join(names)}" if names else ""
+
+
+def check_not_collapsed(labels: np.ndarray | None, n_clusters: int, remedy: str = "") -> None:
+    """Stop with a clear error when one cluster holds more than 90 % of the data (a degenerate solution);
+    ``remedy`` (:func:`balance_remedy`) is suggested first."""
     if labels is None or len(labels) == 0:
         raise TrainingError("the method produced no cluster assignments")
     share = np.bincount(labels, minlength=n_clusters).max() / len(labels)
     if share > COLLAPSE_SHARE:
-        raise TrainingError(f"the clustering collapsed: one cluster holds {share:.0%} of the images; try a larger "
-                            "entropy weight, a smaller learning rate or another seed")
+        raise TrainingError(f"the clustering collapsed: one cluster holds {share:.0%} of the images; try "
+                            f"{_listed([remedy, 'another seed', 'a smaller K'])}")
 
 
-def uneven_clusters_warning(labels: np.ndarray, n_clusters: int) -> str | None:
+def uneven_clusters_warning(labels: np.ndarray, n_clusters: int, remedy: str = "") -> str | None:
     """A warning naming the empty clusters and those under a quarter of the even share N/K, with their sizes, or
     None when every cluster is in use at a reasonable size. Not an error: real classes can be that uneven, but a
-    user should look before trusting a partition with fewer clusters than asked for."""
+    user should look before trusting a partition with fewer clusters than asked for. ``remedy``
+    (:func:`balance_remedy`) is suggested first."""
     sizes = np.bincount(labels, minlength=n_clusters)
     empty = [int(c) for c in np.flatnonzero(sizes == 0)]
     small = (sizes > 0) & (sizes < TINY_SHARE * len(labels) / n_clusters)
@@ -301,8 +320,14 @@ def uneven_clusters_warning(labels: np.ndarray, n_clusters: int) -> str | None:
         listed = ", ".join(f"cluster {c}: {size}" for c, size in tiny.items())
         parts.append(f"{len(tiny)} hold under a quarter of the even share of {len(labels) / n_clusters:.0f} "
                      f"images ({listed})")
-    return ("warning: " + "; ".join(parts) + ". Fewer clusters are in use than asked for: try a larger entropy or "
-            "balance weight, another seed, or a smaller K.")
+    return ("warning: " + "; ".join(parts) + ". Fewer clusters are in use than asked for: try "
+            f"{_listed([remedy, 'another seed', 'a smaller K'])}.")
+
+
+def _listed(options: list[str]) -> str:
+    """``a, b or c`` of the options that are not empty."""
+    options = [option for option in options if option]
+    return ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else options[0]
 
 
 _REGISTRY: dict[str, type[Method]] = {}
