@@ -107,6 +107,34 @@ def test_a_filter_set_on_the_map_holds_on_clusters_and_clears_everywhere(app, ru
     assert plotted_points(at) == 1797
 
 
+def test_the_filter_is_in_the_address_so_a_reload_or_a_shared_link_shows_the_same_images(app, run, monkeypatch):
+    folder, results = run
+    at = go(app, "neighbours")
+    at.multiselect(key="widget-filter-clusters").set_value([3, 5]).run()
+    at.sidebar.slider(key="widget-filter-confidence").set_value((0.25, 1.0)).run()
+    at.radio(key="widget-filter-correctness").set_value("incorrect").run()
+    address = dict(at.query_params)
+    assert (address["cluster"], address["confidence"], address["correct"]) == (["3", "5"], "0.25-1", "incorrect")
+    assert "label" not in address and "tag" not in address  # parts at their start stay out of the address
+    # a new session opened on that address (a reload, a link sent to a colleague) starts with the same filter
+    monkeypatch.setenv("DCE_RUNS_DIR", str(folder))
+    reloaded = AppTest.from_file(str(REPO / "pages" / "neighbours.py"), default_timeout=HANG_GUARD_S)
+    reloaded.query_params.update(address)
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.multiselect(key="widget-filter-clusters").value == [3, 5]
+    assert reloaded.sidebar.slider(key="widget-filter-confidence").value == (0.25, 1.0)
+    assert reloaded.radio(key="widget-filter-correctness").value == "incorrect"
+    # an address that does not parse keeps every image rather than failing
+    odd = AppTest.from_file(str(REPO / "pages" / "neighbours.py"), default_timeout=HANG_GUARD_S)
+    odd.query_params.update(cluster=["x", "99"], confidence="0.9-0.1", correct="maybe")
+    odd.run()
+    assert not odd.exception and not any(info.value.startswith("Filter:") for info in odd.info)
+    # clearing the filter clears the address
+    next(button for button in at.sidebar.button if button.label == "Clear the filter").click().run()
+    assert not {"cluster", "confidence", "correct"} & set(at.query_params)
+
+
 def test_a_corrected_label_set_on_neighbours_reaches_the_corrected_labels_csv(app, run):
     _, results = run
     at = go(app, "neighbours")

@@ -1,7 +1,8 @@
 """The audit pieces the explorer pages share: the image filter in the sidebar and the tag panel.
 
 The filter's choices live under plain session keys (``filter-…``), so a filter set on one page holds on every
-other; its widgets start from them on each page. Tags are read from the run store on every script run, so a tag
+other; its widgets start from them on each page. The address carries them too (``?cluster=3&cluster=7``,
+``label``, ``confidence=0.2-0.9``, ``correct``, ``tag``), so a reload or a shared link shows the same images. Tags are read from the run store on every script run, so a tag
 set in one page, session or process shows everywhere at the next rerun.
 """
 from __future__ import annotations
@@ -69,8 +70,50 @@ def current_filter() -> ImageFilter:
                        correctness=values["filter-correctness"], tags=tuple(values["filter-tags"]))
 
 
+def _filter_from_address() -> None:
+    """In a new session (a reload, a shared link), the filter the address names; a part that does not parse
+    is left at its start, and what the run does not offer is dropped later (:func:`_kept_choice`)."""
+    if any(key in state for key in FILTER_KEYS):
+        return
+    params = st.query_params
+    state["filter-clusters"] = _integers(params.get_all("cluster"))
+    state["filter-labels"] = _integers(params.get_all("label"))
+    state["filter-confidence"] = _confidence_range(params.get("confidence"))
+    state["filter-correctness"] = params.get("correct", "all")
+    state["filter-tags"] = params.get_all("tag")
+
+
+def _integers(texts: list[str]) -> list[int]:
+    return [int(text) for text in texts if text.isdigit()]
+
+
+def _confidence_range(text: str | None) -> tuple[float, float]:
+    """``0.2-0.9`` as (0.2, 0.9); anything else, or a range outside [0, 1], as the whole range."""
+    try:
+        low, high = (float(part) for part in (text or "").split("-"))
+    except ValueError:
+        return FILTER_START["filter-confidence"]
+    return (low, high) if 0.0 <= low <= high <= 1.0 else FILTER_START["filter-confidence"]
+
+
+def _filter_to_address(chosen: ImageFilter) -> None:
+    """Write ``chosen`` into the address; a part at its start is left out."""
+    low, high = chosen.confidence
+    parts = {"cluster": [str(c) for c in chosen.clusters], "label": [str(c) for c in chosen.labels],
+             "confidence": [f"{low:g}-{high:g}"] if (low, high) != (0.0, 1.0) else [],
+             "correct": [chosen.correctness] if chosen.correctness != "all" else [], "tag": list(chosen.tags)}
+    for name, values in parts.items():
+        if st.query_params.get_all(name) == values:
+            continue
+        if values:
+            st.query_params[name] = values if len(values) > 1 else values[0]
+        else:
+            del st.query_params[name]
+
+
 def image_filter(results: RunResults, tags: dict[int, list[str]]) -> np.ndarray:
     """Draw the filter in the sidebar and return which images of ``results`` it keeps (a boolean vector)."""
+    _filter_from_address()
     labelled = results.labels is not None
     clusters = list(range(results.n_clusters))
     classes = sorted(int(label) for label in np.unique(results.labels)) if labelled else []
@@ -96,6 +139,7 @@ def image_filter(results: RunResults, tags: dict[int, list[str]]) -> np.ndarray:
     bar.multiselect("Tags", tag_options, key="widget-filter-tags", on_change=_remember, args=("filter-tags",),
                     placeholder="any or no tag")
     chosen = current_filter()
+    _filter_to_address(chosen)
     keep = chosen.mask(results, tags)
     if chosen.active:
         bar.caption(f"{int(keep.sum())} of {len(keep)} images pass: {chosen.describe(results.class_name)}. "
