@@ -263,3 +263,24 @@ def test_a_map_above_the_fit_limit_places_the_other_points_where_the_full_map_wo
     assert coords.shape == (1000, 2) and np.isfinite(coords).all()
     # placed points land near where the stand-in map would have put them
     assert np.median(np.linalg.norm(coords - features[:, :2] * 10, axis=1)) < 1.0
+
+
+def test_on_a_small_set_the_presets_step_batches_shrink_so_an_epoch_takes_about_eight_steps():
+    from engine.data.imageset import ImageSet
+    from engine.methods.base import small_set_batches
+
+    spice = create_method("spice", "fast").config
+    config, reduced = small_set_batches(spice, 300, frozenset({"self_train_batch_size"}))
+    assert (config.pretext_batch_size, config.self_train_batch_size) == (37, spice.self_train_batch_size)  # user's
+    assert config.self_batch_size == spice.self_batch_size  # SPICE-Self's prototype batch is not a step batch
+    assert reduced == "pretext_batch_size 256→37"
+    assert small_set_batches(spice, 1000, frozenset()) == (spice, "")  # 1,000 images or more: the preset's
+    assert small_set_batches(spice, 40, frozenset())[0].pretext_batch_size == 16  # never under 16
+    # a fit says what it reduced
+    values = torch.randint(0, 256, (200, 8, 8, 1), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    events = []
+    method = create_method("dec", "fast", n_clusters=3, layerwise_epochs=1, finetune_epochs=1, cluster_epochs=1)
+    method.fit(ImageSet(values, None, [], "generated"), FitContext("cpu", events.append))
+    said = [e.message for e in events if e.kind == "info" and e.message.startswith("a small set")]
+    assert said == ["a small set (200 images): the preset's batches are reduced so that an epoch takes about 8 "
+                    "steps: pretrain_batch_size 256→25, cluster_batch_size 256→25"]
