@@ -284,3 +284,4 @@ def test_on_a_small_set_the_presets_step_batches_shrink_so_an_epoch_takes_about_
     said = [e.message for e in events if e.kind == "info" and e.message.startswith("a small set")]
     assert said == ["a small set (200 images): the preset's batches are reduced so that an epoch takes about 8 "
                     "steps: pretrain_batch_size 256→25, cluster_batch_size 256→25"]
+    assert method.config.pretrain_batch_size == 256  # the config keeps the preset's: it reproduces the run

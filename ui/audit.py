@@ -2,8 +2,9 @@
 
 The filter's choices live under plain session keys (``filter-…``), so a filter set on one page holds on every
 other; its widgets start from them on each page. The address carries them too (``?cluster=3&cluster=7``,
-``label``, ``confidence=0.2-0.9``, ``correct``, ``tag``), so a reload or a shared link shows the same images. Tags are read from the run store on every script run, so a tag
-set in one page, session or process shows everywhere at the next rerun.
+``label``, ``confidence=0.2-0.9``, ``correct``, ``tag``), so a reload or a shared link shows the same images.
+Tags are read from the run store on every script run, so a tag set in one page, session or process shows
+everywhere at the next rerun.
 """
 from __future__ import annotations
 
@@ -99,9 +100,11 @@ def _confidence_range(text: str | None) -> tuple[float, float]:
 def _filter_to_address(chosen: ImageFilter) -> None:
     """Write ``chosen`` into the address; a part at its start is left out."""
     low, high = chosen.confidence
+    start = ImageFilter()
     parts = {"cluster": [str(c) for c in chosen.clusters], "label": [str(c) for c in chosen.labels],
-             "confidence": [f"{low:g}-{high:g}"] if (low, high) != (0.0, 1.0) else [],
-             "correct": [chosen.correctness] if chosen.correctness != "all" else [], "tag": list(chosen.tags)}
+             "confidence": [f"{low:g}-{high:g}"] if chosen.confidence != start.confidence else [],
+             "correct": [chosen.correctness] if chosen.correctness != start.correctness else [],
+             "tag": list(chosen.tags)}
     for name, values in parts.items():
         if st.query_params.get_all(name) == values:
             continue

@@ -152,7 +152,10 @@ class Method:
         self.config.validate(len(images))
         check_batch_sizes(self.config, len(images), self.explicit_settings)
         context = context or FitContext()
-        self.config, reduced = small_set_batches(self.config, len(images), self.explicit_settings)
+        # the stages train with a small set's reduced batches; the config keeps the preset's, so it reproduces
+        # the run and a later fit on another set reduces them afresh
+        requested = self.config
+        self.config, reduced = small_set_batches(requested, len(images), self.explicit_settings)
         if reduced:
             context.info("data", f"a small set ({len(images)} images): the preset's batches are reduced so that an "
                                  f"epoch takes about {SMALL_SET_STEPS} steps: {reduced}")
@@ -166,8 +169,11 @@ class Method:
                 raise
             raise LossDiverged(f"{error} (this run's: {', '.join(rates)}; --set NAME=VALUE, or the Train page's "
                                f"settings)") from error
-        check_not_collapsed(self.labels_, self.config.n_clusters, balance_remedy(self.config))
-        warning = uneven_clusters_warning(self.labels_, self.config.n_clusters, balance_remedy(self.config))
+        finally:
+            self.config = requested
+        remedy = balance_remedy(self.config)
+        check_not_collapsed(self.labels_, self.config.n_clusters, remedy)
+        warning = uneven_clusters_warning(self.labels_, self.config.n_clusters, remedy)
         if warning is not None:
             context.info("result", warning)
         return self

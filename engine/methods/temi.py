@@ -198,9 +198,9 @@ class Temi(Method):
         # 1); fewer neighbours for ~180 images per class, fewer and smaller heads; a 420-step run needs a faster
         # teacher (at 0.996 it keeps ~20 % of its random start: ACC 0.48 vs 0.87 on digits pixels); standardised
         # features, or every head can fall into one cluster on a small set (see "Readings" above)
-        "fast": {"backbone": "convnet", "standardize_features": True, "pretext_epochs": 30, "pretext_batch_size": 64, "pretext_optimizer": "adam",
-                 "pretext_lr": 1e-3, "pretext_weight_decay": 1e-5, "temperature": 0.2, "crop_min_scale": 0.5,
-                 "n_neighbors": 10, "n_heads": 4, "cluster_epochs": 60, "warmup_epochs": 5,
+        "fast": {"backbone": "convnet", "standardize_features": True, "pretext_epochs": 30, "pretext_batch_size": 64,
+                 "pretext_optimizer": "adam", "pretext_lr": 1e-3, "pretext_weight_decay": 1e-5, "temperature": 0.2,
+                 "crop_min_scale": 0.5, "n_neighbors": 10, "n_heads": 4, "cluster_epochs": 60, "warmup_epochs": 5,
                  "cluster_batch_size": 256, "cluster_lr": 1e-3, "teacher_momentum": 0.9, "head_hidden_dim": 256,
                  "head_bottleneck_dim": 64},
     }
