@@ -76,12 +76,14 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: in
 
 def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, repeats: int = 20,
           warmup: int = 3, backbone: str = "resnet18", compile: bool = False,
-          compile_backend: str = "inductor") -> list[dict[str, Any]]:
+          compile_backend: str = "inductor", compile_mode: str | None = None) -> list[dict[str, Any]]:
     """Median time of the SimCLR augmentation and of a whole SimCLR step on random CIFAR-sized uint8 images.
 
     The step is timed as training runs it on ``device`` (its :class:`Speedups`, with ``compile`` through
-    ``compile_backend``, on a GPU or the CPU) and, where those differ from plain float32, in plain float32 too:
-    ``ratio_to_float32_step`` compares the two; each row's ``speedups`` names what it ran with.
+    ``compile_backend`` and ``compile_mode``, on a GPU or the CPU) and, where those differ from plain float32, in
+    plain float32 too: ``ratio_to_float32_step`` compares the two; each row's ``speedups`` names what it ran with.
+    A last row times the fast step with both views in one forward pass of twice the batch (what SCAN's own
+    SimCLR code does; its batch norm then sees both views): fewer, larger kernels, which a GPU may run faster.
     """
     from .data.augment import build_augment
     from .methods.simclr import ContrastiveModel
@@ -91,31 +93,41 @@ def micro(device: torch.device, batch_size: int = 512, image_size: int = 32, rep
     images = torch.randint(0, 256, (batch_size, image_size, image_size, 3), dtype=torch.uint8, device=device)
     augment = build_augment("simclr", image_size, 3)
 
-    def step_with(speedups: Speedups) -> Callable[[], None]:
+    def step_with(speedups: Speedups, one_forward: bool = False) -> Callable[[], None]:
         torch.manual_seed(0)
         model = speedups.prepare(ContrastiveModel(build_backbone(backbone, image_size, 3), 128).to(device))
         forward = speedups.compiled(model)
         optimizer = make_optimizer("sgd", model.parameters(), 0.1, 1e-4, fused=speedups.fused_optimizer)
 
+        def views() -> tuple[torch.Tensor, torch.Tensor]:
+            if one_forward:
+                return forward(torch.cat([augment(images), augment(images)])).chunk(2)
+            return forward(augment(images)), forward(augment(images))
+
         def step() -> None:
+            if speedups.compile:
+                torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (reduce-overhead): a new step begins
             with speedups.autocast(device):
-                loss = nt_xent_loss(forward(augment(images)), forward(augment(images)), 0.1)
+                loss = nt_xent_loss(*views(), 0.1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         return step
 
-    variants = {"float32": Speedups()}
-    fast = dataclasses.replace(Speedups.for_device(device, compile=compile), compile_backend=compile_backend)
-    if fast != variants["float32"]:
-        variants[_speedups_label(fast)] = fast
+    fast = dataclasses.replace(Speedups.for_device(device, compile=compile), compile_backend=compile_backend,
+                               compile_mode=compile_mode)
+    variants = [("float32", Speedups(), False)]
+    if fast != variants[0][1]:
+        variants.append((_speedups_label(fast), fast, False))
+    variants.append((_speedups_label(fast), fast, True))
     aug = statistics.median(_timed(lambda: augment(images), device, repeats, warmup))
     rows = [{"piece": "simclr augmentation (one view)", "seconds": aug, "views_per_s": batch_size / aug,
              "speedups": "float32"}]
-    for label, speedups in variants.items():
-        full = statistics.median(_timed(step_with(speedups), device, max(3, repeats // 4),
+    for label, speedups, one_forward in variants:
+        full = statistics.median(_timed(step_with(speedups, one_forward), device, max(3, repeats // 4),
                                         warmup + (5 if speedups.compile else 0)))
-        rows.append({"piece": f"simclr step {backbone} (two views)", "seconds": full,
+        views = "two views, one forward" if one_forward else "two views"
+        rows.append({"piece": f"simclr step {backbone} ({views})", "seconds": full,
                      "views_per_s": 2 * batch_size / full, "speedups": label})
     float32_step = rows[1]["seconds"]
     for row in rows:
@@ -128,7 +140,8 @@ def _speedups_label(speedups: Speedups) -> str:
     parts = [str(speedups.autocast_dtype).removeprefix("torch.")] if speedups.autocast_dtype else ["float32"]
     parts += [name for name in ("channels_last", "fused_optimizer", "tuned_kernels") if getattr(speedups, name)]
     if speedups.compile:
-        parts.append(f"compile[{speedups.compile_backend}]")
+        mode = f",{speedups.compile_mode}" if speedups.compile_mode else ""
+        parts.append(f"compile[{speedups.compile_backend}{mode}]")
     return "+".join(parts)
 
 
@@ -140,9 +153,10 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
     Every stage is cut to one epoch (warm-ups to none, SPICE-Semi to 30 steps, run on any reliable set) so each
     runs a few dozen steps of the ``preset``'s batch, model and augmentations on ``images``. The device is
     synchronised at every step event (a measurement-only host sync) and the first ``warmup`` steps of each stage
-    are not counted. A stage without steps (neighbour mining, K-means) gets its wall time only. A fit that ends in
-    collapse after one epoch is expected and noted in ``fit_outcome``. ``settings`` override the method's settings
-    after the cuts; ``observe`` also receives every event of the fit.
+    are not counted. A stage without steps (neighbour mining, K-means) gets its wall time only. On a GPU each row
+    also has the stage's peak allocated memory (``peak_gpu_gb``: the step's batch, plus the images where the method
+    keeps them on the GPU). A fit that ends in collapse after one epoch is expected and noted in ``fit_outcome``.
+    ``settings`` override the method's settings after the cuts; ``observe`` also receives every event of the fit.
     """
     from .errors import TrainingError
     from .methods import FitContext, get_method
@@ -163,6 +177,7 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
     steps: dict[str, list[tuple[int, float]]] = defaultdict(list)
     began: dict[str, float] = {}
     walls: dict[str, float] = {}
+    peaks: dict[str, float] = {}
 
     def on_event(event: Any) -> None:
         if observe is not None:
@@ -172,8 +187,12 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
         now = time.perf_counter()
         if event.kind == "stage":
             began[event.stage] = now
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
         elif event.kind == "stage_done" and event.stage in began:
             walls[event.stage] = now - began[event.stage]
+            if device.type == "cuda":
+                peaks[event.stage] = torch.cuda.max_memory_allocated(device) / 2**30
         elif event.kind == "step" and (not steps[event.stage] or steps[event.stage][-1][0] != event.step):
             steps[event.stage].append((event.step, now))
 
@@ -191,7 +210,7 @@ def method_step_times(method: str, images: ImageSet, device: torch.device, prese
                      "device": device_name(device), "speedups": _speedups_label(speedups),
                      "batch_setting": f"{batch_name}={config[batch_name]}" if batch_name else None,
                      "seconds_per_step": statistics.median(times) if times else None, "steps_timed": len(times),
-                     "stage_seconds": walls.get(stage), "fit_outcome": outcome})
+                     "stage_seconds": walls.get(stage), "peak_gpu_gb": peaks.get(stage), "fit_outcome": outcome})
     return rows
 
 

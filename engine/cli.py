@@ -157,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile-backend",
                        help="torch.compile backend of --compile and --smoke (default inductor; --smoke on the CPU: "
                             "aot_eager, which traces without generating code)")
+    bench.add_argument("--compile-mode", choices=("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                       help="--micro --compile: inductor's mode for the SimCLR step (reduce-overhead: CUDA graphs)")
     bench.add_argument("--smoke", action="store_true",
                        help="one short epoch of every stage of --methods on 192 digits, compiled: fails unless the "
                             "losses stay finite, every trained stage compiles and no step syncs the host "
@@ -472,11 +474,16 @@ def _bench(args: argparse.Namespace) -> int:
         if args.compile:
             print(f"--compile: the steps are compiled with torch.compile, backend {backend}, on "
                   f"{bench.device_name(device)}")
-        rows = bench.micro(device, args.batch_size, compile=args.compile, compile_backend=backend)
+        if args.compile_mode and not (args.compile and backend == "inductor"):
+            raise UserError("--compile-mode is inductor's: it needs --compile and the inductor backend")
+        rows = bench.micro(device, args.batch_size, compile=args.compile, compile_backend=backend,
+                           compile_mode=args.compile_mode)
+        bench.write_results(rows, Path(args.out))  # what is measured so far survives a timeout of what follows
         images = load_dataset(args.dataset, data_root=args.data_root)
         speedups = dataclasses.replace(Speedups.for_device(device, compile=args.compile), compile_backend=backend)
         for method in methods:
             rows += bench.method_step_times(method, images, device, args.preset, speedups)
+            bench.write_results(rows, Path(args.out))
     elif args.extract or args.pretrained:
         from . import bench_features
 

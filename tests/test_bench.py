@@ -17,18 +17,43 @@ from engine.bench import (kmeans_rows, knn_rows, map_rerender, method_step_times
 
 def test_micro_times_augmentation_and_a_full_step_with_ratios():
     rows = micro(torch.device("cpu"), batch_size=16, image_size=16, repeats=2, warmup=1, backbone="convnet")
-    augmentation, step = rows
+    augmentation, step, one_forward = rows
     assert augmentation["seconds"] > 0 and step["seconds"] > augmentation["seconds"]
     assert augmentation["ratio_to_augmentation"] == 1.0 and step["ratio_to_augmentation"] > 1.0
     assert step["views_per_s"] == 32 / step["seconds"] and step["device"] == "cpu"
+    # the last row times both views in one forward pass of twice the batch, as SCAN's SimCLR code runs them
+    assert one_forward["piece"] == "simclr step convnet (two views, one forward)"
+    assert one_forward["ratio_to_float32_step"] == one_forward["seconds"] / step["seconds"]
 
 
 def test_micro_compiles_the_step_on_the_cpu_too_and_names_the_backend():
     """``bench --micro --compile`` on a CPU used to time float32 only, silently; now it compiles there too."""
     rows = micro(torch.device("cpu"), batch_size=8, image_size=16, repeats=1, warmup=0, backbone="convnet",
                  compile=True, compile_backend="aot_eager")
-    assert [row["speedups"] for row in rows] == ["float32", "float32", "float32+compile[aot_eager]"]
+    assert [row["speedups"] for row in rows] == ["float32", "float32", "float32+compile[aot_eager]",
+                                                 "float32+compile[aot_eager]"]
     assert rows[2]["seconds"] > 0 and rows[2]["ratio_to_float32_step"] == rows[2]["seconds"] / rows[1]["seconds"]
+
+
+def test_a_compile_mode_reaches_torch_compile_and_names_the_rows(monkeypatch):
+    """``--compile-mode reduce-overhead`` (CUDA graphs) is what ``torch.compile`` is given, and the rows say so."""
+    modes = []
+
+    def recording_compile(module, backend, mode):
+        modes.append((backend, mode))
+        return module
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    rows = micro(torch.device("cpu"), batch_size=8, image_size=16, repeats=1, warmup=0, backbone="convnet",
+                 compile=True, compile_mode="reduce-overhead")
+    assert modes == [("inductor", "reduce-overhead")] * 2  # the step, and the step with one forward
+    assert rows[-1]["speedups"] == "float32+compile[inductor,reduce-overhead]"
+
+
+def test_bench_refuses_a_compile_mode_without_inductor(tmp_path):
+    result = run_cli("bench", "--micro", "--compile-mode", "reduce-overhead", "--device", "cpu",
+                     "--out", str(tmp_path))
+    assert result.returncode != 0 and "--compile-mode" in result.stderr
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_method_step_times_time_every_stage_of_scan_in_a_real_fit(digits):
@@ -48,9 +73,10 @@ def test_bench_micro_cli_times_the_simclr_step_and_each_method_stage(tmp_path):
                      "--batch-size", "8", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "results.json").read_text())
-    assert [row.get("piece") for row in rows[:2]] == ["simclr augmentation (one view)",
-                                                       "simclr step resnet18 (two views)"]
-    assert [(row["method"], row["stage"]) for row in rows[2:]] == [("kmeans", "cluster"), ("jule", "init"),
+    assert [row.get("piece") for row in rows[:3]] == ["simclr augmentation (one view)",
+                                                       "simclr step resnet18 (two views)",
+                                                       "simclr step resnet18 (two views, one forward)"]
+    assert [(row["method"], row["stage"]) for row in rows[3:]] == [("kmeans", "cluster"), ("jule", "init"),
                                                                     ("jule", "unroll")]
     assert (tmp_path / "RESULTS.md").read_text().count("| method | stage |") == 1
 

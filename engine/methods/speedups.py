@@ -26,7 +26,7 @@ warns with :class:`CompileFallbackWarning` and runs uncompiled from then on.
 Examples:
     >>> Speedups.for_device(torch.device("cpu"))  # doctest: +NORMALIZE_WHITESPACE
     Speedups(autocast_dtype=None, channels_last=False, fused_optimizer=False, tuned_kernels=False, compile=False,
-             compile_backend='inductor')
+             compile_backend='inductor', compile_mode=None)
 """
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ class Speedups:
         compile: compile what the training loops call with ``torch.compile`` (see :meth:`compiled`).
         compile_backend: the ``torch.compile`` backend (``inductor`` generates kernels; ``aot_eager`` only traces,
             which is how the tests check what is compiled without paying for code generation).
+        compile_mode: inductor's ``torch.compile`` mode, None for its default: ``reduce-overhead`` replays each
+            compiled graph as a CUDA graph (one launch instead of one per kernel), ``max-autotune`` also searches
+            for faster kernels. Only ``bench --micro`` sets it, to measure what they would add.
         parallel: the processes of a multi-process fit (:mod:`.distributed`), whose ``train_epochs`` steps run
             what :meth:`compiled` returns through DistributedDataParallel; None in a one-process fit.
     """
@@ -66,6 +69,7 @@ class Speedups:
     tuned_kernels: bool = False
     compile: bool = False
     compile_backend: str = "inductor"
+    compile_mode: str | None = None
     parallel: "DataParallel | None" = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -132,7 +136,8 @@ class Speedups:
     def _compiled_module(self, module: Callable[..., Any]) -> Callable[..., Any]:
         if not self.compile:
             return module
-        return EagerOnCompilerError(torch.compile(module, backend=self.compile_backend), module)
+        compiled = torch.compile(module, backend=self.compile_backend, mode=self.compile_mode)
+        return EagerOnCompilerError(compiled, module)
 
 
 class CompileFallbackWarning(RuntimeWarning):
