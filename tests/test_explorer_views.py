@@ -116,3 +116,10 @@ def test_image_captions_spell_out_name_cluster_and_label():
     assert labelled.image_caption(1, separator="\n") == "#1\ncluster 0\nlabel one"
     uploaded = results_of([2, 0], None, ["/uploads/abc/cats/tom.png", "/uploads/abc/cats/felix.jpg"])
     assert uploaded.image_caption(1) == "felix.jpg · cluster 0"
+
+
+def test_files_of_one_name_in_different_folders_are_named_by_their_folders_too():
+    """A labelled folder often has a ``0163.png`` in every class folder: a name must find one file."""
+    results = results_of([0, 1, 2], None, ["A/0163.png", "B/0163.png", "A/0164.png"])
+    assert results.image_names == ["A/0163.png", "B/0163.png", "0164.png"]
+    assert results.image_caption(1) == "B/0163.png · cluster 1"

@@ -17,6 +17,7 @@ from conftest import HANG_GUARD_S, run_cli
 from engine.analysis.clusters import cluster_summaries, off_majority
 from engine.analysis.export import FORMATS, OFF_MAJORITY_RGB, export_run, safe_filename
 from engine.analysis.results import load_results
+from engine.analysis import thumbnails
 from engine.analysis.thumbnails import BORDER, contact_sheet, png_bytes, to_rgb_uint8, upscale
 from engine.cli import main
 from engine.errors import UserError
@@ -366,6 +367,27 @@ def test_gray_images_become_three_equal_channels_and_png_round_trips():
         assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), rgb)
 
 
+def test_a_caption_is_drawn_in_the_first_font_that_has_all_its_characters(monkeypatch):
+    """File names are written in any script: Pillow's own font draws "ñ" or "日" as a box, so a caption takes the
+    first installed font that has each of its characters (a font for Chinese and Japanese after one for Latin)."""
+    from PIL import ImageFont
+
+    builtin = ImageFont.load_default(thumbnails.CAPTION_SIZE)
+    assert thumbnails.has_glyph(builtin, "a") and not thumbnails.has_glyph(builtin, "ñ")
+    latin = next((font for font in thumbnails._caption_fonts() if thumbnails.has_glyph(font, "ñ")), None)
+    if latin is None:
+        pytest.skip("no font here draws ñ (DejaVu Sans or another of CAPTION_FONTS)")
+    monkeypatch.setattr(thumbnails, "_caption_fonts", lambda: (builtin, latin))
+    assert thumbnails.caption_font("B/0163.png") is builtin  # the first font, where it has every character
+    assert thumbnails.caption_font("año.png") is latin
+
+    def sheet_in(*fonts):
+        monkeypatch.setattr(thumbnails, "_caption_fonts", lambda: fonts)
+        return contact_sheet(np.zeros((1, 8, 8, 1), np.uint8), n_cols=1, cell=64, captions=["año.png"])
+    # the sheet draws the caption in the font that has "ñ", whichever comes first
+    assert np.array_equal(sheet_in(builtin, latin), sheet_in(latin, builtin))
+
+
 def test_png_sheets_caption_each_image_with_its_file_name_and_label(runs, tmp_path):
     """A folder's sheets name the files (a user finds a doubtful image by its name), the label on a line of its
     own under it; a dataset without files names its images by index."""
@@ -375,7 +397,11 @@ def test_png_sheets_caption_each_image_with_its_file_name_and_label(runs, tmp_pa
         summary = cluster_summaries(results.assign, results.confidence, results.n_clusters, results.labels)[0]
         shown = summary.members[:12]
         names = [results.image_name(int(i)) for i in shown]
-        assert names[0] == (f"#{shown[0]}" if name == "digits" else Path(results.images.paths[shown[0]]).name)
+        if name == "digits":
+            assert names[0] == f"#{shown[0]}"
+        else:  # the file name, under the folders that tell it from files of the same name elsewhere
+            path = Path(results.images.paths[shown[0]])
+            assert names[0].endswith(path.name) and path.as_posix().endswith(names[0])
         captions = names if results.labels is None else [
             f"{n}\n{results.class_name(int(results.labels[i]))}" for n, i in zip(names, shown)]
         outline = None if results.labels is None else off_majority(summary, shown, results.labels)

@@ -1,6 +1,7 @@
 """A finished run's results in one object: its record, stored arrays and (on demand) its images."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -65,10 +66,12 @@ class RunResults:
 
     @cached_property
     def image_names(self) -> list[str]:
-        """How the pages name each image: its file name when the dataset was read from files, else ``#index``."""
+        """How the pages name each image: when the dataset was read from files, its file name, with as many of its
+        folders as tell it apart from the set's other files of that name (:func:`shortest_unique_names`); else
+        ``#index``."""
         paths = self.images.paths
         if len(paths) == len(self.assign):
-            return [PurePath(path).name for path in paths]
+            return shortest_unique_names(paths)
         return [f"#{index}" for index in range(len(self.assign))]
 
     def image_name(self, index: int) -> str:
@@ -81,6 +84,27 @@ class RunResults:
         if self.labels is not None:
             parts.append(f"label {self.class_name(int(self.labels[index]))}")
         return separator.join(parts)
+
+
+def shortest_unique_names(paths: Sequence[str]) -> list[str]:
+    """Each path's shortest ending that no other path shares: the file name where it is the only file of that name,
+    else the file name under as many of its folders as set it apart (``A/0163.png`` and ``B/0163.png``), so that an
+    image's name finds its file.
+
+    Examples:
+        >>> shortest_unique_names(["A/0163.png", "B/0163.png", "A/0164.png", "x/A/1.png", "y/A/1.png"])
+        ['A/0163.png', 'B/0163.png', '0164.png', 'x/A/1.png', 'y/A/1.png']
+    """
+    parts = [PurePath(path).parts for path in paths]
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        shared = {name for name, count in Counter(names).items() if count > 1}
+        deeper = [i for i, name in enumerate(names) if name in shared and depth[i] < len(parts[i])]
+        if not deeper:
+            return names
+        for i in deeper:
+            depth[i] += 1
 
 
 def load_results(store: RunStore, run_id: str, data_roots: Sequence[Path] | None = None) -> RunResults:

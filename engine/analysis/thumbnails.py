@@ -61,18 +61,56 @@ def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(new_size, Image.Resampling.LANCZOS))
 
 
+CAPTION_SIZE = 10
+# the fonts captions are drawn in, first to last: a caption takes the first that has a glyph for each of its
+# characters. File names in any script should read as written, so after a font for Latin, Greek and Cyrillic come
+# fonts for Chinese, Japanese and Korean; Pillow finds a name in the system's font folders (Linux, macOS, Windows).
+# Pillow's own font (Latin letters without accents) is the last resort: a missing glyph draws as a box.
+CAPTION_FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "Arial.ttf", "arial.ttf",
+                 "NotoSansCJK-Regular.ttc", "wqy-microhei.ttc", "wqy-zenhei.ttc", "DroidSansFallbackFull.ttf",
+                 "ipaexg.ttf", "Arial Unicode.ttf", "msyh.ttc", "YuGothR.ttc")
+
+
 @lru_cache(maxsize=1)
-def _caption_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default()
+def _caption_fonts() -> tuple[ImageFont.FreeTypeFont, ...]:
+    fonts = []
+    for name in CAPTION_FONTS:
+        try:
+            fonts.append(ImageFont.truetype(name, CAPTION_SIZE))
+        except OSError:  # not installed here
+            continue
+    return (*fonts, ImageFont.load_default(CAPTION_SIZE))
+
+
+def _drawn(font: ImageFont.FreeTypeFont, character: str) -> bytes:
+    picture = Image.new("L", (2 * CAPTION_SIZE, 2 * CAPTION_SIZE))
+    ImageDraw.Draw(picture).text((0, 0), character, font=font, fill=255)
+    return picture.tobytes()
+
+
+@lru_cache(maxsize=4096)
+def has_glyph(font: ImageFont.FreeTypeFont, character: str) -> bool:
+    """Whether ``font`` draws ``character`` as itself, not as its missing-glyph box."""
+    if character.isspace():
+        return True
+    return _drawn(font, character) != _drawn(font, "\U0010ffff")  # a non-character: no font has it
+
+
+def caption_font(text: str) -> ImageFont.FreeTypeFont:
+    """The first of :data:`CAPTION_FONTS` found here that draws every character of ``text``, else the first found."""
+    fonts = _caption_fonts()
+    if text.isascii():
+        return fonts[0]
+    return next((font for font in fonts if all(has_glyph(font, c) for c in set(text))), fonts[0])
 
 
 def _caption_height() -> int:
-    return int(_caption_font().getbbox("Ag")[3]) + 4
+    return max(int(font.getbbox("Ag")[3]) for font in _caption_fonts()) + 4
 
 
 def _fit_text(text: str, width: int) -> str:
-    """``text`` shortened with "..." until it fits ``width`` pixels in the caption font."""
-    font = _caption_font()
+    """``text`` shortened with "..." until it fits ``width`` pixels in its caption font."""
+    font = caption_font(text)
     if font.getlength(text) <= width:
         return text
     while text and font.getlength(text + "...") > width:
@@ -127,11 +165,11 @@ def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions
     if captions is not None and count:
         picture = Image.fromarray(sheet)
         draw = ImageDraw.Draw(picture)
-        font = _caption_font()
         for i, caption in enumerate(captions):
             top, left = (i // cols) * cell_h, (i % cols) * cell
             for line_number, line in enumerate(str(caption).split("\n")):
                 text = _fit_text(line, cell - 2)
+                font = caption_font(text)
                 x = left + (cell - font.getlength(text)) / 2
                 draw.text((x, top + cell + 1 + line_number * _caption_height()), text, fill=CAPTION_COLOUR,
                           font=font)
