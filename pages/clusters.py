@@ -12,6 +12,7 @@ from engine.analysis.clusters import (ClusterSummary, aligned_rows, cell_members
                                       disagreements, gallery_members, matched_confusion, off_majority, run_agreement)
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import contact_sheet
+from engine.analysis.wording import count
 from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
 from ui.charts import clicked_items, confusion_chart
 from ui.common import pick_finished_run
@@ -46,7 +47,7 @@ def cluster_block(results: RunResults, summary: ClusterSummary, order: str, page
     """One cluster's header line and the page of its gallery (the members the filter ``keep`` keeps); members
     off the majority label are outlined, tagged ones list their tags under their name."""
     tags = tags or {}
-    line = f"Cluster {summary.cluster} · {summary.size} images"
+    line = f"Cluster {summary.cluster} · {count(summary.size, 'image')}"
     if summary.purity is not None:
         line += f" · purity {summary.purity:.2f} · mostly {results.class_name(summary.majority_label)}"
     st.markdown(f"**{line + overlap}**")
@@ -107,8 +108,8 @@ def cell_images(results: RunResults, keep: np.ndarray, tags: dict[int, list[str]
         if chosen[0] < results.n_clusters and chosen[1] < len(np.unique(results.labels)):
             st.caption(f"No image of cluster {chosen[0]} has label {results.class_name(chosen[1])}.")
     cell = st.selectbox("Images of one cell", list(counts), key=CELL, index=None,
-                        format_func=lambda c: f"cluster {c[0]} × label {results.class_name(c[1])} · {counts[c]} "
-                                              "images",
+                        format_func=lambda c: f"cluster {c[0]} × label {results.class_name(c[1])} · "
+                                              f"{count(counts[c], 'image')}",
                         placeholder="click a cell of the matrix, or choose one (cells off the match first)")
     if cell is None:
         return
@@ -118,7 +119,7 @@ def cell_images(results: RunResults, keep: np.ndarray, tags: dict[int, list[str]
         st.caption("no image of this cell passes the filter")
         return
     shown = members[:CELL_SHOWN]
-    st.caption(f"{len(members)} images in cluster {cell[0]} with label {results.class_name(cell[1])}"
+    st.caption(f"{count(len(members), 'image')} in cluster {cell[0]} with label {results.class_name(cell[1])}"
                + (" passing the filter" if len(members) < counts[cell] else "") + ", most confident first"
                + (f"; the first {CELL_SHOWN} are shown" if len(members) > CELL_SHOWN else ""))
     st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=WIDTH // 64, cell=64,
@@ -150,7 +151,7 @@ def side_by_side(results: RunResults, other: RunResults, order: str, page: int, 
                     cluster_block(run, summaries[cluster], order, page, cell, WIDTH // 2, note, keep, shown_tags)
     differing = disagreements(results.assign, other.assign)
     differing = differing[keep[differing]]
-    st.subheader(f"{len(differing)} images the two runs disagree on")
+    st.subheader(f"{count(len(differing), 'image')} the two runs disagree on")
     if len(differing):
         shown = differing[:DISAGREEMENTS_SHOWN]
         st.caption(f"Each is in a cluster of {results.run_id} (first line) whose match in {other.run_id} is not the "

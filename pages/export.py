@@ -41,8 +41,11 @@ if results is not None:
         # The files' names only: where the server keeps them is no concern of a person downloading them.
         st.success(f"Written {sum(len(paths) for paths in written.values())} files for {run_id}; download them "
                    f"below")
-        for fmt, paths in written.items():
-            for path in paths:
-                path = Path(path)
-                st.download_button(f"Download {path.name}", path.read_bytes(), file_name=path.name,
-                                   mime=MIME.get(fmt), key=f"download-{path.name}")
+        # the zip first; a file is saved under a name that says its run, so two runs' downloads do not collide
+        for fmt in sorted(written, key=lambda fmt: fmt != "zip"):
+            many = len(written[fmt]) > 3
+            place = st.expander(f"{len(written[fmt])} {fmt.upper()} files", expanded=False) if many else st
+            for path in map(Path, written[fmt]):
+                name = path.name if path.name.startswith(run_id) else f"{run_id}-{path.name}"
+                place.download_button(f"Download {name}", path.read_bytes(), file_name=name, mime=MIME.get(fmt),
+                                      key=f"download-{path.name}")

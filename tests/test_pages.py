@@ -240,6 +240,10 @@ def test_export_page_writes_the_chosen_formats(page, runs):
     exported = store.run_dir(store.list("finished")[0].id) / "exports"
     assert (exported / "gallery.html").exists() and (exported / "assignments.csv").exists()
     assert len(list(exported.glob("cluster_*.png"))) == 10
+    # the downloads are named for their run (two runs' cluster_0.png do not collide), the zip of all first
+    labels = [element.proto.label for element in at.get("download_button")]
+    run_id = store.list("finished")[0].id
+    assert labels[0] == f"Download {run_id}.zip" and f"Download {run_id}-assignments.csv" in labels
 
 
 @pytest.fixture(scope="module")

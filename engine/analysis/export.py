@@ -28,6 +28,7 @@ from .filters import ImageFilter
 from .results import RunResults
 from .tags import corrected_labels
 from .thumbnails import contact_sheet, png_bytes, thumbnail
+from .wording import count
 
 FORMATS = ("png", "html", "csv", "zip")
 SHEET_COLUMNS = 10
@@ -268,7 +269,7 @@ def _gallery(export: _Export) -> list[tuple[str, bytes]]:
 def _cluster_section(export: _Export, summary: ClusterSummary) -> list[str]:
     esc = html.escape
     if summary.size:
-        facts = f"{summary.size} images" + (" passing the filter" if export.filter_note else "")
+        facts = count(summary.size, "image") + (" passing the filter" if export.filter_note else "")
     else:
         facts = ("no image of this cluster passes the filter" if export.filter_note
                  else "empty: no image was assigned to this cluster")
