@@ -12,7 +12,7 @@ from engine.analysis.clusters import (ClusterSummary, aligned_rows, cell_members
                                       disagreements, gallery_members, matched_confusion, off_majority, run_agreement)
 from engine.analysis.results import RunResults
 from engine.analysis.thumbnails import contact_sheet
-from engine.analysis.wording import count
+from engine.wording import count
 from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
 from ui.charts import clicked_items, confusion_chart
 from ui.common import pick_finished_run

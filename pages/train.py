@@ -19,8 +19,8 @@ from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from engine.runs.budget import estimate_request
 from engine.analysis.overview import estimate_advice, quick_start_hint
-from ui.common import (PAGE_RUN, form_key, how_it_works, job_manager, remember_form, run_label, show_run,
-                          train_form_defaults)
+from ui.common import (PAGE_RUN, folder_class_hint, form_key, how_it_works, job_manager, remember_form, run_label,
+                       show_run, train_form_defaults)
 
 manager = job_manager()
 upload_dir = default_upload_dir(manager.store.root)
@@ -77,6 +77,12 @@ preset = middle.radio("Preset", ["fast", "paper"], horizontal=True, key=form_key
 # Start and Estimate check K and say what is wrong
 n_clusters = right.number_input("Clusters K", step=1, key=form_key("train-k"),
                                 help="how many clusters to find: at least 2, at most the number of images")
+class_folders = folder_class_hint(folder, manager.store.root) if dataset == FOLDER else None
+if class_folders is not None and len(class_folders) != n_clusters:
+    right.button(f"K = {len(class_folders)} (class folders)", on_click=state.__setitem__,
+                 args=(form_key("train-k"), len(class_folders)),
+                 help=f"one cluster per class folder: this folder's images are in {len(class_folders)} class folders, "
+                      f"{', '.join(class_folders[:5])}{', …' if len(class_folders) > 5 else ''}")
 seed = right.number_input("Seed", min_value=0, key=form_key("train-seed"))
 remember_form(form)
 

@@ -207,6 +207,24 @@ def test_a_folder_that_does_not_exist_is_refused_at_start_and_nothing_is_queued(
     assert RunStore().list() == [] and "run_id" not in at.session_state
 
 
+def test_a_folder_of_class_folders_offers_one_cluster_per_class_folder(tmp_path):
+    """K stays the user's, but a folder whose images sit in 3 class folders offers K = 3 in one click."""
+    from PIL import Image
+
+    pets = tmp_path / "pets"
+    for name in ("cats", "dogs", "owls"):
+        (pets / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(pets / name / "0163.png")
+    at = app().run()
+    next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()
+    next(box for box in at.text_input if box.label == "Image folder or archive").input(str(pets)).run()
+    offer = next(button for button in at.button if button.label.startswith("K = "))
+    assert offer.label == "K = 3 (class folders)" and "cats, dogs, owls" in offer.help
+    offer.click().run()
+    assert next(box for box in at.number_input if box.label == "Clusters K").value == 3
+    assert not [button for button in at.button if button.label.startswith("K = ")]  # K matches: nothing to offer
+
+
 def test_the_train_form_keeps_its_choices_while_another_page_or_run_is_viewed():
     at = app().run()
     next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()

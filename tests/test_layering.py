@@ -1,6 +1,6 @@
 """The engine's packages form layers, and nothing imports a layer above its own.
 
-From the bottom: errors, atomic writes and array reads, the datasets, the networks, the clustering primitives
+From the bottom: errors and wording, atomic writes and array reads, the datasets, the networks, the clustering primitives
 (metrics, k-NN mining, K-means), the methods, the runs, the analysis of finished runs for the pages, then the
 benchmarks, the command line and the package root. A module may import its own layer and any below it; every
 import counts, including one inside a function. The check reads the source (``ast``) and imports nothing.
@@ -14,7 +14,7 @@ from conftest import REPO
 
 ROOT = "__init__"  # the package root, ``engine/__init__.py``
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors",),
+    ("errors", "wording"),
     ("atomic", "npy"),
     ("data",),
     ("nn",),

@@ -10,6 +10,7 @@ import streamlit as st
 from engine.analysis.curves import UNIT_RANGE_KINDS, Panel, stage_panels
 from engine.analysis.overview import format_score, format_seconds, quick_start_hint, run_title
 from engine.analysis.results import RunResults, load_results, run_neighbor_purity
+from engine.data.folder import folder_class_names
 from engine.data.roots import default_upload_dir, readable_roots
 from engine.errors import UserError
 from engine.runs import JobManager, RunRecord
@@ -43,6 +44,14 @@ def train_form_defaults(methods: list[str]) -> dict[str, object]:
     return {"train-dataset": "digits", "train-folder": "", "train-data-root": "", "train-image-size": None,
             "train-method": "scan" if "scan" in methods else methods[0], "train-preset": "fast", "train-k": 10,
             "train-seed": 0}
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def folder_class_hint(folder: str, runs_root: Path) -> list[str] | None:
+    """The class folders of the folder the Train form names, when it has two or more (the listing is read at most
+    every 30 s while the form is used); None otherwise, or when it may not be read."""
+    classes = folder_class_names(folder.strip(), readable_roots(runs_root)) if folder.strip() else None
+    return classes if classes is not None and len(classes) >= 2 else None
 
 
 def form_key(key: str) -> str:

@@ -28,7 +28,7 @@ from .filters import ImageFilter
 from .results import RunResults
 from .tags import corrected_labels
 from .thumbnails import contact_sheet, png_bytes, thumbnail
-from .wording import count
+from ..wording import count
 
 FORMATS = ("png", "html", "csv", "zip")
 SHEET_COLUMNS = 10

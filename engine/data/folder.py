@@ -159,6 +159,20 @@ def count_folder_files(path: str | Path, data_roots: Sequence[Path] | None = Non
     return count
 
 
+def folder_class_names(path: str | Path, data_roots: Sequence[Path] | None = None) -> list[str] | None:
+    """The class folders' names of the folder ``path`` (see :mod:`engine.data.layout`), read from its listing
+    without opening an image: what K the user most likely wants. None for a flat folder, an empty one, an archive,
+    a missing path or one outside ``data_roots``."""
+    try:
+        root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
+    except DatasetError:
+        return None
+    if not root.is_dir():
+        return None
+    entries = [Entry(parts, "/".join(parts), root.joinpath(*parts)) for parts, _, _ in walk_folder(root)]
+    return arrange(entries, None, root)[1] if entries else None
+
+
 def _no_files(root: Path) -> DatasetError:
     return DatasetError(f"{root} holds no files; put images in it, one sub-folder per class or all in the folder "
                         f"itself")

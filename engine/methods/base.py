@@ -21,6 +21,7 @@ import torch
 from ..data.imageset import ImageSet
 from ..errors import ConfigError, LossDiverged, NotFittedError, TrainingError
 from ..nn.backbones import resolve_backbone
+from ..wording import count
 from .context import FitContext
 from .settings import bounded, check_ranges, check_types
 from .training import ImageGeometry, seed_everything
@@ -364,9 +365,9 @@ def uneven_clusters_warning(labels: np.ndarray, n_clusters: int, remedy: str = "
     if empty:
         parts.append(f"{len(empty)} of {n_clusters} clusters are empty ({', '.join(map(str, empty))})")
     if tiny:
-        listed = ", ".join(f"cluster {c}: {size}" for c, size in tiny.items())
-        parts.append(f"{len(tiny)} hold under a quarter of the even share of {len(labels) / n_clusters:.0f} "
-                     f"images ({listed})")
+        listed = ", ".join(f"cluster {c}: {count(size, 'image')}" for c, size in tiny.items())
+        parts.append(f"{count(len(tiny), 'cluster')} {'holds' if len(tiny) == 1 else 'hold'} under a quarter of "
+                     f"the {len(labels) / n_clusters:.0f} images an even split gives each ({listed})")
     return ("warning: " + "; ".join(parts) + ". Fewer clusters are in use than asked for: try "
             f"{_listed([remedy, 'another seed', 'a smaller K'])}.")
 

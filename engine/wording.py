@@ -1,4 +1,4 @@
-"""Numbers in sentences, shared by the pages and the exports."""
+"""Numbers in sentences, shared by the engine's messages, the pages and the exports."""
 from __future__ import annotations
 
 
