@@ -11,14 +11,13 @@ import streamlit as st
 from engine.analysis.clusters import (ClusterSummary, aligned_rows, cell_members, cluster_summaries, confusion_cells,
                                       disagreements, gallery_members, matched_confusion, off_majority, run_agreement)
 from engine.analysis.results import RunResults
-from engine.analysis.thumbnails import contact_sheet
 from engine.wording import count
 from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
 from ui.charts import clicked_items, confusion_chart
 from ui.common import pick_finished_run
+from ui.gallery import image_grid
 
 PER_PAGE = 30
-WIDTH = 880  # pixels a gallery row may take beside the sidebar on a 1400-px screen; half of it beside another run
 DISAGREEMENTS_SHOWN = 200
 SHOW = {"most confident first": "most", "least confident first": "least"}
 CELL = "clusters-cell"  # the confusion-matrix cell whose images are listed, (cluster, label), or None
@@ -41,7 +40,7 @@ def passing(summary: ClusterSummary, keep: np.ndarray | None) -> ClusterSummary:
     return replace(summary, members=summary.members[kept], confidence=summary.confidence[kept])
 
 
-def cluster_block(results: RunResults, summary: ClusterSummary, order: str, page: int, cell: int, width: int,
+def cluster_block(results: RunResults, summary: ClusterSummary, order: str, page: int, cell: int,
                   overlap: str = "", keep: np.ndarray | None = None, tags: dict[int, list[str]] | None = None
                   ) -> None:
     """One cluster's header line and the page of its gallery (the members the filter ``keep`` keeps); members
@@ -64,9 +63,9 @@ def cluster_block(results: RunResults, summary: ClusterSummary, order: str, page
         start = (page - 1) * PER_PAGE
         st.caption(f"images {start + 1}–{start + len(members)} of {shown.size}{passed}"
                    + (" (outlined: not the majority label)" if results.labels is not None else ""))
-        st.image(contact_sheet(results.images.images[members].numpy(), n_cols=max(1, width // cell), cell=cell,
-                               captions=[caption_with_tags(results.image_name(i), tags, i) for i in members],
-                               outline=off_majority(summary, members, results.labels)))
+        image_grid(results.images.images[members].numpy(),
+                   [caption_with_tags(results.image_name(i), tags, i) for i in members],
+                   off_majority(summary, members, results.labels), cell=cell)
         tagged = [f"{results.image_name(i)} ({tags_text(tags, i)})" for i in members if i in tags]
         if tagged:
             st.caption("Tagged here: " + " · ".join(tagged))
@@ -122,8 +121,8 @@ def cell_images(results: RunResults, keep: np.ndarray, tags: dict[int, list[str]
     st.caption(f"{count(len(members), 'image')} in cluster {cell[0]} with label {results.class_name(cell[1])}"
                + (" passing the filter" if len(members) < counts[cell] else "") + ", most confident first"
                + (f"; the first {CELL_SHOWN} are shown" if len(members) > CELL_SHOWN else ""))
-    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=WIDTH // 64, cell=64,
-                           captions=[caption_with_tags(results.image_name(i), tags, i) for i in shown]))
+    image_grid(results.images.images[shown].numpy(), [caption_with_tags(results.image_name(i), tags, i)
+                                                      for i in shown])
     tag_panel(results, shown, tags, key="cell-tags")
 
 
@@ -148,7 +147,7 @@ def side_by_side(results: RunResults, other: RunResults, order: str, page: int, 
                     share = overlaps.get(cluster, 0.0)
                     note = ("" if beside is None else f" · {share:.0%} in cluster {beside} beside it"
                             + (f" · :orange[{WEAK_MATCH_NOTE}]" if share < WEAK_MATCH else ""))
-                    cluster_block(run, summaries[cluster], order, page, cell, WIDTH // 2, note, keep, shown_tags)
+                    cluster_block(run, summaries[cluster], order, page, cell, note, keep, shown_tags)
     differing = disagreements(results.assign, other.assign)
     differing = differing[keep[differing]]
     st.subheader(f"{count(len(differing), 'image')} the two runs disagree on")
@@ -159,8 +158,7 @@ def side_by_side(results: RunResults, other: RunResults, order: str, page: int, 
                                                            if len(differing) > DISAGREEMENTS_SHOWN else ""))
         captions = [f"{results.image_name(i)}\nleft: cluster {results.assign[i]}\nright: cluster {other.assign[i]}"
                     for i in shown]
-        st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=max(1, WIDTH // max(cell, 96)),
-                               cell=max(cell, 96), captions=captions))
+        image_grid(results.images.images[shown].numpy(), captions, cell=max(cell, 96))
 
 
 st.title("Clusters")
@@ -193,4 +191,4 @@ if results is not None:
             side_by_side(results, other, order, page, cell, keep, tags)
     else:
         for summary in summaries_of(results):
-            cluster_block(results, summary, order, page, cell, WIDTH, keep=keep, tags=tags)
+            cluster_block(results, summary, order, page, cell, keep=keep, tags=tags)

@@ -6,20 +6,17 @@ import numpy as np
 import streamlit as st
 
 from engine.analysis.results import run_neighbor_purity, view_neighbors
-from engine.analysis.thumbnails import contact_sheet
 from engine.clustering.metrics import best_neighbor_purity, neighbor_purity
 from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel
 from ui.charts import bar_chart
 from ui.common import NEIGHBOURS_OPEN, pick_finished_run
+from ui.gallery import image_grid
 
 WORST_FIRST = "worst purity first"
 POSITION = "neighbours-position"  # the position input's key: its value alone says which image is shown
 ORDER = "order"  # also the address's query parameter (the radio is bound to it): ?order=worst+purity+first
 SHOWN_K = "neighbours-k"
 URL_IMAGE = "image"  # the address's query parameter naming the shown image: a reload or a shared link shows it
-# 96-px cells, six to a row: the sheet (576 px) is drawn at nearly its own size in the ~560 px column beside the
-# sidebar at 1024 px, where eleven to a row were shrunk to half and their captions could not be read
-SHEET_COLUMNS = 6
 state = st.session_state
 
 
@@ -106,8 +103,7 @@ if results is not None:
     if labels is not None:
         title += f" · label {results.class_name(int(labels[index]))} · purity@{k} {purity[index]:.2f}"
     st.subheader(title)
-    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(k + 1, SHEET_COLUMNS), cell=96,
-                           captions=captions, outline=wrong))
+    image_grid(results.images.images[shown].numpy(), captions, wrong, cell=96)
     if labels is not None:
         st.caption("Neighbours with another label than the query are outlined in red.")
     tag_panel(results, [index], tags, key="neighbours-tags")

@@ -7,13 +7,12 @@ import streamlit as st
 
 from engine.analysis.results import RunResults, view_neighbors
 from engine.analysis.suspects import COMBINED, SCORE_TITLES, Suspects, run_suspects
-from engine.analysis.thumbnails import contact_sheet
 from engine.errors import UserError
 from ui.audit import caption_with_tags, filter_note, image_filter, run_tags, tag_panel, tags_text
 from ui.common import pick_finished_run
+from ui.gallery import image_grid
 
 TABLE_ROWS = 200
-SHEET_COLUMNS = 8  # 96-px cells: the sheet fits beside the sidebar at 1440 px and stays legible at 1024
 SHORT_TITLES = {"neighbours": "neighbours disagree", "confidence": "low confidence", "outlier": "outlier (LOF)",
                 "centre": "far from centres", "label": "label vs neighbours"}
 SCORES_PER_ROW = 3
@@ -101,8 +100,7 @@ if results is not None:
     captions = ["suspect"] + [caption_with_tags(results.image_caption(j, separator="\n"), tags, j)
                               for j in neighbors[index]]
     other_cluster = [False] + [bool(results.assign[j] != results.assign[index]) for j in neighbors[index]]
-    st.image(contact_sheet(results.images.images[shown].numpy(), n_cols=min(len(shown), SHEET_COLUMNS), cell=96,
-                           captions=captions, outline=other_cluster))
+    image_grid(results.images.images[shown].numpy(), captions, other_cluster, cell=96)
     st.caption("The suspect, then its neighbours; neighbours in another cluster are outlined in red.")
     tag_panel(results, [index], tags, key="suspect-tags",
               after=(lambda: show_next(order, position)) if advance else None)

@@ -1,6 +1,7 @@
 """Small helpers the pages share."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
@@ -32,3 +33,18 @@ def test_the_pages_say_what_the_quickest_run_really_takes(tmp_path, monkeypatch)
     said = [info.value for path in ("pages/map.py", "pages/train.py") for info in open_page(path).info]
     assert said and not [text for text in said if "takes a second" in text], said
     assert all("half a minute" in text for text in said), said
+
+
+def test_a_gallery_is_laid_out_by_the_browser_with_readable_escaped_captions_and_frames():
+    """Galleries flow with the column (no fixed-width picture shrunk until its captions cannot be read); captions
+    are page text, so a name in any script reads as written, and markup in a file name stays text."""
+    from ui.gallery import OUTLINE_CSS, grid_html
+
+    images = np.zeros((3, 8, 8, 1), dtype=np.uint8)
+    page = grid_html(images, ["日本語.png\ncluster 2", "<b>x</b>.png", "c.png"], [False, True, False], cell=96)
+    assert page.count("<figure") == 3 and page.count("width:96px;height:96px") == 3
+    assert "日本語.png</div><div" in page and "cluster 2" in page  # one line per caption line
+    assert "&lt;b&gt;x&lt;/b&gt;.png" in page and "<b>" not in page
+    assert page.count(f"solid {OUTLINE_CSS}") == 1 and "flex-wrap:wrap" in page
+    with pytest.raises(ValueError):
+        grid_html(images, ["one caption"], cell=96)
