@@ -38,16 +38,21 @@ function hide() {
   if (box) box.style.display = "none";
 }
 
-function place(box, pointer) {
-  // above the pointer, centred on it: ECharts' own tooltip sits below the point, so both stay readable
-  const margin = 8, gap = 18;
+function place(box, pointer, map) {
+  // above the pointer, centred on it: ECharts' own tooltip sits below the point, so both stay readable. Where that
+  // would rise above the map (over the page's controls, or out of the window), beside the pointer instead.
+  const margin = 8, gap = 18, aside = 30;
   const { width, height } = box.getBoundingClientRect();
+  const ceiling = Math.max(margin, map ? map.getBoundingClientRect().top : margin);
   let left = pointer.x - width / 2;
-  left = Math.max(margin, Math.min(left, window.innerWidth - width - margin));
   let top = pointer.y - height - gap;
-  if (top < margin) top = pointer.y + gap;
-  box.style.left = `${left}px`;
-  box.style.top = `${top}px`;
+  if (top < ceiling) {
+    top = Math.max(ceiling, pointer.y - height / 2);
+    const roomRight = pointer.x + aside + width <= window.innerWidth - margin;
+    left = roomRight ? pointer.x + aside : pointer.x - aside - width;
+  }
+  box.style.left = `${Math.max(margin, Math.min(left, window.innerWidth - width - margin))}px`;
+  box.style.top = `${Math.max(margin, Math.min(top, window.innerHeight - height - margin))}px`;
 }
 
 function show(shared) {
@@ -66,7 +71,7 @@ function show(shared) {
       image.onload = () => {
         // small images (8-px digits, 32-px CIFAR) are scaled up with sharp pixels; large ones shrink smoothly
         image.style.imageRendering = image.naturalWidth < shared.size ? "pixelated" : "auto";
-        place(box, shared.pointer);
+        place(box, shared.pointer, shared.map);
       };
       image.src = uri;
     }
@@ -74,7 +79,7 @@ function show(shared) {
     caption.textContent = shared.captions.get(index) ?? "";
   }
   box.style.display = "block";
-  place(box, shared.pointer);
+  place(box, shared.pointer, shared.map);
 }
 
 function tooltipRoot(marker, host) {
@@ -122,6 +127,7 @@ function attach(shared, chart) {
     shared.retry = setTimeout(() => attach(shared, chart), 100);
     return;
   }
+  shared.map = host;
   if (host.dceHoverAttached) return;
   host.dceHoverAttached = true;
   host.addEventListener("mousemove", (event) => {

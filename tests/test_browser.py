@@ -243,6 +243,10 @@ def hover_shows_the_image(page, coords: np.ndarray) -> None:
     assert preview.get_attribute("src").startswith("data:image/png;base64,")
     assert preview.evaluate("image => image.complete && image.naturalWidth > 0")
     page.locator("[data-testid='map-hover-preview']").get_by_text(f"#{index} · cluster ").wait_for(timeout=WAIT_MS)
+    # above the pointer, or beside it near the map's top edge: never over the controls above the map
+    box, canvas = (page.locator(where).first.bounding_box() for where in ("[data-testid='map-hover-preview']",
+                                                                          MAP_CANVAS))
+    assert box["y"] >= canvas["y"] - 1, "the hover preview covers the controls above the map"
     page.screenshot(path=str(ARTIFACTS / "2-map-hover-1024.png"))
     page.mouse.move(5, 5)
 

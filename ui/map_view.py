@@ -168,6 +168,7 @@ def show_map(results: RunResults, points: np.ndarray, tags: dict[int, list[str]]
 
     found = found_image(results, matches) if len(matches) else None
     chart_key = f"map-{results.run_id}-{kind}"  # not the colouring: colouring the map anew keeps its selection
+    st.space("small")  # the chart's own toolbar (download, full screen) shows above it: clear of the controls
     event = st.echarts_chart(map_spec(results, coords, points, colour_by, found), key=chart_key,
                              height=MAP_HEIGHT_PX, on_select="rerun")
     hover_preview(results, coords, points, chart_key)
