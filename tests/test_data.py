@@ -639,3 +639,27 @@ def test_a_full_disk_while_reserving_the_cache_warns_loads_into_ram_and_leaves_n
         loaded = load_folder(root)
     assert loaded.images[:, 0, 0, 0].tolist() == [70, 71, 72]
     assert list((cache_dir / "folders").iterdir()) == []
+
+
+def test_the_class_folders_of_a_folder_are_read_from_its_top_two_levels(tmp_path):
+    """What the Train page offers as K: the layout's classes, named without walking the tree or opening an image."""
+    from engine.data.folder import folder_class_names
+
+    def touch(*parts):
+        tmp_path.joinpath(*parts[:-1]).mkdir(parents=True, exist_ok=True)
+        tmp_path.joinpath(*parts).write_bytes(b"")
+    touch("pets", "cats", "deep", "a.png")
+    touch("pets", "dogs", "b.png")
+    touch("pets", "README.txt")  # not an image: the sub-folders stay class folders
+    touch("pets", ".cache", "c.png")  # hidden: not a class
+    assert folder_class_names(tmp_path / "pets") == ["cats", "dogs"]
+    touch("split", "train", "cats", "a.png")
+    touch("split", "test", "owls", "b.png")
+    assert folder_class_names(tmp_path / "split") == ["cats", "owls"]
+    touch("mixed", "loose.jpg")
+    touch("mixed", "cats", "a.png")
+    assert folder_class_names(tmp_path / "mixed") is None  # images beside sub-folders: one unlabelled set
+    touch("flat", "a.png")
+    assert folder_class_names(tmp_path / "flat") is None
+    assert folder_class_names(tmp_path / "missing") is None
+    assert folder_class_names(tmp_path / "pets", data_roots=[tmp_path / "split"]) is None  # outside the roots

@@ -30,6 +30,7 @@ path checks), :mod:`~engine.data.archive` (reading an archive within its limits)
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,9 +42,9 @@ from engine.data.archive import archive_limits, read_archive
 from engine.data.cache import cache_path, decode_cached, read_cache, write_cache
 from engine.data.decode import check_image_size, survey_images
 from engine.data.imageset import ImageSet
-from engine.data.layout import SPLITS, arrange, unwrap_single_folder
-from engine.data.listing import (OUTSIDE_ROOTS, Entry, check_image_source, expand_user_path, links_outside,
-                                 resolve_inside, walk_folder)
+from engine.data.layout import SPLITS, arrange, looks_like_image, unwrap_single_folder
+from engine.data.listing import (OUTSIDE_ROOTS, Entry, check_image_source, expand_user_path, is_hidden,
+                                 links_outside, resolve_inside, walk_folder)
 from engine.errors import ConfigError, DatasetError
 
 
@@ -160,17 +161,28 @@ def count_folder_files(path: str | Path, data_roots: Sequence[Path] | None = Non
 
 
 def folder_class_names(path: str | Path, data_roots: Sequence[Path] | None = None) -> list[str] | None:
-    """The class folders' names of the folder ``path`` (see :mod:`engine.data.layout`), read from its listing
-    without opening an image: what K the user most likely wants. None for a flat folder, an empty one, an archive,
-    a missing path or one outside ``data_roots``."""
+    """The class folders' names of the folder ``path`` (the layout :mod:`engine.data.layout` reads), from the names
+    in its top two levels only, so that a folder typed on the Train page (``/`` say) costs no walk of a whole tree:
+    what K the user most likely wants. None for a flat folder, images beside sub-folders, an archive, a missing
+    path or one outside ``data_roots``."""
     try:
         root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
-    except DatasetError:
+        if not root.is_dir():
+            return None
+
+        def visible(folder: Path) -> list[os.DirEntry]:
+            with os.scandir(folder) as entries:
+                return [entry for entry in entries if not is_hidden(entry.name)]
+
+        top = visible(root)
+        if any(entry.is_file() and looks_like_image(entry.name) for entry in top):
+            return None  # images beside the sub-folders: one unlabelled set
+        folders = sorted(entry.name for entry in top if entry.is_dir())
+        if folders and set(folders) <= set(SPLITS):  # train/ and test/ of one set of class folders
+            folders = sorted({entry.name for side in folders for entry in visible(root / side) if entry.is_dir()})
+    except (DatasetError, OSError):
         return None
-    if not root.is_dir():
-        return None
-    entries = [Entry(parts, "/".join(parts), root.joinpath(*parts)) for parts, _, _ in walk_folder(root)]
-    return arrange(entries, None, root)[1] if entries else None
+    return folders or None
 
 
 def _no_files(root: Path) -> DatasetError:
