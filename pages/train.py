@@ -19,8 +19,8 @@ from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from engine.runs.budget import estimate_request
 from engine.analysis.overview import estimate_advice, quick_start_hint
-from ui.common import (PAGE_RUN, folder_class_hint, form_key, how_it_works, job_manager, remember_form, run_label,
-                       show_run, train_form_defaults)
+from ui.common import (PAGE_RUN, URL_RUN, folder_class_hint, form_key, how_it_works, job_manager, remember_form,
+                       run_label, show_run, train_form_defaults)
 
 manager = job_manager()
 upload_dir = default_upload_dir(manager.store.root)
@@ -193,9 +193,13 @@ if not runs:
 else:
     ids = [run.id for run in runs]
     labels = {run.id: run_label(run) for run in runs}
-    current = st.session_state.get(PAGE_RUN, ids[0])
+    # the page-wide run, or in a new session the one the address names; the choice goes back into the address,
+    # so a link to a running run opens its live view
+    current = st.session_state.get(PAGE_RUN) or st.query_params.get(URL_RUN, ids[0])
     st.session_state[PAGE_RUN] = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
                                               format_func=labels.get)
+    if st.query_params.get(URL_RUN) != st.session_state[PAGE_RUN]:
+        st.query_params[URL_RUN] = st.session_state[PAGE_RUN]
 
     @st.fragment(run_every=1.0)
     def live_view() -> None:

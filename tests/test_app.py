@@ -187,6 +187,20 @@ def test_try_it_trains_digits_kmeans_lists_the_run_and_says_where_to_look():
     assert list(at.dataframe[0].value["run"]) == [record.id]
 
 
+def test_the_train_page_opens_the_run_its_address_names_and_writes_its_choice_there():
+    """A link to a run (one still training, say) opens its live view on Train, as on every other page."""
+    store = RunStore()
+    older = store.create_run("kmeans", "digits", {})
+    newer = store.create_run("kmeans", "digits", {})
+    at = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=HANG_GUARD_S)  # a new session
+    at.query_params["run"] = older
+    at.run()
+    assert not at.exception
+    assert next(box for box in at.selectbox if box.label == "Run").value == older
+    next(box for box in at.selectbox if box.label == "Run").select(newer).run()
+    assert at.query_params["run"] == newer
+
+
 def test_the_train_page_shows_the_folder_field_only_for_a_folder_and_the_data_root_only_for_torchvision():
     at = app().run()
     shown = lambda: [box.label for box in at.text_input]  # noqa: E731
