@@ -18,7 +18,7 @@ from engine.analysis.clusters import cluster_summaries, off_majority
 from engine.analysis.export import FORMATS, OFF_MAJORITY_RGB, export_run, safe_filename
 from engine.analysis.results import load_results
 from engine.analysis import thumbnails
-from engine.analysis.thumbnails import BORDER, contact_sheet, png_bytes, to_rgb_uint8, upscale
+from engine.analysis.thumbnails import BORDER, contact_sheet, png_bytes, titled, to_rgb_uint8, upscale
 from engine.cli import main
 from engine.errors import UserError
 from engine.runs import JobManager, RunRequest, RunStore
@@ -78,12 +78,13 @@ def test_png_export_writes_one_readable_sheet_per_cluster(runs, tmp_path):
     assert list(written) == ["png"]
     assert sorted(p.name for p in written["png"]) == sorted(f"cluster_{k}.png" for k in range(10))
     sizes = np.bincount(results.assign, minlength=10)
+    title_band = titled(np.zeros((1, 1, 3), np.uint8), "a title").shape[0] - 1
     for k in range(10):
         with Image.open(tmp_path / f"cluster_{k}.png") as sheet:
             sheet.load()
             shown = min(int(sizes[k]), 100)
             assert sheet.width == min(shown, 10) * 64  # 10 columns of 64-pixel cells
-            assert sheet.height % -(-shown // 10) == 0  # whole rows of cell + caption
+            assert (sheet.height - title_band) % -(-shown // 10) == 0  # a title, then whole rows of cell + caption
 
 
 def test_max_per_cluster_caps_the_sheets_and_the_gallery(runs, tmp_path):
@@ -388,6 +389,14 @@ def test_a_caption_is_drawn_in_the_first_font_that_has_all_its_characters(monkey
     assert np.array_equal(sheet_in(builtin, latin), sheet_in(latin, builtin))
 
 
+def test_a_title_band_reads_above_the_sheet_and_leaves_it_unchanged():
+    sheet = contact_sheet(np.zeros((3, 8, 8, 1), np.uint8), n_cols=3, cell=64)
+    with_title = titled(sheet, "Run 20260101-000000-kmeans-abcd · cluster 0 · 3 images")
+    band = with_title.shape[0] - sheet.shape[0]
+    assert with_title.shape[1] == sheet.shape[1] and 10 < band < 30
+    assert np.array_equal(with_title[band:], sheet) and (with_title[:band] < 128).any()  # dark text on white
+
+
 def test_png_sheets_caption_each_image_with_its_file_name_and_label(runs, tmp_path):
     """A folder's sheets name the files (a user finds a doubtful image by its name), the label on a line of its
     own under it; a dataset without files names its images by index."""
@@ -407,6 +416,11 @@ def test_png_sheets_caption_each_image_with_its_file_name_and_label(runs, tmp_pa
         outline = None if results.labels is None else off_majority(summary, shown, results.labels)
         expected = contact_sheet(np.asarray(results.images.images)[shown], 10, 64, captions, outline,
                                  OFF_MAJORITY_RGB)
+        # under a title that says what the sheet shows, should it be saved or shared on its own
+        shows = f"{len(shown)} of {summary.size} images" if len(shown) < summary.size else f"{summary.size} images"
+        title = f"Run {results.run_id} · cluster 0 · {shows}" + (
+            "" if results.labels is None else
+            f" · mostly {results.class_name(summary.majority_label)} (purity {summary.purity:.2f})")
         sheet = next(p for p in written["png"] if p.name == "cluster_0.png")
         with Image.open(sheet) as picture:
-            assert np.array_equal(np.asarray(picture.convert("RGB")), expected), name
+            assert np.array_equal(np.asarray(picture.convert("RGB")), titled(expected, title)), name

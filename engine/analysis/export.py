@@ -27,7 +27,7 @@ from .clusters import ClusterSummary, cluster_summaries, off_majority
 from .filters import ImageFilter
 from .results import RunResults
 from .tags import corrected_labels
-from .thumbnails import contact_sheet, png_bytes, thumbnail
+from .thumbnails import contact_sheet, png_bytes, thumbnail, titled
 from ..wording import count
 
 FORMATS = ("png", "html", "csv", "zip")
@@ -96,6 +96,17 @@ class _Export:
 
     def shown(self, summary: ClusterSummary) -> np.ndarray:
         return summary.members[:self.max_per_cluster]
+
+    def sheet_title(self, summary: ClusterSummary) -> str:
+        """A PNG sheet's title: run, cluster, how many images it shows of how many, and its majority label."""
+        shown = len(self.shown(summary))
+        title = f"Run {self.results.run_id} · cluster {summary.cluster} · " + (
+            f"{count(summary.size, 'image')}" if shown == summary.size else f"{shown} of {summary.size} images")
+        if self.filter_note:
+            title += f" ({self.filter_note})"
+        if summary.purity is not None:
+            title += f" · mostly {self.class_name(summary.majority_label)} (purity {summary.purity:.2f})"
+        return title
 
     def off_majority(self, summary: ClusterSummary) -> list[bool] | None:
         """Per shown member: does its label differ from the cluster's majority (None without labels)."""
@@ -173,7 +184,7 @@ def _sheets(export: _Export) -> list[tuple[str, bytes]]:
         shown = export.shown(summary)
         sheet = contact_sheet(export.pixels[shown], SHEET_COLUMNS, CELL, [export.caption(i) for i in shown],
                               export.off_majority(summary), OFF_MAJORITY_RGB)
-        files.append((f"cluster_{summary.cluster}.png", png_bytes(sheet)))
+        files.append((f"cluster_{summary.cluster}.png", png_bytes(titled(sheet, export.sheet_title(summary)))))
     return files
 
 

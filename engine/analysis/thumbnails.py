@@ -177,6 +177,17 @@ def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions
     return sheet
 
 
+def titled(sheet: np.ndarray, title: str) -> np.ndarray:
+    """``sheet`` (H×W×3 uint8) under a band that reads ``title``, cut with "..." to the sheet's width: a sheet
+    saved or shared on its own still says what it shows."""
+    band_h = _caption_height() + 6
+    picture = Image.new("RGB", (sheet.shape[1], band_h + sheet.shape[0]), (BACKGROUND,) * 3)
+    picture.paste(Image.fromarray(sheet), (0, band_h))
+    text = _fit_text(title, sheet.shape[1] - 8)
+    ImageDraw.Draw(picture).text((4, 3), text, fill=CAPTION_COLOUR, font=caption_font(text))
+    return np.asarray(picture)
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """The image encoded as PNG (gray H×W / H×W×1 stays gray; RGB stays RGB)."""
     image = np.asarray(image)
