@@ -196,6 +196,9 @@ else:
     # the page-wide run, or in a new session the one the address names; the choice goes back into the address,
     # so a link to a running run opens its live view
     current = st.session_state.get(PAGE_RUN) or st.query_params.get(URL_RUN, ids[0])
+    gone = st.session_state.pop("train-run-gone", None)
+    if gone is not None or current not in ids:
+        st.info(f"{gone or current} was deleted (here or in another tab); showing another run")
     st.session_state[PAGE_RUN] = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
                                               format_func=labels.get)
     if st.query_params.get(URL_RUN) != st.session_state[PAGE_RUN]:
@@ -207,7 +210,11 @@ else:
         if pending:
             st.caption("Queue: " + " → ".join(f"{run_id} ({manager.store.get(run_id).status})"
                                               for run_id in pending))
-        record = manager.store.get(st.session_state[PAGE_RUN])
+        try:
+            record = manager.store.get(st.session_state[PAGE_RUN])
+        except UserError:  # deleted in another tab since this view was drawn: the whole page picks another run
+            st.session_state["train-run-gone"] = st.session_state.pop(PAGE_RUN)
+            st.rerun()
         if record.status in ("queued", "running"):
             if st.button("Cancel run", key=f"cancel-{record.id}"):
                 try:

@@ -192,6 +192,8 @@ def test_the_train_page_opens_the_run_its_address_names_and_writes_its_choice_th
     store = RunStore()
     older = store.create_run("kmeans", "digits", {})
     newer = store.create_run("kmeans", "digits", {})
+    for run_id in (older, newer):
+        store.update(run_id, status="finished")
     at = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=HANG_GUARD_S)  # a new session
     at.query_params["run"] = older
     at.run()
@@ -199,6 +201,12 @@ def test_the_train_page_opens_the_run_its_address_names_and_writes_its_choice_th
     assert next(box for box in at.selectbox if box.label == "Run").value == older
     next(box for box in at.selectbox if box.label == "Run").select(newer).run()
     assert at.query_params["run"] == newer
+    # the shown run deleted in another tab (Compare): a note, and another run, not a traceback every second
+    store.delete(newer)
+    at.run()
+    assert not at.exception
+    assert any(f"{newer} was deleted" in info.value for info in at.info), [info.value for info in at.info]
+    assert next(box for box in at.selectbox if box.label == "Run").value == older
 
 
 def test_the_train_page_shows_the_folder_field_only_for_a_folder_and_the_data_root_only_for_torchvision():
