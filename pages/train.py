@@ -63,7 +63,13 @@ if dataset == UPLOAD:
         except UserError as exc:
             st.error(str(exc))
     if uploaded is not None and uploaded.file_id in saved:
-        uploaded_spec = f"{FOLDER_PREFIX}{saved[uploaded.file_id]}"
+        state["train-upload"] = (uploaded.name, saved[uploaded.file_id])
+    # Streamlit empties the uploader when another page is shown: the archive stored last is kept for the form
+    name, stored = state.get("train-upload", (None, ""))
+    if stored and Path(stored).is_file():
+        uploaded_spec = f"{FOLDER_PREFIX}{stored}"
+        if uploaded is None:
+            left.caption(f"Using {name}, uploaded earlier; upload another archive to replace it.")
 image_size = left.number_input(
     "Image size (px)", min_value=1, max_value=MAX_IMAGE_SIZE, step=1, placeholder="auto",
     key=form_key("train-image-size"),

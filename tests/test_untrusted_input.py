@@ -289,6 +289,23 @@ def test_an_archive_uploaded_on_the_train_page_is_stored_once_and_trains(tmp_pat
     assert record.summary["n_images"] == 6
 
 
+def test_an_uploaded_archive_stays_the_forms_after_another_page_is_viewed(tmp_path):
+    """Streamlit empties a file uploader when its page is left; the archive stored from it stays the form's."""
+    at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("upload an archive…")
+    at.run()
+    at.get("file_uploader")[0].set_value(("pets.zip", pets_zip(tmp_path).getvalue(), "application/zip"))
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert any(caption.value.startswith("Using pets.zip, uploaded earlier") for caption in at.caption)
+    at = start(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (run,) = RunStore(os.environ["DCE_RUNS_DIR"]).list()
+    assert run.dataset.startswith("folder:") and run.dataset.endswith("pets.zip")
+
+
 def test_an_upload_over_the_cap_on_the_train_page_is_refused_with_the_reason(tmp_path, monkeypatch):
     monkeypatch.setenv("DCE_MAX_UPLOADS_BYTES", "100")
     at = train_page()
