@@ -2,6 +2,7 @@
 stored under a safe name, and no code path that hands a run's settings to a shell, eval or pickle."""
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import re
@@ -76,15 +77,40 @@ def test_a_path_with_a_nul_byte_is_a_dataset_error_with_or_without_data_roots(tm
 
 # ------------------------------------------------------------------------------------------------- uploads
 
+def zip_of_size(size: int) -> bytes:
+    """A zip naming one image, padded with a comment to exactly ``size`` bytes."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("pets/a.png", b"")
+    base = len(archive.getvalue())
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.comment = b"x" * (size - base)
+    assert len(archive.getvalue()) == size
+    return archive.getvalue()
+
+
+def tar_gz_of(text: bytes) -> bytes:
+    """A .tar.gz naming one image whose bytes are ``text``."""
+    import tarfile
+
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tf:
+        info = tarfile.TarInfo("pets/a.png")
+        info.size = len(text)
+        tf.addfile(info, io.BytesIO(text))
+    return archive.getvalue()
+
+
 def test_an_upload_is_stored_under_a_fresh_folder_with_a_sanitised_name(tmp_path):
     uploads = tmp_path / "uploads"
-    first = save_upload("../../etc/My Pets (2024)!.TAR.GZ", io.BytesIO(b"data"), uploads)
-    second = save_upload("..\\..\\My Pets (2024)!.tar.gz", io.BytesIO(b"other"), uploads)
+    data, other = tar_gz_of(b"data"), tar_gz_of(b"other")
+    first = save_upload("../../etc/My Pets (2024)!.TAR.GZ", io.BytesIO(data), uploads)
+    second = save_upload("..\\..\\My Pets (2024)!.tar.gz", io.BytesIO(other), uploads)
     assert first.name == second.name == "My_Pets_2024.tar.gz"
     for stored in (first, second):
         assert stored.parent.parent == uploads and stored.is_file()
-    assert first.parent != second.parent and first.read_bytes() == b"data"
-    assert save_upload(".zip", io.BytesIO(b""), uploads).name == "upload.zip"
+    assert first.parent != second.parent and first.read_bytes() == data
+    assert save_upload(".zip", io.BytesIO(zip_of_size(200)), uploads).name == "upload.zip"
     assert [p for p in uploads.rglob(".*")] == []
 
 
@@ -98,11 +124,11 @@ def test_an_upload_that_would_take_the_uploads_folder_over_its_cap_is_refused_an
                                                                                                    monkeypatch):
     uploads = tmp_path / "uploads"
     monkeypatch.setenv("DCE_MAX_UPLOADS_BYTES", "3000")
-    first = save_upload("a.zip", io.BytesIO(bytes(2000)), uploads)
+    first = save_upload("a.zip", io.BytesIO(zip_of_size(2000)), uploads)
     with pytest.raises(UserError, match=r"over 3,000 bytes, the limit for uploads \(DCE_MAX_UPLOADS_BYTES\)"):
-        save_upload("b.zip", io.BytesIO(bytes(1001)), uploads)
+        save_upload("b.zip", io.BytesIO(zip_of_size(1001)), uploads)
     assert [p for p in uploads.rglob("*") if p.is_file()] == [first]
-    assert save_upload("c.zip", io.BytesIO(bytes(1000)), uploads).stat().st_size == 1000  # exactly at the cap
+    assert save_upload("c.zip", io.BytesIO(zip_of_size(1000)), uploads).stat().st_size == 1000  # at the cap
 
 
 def test_the_uploads_cap_defaults_to_10_gib_and_a_bad_setting_is_a_config_error(monkeypatch):
@@ -287,6 +313,26 @@ def test_an_archive_uploaded_on_the_train_page_is_stored_once_and_trains(tmp_pat
     record = store.get(run.id)
     assert record.status == "finished", record.error
     assert record.summary["n_images"] == 6
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("notes.zip", b"not a zip at all" * 10, "cannot be read as an archive"),
+    ("cut.tar.gz", gzip.compress(b"pets/a.png" * 500, mtime=0)[:40], "cannot be read as an archive"),
+    ("texts.zip", "zip of a README", "holds no image"),
+], ids=["not-a-zip", "cut-tar-gz", "no-image"])
+def test_an_upload_that_is_no_archive_of_images_is_refused_at_once_and_not_kept(tmp_path, name, content, reason):
+    """Refused when uploaded, not queued to fail when its turn comes; the message names the file, not where the
+    server keeps it."""
+    if content == "zip of a README":
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("pets/README.txt", "no images here")
+        content = archive.getvalue()
+    uploads = tmp_path / "uploads"
+    with pytest.raises(DatasetError, match=reason) as error:
+        save_upload(name, io.BytesIO(content), uploads)
+    assert name in str(error.value) and str(uploads) not in str(error.value)
+    assert not [path for path in uploads.rglob("*") if path.is_file()]
 
 
 def test_an_uploaded_archive_stays_the_forms_after_another_page_is_viewed(tmp_path):

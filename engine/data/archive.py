@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from engine.data.layout import looks_like_image
 from engine.data.listing import Entry, is_hidden
 from engine.errors import ConfigError, DatasetError
 
@@ -142,6 +143,30 @@ def read_archive(archive: Path) -> tuple[list[Entry], list[tuple[str, str]]]:
                            f"(re-download or re-create it)") from error
     entries.sort(key=lambda e: e.parts)
     return entries, skipped
+
+
+def check_archive(archive: Path) -> None:
+    """Refuse a file that is not a readable zip or tar archive, or that names no image, when it is uploaded rather
+    than when a run from it takes its turn. Reads a zip's directory, or a tar's headers up to its first image (not
+    the members' data), so a good upload costs little more than storing it.
+
+    Raises:
+        DatasetError: the file is not such an archive (damaged, cut short, or another kind of file), or no member
+            has an image's extension.
+    """
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                found = any(looks_like_image(info.filename) for info in zf.infolist() if not info.is_dir())
+        else:
+            with _decompressed(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
+                found = any(member.isfile() and looks_like_image(member.name) for member in tf)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
+        raise DatasetError(f"{archive.name} cannot be read as an archive ({error}); upload a complete .zip or "
+                           f".tar(.gz) of your image folder") from error
+    if not found:
+        raise DatasetError(f"{archive.name} holds no image (PNG, JPEG, GIF, BMP, TIFF, WebP, …); upload an archive "
+                           f"of your image folder")
 
 
 class _CompleteTarInfo(tarfile.TarInfo):

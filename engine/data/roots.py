@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from engine.atomic import atomic_path, disk_full_message, is_disk_full
-from engine.data.archive import describe_size, positive_env
+from engine.data.archive import check_archive, describe_size, positive_env
 from engine.data.listing import ARCHIVE_SUFFIXES, check_image_source, expand_user_path, resolve_inside
 from engine.errors import DatasetError, DiskFullError, UserError
 
@@ -91,11 +91,13 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
     """Store an uploaded archive in a fresh folder of its own under ``upload_dir``; returns its path.
 
     Only the last component of ``filename`` is kept, reduced to letters, digits, ``.``, ``_`` and ``-``, so a
-    name like ``../../x.zip`` cannot place the file elsewhere. Its contents are checked when it is loaded, with
-    the limits every archive gets (:func:`engine.data.archive.archive_limits`).
+    name like ``../../x.zip`` cannot place the file elsewhere. That it is an archive naming images is checked
+    here; its contents when it is loaded, with the limits every archive gets
+    (:func:`engine.data.archive.archive_limits`).
 
     Raises:
-        DatasetError: the name does not end in one of the archive suffixes.
+        DatasetError: the name does not end in one of the archive suffixes, or the file is not a readable archive
+            or names no image (:func:`engine.data.archive.check_archive`); nothing is left behind.
         UserError: the file cannot be stored: it would take ``upload_dir`` over :func:`uploads_cap`, or the disk
             is full (``DiskFullError``); nothing is left behind.
         ConfigError: ``$DCE_MAX_UPLOADS_BYTES`` is not a positive whole number.
@@ -128,6 +130,11 @@ def save_upload(filename: str, data: BinaryIO, upload_dir: Path) -> Path:
             raise DiskFullError(disk_full_message(folder.parent)) from exc
         raise UserError(f"cannot store the upload in {folder.parent}: {exc.strerror or exc}") from exc
     except UserError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    try:
+        check_archive(target)
+    except DatasetError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return target
