@@ -31,6 +31,7 @@ path checks), :mod:`~engine.data.archive` (reading an archive within its limits)
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -140,10 +141,11 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
 
 
 def count_folder_files(path: str | Path, data_roots: Sequence[Path] | None = None) -> int | None:
-    """How many files the folder ``path`` holds, hidden ones aside: at least as many as its readable images,
-    counted without opening any, so that a run can be refused before it is queued. None when ``path`` is not a
-    folder (an archive, a missing path) or lies outside ``data_roots``: the load reports those, and whether a
-    path outside the roots exists is none of the user's business.
+    """How many files the folder or zip archive ``path`` holds, hidden ones aside: at least as many as its readable
+    images, counted without opening any (a zip's directory only), so that a run can be refused before it is
+    queued. None for a tar archive (its listing means reading it through), a missing path, a damaged zip or a
+    path outside ``data_roots``: the load reports those, and whether a path outside the roots exists is none of
+    the user's business.
 
     Raises:
         DatasetError: the folder holds no file.
@@ -152,6 +154,13 @@ def count_folder_files(path: str | Path, data_roots: Sequence[Path] | None = Non
         root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
     except DatasetError:
         return None
+    if root.is_file() and root.name.lower().endswith(".zip"):
+        try:
+            with zipfile.ZipFile(root) as archive:
+                return sum(1 for info in archive.infolist() if not info.is_dir()
+                           and not any(is_hidden(part) for part in info.filename.split("/")))
+        except (zipfile.BadZipFile, OSError):
+            return None
     if not root.is_dir():
         return None
     count = len(walk_folder(root))

@@ -25,6 +25,7 @@ from ..data.imageset import ImageSet
 from ..data.folder import count_folder_files
 from ..data.registry import folder_of
 from ..errors import ConfigError, DiskFullError, RunCancelled, TrainingError, UserError
+from ..wording import count
 from ..methods.context import EventSink, checkpoint_folder, device_name
 from ..methods import Event, FitContext, get_method, pick_device
 from ..methods.base import Method, check_batch_sizes
@@ -113,9 +114,12 @@ def _check_folder_size(request: RunRequest, method: Method, data_roots: Sequence
     if path is None:
         return
     n_files = count_folder_files(path, data_roots)
-    if n_files is not None and method.config.n_clusters > n_files:
-        raise ConfigError(f"K={method.config.n_clusters} clusters asked for but {path} holds only {n_files} "
-                          f"file{'s' if n_files != 1 else ''}; lower K or add images")
+    if n_files is None:
+        return
+    if method.config.n_clusters > n_files:
+        raise ConfigError(f"K={method.config.n_clusters} clusters asked for but {Path(path).name} holds only "
+                          f"{count(n_files, 'file')}; lower K or add images")
+    check_batch_sizes(method.config, n_files, method.explicit_settings)  # what the fit would refuse, refused now
 
 
 class _Recorder:
