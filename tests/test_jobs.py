@@ -144,6 +144,18 @@ def test_cancelling_a_run_whose_process_died_records_it_interrupted(manager):
     assert manager.store.get(run_id).status == "interrupted"
 
 
+def test_runs_left_by_a_dead_server_say_whether_they_had_started(manager):
+    """After a restart a queued run that never started is not told to 'continue from its last checkpoint'."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = str(Owner(socket.gethostname(), int(dead.stdout), None))
+    running, queued = (manager.store.create_run("kmeans", "digits", {"n_clusters": 10}) for _ in range(2))
+    manager.store.update(running, status="running", owner=owner)
+    manager.store.update(queued, status="queued", owner=owner)
+    assert sorted(manager.store.mark_orphans_interrupted()) == sorted([running, queued])
+    assert "continue from its last checkpoint" in manager.store.get(running).error
+    assert "stopped before its turn came; resume it to start it" in manager.store.get(queued).error
+
+
 def test_a_bad_request_is_rejected_before_it_is_queued(manager):
     with pytest.raises(UserError, match="at least 2"):
         manager.submit(RunRequest("kmeans", "digits", overrides={"n_clusters": 1}))

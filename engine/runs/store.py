@@ -271,8 +271,10 @@ class RunStore:
         if record.status not in ACTIVE or not record.owner:
             return False
         owner = Owner.parse(record.owner)
-        return not owner.alive() and self.interrupt(
-            run_id, owner, f"its process ({owner}) stopped; resume it to continue from its last checkpoint")
+        reason = (f"the process that queued it ({owner}) stopped before its turn came; resume it to start it"
+                  if record.status == "queued" else
+                  f"its process ({owner}) stopped; resume it to continue from its last checkpoint")
+        return not owner.alive() and self.interrupt(run_id, owner, reason)
 
     def get(self, run_id: str) -> RunRecord:
         with self._connect() as db:
