@@ -92,6 +92,13 @@ if class_folders is not None and len(class_folders) != n_clusters:
 seed = right.number_input("Seed", min_value=0, key=form_key("train-seed"))
 remember_form(form)
 
+def _range_text(low: float | None, high: float | None) -> str:
+    """``between 1 and 10``, ``at least 1`` or ``at most 10``."""
+    if low is not None and high is not None:
+        return f"between {low:g} and {high:g}"
+    return f"at least {low:g}" if low is not None else f"at most {high:g}"
+
+
 method = get_method(method_name)
 defaults = method.describe()["presets"][preset]
 spec = {FOLDER: f"{FOLDER_PREFIX}{folder.strip()}", UPLOAD: uploaded_spec}.get(dataset, dataset)
@@ -108,14 +115,15 @@ with st.expander("Settings (the preset's values; change any)"):
                                       help=setting_help(method.Config, key))
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             continue  # names without choices, switches and layer-size tuples stay at the preset's value
-        else:  # the setting's declared range bounds the widget (the run is checked against it again at Start)
-            kind = int if isinstance(value, int) else float  # Streamlit wants one numeric type for all three
-            low, high = (None if edge is None else kind(edge)
-                         for edge in setting_range(method.Config, key, integer=kind is int))
-            widget = column.number_input(key, value=value, min_value=low, max_value=high,
-                                         help=setting_help(method.Config, key),
+        else:  # no bounds on the widget (as for K): a typed value outside them would be dropped for the old one
+            # without a word; the declared range is said here and Start and Estimate refuse a value outside it
+            kind = int if isinstance(value, int) else float  # Streamlit wants one numeric type for value and step
+            low, high = setting_range(method.Config, key, integer=kind is int)
+            widget = column.number_input(key, value=value, help=setting_help(method.Config, key),
                                          key=f"setting-{method_name}-{key}",
                                          format="%g" if isinstance(value, float) else "%d")
+            if (low is not None and widget < low) or (high is not None and widget > high):
+                column.error(f"{key} must be {_range_text(low, high)}")
         drawn += 1
         if widget != value:
             overrides[key] = widget

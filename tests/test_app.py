@@ -247,6 +247,20 @@ def test_a_folder_of_class_folders_offers_one_cluster_per_class_folder(tmp_path)
     assert not [button for button in at.button if button.label.startswith("K = ")]  # K matches: nothing to offer
 
 
+def test_a_setting_typed_outside_its_range_is_refused_with_the_range_not_replaced_in_silence():
+    """A number input bounded by the setting's range kept its old value when -5 was typed, with only a red icon:
+    the run then trained with the preset's 30 epochs. The value is kept as typed, said to be out of range, and
+    Start refuses it before anything is queued."""
+    at = app().run()
+    at.number_input(key="setting-scan-pretext_epochs").set_value(-5).run()
+    assert not at.exception
+    assert any(error.value == "pretext_epochs must be at least 0" for error in at.error), [e.value for e in at.error]
+    next(button for button in at.button if button.label == "Start").click().run()
+    assert any("pretext_epochs" in error.value and "-5" in error.value for error in at.error), \
+        [e.value for e in at.error]
+    assert RunStore().list() == []
+
+
 def test_the_train_form_keeps_its_choices_while_another_page_or_run_is_viewed():
     at = app().run()
     next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()
