@@ -315,17 +315,19 @@ def test_a_cpu_run_estimated_over_half_an_hour_warns_and_points_to_pretrained_fe
     assert RunStore().list() == []  # estimating queued nothing
 
 
-def test_the_train_pages_setting_widgets_are_bounded_by_the_settings_declared_ranges():
-    """One declaration serves the --set checker and the form: a widget cannot go where the checker would refuse."""
+def test_the_train_pages_setting_fields_say_when_a_value_is_outside_the_settings_declared_range():
+    """One declaration serves the --set checker and the form: a value the checker would refuse is said to be out of
+    range under its field (the field keeps it as typed, for Start to refuse with the reason)."""
     from engine.methods import get_method
     from engine.methods.settings import setting_range
 
     at = open_page("pages/train.py")
     next(box for box in at.selectbox if box.label == "Method").select("spice").run()
-    widgets = {box.label: box.proto for box in at.number_input}
-    assert (widgets["center_ratio"].min, widgets["center_ratio"].max) == (0, 1)  # declared: bounded(low=0, high=1)
-    assert widgets["self_batch_size"].min == 1 and not widgets["self_batch_size"].has_max  # implied: a positive int
-    assert not widgets["pretext_lr"].has_min  # a positive float: 0 itself is refused at Start, not by the widget
+    at.number_input(key="setting-spice-center_ratio").set_value(1.5).run()  # declared: bounded(low=0, high=1)
+    at.number_input(key="setting-spice-self_batch_size").set_value(0).run()  # implied: a positive int
+    at.number_input(key="setting-spice-pretext_lr").set_value(0.0).run()  # a positive float: refused at Start
+    assert [error.value for error in at.error] == ["center_ratio must be between 0 and 1",
+                                                   "self_batch_size must be at least 1"]
     assert setting_range(get_method("spice").Config, "center_ratio", integer=False) == (0, 1)
 
 
