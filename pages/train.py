@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -26,6 +27,7 @@ manager = job_manager()
 upload_dir = default_upload_dir(manager.store.root)
 st.title("Train")
 FOLDER, UPLOAD = "folder:…", "upload an archive…"
+DOUBLE_START_S = 5.0  # a second Start with the same choices this soon is a double click, not a second run
 
 methods = list_methods()
 # The user's own images come through the folder field or an upload; "folder:PATH" is the CLI's spelling.
@@ -192,11 +194,16 @@ if estimated is not None:
     if warning:
         st.warning(warning)
 if start_column.button("Start", type="primary"):
-    try:
-        # the estimate made for these choices gives the run its ETA at once instead of being made again
-        st.session_state[PAGE_RUN] = manager.submit(dataclasses.replace(checked_request(), estimate=estimated))
-    except UserError as exc:
-        st.error(str(exc))
+    last_key, last_time = state.get("train-started", (None, 0.0))
+    if last_key == request_key and time.monotonic() - last_time < DOUBLE_START_S:
+        st.info(f"{state[PAGE_RUN]} was started with these choices a moment ago; it is not queued twice")
+    else:
+        try:
+            # the estimate made for these choices gives the run its ETA at once instead of being made again
+            st.session_state[PAGE_RUN] = manager.submit(dataclasses.replace(checked_request(), estimate=estimated))
+            state["train-started"] = (request_key, time.monotonic())
+        except UserError as exc:
+            st.error(str(exc))
 
 runs = manager.store.list()
 if not runs:

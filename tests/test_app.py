@@ -261,6 +261,16 @@ def test_a_setting_typed_outside_its_range_is_refused_with_the_range_not_replace
     assert RunStore().list() == []
 
 
+def test_a_double_click_on_start_queues_one_run():
+    at = app().run()
+    next(box for box in at.selectbox if box.label == "Method").select("kmeans").run()
+    for _ in range(2):
+        next(button for button in at.button if button.label == "Start").click().run()
+    assert not at.exception
+    assert len(RunStore().list()) == 1
+    assert any("is not queued twice" in info.value for info in at.info), [info.value for info in at.info]
+
+
 def test_the_train_form_keeps_its_choices_while_another_page_or_run_is_viewed():
     at = app().run()
     next(box for box in at.selectbox if box.label == "Dataset").select("folder:…").run()
