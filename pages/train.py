@@ -85,7 +85,8 @@ preset = middle.radio("Preset", ["fast", "paper"], horizontal=True, key=form_key
 # Start and Estimate check K and say what is wrong
 n_clusters = right.number_input("Clusters K", step=1, key=form_key("train-k"),
                                 help="how many clusters to find: at least 2, at most the number of images")
-class_folders = folder_class_hint(folder, manager.store.root) if dataset == FOLDER else None
+hinted = folder if dataset == FOLDER else (folder_of(uploaded_spec) or "") if uploaded_spec else ""
+class_folders = folder_class_hint(hinted, manager.store.root) if hinted else None
 if class_folders is not None and len(class_folders) != n_clusters:
     right.button(f"K = {len(class_folders)} (class folders)", on_click=state.__setitem__,
                  args=(form_key("train-k"), len(class_folders)),

@@ -663,3 +663,10 @@ def test_the_class_folders_of_a_folder_are_read_from_its_top_two_levels(tmp_path
     assert folder_class_names(tmp_path / "flat") is None
     assert folder_class_names(tmp_path / "missing") is None
     assert folder_class_names(tmp_path / "pets", data_roots=[tmp_path / "split"]) is None  # outside the roots
+    # a zip's from its directory, below the one folder it wraps everything in
+    with zipfile.ZipFile(tmp_path / "pets.zip", "w") as zf:
+        for name in ("pets/cats/a.png", "pets/dogs/deep/b.png", "pets/owls/c.png", "pets/.DS_Store"):
+            zf.writestr(name, b"")
+    assert folder_class_names(tmp_path / "pets.zip") == ["cats", "dogs", "owls"]
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    assert folder_class_names(tmp_path / "broken.zip") is None

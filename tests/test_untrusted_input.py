@@ -346,10 +346,26 @@ def test_an_uploaded_archive_stays_the_forms_after_another_page_is_viewed(tmp_pa
     at.switch_page("pages/train.py").run()
     assert not at.exception
     assert any(caption.value.startswith("Using pets.zip, uploaded earlier") for caption in at.caption)
+    assert not [button for button in at.button if button.label.startswith("K = ")]  # a flat folder: no classes
     at = start(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
     (run,) = RunStore(os.environ["DCE_RUNS_DIR"]).list()
     assert run.dataset.startswith("folder:") and run.dataset.endswith("pets.zip")
+
+
+def test_an_uploaded_zip_of_class_folders_offers_one_cluster_per_class_folder(tmp_path):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("cats", "dogs", "owls"):
+            for path in sorted(write_images(tmp_path / name, 2).iterdir()):
+                zf.write(path, f"pets/{name}/{path.name}")
+    at = train_page()
+    next(box for box in at.selectbox if box.label == "Dataset").select("upload an archive…")
+    at.run()
+    at.get("file_uploader")[0].set_value(("pets.zip", archive.getvalue(), "application/zip"))
+    at.run()
+    offer = next(button for button in at.button if button.label.startswith("K = "))
+    assert offer.label == "K = 3 (class folders)" and "cats, dogs, owls" in offer.help
 
 
 def test_an_upload_over_the_cap_on_the_train_page_is_refused_with_the_reason(tmp_path, monkeypatch):

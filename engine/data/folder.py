@@ -172,10 +172,14 @@ def count_folder_files(path: str | Path, data_roots: Sequence[Path] | None = Non
 def folder_class_names(path: str | Path, data_roots: Sequence[Path] | None = None) -> list[str] | None:
     """The class folders' names of the folder ``path`` (the layout :mod:`engine.data.layout` reads), from the names
     in its top two levels only, so that a folder typed on the Train page (``/`` say) costs no walk of a whole tree:
-    what K the user most likely wants. None for a flat folder, images beside sub-folders, an archive, a missing
-    path or one outside ``data_roots``."""
+    what K the user most likely wants; a zip's from its directory. None for a flat folder, images beside
+    sub-folders, a tar archive, a missing path or one outside ``data_roots``."""
     try:
         root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
+        if root.is_file() and root.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(root) as archive:  # its directory only
+                return _zip_class_names([tuple(p for p in info.filename.split("/") if p)
+                                         for info in archive.infolist() if not info.is_dir()])
         if not root.is_dir():
             return None
 
@@ -189,8 +193,21 @@ def folder_class_names(path: str | Path, data_roots: Sequence[Path] | None = Non
         folders = sorted(entry.name for entry in top if entry.is_dir())
         if folders and set(folders) <= set(SPLITS):  # train/ and test/ of one set of class folders
             folders = sorted({entry.name for side in folders for entry in visible(root / side) if entry.is_dir()})
-    except (DatasetError, OSError):
+    except (DatasetError, OSError, zipfile.BadZipFile):
         return None
+    return folders or None
+
+
+def _zip_class_names(members: list[tuple[str, ...]]) -> list[str] | None:
+    """:func:`folder_class_names` of a zip's member paths, below the one folder most archives wrap everything in."""
+    members = [parts for parts in members if parts and not any(is_hidden(part) for part in parts)]
+    while members and all(len(parts) > 1 for parts in members) and len({parts[0] for parts in members}) == 1:
+        members = [parts[1:] for parts in members]
+    if any(len(parts) == 1 and looks_like_image(parts[0]) for parts in members):
+        return None
+    folders = sorted({parts[0] for parts in members if len(parts) > 1})
+    if folders and set(folders) <= set(SPLITS):
+        folders = sorted({parts[1] for parts in members if len(parts) > 2})
     return folders or None
 
 
