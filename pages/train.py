@@ -95,6 +95,7 @@ if class_folders is not None and len(class_folders) != n_clusters:
 seed = right.number_input("Seed", min_value=0, key=form_key("train-seed"))
 remember_form(form)
 
+
 def _range_text(low: float | None, high: float | None) -> str:
     """``between 1 and 10``, ``at least 1`` or ``at most 10``."""
     if low is not None and high is not None:
