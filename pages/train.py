@@ -85,7 +85,8 @@ preset = middle.radio("Preset", ["fast", "paper"], horizontal=True, key=form_key
 # Start and Estimate check K and say what is wrong
 n_clusters = right.number_input("Clusters K", step=1, key=form_key("train-k"),
                                 help="how many clusters to find: at least 2, at most the number of images")
-hinted = folder if dataset == FOLDER else (folder_of(uploaded_spec) or "") if uploaded_spec else ""
+spec = {FOLDER: f"{FOLDER_PREFIX}{folder.strip()}", UPLOAD: uploaded_spec}.get(dataset, dataset)
+hinted = folder_of(spec) if spec else None  # a typed folder or an upload's archive; None for a named dataset
 class_folders = folder_class_hint(hinted, manager.store.root) if hinted else None
 if class_folders is not None and len(class_folders) != n_clusters:
     right.button(f"K = {len(class_folders)} (class folders)", on_click=state.__setitem__,
@@ -105,7 +106,6 @@ def _range_text(low: float | None, high: float | None) -> str:
 
 method = get_method(method_name)
 defaults = method.describe()["presets"][preset]
-spec = {FOLDER: f"{FOLDER_PREFIX}{folder.strip()}", UPLOAD: uploaded_spec}.get(dataset, dataset)
 overrides: dict = {"n_clusters": int(n_clusters), "seed": int(seed)}
 with st.expander("Settings (the preset's values; change any)"):
     columns = st.columns(3)

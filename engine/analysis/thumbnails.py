@@ -148,7 +148,8 @@ def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions
     cols = min(n_cols, max(count, 1))
     rows = max(1, -(-count // n_cols))
     n_lines = max((str(caption).count("\n") + 1 for caption in captions), default=1) if captions is not None else 0
-    caption_h = _caption_height() * n_lines
+    line_h = _caption_height()
+    caption_h = line_h * n_lines
     cell_h = cell + caption_h
     sheet = np.full((rows * cell_h, cols * cell, 3), BACKGROUND, dtype=np.uint8)
     for i, image in enumerate(images):
@@ -171,8 +172,7 @@ def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions
                 text = _fit_text(line, cell - 2)
                 font = caption_font(text)
                 x = left + (cell - font.getlength(text)) / 2
-                draw.text((x, top + cell + 1 + line_number * _caption_height()), text, fill=CAPTION_COLOUR,
-                          font=font)
+                draw.text((x, top + cell + 1 + line_number * line_h), text, fill=CAPTION_COLOUR, font=font)
         sheet = np.array(picture)
     return sheet
 

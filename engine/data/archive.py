@@ -20,6 +20,8 @@ from engine.data.listing import Entry, is_hidden
 from engine.errors import ConfigError, DatasetError
 
 DEFAULT_MAX_ARCHIVE_FILES = 200_000
+# what reading a damaged, cut-short or mislabelled archive raises
+UNREADABLE_ARCHIVE = (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 DEFAULT_MAX_ARCHIVE_BYTES = 4 << 30
 
 
@@ -138,7 +140,7 @@ def read_archive(archive: Path) -> tuple[list[Entry], list[tuple[str, str]]]:
                 # Reading on to the end checks the compressed stream's length and checksum, kept in its last bytes.
                 while stream.read(1 << 20):
                     pass
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
+    except UNREADABLE_ARCHIVE as error:
         raise DatasetError(f"cannot read the archive {archive}: {error}; check that the file is complete "
                            f"(re-download or re-create it)") from error
     entries.sort(key=lambda e: e.parts)
@@ -161,7 +163,7 @@ def check_archive(archive: Path) -> None:
         else:
             with _decompressed(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
                 found = any(member.isfile() and looks_like_image(member.name) for member in tf)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
+    except UNREADABLE_ARCHIVE as error:
         raise DatasetError(f"{archive.name} cannot be read as an archive ({error}); upload a complete .zip or "
                            f".tar(.gz) of your image folder") from error
     if not found:

@@ -156,9 +156,7 @@ def count_folder_files(path: str | Path, data_roots: Sequence[Path] | None = Non
         return None
     if root.is_file() and root.name.lower().endswith(".zip"):
         try:
-            with zipfile.ZipFile(root) as archive:
-                return sum(1 for info in archive.infolist() if not info.is_dir()
-                           and not any(is_hidden(part) for part in info.filename.split("/")))
+            return len(_zip_entries(root))
         except (zipfile.BadZipFile, OSError):
             return None
     if not root.is_dir():
@@ -176,10 +174,8 @@ def folder_class_names(path: str | Path, data_roots: Sequence[Path] | None = Non
     sub-folders, a tar archive, a missing path or one outside ``data_roots``."""
     try:
         root = expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots)
-        if root.is_file() and root.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(root) as archive:  # its directory only
-                return _zip_class_names([tuple(p for p in info.filename.split("/") if p)
-                                         for info in archive.infolist() if not info.is_dir()])
+        if root.is_file() and root.name.lower().endswith(".zip"):  # the layout a load reads, from the directory
+            return arrange(unwrap_single_folder(_zip_entries(root)), None, root)[1]
         if not root.is_dir():
             return None
 
@@ -198,17 +194,12 @@ def folder_class_names(path: str | Path, data_roots: Sequence[Path] | None = Non
     return folders or None
 
 
-def _zip_class_names(members: list[tuple[str, ...]]) -> list[str] | None:
-    """:func:`folder_class_names` of a zip's member paths, below the one folder most archives wrap everything in."""
-    members = [parts for parts in members if parts and not any(is_hidden(part) for part in parts)]
-    while members and all(len(parts) > 1 for parts in members) and len({parts[0] for parts in members}) == 1:
-        members = [parts[1:] for parts in members]
-    if any(len(parts) == 1 and looks_like_image(parts[0]) for parts in members):
-        return None
-    folders = sorted({parts[0] for parts in members if len(parts) > 1})
-    if folders and set(folders) <= set(SPLITS):
-        folders = sorted({parts[1] for parts in members if len(parts) > 2})
-    return folders or None
+def _zip_entries(root: Path) -> list[Entry]:
+    """The visible files of the zip ``root`` as the layout sees them, read from its directory (no member is read)."""
+    with zipfile.ZipFile(root) as archive:
+        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    parts = [tuple(part for part in name.split("/") if part) for name in names]
+    return [Entry(p, "/".join(p), root) for p in parts if p and not any(is_hidden(part) for part in p)]
 
 
 def _no_files(root: Path) -> DatasetError:
