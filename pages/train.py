@@ -19,6 +19,7 @@ from engine.methods.settings import setting_choices, setting_help, setting_range
 from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from engine.runs.budget import estimate_request
+from engine.wording import count
 from engine.analysis.overview import estimate_advice, quick_start_hint
 from ui.common import (PAGE_RUN, URL_RUN, folder_class_hint, form_key, how_it_works, job_manager, remember_form,
                        run_label, show_run, train_form_defaults)
@@ -214,6 +215,16 @@ if not runs:
     st.info(f"No runs yet: pick a dataset and a method and press Start. The bundled digits need no download; for "
             f"a first look in seconds pick kmeans: {quick_start_hint(manager.store)}.")
 else:
+    interrupted = [run.id for run in runs if run.status == "interrupted"]
+    if interrupted:
+        note_column, resume_column = st.columns([4, 1], vertical_alignment="center")
+        note_column.warning(f"{count(len(interrupted), 'run')} stopped when the app or its worker stopped (a restart "
+                            f"or a crash): {', '.join(interrupted)}. Each continues from its last checkpoint.")
+        if resume_column.button(f"Resume {'all ' if len(interrupted) > 1 else ''}{len(interrupted)}",
+                                key="resume-interrupted"):
+            resumed = manager.resume_interrupted()
+            st.session_state[PAGE_RUN] = resumed[0] if resumed else st.session_state.get(PAGE_RUN)
+            st.rerun()
     ids = [run.id for run in runs]
     labels = {run.id: run_label(run) for run in runs}
     # the page-wide run, or in a new session the one the address names; the choice goes back into the address,
@@ -245,7 +256,11 @@ else:
                 except UserError as exc:
                     st.error(str(exc))
         elif record.status in ("interrupted", "cancelled", "failed"):
-            if st.button("Resume run", key=f"resume-{record.id}"):
+            retry = record.status == "failed"  # it fails again unless what the error names has changed
+            if st.button("Retry run" if retry else "Resume run", key=f"resume-{record.id}",
+                         help="runs it again from its last checkpoint, with the same choices; fix what the error "
+                              "names first (a folder, a file, free memory) or start a new run with other choices"
+                         if retry else "continues it from its last checkpoint"):
                 try:
                     manager.resume(record.id)
                 except UserError as exc:

@@ -355,3 +355,36 @@ def test_the_train_pages_number_settings_say_what_they_mean():
     assert at.number_input(key="setting-jule-period_epochs").help == ("passes over the images in each period of "
                                                                        "CNN training")
     assert at.number_input(key="setting-jule-unfolding_rate").help.startswith("η: the share of the clusters merged")
+
+
+def test_after_a_restart_the_train_page_names_the_interrupted_runs_and_resumes_them_all_at_once():
+    import socket
+    import subprocess
+    import sys
+
+    from engine.runs.owner import Owner
+
+    store = RunStore()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = [store.create_run("kmeans", "digits", {"n_clusters": 10}) for _ in range(2)]
+    for run_id in left:  # running under a server process that has since gone
+        store.update(run_id, status="running", owner=str(Owner(socket.gethostname(), int(dead.stdout), None)))
+    at = app()
+    assert not at.exception
+    note = next(w.value for w in at.warning if "stopped when the app" in w.value)
+    assert all(run_id in note for run_id in left) and "2 runs" in note
+    press(at, "Resume all 2")
+    assert not at.exception
+    assert all(store.get(run_id).status in ("queued", "running", "finished") for run_id in left)
+    wait_for(at, lambda at: all(store.get(run_id).status == "finished" for run_id in left))
+    assert not any("stopped when the app" in w.value for w in at.warning)
+
+
+def test_a_queued_run_shows_what_it_waits_for_and_how_long_it_takes():
+    store = RunStore()
+    queued = store.create_run("kmeans", "digits", {"n_clusters": 10}, options={"estimate": {"seconds": 65.0}})
+    at = app()
+    assert not at.exception
+    assert next(box for box in at.selectbox if box.label == "Run").value == queued
+    text = " ".join(str(element.proto) for element in at.main if element.type == "progress")
+    assert "queued" in text and "takes about 1 min 05 s" in text, text

@@ -36,13 +36,18 @@ def test_a_queued_kmeans_run_finishes_with_scores_arrays_and_metrics(manager):
     assert [row["name"] for row in manager.store.metrics(run_id)] == ["inertia"] * 10
 
 
-def test_runs_execute_one_at_a_time_in_submission_order(manager):
+def test_runs_execute_one_at_a_time_in_submission_order_and_a_resumed_run_waits_its_turn(manager):
     first = manager.submit(RunRequest("scan", "digits", overrides=TINY_SCAN, device="cpu"))
     second = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
     wait_for(lambda: manager.store.get(first).status == "running")
     assert manager.store.get(second).status == "queued"
     assert manager.pending() == [first, second]
+    manager.cancel(second)
+    third = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
+    manager.resume(second)
+    assert manager.pending() == [first, third, second]  # a resumed run waits behind those queued before it
     assert manager.wait(second, timeout=HANG_GUARD_S).status == "finished"
+    assert manager.store.get(third).finished <= manager.store.get(second).started
     assert manager.store.get(first).finished <= manager.store.get(second).started
 
 
@@ -153,7 +158,24 @@ def test_runs_left_by_a_dead_server_say_whether_they_had_started(manager):
     manager.store.update(queued, status="queued", owner=owner)
     assert sorted(manager.store.mark_orphans_interrupted()) == sorted([running, queued])
     assert "continue from its last checkpoint" in manager.store.get(running).error
-    assert "stopped before its turn came; resume it to start it" in manager.store.get(queued).error
+    assert "stopped (a restart or a crash) before its turn came; resume it to start it" in \
+        manager.store.get(queued).error
+    assert str(dead.stdout.strip()) not in manager.store.get(running).error  # a process id tells a user nothing
+    assert any(dead.stdout.strip() in m["message"] for m in manager.store.messages(running))  # the log keeps it
+
+
+def test_resume_interrupted_queues_every_interrupted_run_again_oldest_first_and_nothing_else(manager):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = str(Owner(socket.gethostname(), int(dead.stdout), None))
+    first, second, cancelled = (manager.store.create_run("kmeans", "digits", {"n_clusters": 10}) for _ in range(3))
+    for run_id in (first, second):
+        manager.store.update(run_id, status="running", owner=owner)
+    manager.store.update(cancelled, status="cancelled")
+    manager.store.mark_orphans_interrupted()
+    assert manager.resume_interrupted() == [first, second]
+    assert all(manager.wait(run_id, timeout=HANG_GUARD_S).status == "finished" for run_id in (first, second))
+    assert manager.store.get(cancelled).status == "cancelled"  # stopped on purpose: left as it is
+    assert manager.resume_interrupted() == []
 
 
 def test_a_bad_request_is_rejected_before_it_is_queued(manager):

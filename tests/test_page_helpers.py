@@ -48,3 +48,20 @@ def test_a_gallery_is_laid_out_by_the_browser_with_readable_escaped_captions_and
     assert page.count(f"solid {OUTLINE_CSS}") == 1 and "flex-wrap:wrap" in page
     with pytest.raises(ValueError):
         grid_html(images, ["one caption"], cell=96)
+
+
+def test_a_queued_run_says_what_it_waits_for_and_when_it_starts_only_when_that_is_known(tmp_path):
+    from engine.analysis.overview import queue_note
+    from engine.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    running = store.create_run("scan", "digits", {"n_clusters": 10})
+    store.update(running, status="running", eta_s=100.0)
+    estimated = store.create_run("kmeans", "digits", {"n_clusters": 10}, options={"estimate": {"seconds": 50.0}})
+    unknown = store.create_run("kmeans", "digits", {"n_clusters": 10})
+    ahead = [store.get(running), store.get(estimated)]
+    assert queue_note(ahead, one_worker=True) == f"queued behind 2 runs ({running}, {estimated}) · starts in about " \
+                                                 f"2 min 30 s"
+    assert "starts in" not in queue_note(ahead, one_worker=False)  # two workers: which frees first is not known
+    assert "starts in" not in queue_note(ahead + [store.get(unknown)], one_worker=True)
+    assert queue_note([], one_worker=True) == "queued · starts as soon as a worker is free"

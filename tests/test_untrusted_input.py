@@ -244,6 +244,8 @@ def test_resuming_a_run_whose_folder_is_outside_the_data_roots_fails_with_the_re
     at.run()
     record = wait_until_done(store, run_id)
     assert record.status == "failed" and OUTSIDE in record.error
+    labels = [button.label for button in at.run().button]
+    assert "Retry run" in labels and "Resume run" not in labels  # it would fail again as it is: not a "resume"
 
 
 def test_the_loader_confined_to_data_roots_skips_links_out_and_keeps_links_within(tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from engine.analysis.curves import UNIT_RANGE_KINDS, Panel, stage_panels
-from engine.analysis.overview import format_score, format_seconds, quick_start_hint, run_title
+from engine.analysis.overview import (expected_seconds, format_score, format_seconds, queue_note, quick_start_hint,
+                                     run_title)
 from engine.analysis.results import RunResults, load_results, run_neighbor_purity
 from engine.data.folder import folder_class_names
 from engine.data.roots import default_upload_dir, readable_roots
@@ -148,7 +149,14 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
     dataset = dataset_label(record.dataset, default_upload_dir(manager.store.root))
     st.markdown(f"**{record.id}** — `{record.method}` on `{dataset}` ({record.preset}) · status "
                 f"**{record.status}**" + (f" · device {record.device}" if record.device else ""))
-    if record.status in ("queued", "running"):
+    if record.status == "queued":
+        pending = manager.pending()
+        ahead_ids = pending[:pending.index(record.id)] if record.id in pending else []
+        ahead = [run for run in manager.store.list() if run.id in ahead_ids]
+        own = expected_seconds(record)
+        st.progress(0.0, text=queue_note(ahead, len(manager.workers) == 1)
+                    + (f" · takes about {format_seconds(own)}" if own is not None else ""))
+    elif record.status == "running":
         label = ("estimating the run's time from a few steps of every stage" if record.stage == "estimate" else
                  f"stage {record.stage or '…'} · ETA for the whole run {format_seconds(record.eta_s)}")
         st.progress(min(max(record.progress or 0.0, 0.0), 1.0), text=label)

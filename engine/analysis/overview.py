@@ -9,6 +9,7 @@ from ..methods import get_method, list_methods
 from ..methods.estimate import format_seconds  # noqa: F401 — the pages' duration format
 from ..runs import RunRecord, RunStore
 from ..runs.uploads import dataset_label
+from ..wording import count
 from .results import run_neighbor_purity
 
 NOT_AVAILABLE = "n/a"
@@ -93,3 +94,22 @@ def estimate_advice(estimate: dict, method: str) -> tuple[str, str | None]:
                   f"({', '.join(pretrained)} with `pretext_from=pretrained:NAME`), which takes minutes")
     return line, (f"This run would take about {format_seconds(estimate['estimated_seconds'])} on this CPU. To get "
                   f"results sooner, {faster}.")
+
+
+def expected_seconds(record: RunRecord) -> float | None:
+    """How long a run still takes: a running run's ETA, a queued run's estimate when it was made before Start; None
+    when not known."""
+    if record.status == "running":
+        return record.eta_s
+    estimate = record.options.get("estimate") or {}
+    return estimate.get("seconds")
+
+
+def queue_note(ahead: list[RunRecord], one_worker: bool) -> str:
+    """What a queued run waits for: the runs ahead of it in this server's queue, and, with one worker and every
+    one of their times known, about when it starts."""
+    if not ahead:
+        return "queued · starts as soon as a worker is free"
+    waits = [expected_seconds(record) for record in ahead]
+    when = (f" · starts in about {format_seconds(sum(waits))}" if one_worker and None not in waits else "")
+    return f"queued behind {count(len(ahead), 'run')} ({', '.join(record.id for record in ahead)}){when}"

@@ -117,6 +117,18 @@ class JobManager:
         self._enqueue(run_id)
         return run_id
 
+    def resume_interrupted(self) -> list[str]:
+        """Queue again every run a stopped process left interrupted (a server restart, a crash), oldest first;
+        returns their ids. A run another session resumes meanwhile is left to it."""
+        resumed = []
+        for record in sorted(self.store.list(), key=lambda r: r.created):
+            if record.status == "interrupted":
+                try:
+                    resumed.append(self.resume(record.id))
+                except UserError:
+                    continue
+        return resumed
+
     def _check_served(self, device: str) -> None:
         """Refuse a run asking for a device no worker of this manager runs on: it would wait for ever."""
         served = (device == "auto" or (device == "cpu" and "cpu" in self.workers)
@@ -163,12 +175,14 @@ class JobManager:
         delete_run(self.store, run_id, with_upload_from=with_upload_from)
 
     def pending(self) -> list[str]:
-        """Runs this manager still has to finish (running first, then queued in order)."""
+        """Runs this manager still has to finish: running first, then queued in the order they will start (a
+        resumed run behind the runs queued before its resume)."""
         with self._lock:
             ids = set(self._cancel)
+            turn = {entry.record.id: place for place, entry in enumerate(self._queue)}
         # from the list, not run by run: a run cancelled and deleted by another process may still wait here
         records = [r for r in self.store.list() if r.id in ids and r.status in ACTIVE]
-        return [r.id for r in sorted(records, key=lambda r: (r.status != "running", r.created))]
+        return [r.id for r in sorted(records, key=lambda r: (r.status != "running", turn.get(r.id, -1), r.created))]
 
     def wait(self, run_id: str, timeout: float | None = None, poll_s: float = 0.1) -> RunRecord:
         """Block until a run leaves queued/running (or ``timeout`` seconds pass); returns its record."""

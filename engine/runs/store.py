@@ -262,7 +262,7 @@ class RunStore:
                 f"WHERE id = ? AND status IN {ACTIVE} AND owner = ?",
                 (time.time(), reason, run_id, str(owner))).rowcount == 1
             if interrupted:
-                self._log(db, run_id, f"interrupted: {reason}")
+                self._log(db, run_id, f"interrupted (process {owner}): {reason}")
         return interrupted
 
     def interrupt_if_orphaned(self, run_id: str) -> bool:
@@ -271,9 +271,10 @@ class RunStore:
         if record.status not in ACTIVE or not record.owner:
             return False
         owner = Owner.parse(record.owner)
-        reason = (f"the process that queued it ({owner}) stopped before its turn came; resume it to start it"
-                  if record.status == "queued" else
-                  f"its process ({owner}) stopped; resume it to continue from its last checkpoint")
+        reason = ("the app or worker that queued it stopped (a restart or a crash) before its turn came; resume it "
+                  "to start it" if record.status == "queued" else
+                  "the app or worker running it stopped (a restart or a crash); resume it to continue from its last "
+                  "checkpoint")
         return not owner.alive() and self.interrupt(run_id, owner, reason)
 
     def get(self, run_id: str) -> RunRecord:
