@@ -15,7 +15,8 @@ from ui.gallery import image_grid
 WORST_FIRST = "worst purity first"
 POSITION = "neighbours-position"  # the position input's key: its value alone says which image is shown
 ORDER = "order"  # also the address's query parameter (the radio is bound to it): ?order=worst+purity+first
-SHOWN_K = "neighbours-k"
+SHOWN_K = "neighbours"  # also the address's query parameter: ?neighbours=5
+SHOWN_IMAGE = "neighbours-image"  # the image last shown: a change of the neighbours shown keeps it
 URL_IMAGE = "image"  # the address's query parameter naming the shown image: a reload or a shared link shows it
 state = st.session_state
 
@@ -23,6 +24,11 @@ state = st.session_state
 def start_order() -> None:
     """A new order starts at its first image."""
     state[POSITION] = 0
+
+
+def keep_image() -> None:
+    """Showing fewer or more neighbours reorders "worst purity first": the image shown stays the one shown."""
+    state[NEIGHBOURS_OPEN] = state.get(SHOWN_IMAGE)
 
 
 def show_random(n: int) -> None:
@@ -60,12 +66,14 @@ if results is not None:
     neighbors, mined = view_neighbors(results)
     k_all = neighbors.shape[1]
     about, how_many = st.columns([5, 2], vertical_alignment="bottom")
-    about.caption(f"The {k_all} neighbours the method mined, nearest first" if mined else
-                  f"This method mines no neighbours: these are the {k_all} nearest in its features (cosine)")
     if state.get(SHOWN_K, 1) > k_all:  # kept from a run that mined more
         state[SHOWN_K] = k_all
     k = int(how_many.number_input(f"Neighbours shown (1–{k_all})", 1, k_all, value=k_all, key=SHOWN_K,
-                                  persist_state="session")) if k_all > 1 else k_all
+                                  on_change=keep_image, persist_state="session", bind="query-params")
+            ) if k_all > 1 else k_all
+    shown_of = f"the nearest {k} of " if k < k_all else ""
+    about.caption(f"Showing {shown_of}the {k_all} neighbours the method mined, nearest first" if mined else
+                  f"This method mines no neighbours: showing {shown_of}the {k_all} nearest in its features (cosine)")
     neighbors = neighbors[:, :k]  # the nearest k: purity@k and its charts below follow
     labels = results.labels
     purity = neighbor_purity(neighbors, labels) if labels is not None else None
@@ -88,6 +96,7 @@ if results is not None:
     n = len(order)
     index = int(order[place_position_input(order, middle)])
     right.button("Random image", on_click=show_random, args=(n,))
+    state[SHOWN_IMAGE] = index
     if st.query_params.get(URL_IMAGE) != str(index):
         st.query_params[URL_IMAGE] = str(index)
 

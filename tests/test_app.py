@@ -388,3 +388,16 @@ def test_a_queued_run_shows_what_it_waits_for_and_how_long_it_takes():
     assert next(box for box in at.selectbox if box.label == "Run").value == queued
     text = " ".join(str(element.proto) for element in at.main if element.type == "progress")
     assert "queued" in text and "takes about 1 min 05 s" in text, text
+
+
+def test_a_finished_runs_neighbour_purity_is_shown_once_among_its_scores():
+    store = RunStore()
+    run_id = store.create_run("scan", "digits", {"n_clusters": 10})
+    store.add_metrics(run_id, "mine", 1, {"neighbor_purity": 0.947})
+    store.update(run_id, status="running")
+    at = app()
+    assert [m.label for m in at.metric] == ["mine · neighbor_purity"]  # while it runs: the mining's outcome
+    store.update(run_id, status="finished", summary={"acc": 0.9, "nmi": 0.8, "ari": 0.7, "neighbor_purity": 0.947})
+    at.run()
+    assert not at.exception
+    assert [m.label for m in at.metric] == ["ACC", "NMI", "ARI", "Neighbour purity"]

@@ -143,6 +143,7 @@ def test_a_corrected_label_set_on_neighbours_reaches_the_corrected_labels_csv(ap
     at.button(key="neighbours-tags-set-label").click().run()
     assert not at.exception
     assert results.store.image_tags(results.run_id) == {shown: ["label: 7"]}
+    assert at.selectbox(key="neighbours-tags-label").value is None  # not offered again for the next image
     go(at, "export")
     next(button for button in at.button if button.label == "Export").click().run()
     exported = results.store.run_dir(results.run_id) / "exports" / "corrected_labels.csv"
@@ -231,3 +232,27 @@ def test_points_selected_on_the_map_are_tagged_and_the_figure_keeps_the_selectio
     assert any(md.value == "**Tag these 2 images** · tagged: duplicate" for md in at.markdown)
     # a chart whose spec changes is drawn anew, without its brushes: tagging must leave the spec as it was
     assert at.get("echarts_chart")[0].proto.spec == figure
+
+
+def test_a_running_run_stays_the_train_pages_run_while_other_pages_show_a_finished_one(app, run):
+    folder, results = run
+    live = results.store.create_run("kmeans", "digits", {"n_clusters": 10})
+    results.store.update(live, status="running")  # owned by this (living) process
+    try:
+        at = go(app, "train")
+        next(box for box in at.selectbox if box.label == "Run").select(live).run()
+        at = go(at, "map")
+        assert any(f"{live} is running: this page shows it once it has finished" in info.value for info in at.info)
+        assert next(box for box in at.selectbox if box.label == "Run").value == results.run_id
+        at = go(at, "clusters")
+        at = go(at, "train")
+        assert next(box for box in at.selectbox if box.label == "Run").value == live  # its live view, not another
+        # a finished run picked on an analysis page becomes the page-wide choice
+        at = go(at, "map")
+        at = go(at, "train")
+        next(box for box in at.selectbox if box.label == "Run").select(results.run_id).run()
+        at = go(at, "map")
+        assert not any(live in info.value for info in at.info)
+    finally:
+        results.store.update(live, status="cancelled")
+        results.store.delete(live)

@@ -414,6 +414,11 @@ def test_a_folder_with_no_file_or_fewer_files_than_k_is_refused_at_submit_and_no
         with pytest.raises(ConfigError, match=r"K=13 clusters asked for but twelve holds only 12 files"):
             manager.submit(RunRequest("kmeans", f"folder:{small_folder}", overrides={"n_clusters": 13},
                                       device="cpu"))
+        (tmp_path / "one").mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / "one" / "only.png")
+        with pytest.raises(ConfigError, match=r"holds only 1 file; clustering needs at least 2 images: add images"):
+            manager.submit(RunRequest("kmeans", f"folder:{tmp_path / 'one'}", overrides={"n_clusters": 2},
+                                      device="cpu"))
         # a batch the user set larger than the folder, as the fit would refuse it once its turn came
         with pytest.raises(ConfigError, match=r"cluster_batch_size=100 is larger than the dataset \(12 images\)"):
             manager.submit(RunRequest("scan", f"folder:{small_folder}", device="cpu",

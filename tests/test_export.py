@@ -424,3 +424,13 @@ def test_png_sheets_caption_each_image_with_its_file_name_and_label(runs, tmp_pa
         sheet = next(p for p in written["png"] if p.name == "cluster_0.png")
         with Image.open(sheet) as picture:
             assert np.array_equal(np.asarray(picture.convert("RGB")), titled(expected, title)), name
+
+
+def test_a_sheet_caption_too_long_for_its_cell_keeps_a_file_names_end_and_other_texts_start():
+    from engine.analysis.thumbnails import _fit_text, caption_font
+
+    width = 62  # a 64-pixel cell
+    for text, kept in (("airplane/0022.jpg", "0022.jpg"), ("automobile and more", "auto")):
+        fitted = _fit_text(text, width)
+        assert caption_font(fitted).getlength(fitted) <= width and fitted != text
+        assert fitted.endswith(kept) if kept == "0022.jpg" else fitted.startswith(kept), fitted

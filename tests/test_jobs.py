@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -196,11 +197,13 @@ def test_a_run_killed_with_its_process_is_interrupted_then_resumes_from_its_chec
     runs = tmp_path / "runs"
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "train", "--method", "scan", "--dataset", "digits", "--device", "cpu",
-         "--runs-dir", str(runs), "--set", "pretext_epochs=4", "--set", "cluster_epochs=10"],
+         "--runs-dir", str(runs), "--set", "pretext_epochs=4", "--set", "cluster_epochs=30"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         store = RunStore(runs)
-        run = wait_for(lambda: next((r for r in store.list() if r.stage == "cluster"), None))
+        # killed once the cluster stage has recorded an epoch and before its first checkpoint (a minute in)
+        run = wait_for(lambda: next((r for r in store.list()
+                                     if any(m["stage"] == "cluster" for m in store.metrics(r.id))), None))
         process.send_signal(signal.SIGKILL)
         process.wait(HANG_GUARD_S)
     finally:
@@ -219,6 +222,11 @@ def test_a_run_killed_with_its_process_is_interrupted_then_resumes_from_its_chec
     assert record.status == "finished", record.error
     assert [r for r in store.metrics(run.id) if r["stage"] == "pretext"] == pretext_rows  # pretext not redone
     assert any("resumed pretext" in m["message"] for m in store.messages(run.id))
+    # the cluster stage had no checkpoint yet: it starts over, says so, and its curve holds each step once
+    assert any(m["message"].startswith("cluster starts over") for m in store.messages(run.id))
+    cluster_steps = [(r["step"], r["name"]) for r in store.metrics(run.id) if r["stage"] == "cluster"]
+    assert len(cluster_steps) == len(set(cluster_steps))
+    assert record.earlier_s > 0 and record.summary["seconds"] > record.finished - record.started  # both attempts
     assert np.load(runs / run.id / "neighbors.npy").shape == (1797, 20)
 
 
@@ -278,3 +286,33 @@ def test_temi_reuses_scans_pretext_and_a_size_the_submit_cannot_judge_fails_the_
     record = manager.wait(run_id, timeout=HANG_GUARD_S)
     assert record.status == "failed"
     assert f"run {first}'s pretext was trained with size 8 (this run: 16)" in record.error
+
+
+def test_a_stage_resumed_from_its_checkpoint_forgets_only_the_values_recorded_after_it(tmp_path):
+    from engine.methods import Event
+    from engine.runs.execute import _Recorder
+
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create_run("scan", "digits", {"n_clusters": 10})
+    for step in (10, 20, 30):  # 30: after the checkpoint at 20, by the attempt that was killed
+        store.add_metrics(run_id, "pretext", step, {"loss": float(step)})
+    store.add_metrics(run_id, "mine", 1, {"neighbor_purity": 0.9})
+    _Recorder(store, run_id, ["pretext", "mine"], None, threading.Event())(Event("stage", "pretext", 20, 40))
+    assert [(r["stage"], r["step"]) for r in store.metrics(run_id)] == [("pretext", 10), ("pretext", 20),
+                                                                        ("mine", 1)]
+    assert not any("starts over" in m["message"] for m in store.messages(run_id))
+
+
+def test_a_runs_time_counts_every_attempt(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create_run("kmeans", "digits", {"n_clusters": 10})
+    assert store.claim(run_id)
+    time.sleep(0.2)
+    store.finish(run_id, "cancelled", "cancelled by the user")
+    first = store.get(run_id).seconds
+    store.requeue(run_id)
+    assert store.get(run_id).earlier_s == pytest.approx(first)
+    assert store.claim(run_id)
+    time.sleep(0.1)
+    store.finish(run_id, "finished")
+    assert store.get(run_id).seconds >= first + 0.1

@@ -140,12 +140,21 @@ def test_fewer_neighbours_can_be_shown_and_purity_follows_them(page, runs):
     _, store, _ = runs
     run_id = at.session_state["run_id"]
     knn, labels = store.load_array(run_id, "knn"), store.load_array(run_id, "labels")
-    at.number_input(key="neighbours-k").set_value(5).run()
+    next(radio for radio in at.radio if radio.label == "Order").set_value("worst purity first").run()
+    at.number_input(key="neighbours-position").set_value(7).run()
+    before = at.main.subheader[0].value.split(" · ")[0]
+    at.number_input(key="neighbours").set_value(5).run()
     assert not at.exception
     purity = next(metric for metric in at.metric if metric.label.startswith("Purity@"))
     assert purity.label == "Purity@5 over the dataset"
     assert float(purity.value) == pytest.approx((labels[knn[:, :5]] == labels[:, None]).mean(), abs=1e-3)
     assert "purity@5" in at.main.subheader[0].value
+    assert at.main.subheader[0].value.split(" · ")[0] == before  # the same image, though the order changed
+    assert any("the nearest 5 of the 20" in caption.value for caption in at.caption)
+    linked = AppTest.from_file(str(REPO / "pages" / "neighbours.py"), default_timeout=HANG_GUARD_S)
+    linked.query_params.update(run=run_id, neighbours="5")  # the choice is in the address: a reload keeps it
+    linked.run()
+    assert linked.number_input(key="neighbours").value == 5 and "purity@5" in linked.subheader[0].value
 
 
 def test_clusters_page_shows_one_gallery_per_cluster_and_the_confusion_matrix(page):

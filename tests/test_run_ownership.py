@@ -137,3 +137,20 @@ def test_a_second_signal_stops_a_cli_train_at_once_and_records_it_interrupted(tm
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
     assert store.get(run.id).status == "interrupted"
+
+
+def test_a_runs_folder_made_before_the_newer_columns_opens_and_keeps_its_runs(tmp_path):
+    import sqlite3
+
+    (tmp_path / "runs").mkdir()
+    with sqlite3.connect(tmp_path / "runs" / "runs.sqlite") as db:  # the runs table as the first release wrote it
+        db.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, method TEXT NOT NULL, dataset TEXT NOT NULL, preset TEXT, "
+                   "config TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL, created REAL "
+                   "NOT NULL, started REAL, finished REAL, error TEXT, device TEXT, stage TEXT, stage_index INTEGER "
+                   "DEFAULT 0, progress REAL DEFAULT 0, eta_s REAL, summary TEXT, owner TEXT)")
+        db.execute("INSERT INTO runs (id, method, dataset, config, status, created, started, finished) VALUES "
+                   "('old-run', 'kmeans', 'digits', '{}', 'cancelled', 1.0, 2.0, 12.0)")
+    store = RunStore(tmp_path / "runs")
+    assert store.get("old-run").seconds == 10.0 and store.get("old-run").earlier_s == 0
+    store.requeue("old-run")
+    assert store.get("old-run").earlier_s == 10.0 and not store.stop_is_asked("old-run")

@@ -192,6 +192,8 @@ def _apply(results: RunResults, images: list[int], key: str, tag: str | None = N
     state[f"{key}-said"] = ("success", said)
     if typed == f"{key}-text":
         state[typed] = ""
+    elif typed == f"{key}-label":  # else the next image shown is offered this label, one click from a wrong tag
+        state[typed] = None
 
 
 def tag_panel(results: RunResults, images: Sequence[int], tags: dict[int, list[str]], key: str,

@@ -15,6 +15,7 @@ from engine.data.folder import folder_class_names
 from engine.data.roots import default_upload_dir, readable_roots
 from engine.errors import UserError
 from engine.runs import JobManager, RunRecord
+from engine.runs.store import ACTIVE
 from engine.runs.uploads import dataset_label
 from ui.charts import CHART_HEIGHT_PX, line_chart
 
@@ -99,14 +100,20 @@ def pick_finished_run(label: str = "Run", key: str = PAGE_RUN, exclude: str | No
     wanted = st.session_state.get(key)
     if wanted is None and key == PAGE_RUN:
         wanted = st.query_params.get(URL_RUN)
+    # a run still queued or running stays the page-wide choice (Train keeps showing its live view) until a
+    # finished run is picked here; meanwhile this page shows the newest finished run, and that run once it finishes
+    waiting = wanted is not None and wanted not in ids and wanted != exclude and _status(manager, wanted) in ACTIVE
     if wanted is not None and wanted not in ids and wanted != exclude:
-        st.info(f"{wanted} {_why_not_shown(manager, wanted)}; showing another run")
+        st.info(f"{wanted} is {_status(manager, wanted)}: this page shows it once it has finished, and another run "
+                f"meanwhile" if waiting else f"{wanted} {_why_not_shown(manager, wanted)}; showing another run")
     labels = {r.id: run_label(r) for r in finished}
+    widget = f"pick-{key}"
     chosen = st.selectbox(label, ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get,
-                          key=f"pick-{key}")
-    st.session_state[key] = chosen
-    if key == PAGE_RUN and st.query_params.get(URL_RUN) != chosen:
-        st.query_params[URL_RUN] = chosen
+                          key=widget, on_change=lambda: st.session_state.update({key: st.session_state[widget]}))
+    if not waiting:
+        st.session_state[key] = chosen
+        if key == PAGE_RUN and st.query_params.get(URL_RUN) != chosen:
+            st.query_params[URL_RUN] = chosen
     record = next(r for r in finished if r.id == chosen)
     try:
         results = _results(str(manager.store.root), chosen, record.finished or 0.0)
@@ -117,11 +124,16 @@ def pick_finished_run(label: str = "Run", key: str = PAGE_RUN, exclude: str | No
     return results
 
 
-def _why_not_shown(manager: JobManager, run_id: str) -> str:
+def _status(manager: JobManager, run_id: str) -> str | None:
     try:
-        return f"is {manager.store.get(run_id).status}, not finished"
+        return manager.store.get(run_id).status
     except UserError:
-        return "was deleted (here or in another tab)"
+        return None
+
+
+def _why_not_shown(manager: JobManager, run_id: str) -> str:
+    status = _status(manager, run_id)
+    return f"is {status}, not finished" if status else "was deleted (here or in another tab)"
 
 
 def panel_chart(panel: Panel) -> dict:
@@ -174,12 +186,17 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
             column.metric(title, format_score(value), help=purity_note if title == "Neighbour purity" and
                           purity_note else None)
         size = f" at {summary['image_size']} px" if summary.get("image_size") else ""
-        st.caption(f"trained in {format_seconds(summary.get('seconds'))} · {summary.get('n_images')} images{size}, "
+        attempts = " over its attempts (stopped and resumed)" if record.earlier_s else ""
+        st.caption(f"trained in {format_seconds(summary.get('seconds'))}{attempts} · {summary.get('n_images')} "
+                   f"images{size}, "
                    f"{summary.get('n_skipped')} skipped · cluster sizes {summary.get('cluster_sizes')}")
         for message in manager.store.messages(record.id):
             if message["message"].startswith("warning:"):
                 st.warning(message["message"])
-    show_panels(stage_panels(manager.store.metrics(record.id), record.method), record.id)
+    panels = stage_panels(manager.store.metrics(record.id), record.method)
+    if record.status == "finished":  # the mined neighbours' purity is among the scores above
+        panels = [panel for panel in panels if not (panel.single and set(panel.series) == {"neighbor_purity"})]
+    show_panels(panels, record.id)
     messages = manager.store.messages(record.id)
     if messages:
         with st.expander(f"Messages ({len(messages)})"):

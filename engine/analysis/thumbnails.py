@@ -109,13 +109,15 @@ def _caption_height() -> int:
 
 
 def _fit_text(text: str, width: int) -> str:
-    """``text`` shortened with "..." until it fits ``width`` pixels in its caption font."""
+    """``text`` shortened with "..." until it fits ``width`` pixels in its caption font. A file name (a text with
+    "/" or ".") keeps its end, which tells ``cat/0021.jpg`` from ``cat/0022.jpg``; other text keeps its start."""
     font = caption_font(text)
     if font.getlength(text) <= width:
         return text
-    while text and font.getlength(text + "...") > width:
-        text = text[:-1]
-    return text + "..." if text else ""
+    keep_end = "/" in text or "." in text
+    while text and font.getlength("..." + text if keep_end else text + "...") > width:
+        text = text[1:] if keep_end else text[:-1]
+    return ("..." + text if keep_end else text + "...") if text else ""
 
 
 def contact_sheet(images: np.ndarray, n_cols: int = 10, cell: int = 64, captions: list[str] | None = None,

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 class Event:
     """One thing that happened during a fit.
 
-    kind: ``stage`` (a stage started; ``total`` = its steps), ``step`` (losses at ``step``), ``info`` (a message),
-    ``stage_done``.
+    kind: ``stage`` (a stage started; ``total`` = its steps, ``step`` = the step it resumes from, else 0), ``step``
+    (losses at ``step``), ``info`` (a message), ``stage_done``.
     """
 
     kind: str
@@ -114,9 +114,10 @@ class FitContext:
         if self._on_event is not None:
             self._on_event(event)
 
-    def start_stage(self, stage: str, total_steps: int) -> None:
+    def start_stage(self, stage: str, total_steps: int, first_step: int = 0) -> None:
+        """A stage of ``total_steps`` starts, or resumes from its checkpoint at ``first_step``."""
         self.check_cancelled()
-        self.emit(Event("stage", stage, 0, total_steps))
+        self.emit(Event("stage", stage, first_step, total_steps))
 
     def end_stage(self, stage: str) -> None:
         self.emit(Event("stage_done", stage))

@@ -409,7 +409,7 @@ def train_epochs(context: FitContext, stage: str, model: nn.Module, optimizer: t
                    **{name: _state_of(value) for name, value in checkpointed.items()}, **scaling,
                    **(extra_state or {}), force=force)
 
-    context.start_stage(stage, total)
+    context.start_stage(stage, total, first_step=start_epoch * passes * n_steps)
     model.train()
     if sharded:
         parallel.start_sharding(batch_size, n_samples, passes)  # until the stage ends; an error ends the fit

@@ -118,7 +118,8 @@ def _check_folder_size(request: RunRequest, method: Method, data_roots: Sequence
         return
     if method.config.n_clusters > n_files:
         raise ConfigError(f"K={method.config.n_clusters} clusters asked for but {Path(path).name} holds only "
-                          f"{count(n_files, 'file')}; lower K or add images")
+                          f"{count(n_files, 'file')}; " + ("lower K or add images" if n_files >= 2 else
+                                                            "clustering needs at least 2 images: add images"))
     check_batch_sizes(method.config, n_files, method.explicit_settings)  # what the fit would refuse, refused now
 
 
@@ -136,6 +137,11 @@ class _Recorder:
     def __call__(self, event: Event) -> None:
         index = self.stage_names.index(event.stage) if event.stage in self.stage_names else 0
         if event.kind == "stage":
+            # a stage resumed from its checkpoint at ``event.step`` (0: from the start) records its later values
+            # again: those the stopped attempt recorded after that point go, so each step is drawn once
+            if self.store.drop_metrics_after(self.run_id, event.stage, event.step) and not event.step:
+                self.store.add_message(self.run_id, event.stage, f"{event.stage} starts over: it stopped before its "
+                                       "first checkpoint (one is written at most once a minute and when a stage ends)")
             progress, eta = self.progress.start(event.stage, event.total, event.time)
             self.store.update(self.run_id, stage=event.stage, stage_index=index, progress=progress, eta_s=eta)
         elif event.kind == "stage_done":
@@ -249,6 +255,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         raise UserError(f"run {run_id} is {store.get(run_id).status} and not queued by this process: it was "
                         "cancelled, deleted or resumed elsewhere, so it does not start here")
     started = time.time()
+    earlier = store.get(run_id).earlier_s or 0.0  # the attempts before this one (a resumed run)
     cancel = cancel or threading.Event()
     try:
         device = device or pick_device(record.options.get("device", "auto"))
@@ -267,7 +274,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
                              runs_root=store.root, parallel=parallel)
         method.fit(images, context)
         _save_results(store, run_id, method, images)
-        summary = _summary(method, images, time.time() - started, device,
+        summary = _summary(method, images, time.time() - started + earlier, device,
                            1 if parallel is None else parallel.world_size, estimate, record.options.get("budget"))
         store.finish(run_id, "finished", progress=1.0, eta_s=0.0, summary=summary)
         return summary

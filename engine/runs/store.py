@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, method TEXT NOT NULL, dataset TEXT NOT NULL, preset TEXT, config TEXT NOT NULL,
     options TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL,
     error TEXT, device TEXT, stage TEXT, stage_index INTEGER DEFAULT 0, progress REAL DEFAULT 0, eta_s REAL,
-    summary TEXT, owner TEXT, stop_asked REAL
+    summary TEXT, owner TEXT, stop_asked REAL, earlier_s REAL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
@@ -89,12 +89,14 @@ class RunRecord:
     summary: dict[str, Any]
     owner: str | None
     stop_asked: float | None = None  # when someone asked the process running it to stop (:meth:`RunStore.ask_to_stop`)
+    earlier_s: float | None = 0.0  # the seconds of its attempts before the last one (a run stopped and resumed)
 
     @property
     def seconds(self) -> float | None:
+        """Its time running, over every attempt."""
         if self.started is None:
             return None
-        return (self.finished or time.time()) - self.started
+        return (self.finished or time.time()) - self.started + (self.earlier_s or 0.0)
 
 
 class RunStore:
@@ -110,8 +112,10 @@ class RunStore:
         self._use_wal()
         with self._connect() as db:
             db.executescript(_SCHEMA)
-            if "stop_asked" not in {row["name"] for row in db.execute("PRAGMA table_info(runs)")}:
-                db.execute("ALTER TABLE runs ADD COLUMN stop_asked REAL")  # a store made before it existed
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            for column, kind in (("stop_asked", "REAL"), ("earlier_s", "REAL DEFAULT 0")):
+                if column not in columns:  # a store made before the column existed
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     def _use_wal(self) -> None:
         """Put the database in WAL mode, which the file keeps. Switching needs a moment alone with the file, and
@@ -202,8 +206,9 @@ class RunStore:
         """
         self.interrupt_if_orphaned(run_id)
         with self._connect() as db:
-            requeued = db.execute(
-                f"UPDATE runs SET status = 'queued', error = NULL, finished = NULL, owner = ? "
+            requeued = db.execute(  # the attempt that stopped adds its time to ``earlier_s``
+                f"UPDATE runs SET status = 'queued', earlier_s = COALESCE(earlier_s, 0) + "
+                f"COALESCE(finished - started, 0), started = NULL, error = NULL, finished = NULL, owner = ? "
                 f"WHERE id = ? AND status IN {RESUMABLE}",
                 (None if for_workers else str(Owner.current()), run_id)).rowcount == 1
         if not requeued:
@@ -254,15 +259,16 @@ class RunStore:
             row = db.execute("SELECT stop_asked FROM runs WHERE id = ?", (run_id,)).fetchone()
         return row is not None and row["stop_asked"] is not None
 
-    def interrupt(self, run_id: str, owner: Owner, reason: str) -> bool:
-        """Mark a run still queued or running under ``owner`` interrupted; False when it is not (any more)."""
+    def interrupt(self, run_id: str, owner: Owner, reason: str, stopped_at: float | None = None) -> bool:
+        """Mark a run still queued or running under ``owner`` interrupted, as stopped at ``stopped_at`` (default:
+        now); False when it is not (any more)."""
         with self._connect() as db:
             interrupted = db.execute(
                 f"UPDATE runs SET status = 'interrupted', finished = ?, error = ? "
                 f"WHERE id = ? AND status IN {ACTIVE} AND owner = ?",
-                (time.time(), reason, run_id, str(owner))).rowcount == 1
+                (stopped_at or time.time(), reason, run_id, str(owner))).rowcount == 1
             if interrupted:
-                self._log(db, run_id, f"interrupted (process {owner}): {reason}")
+                self._log(db, run_id, f"interrupted: {reason} (process {owner})")
         return interrupted
 
     def interrupt_if_orphaned(self, run_id: str) -> bool:
@@ -275,7 +281,17 @@ class RunStore:
                   "to start it" if record.status == "queued" else
                   "the app or worker running it stopped (a restart or a crash); resume it to continue from its last "
                   "checkpoint")
-        return not owner.alive() and self.interrupt(run_id, owner, reason)
+        return not owner.alive() and self.interrupt(run_id, owner, reason, self._last_sign_of_life(record))
+
+    def _last_sign_of_life(self, record: RunRecord) -> float | None:
+        """When a run whose process died last recorded anything (a loss, a message) in its last attempt: its time
+        ran until about then, not until someone noticed."""
+        if record.started is None:
+            return None
+        with self._connect() as db:
+            row = db.execute("SELECT MAX(t) FROM (SELECT MAX(time) AS t FROM metrics WHERE run_id = ? UNION ALL "
+                             "SELECT MAX(time) FROM messages WHERE run_id = ?)", (record.id, record.id)).fetchone()
+        return max(row[0], record.started) if row[0] is not None else record.started
 
     def get(self, run_id: str) -> RunRecord:
         with self._connect() as db:
@@ -327,6 +343,13 @@ class RunStore:
         with self._connect() as db:
             db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
                            [(run_id, stage, step, name, value, now) for name, value in values.items()])
+
+    def drop_metrics_after(self, run_id: str, stage: str, step: int) -> int:
+        """Forget a stage's values recorded after ``step``: a resumed stage records them again from its checkpoint
+        (at ``step``); returns how many rows went."""
+        with self._connect() as db:
+            return db.execute("DELETE FROM metrics WHERE run_id = ? AND stage = ? AND step > ?",
+                              (run_id, stage, step)).rowcount
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         """Every recorded value of a run: dicts with stage, step, name, value, time, in recording order."""
