@@ -102,8 +102,11 @@ def test_a_truncated_stage_checkpoint_is_named_and_its_stage_redone_on_resume(tm
     assert len(named) == 1 and "unreadable" in named[0], store.messages(run_id)
     assert (checkpoints / "cluster.pt.unreadable").is_file()
     assert torch.load(checkpoints / "cluster.pt", weights_only=True)["done"]  # trained again and stored
-    redone = {row["stage"] for row in store.metrics(run_id)[len(rows_before):]}
+    last_before = max(row["time"] for row in rows_before)
+    redone = {row["stage"] for row in store.metrics(run_id) if row["time"] > last_before}
     assert redone == {"cluster", "selflabel"}  # the pretext and the mined neighbours were read back
+    steps = [(row["stage"], row["step"], row["name"]) for row in store.metrics(run_id)]
+    assert len(steps) == len(set(steps))  # a redone stage's values replace the first attempt's
 
 
 def test_an_unreadable_checkpoint_of_another_run_is_a_user_error_naming_it(tmp_path):
