@@ -108,6 +108,9 @@ def test_html_gallery_has_one_section_per_cluster_and_only_inline_images(runs, t
     sources = re.findall(r'src="([^"]*)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert len(sources) == sum(min(int(n), 100) for n in np.bincount(results.assign, minlength=10))
+    # each image is captioned on the page, as on the sheets, not only in a tooltip
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert len(captions) == len(sources) and all(re.fullmatch(r"#\d+<br>\d", c) for c in captions), captions[:3]
     assert results.run_id in page and "kmeans" in page and f"{results.record.summary['acc']:.4f}" in page
     assert re.search(r'title="image \d+ · confidence [01]\.\d{3} · label \d"', page)
 

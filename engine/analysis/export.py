@@ -243,10 +243,12 @@ section.cluster { background: #fff; border: 1px solid #ddd; border-radius: 6px; 
                   margin: 1rem 0; }
 section.cluster h2 { font-size: 1.1rem; margin: 0 0 .2rem; }
 .facts, .more, .legend { color: #555; margin: .2rem 0 .5rem; }
-.grid { display: flex; flex-wrap: wrap; gap: 4px; }
+.grid { display: flex; flex-wrap: wrap; gap: 4px; align-items: flex-start; }
+.grid figure { margin: 0; width: 70px; }
 .grid img { width: 64px; height: 64px; object-fit: contain; image-rendering: pixelated;
             border: 3px solid transparent; background: #fff; }
 .grid img.off { border-color: rgb(220, 30, 30); }
+.grid figcaption { font-size: 10px; line-height: 1.2; color: #444; text-align: center; overflow-wrap: anywhere; }
 """
 
 
@@ -301,8 +303,9 @@ def _cluster_section(export: _Export, summary: ClusterSummary) -> list[str]:
             title += f" · tags: {'; '.join(export.tags[index])}"
         data = base64.b64encode(png_bytes(thumbnail(export.pixels[index], CELL))).decode("ascii")
         css_class = ' class="off"' if is_off else ""
-        lines.append(f'<img{css_class} src="data:image/png;base64,{data}" alt="image {index}" '
-                     f'title="{esc(title)}">')
+        caption = "<br>".join(esc(line) for line in export.caption(index).split("\n"))
+        lines.append(f'<figure><img{css_class} src="data:image/png;base64,{data}" alt="image {index}" '
+                     f'title="{esc(title)}"><figcaption>{caption}</figcaption></figure>')
     lines.append("</div>")
     if len(shown) < summary.size:
         lines.append(f'<p class="more">Showing the {len(shown)} most confident of {summary.size}.</p>')
