@@ -31,7 +31,8 @@ else:
         st.success(f"Deleted {deleted}.")
     event = st.dataframe(pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row",
                          key=runs_table_key([row["run"] for row in rows]), column_order=COLUMN_SETS[shown])
-    st.caption("Scores have three decimals; n/a means the run has no such score (its status note says why).")
+    st.caption("Scores have three decimals; a run not finished shows its status instead; n/a means the run has no "
+               "such score (its status note says why).")
     st.page_link("pages/clusters.py", icon=":material/view_column_2:",
                  label="Two runs' clusters side by side (on Clusters)",
                  help="the Clusters page's “Compare with another run side by side”: each cluster beside its match, "

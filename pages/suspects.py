@@ -121,7 +121,9 @@ if results is not None:
         table[SHORT_TITLES[name]] = np.round(suspects.scores[name][top], 3)
     table["tags"] = [tags_text(tags, int(i)) for i in top]
     picked = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
-                          key=f"suspect-table-{results.run_id}-{by}")
+                          key=f"suspect-table-{results.run_id}-{by}",
+                          column_config={"rank": st.column_config.NumberColumn(width="small"),
+                                         "tags": st.column_config.TextColumn(width="large")})
     st.caption("Select a row to look at that suspect.")
     rows = picked.selection.rows if picked else []
     if rows and rows[0] != position and state.get("suspect-picked") != (by, rows[0]):

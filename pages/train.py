@@ -249,6 +249,11 @@ else:
         except UserError:  # deleted in another tab since this view was drawn: the whole page picks another run
             st.session_state["train-run-gone"] = st.session_state.pop(PAGE_RUN)
             st.rerun()
+        seen = st.session_state.get("train-live-status")
+        st.session_state["train-live-status"] = (record.id, record.status)
+        if seen is not None and seen[0] == record.id and seen[1] in ("queued", "running") and \
+                record.status not in ("queued", "running"):
+            st.rerun()  # the whole page: the run picker's label gets the run's score, the queue line drops it
         if record.status in ("queued", "running"):
             if st.button("Cancel run", key=f"cancel-{record.id}"):
                 try:

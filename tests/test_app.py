@@ -66,6 +66,8 @@ def test_a_kmeans_run_started_from_the_train_page_finishes_and_shows_its_scores(
     acc = next(metric for metric in at.metric if metric.label == "ACC")
     assert 0.7 < float(acc.value) < 0.85
     assert any("finished" in md.value for md in at.markdown)
+    run_box = next(box for box in at.selectbox if box.label == "Run")
+    assert f" · ACC {acc.value}" in run_box.options[run_box.index]  # the picker names the run with its score
 
 
 @pytest.mark.parametrize("k, reason", [(1, "at least 2"), (5000, "only 1797 images")])

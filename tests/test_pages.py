@@ -516,6 +516,8 @@ def test_the_compare_table_says_why_a_run_has_no_scores_by_its_status(tmp_path):
     assert by_run[notes["failed"]] == "failed: K=50 clusters asked for but the dataset has only 39 images"
     assert by_run[notes["cancelled"]] == "cancelled: scores come if it is resumed and finishes"
     assert by_run[notes["queued"]] == "queued: scores come when it finishes"
+    scores = {row["run"]: (row["ACC"], row["purity@k"]) for row in overview_rows(store)}
+    assert scores[notes["cancelled"]] == ("cancelled", "cancelled")  # the scores view says why without its note
 
 
 def test_the_address_names_the_chosen_run_so_a_reload_or_a_shared_link_opens_it(page, runs):

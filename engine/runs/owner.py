@@ -57,6 +57,10 @@ class Owner:
     def __str__(self) -> str:
         return f"{self.host}:{self.pid}:{'' if self.started is None else self.started}"
 
+    def described(self) -> str:
+        """The process as a run's log names it: "process 1508 on vm"."""
+        return f"process {self.pid} on {self.host}"
+
     def alive(self) -> bool:
         """Whether this process still runs. A process on another host is taken to be alive: it is not ours to
         judge. A zombie (killed, not yet reaped) is dead."""

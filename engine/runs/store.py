@@ -185,7 +185,7 @@ class RunStore:
                                  "WHERE id = ? AND status = 'queued' AND owner = ?",
                                  (time.time(), run_id, me)).rowcount == 1
             if claimed:
-                self._log(db, run_id, f"started by process {me}")
+                self._log(db, run_id, f"started by {Owner.current().described()}")
         return claimed
 
     def finish(self, run_id: str, status: str, error: str | None = None, **fields: Any) -> None:
@@ -194,7 +194,7 @@ class RunStore:
             raise ValueError(f"{status!r} is not how a run ends")
         with self._connect() as db:
             self._set(db, run_id, {"status": status, "finished": time.time(), "error": error, **fields})
-            self._log(db, run_id, f"{status} in process {Owner.current()}")
+            self._log(db, run_id, f"{status} in {Owner.current().described()}")
 
     def requeue(self, run_id: str, for_workers: bool = False) -> None:
         """Queue a stopped run again under this process (resume), or for worker processes; a run whose process
@@ -230,7 +230,7 @@ class RunStore:
             adopted = db.execute("UPDATE runs SET owner = ? WHERE id = ? AND status = 'queued' AND owner IS NULL",
                                  (me, run_id)).rowcount == 1
             if adopted:
-                self._log(db, run_id, f"adopted by worker {me}")
+                self._log(db, run_id, f"adopted by the worker {Owner.current().described()}")
         return adopted
 
     def cancel_queued(self, run_id: str) -> bool:
@@ -250,7 +250,7 @@ class RunStore:
             asked = db.execute("UPDATE runs SET stop_asked = ? WHERE id = ? AND status = 'running'",
                                (time.time(), run_id)).rowcount == 1
             if asked:
-                self._log(db, run_id, f"asked to stop by process {Owner.current()}")
+                self._log(db, run_id, f"asked to stop by {Owner.current().described()}")
         return asked
 
     def stop_is_asked(self, run_id: str) -> bool:
@@ -268,7 +268,7 @@ class RunStore:
                 f"WHERE id = ? AND status IN {ACTIVE} AND owner = ?",
                 (stopped_at or time.time(), reason, run_id, str(owner))).rowcount == 1
             if interrupted:
-                self._log(db, run_id, f"interrupted: {reason} (process {owner})")
+                self._log(db, run_id, f"interrupted: {reason} ({owner.described()})")
         return interrupted
 
     def interrupt_if_orphaned(self, run_id: str) -> bool:
@@ -333,8 +333,8 @@ class RunStore:
                 db.execute("DELETE FROM tags WHERE run_id = ?", (run_id,))
         if not deleted:
             record = self.get(run_id)
-            raise UserError(f"run {run_id} is {record.status} (in process {record.owner}); cancel it before "
-                            "deleting it")
+            where = f" (in {Owner.parse(record.owner).described()})" if record.owner else ""
+            raise UserError(f"run {run_id} is {record.status}{where}; cancel it before deleting it")
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     # -- metrics and messages -----------------------------------------------------------------------------------
