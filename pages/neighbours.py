@@ -36,7 +36,7 @@ def show_random(n: int) -> None:
 
 
 def place_position_input(order: np.ndarray, column) -> int:
-    """The "Position in this order" input; returns its value, the position of the image to show.
+    """The "Position" input; returns its value, the position of the image to show.
 
     Its value is the only record of the shown image: a second copy in the session (as this page once kept) can
     lag behind the input when clicks arrive during a rerun, and the heading then names another image than the
@@ -52,8 +52,8 @@ def place_position_input(order: np.ndarray, column) -> int:
         state[POSITION] = int(found[0])
     elif not 0 <= state.get(POSITION, 0) < n:
         state[POSITION] = 0
-    return int(column.number_input(f"Position in this order (0–{n - 1})", 0, n - 1, key=POSITION,
-                                   persist_state="session"))
+    return int(column.number_input(f"Position (0–{n - 1})", 0, n - 1, key=POSITION, persist_state="session",
+                                   help="the shown image's place in the order at the left"))
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -65,24 +65,21 @@ results = pick_finished_run()
 if results is not None:
     neighbors, mined = view_neighbors(results)
     k_all = neighbors.shape[1]
-    about, how_many = st.columns([5, 2], vertical_alignment="bottom")
+    tags = run_tags(results)
+    keep = image_filter(results, tags)
+    filter_note(results, keep)
+    # one row: "Random image" and the number fields fit beside the order at 1024 px
+    left, middle, how_many, right = st.columns([2.6, 2.2, 2, 2.2], vertical_alignment="bottom")
     if state.get(SHOWN_K, 1) > k_all:  # kept from a run that mined more
         state[SHOWN_K] = k_all
-    k = int(how_many.number_input(f"Neighbours shown (1–{k_all})", 1, k_all, value=k_all, key=SHOWN_K,
+    k = int(how_many.number_input(f"Neighbours (1–{k_all})", 1, k_all, value=k_all, key=SHOWN_K,
                                   on_change=keep_image, persist_state="session", bind="query-params")
             ) if k_all > 1 else k_all
-    shown_of = f"the nearest {k} of " if k < k_all else ""
-    about.caption(f"Showing {shown_of}the {k_all} neighbours the method mined, nearest first" if mined else
-                  f"This method mines no neighbours: showing {shown_of}the {k_all} nearest in its features (cosine)")
     neighbors = neighbors[:, :k]  # the nearest k: purity@k and its charts below follow
     labels = results.labels
     purity = neighbor_purity(neighbors, labels) if labels is not None else None
 
-    tags = run_tags(results)
-    keep = image_filter(results, tags)
-    filter_note(results, keep)
     n = len(results.assign)
-    left, middle, right = st.columns([3, 3, 2])  # wide enough for "Random image" at 1024 px
     orders = ["index", WORST_FIRST] if purity is not None else ["index"]
     if state.get(ORDER, orders[0]) not in orders:  # kept from a labelled run; this one has no purity
         state[ORDER] = orders[0]
@@ -96,6 +93,9 @@ if results is not None:
     n = len(order)
     index = int(order[place_position_input(order, middle)])
     right.button("Random image", on_click=show_random, args=(n,))
+    shown_of = f"the nearest {k} of " if k < k_all else ""
+    st.caption(f"Showing {shown_of}the {k_all} neighbours the method mined, nearest first" if mined else
+               f"This method mines no neighbours: showing {shown_of}the {k_all} nearest in its features (cosine)")
     state[SHOWN_IMAGE] = index
     if st.query_params.get(URL_IMAGE) != str(index):
         st.query_params[URL_IMAGE] = str(index)

@@ -188,7 +188,7 @@ def settle(page) -> None:
 
 def step_through_neighbours(page) -> None:
     """Six quick clicks on "+" move exactly six images on, and the position input never shows twice."""
-    position = page.locator("[data-testid='stNumberInput']").filter(has_text="Position in this order")
+    position = page.locator("[data-testid='stNumberInput']").filter(has_text="Position (")
     step_up = position.locator("[data-testid='stNumberInputStepUp']")
     counts = []
     for _ in range(6):

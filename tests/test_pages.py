@@ -298,7 +298,7 @@ def test_every_page_works_for_a_run_without_labels(unlabelled_runs, monkeypatch,
 
 
 def position_input(at: AppTest):
-    return next(box for box in at.number_input if box.label.startswith("Position in this order"))
+    return next(box for box in at.number_input if box.label.startswith("Position ("))
 
 
 def shown_image(at: AppTest) -> int:
@@ -336,7 +336,7 @@ def test_stepping_through_neighbours_moves_exactly_one_image_per_click(page, run
         assert shown_image(at) == order[step]
     # one widget identity throughout: a new identity per step is what made the browser drop clicks and show two
     assert len(identities) == 1
-    assert len([box for box in at.number_input if box.label.startswith("Position in this order")]) == 1
+    assert len([box for box in at.number_input if box.label.startswith("Position (")]) == 1
 
 
 def test_the_heading_follows_the_position_input_and_both_hold_across_pages(page, runs):
