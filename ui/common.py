@@ -163,8 +163,9 @@ def show_run(record: RunRecord, manager: JobManager) -> None:
                 f"**{record.status}**" + (f" · device {record.device}" if record.device else ""))
     if record.status == "queued":
         pending = manager.pending()
-        ahead_ids = pending[:pending.index(record.id)] if record.id in pending else []
-        ahead = [run for run in manager.store.list() if run.id in ahead_ids]
+        listed = {run.id: run for run in manager.store.list()}
+        ahead = [listed[run_id] for run_id in pending[:pending.index(record.id)] if run_id in listed] \
+            if record.id in pending else []  # in the order they will run
         own = expected_seconds(record)
         st.progress(0.0, text=queue_note(ahead, len(manager.workers) == 1)
                     + (f" · takes about {format_seconds(own)}" if own is not None else ""))
