@@ -154,6 +154,15 @@ def test_a_stage_done_before_a_resume_counts_as_done():
     assert eta == pytest.approx(390)
 
 
+def test_a_stage_resumed_midway_starts_its_progress_and_eta_where_its_checkpoint_left_it():
+    progress = RunProgress(scan_estimate(pretext=600, mine=10, cluster=300, selflabel=90))
+    share, eta = progress.start("pretext", 210, now=0.0, first_step=105)  # half the pretext checkpointed
+    assert share == pytest.approx(300 / 1000, rel=0.01)  # not back to 0 %
+    assert eta == pytest.approx(700, rel=0.01)
+    share, _ = progress.at(106, 210, now=3.0)  # its first step after the resume warms up: no jump either way
+    assert share == pytest.approx(300 / 1000, abs=0.01)
+
+
 def test_a_run_without_an_estimate_times_itself_first(tmp_path, one_torch_thread):
     from engine.runs import create_run, execute_run
 

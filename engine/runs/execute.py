@@ -142,7 +142,7 @@ class _Recorder:
             if self.store.drop_metrics_after(self.run_id, event.stage, event.step) and not event.step:
                 self.store.add_message(self.run_id, event.stage, f"{event.stage} starts over: it stopped before its "
                                        "first checkpoint (one is written at most once a minute and when a stage ends)")
-            progress, eta = self.progress.start(event.stage, event.total, event.time)
+            progress, eta = self.progress.start(event.stage, event.total, event.time, event.step)
             self.store.update(self.run_id, stage=event.stage, stage_index=index, progress=progress, eta_s=eta)
         elif event.kind == "stage_done":
             self.progress.done(event.stage, event.time)

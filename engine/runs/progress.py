@@ -32,13 +32,16 @@ class RunProgress:
         self.measured: dict[str, float] = {}
         self.running: _Running | None = None
 
-    def start(self, stage: str, total: int, now: float) -> tuple[float, float | None]:
-        """A stage of ``total`` steps started: (progress, ETA) as :meth:`at`."""
+    def start(self, stage: str, total: int, now: float, first_step: int = 0) -> tuple[float, float | None]:
+        """A stage of ``total`` steps started, or resumed at ``first_step`` (its steps before that count as done
+        at the estimate's rate): (progress, ETA) as :meth:`at`."""
         if stage not in self.order:
             after = self.order.index(self.running.stage) + 1 if self.running else 0
             self.order.insert(after, stage)
         self.running = _Running(stage, now)
-        return self.at(0, total, now)
+        started = self.at(first_step, total, now)
+        self.running.first_step = None  # the timing starts after the first step run now, as in a fresh stage
+        return started
 
     def done(self, stage: str, now: float) -> None:
         if self.running is not None and self.running.stage == stage:
