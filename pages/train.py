@@ -208,6 +208,25 @@ if start_column.button("Start", type="primary"):
         except UserError as exc:
             st.error(str(exc))
 
+def copy_choices(record) -> None:
+    """The Train form takes a run's dataset, method, preset, K, seed, image size and the settings it shows (a
+    button's callback: the form is drawn after it, with these values)."""
+    folder = folder_of(record.dataset)
+    if folder is None and record.dataset not in dataset_names:
+        return
+    choices = {"train-dataset": FOLDER if folder is not None else record.dataset, "train-folder": folder or "",
+               "train-data-root": record.options.get("data_root") or "", "train-method": record.method,
+               "train-preset": record.preset if record.preset in ("fast", "paper") else "fast",
+               "train-k": int(record.config.get("n_clusters", 10)), "train-seed": int(record.config.get("seed", 0)),
+               "train-image-size": record.options.get("image_size")}
+    for key, value in choices.items():
+        state[key] = state[f"widget-{key}"] = value
+    for key in get_method(record.method).key_settings:
+        if key in record.config:
+            state[f"setting-{record.method}-{key}"] = record.config[key]
+    state["train-copied"] = record.id
+
+
 runs = manager.store.list()
 if not runs:
     with st.expander(f"How {method_name} works"):
@@ -270,6 +289,13 @@ else:
                     manager.resume(record.id)
                 except UserError as exc:
                     st.error(str(exc))
+        st.button("Copy its choices to the form", key=f"copy-{record.id}", type="tertiary",
+                  icon=":material/content_copy:", on_click=copy_choices, args=(record,),
+                  help="the form above takes this run's dataset, method, preset, K, seed, image size and settings: "
+                       "change one (the seed, say) and press Start")
+        if state.get("train-copied") == record.id:
+            state["train-copied"] = None
+            st.rerun()  # the whole page: the form above is drawn again with the run's choices
         show_run(record, manager)
         with st.expander(f"How {record.method} works", expanded=record.status == "running"):
             how_it_works(record.method, record.stage if record.status == "running" else None)

@@ -403,3 +403,18 @@ def test_a_finished_runs_neighbour_purity_is_shown_once_among_its_scores():
     at.run()
     assert not at.exception
     assert [m.label for m in at.metric] == ["ACC", "NMI", "ARI", "Neighbour purity"]
+
+
+def test_a_runs_choices_can_be_copied_into_the_train_form_to_start_a_variant(tmp_path):
+    store = RunStore()
+    run_id = store.create_run("kmeans", f"folder:{tmp_path}", {"n_clusters": 7, "seed": 3, "n_init": 4},
+                              preset="paper", options={"image_size": 32})
+    store.update(run_id, status="finished")
+    at = app()
+    press(at, "Copy its choices to the form")
+    assert not at.exception
+    value = {box.label: box.value for box in [*at.selectbox, *at.number_input, *at.text_input, *at.radio]}
+    assert (value["Dataset"], value["Image folder or archive"], value["Method"]) == ("folder:…", str(tmp_path),
+                                                                                     "kmeans")
+    assert (value["Preset"], value["Clusters K"], value["Seed"], value["Image size (px)"]) == ("paper", 7, 3, 32)
+    assert value["n_init"] == 4
