@@ -237,8 +237,9 @@ else:
     interrupted = [run.id for run in runs if run.status == "interrupted"]
     if interrupted:
         note_column, resume_column = st.columns([4, 1], vertical_alignment="center")
+        named = ", ".join(interrupted[:5]) + (f" and {len(interrupted) - 5} more" if len(interrupted) > 5 else "")
         note_column.warning(f"{count(len(interrupted), 'run')} stopped when the app or its worker stopped (a restart "
-                            f"or a crash): {', '.join(interrupted)}. Each continues from its last checkpoint.")
+                            f"or a crash): {named}. Each continues from its last checkpoint.")
         if resume_column.button(f"Resume {'all ' if len(interrupted) > 1 else ''}{len(interrupted)}",
                                 key="resume-interrupted"):
             resumed = manager.resume_interrupted()
