@@ -49,6 +49,8 @@ class MethodConfig:
 
     n_clusters: int = 10
     seed: int = bounded(0, low=0)
+    # its ``*_batch_size`` settings that are not an optimiser step's batch: a small set does not shrink them
+    not_step_batches: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, n_images: int | None = None) -> None:
         """Raise ConfigError for values no run can use; ``n_images`` enables the checks against the data.
@@ -274,7 +276,6 @@ class DeepMethod(Method):
 SMALL_SET_IMAGES = 1000  # below this many images a preset's step batches shrink …
 SMALL_SET_STEPS = 8  # … to about N/8 (never under 16), so that an epoch takes about 8 optimiser steps
 MIN_SMALL_SET_BATCH = 16
-NOT_STEP_BATCHES = ("self_batch_size",)  # SPICE-Self's batch of images whose prototypes are computed together
 
 
 def small_set_batches(config: MethodConfig, n_images: int, explicit: frozenset[str]
@@ -302,7 +303,7 @@ def small_set_batches(config: MethodConfig, n_images: int, explicit: frozenset[s
         return config, ""
     cap = max(MIN_SMALL_SET_BATCH, n_images // SMALL_SET_STEPS)
     changed = {field.name: cap for field in dataclasses.fields(config)
-               if field.name.endswith("batch_size") and field.name not in explicit | set(NOT_STEP_BATCHES)
+               if field.name.endswith("batch_size") and field.name not in explicit | set(config.not_step_batches)
                and isinstance(getattr(config, field.name), int) and getattr(config, field.name) > cap}
     reduced = ", ".join(f"{name} {getattr(config, name)}→{cap}" for name in changed)
     return dataclasses.replace(config, **changed), reduced

@@ -62,6 +62,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -88,6 +89,8 @@ SEMI_INITS = ("scratch", "self")
 @dataclass
 class SpiceConfig(PretextConfig):
     """MoCo v2's pretext schedule (the official SPICE configs), then SPICE-Self's and SPICE-Semi's settings."""
+
+    not_step_batches: ClassVar[tuple[str, ...]] = ("self_batch_size",)  # images whose prototypes are made together
 
     pretext_epochs: int = 1000
     pretext_batch_size: int = 128
