@@ -290,14 +290,15 @@ else:
                     manager.resume(record.id)
                 except UserError as exc:
                     st.error(str(exc))
-        st.button("Copy its choices to the form", key=f"copy-{record.id}", type="tertiary",
-                  icon=":material/content_copy:", on_click=copy_choices, args=(record,),
-                  help="the form above takes this run's dataset, method, preset, K, seed, image size and settings: "
-                       "change one (the seed, say) and press Start")
         if state.get("train-copied") == record.id:
             state["train-copied"] = None
             st.rerun()  # the whole page: the form above is drawn again with the run's choices
         show_run(record, manager)
+        # under the run, not above it: at 1024 px a finished run's scores stay in the first screenful
+        st.button("Copy its choices to the form", key=f"copy-{record.id}", type="tertiary",
+                  icon=":material/content_copy:", on_click=copy_choices, args=(record,),
+                  help="the form above takes this run's dataset, method, preset, K, seed, image size and settings: "
+                       "change one (the seed, say) and press Start")
         with st.expander(f"How {record.method} works", expanded=record.status == "running"):
             how_it_works(record.method, record.stage if record.status == "running" else None)
 
