@@ -19,6 +19,7 @@ from engine.methods.settings import setting_choices, setting_help, setting_range
 from engine.nn.pretrained import PRETRAINED_BACKBONES
 from engine.runs import RunRequest
 from engine.runs.budget import estimate_request
+from engine.runs.store import ACTIVE
 from engine.wording import count
 from engine.analysis.overview import estimate_advice, quick_start_hint
 from ui.common import (PAGE_RUN, URL_RUN, folder_class_hint, form_key, how_it_works, job_manager, remember_form,
@@ -208,6 +209,7 @@ if start_column.button("Start", type="primary"):
         except UserError as exc:
             st.error(str(exc))
 
+
 def copy_choices(record) -> None:
     """The Train form takes a run's dataset, method, preset, K, seed, image size and the settings it shows (a
     button's callback: the form is drawn after it, with these values)."""
@@ -243,7 +245,8 @@ else:
         if resume_column.button(f"Resume {'all ' if len(interrupted) > 1 else ''}{len(interrupted)}",
                                 key="resume-interrupted"):
             resumed = manager.resume_interrupted()
-            st.session_state[PAGE_RUN] = resumed[0] if resumed else st.session_state.get(PAGE_RUN)
+            if resumed:
+                st.session_state[PAGE_RUN] = resumed[0]
             st.rerun()
     ids = [run.id for run in runs]
     labels = {run.id: run_label(run) for run in runs}
@@ -271,10 +274,9 @@ else:
             st.rerun()
         seen = st.session_state.get("train-live-status")
         st.session_state["train-live-status"] = (record.id, record.status)
-        if seen is not None and seen[0] == record.id and seen[1] in ("queued", "running") and \
-                record.status not in ("queued", "running"):
+        if seen is not None and seen[0] == record.id and seen[1] in ACTIVE and record.status not in ACTIVE:
             st.rerun()  # the whole page: the run picker's label gets the run's score, the queue line drops it
-        if record.status in ("queued", "running"):
+        if record.status in ACTIVE:
             if st.button("Cancel run", key=f"cancel-{record.id}"):
                 try:
                     manager.cancel(record.id)
@@ -293,7 +295,7 @@ else:
         if state.get("train-copied") == record.id:
             state["train-copied"] = None
             st.rerun()  # the whole page: the form above is drawn again with the run's choices
-        show_run(record, manager)
+        show_run(record, manager, pending)
         # under the run, not above it: at 1024 px a finished run's scores stay in the first screenful
         st.button("Copy its choices to the form", key=f"copy-{record.id}", type="tertiary",
                   icon=":material/content_copy:", on_click=copy_choices, args=(record,),

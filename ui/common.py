@@ -102,10 +102,13 @@ def pick_finished_run(label: str = "Run", key: str = PAGE_RUN, exclude: str | No
         wanted = st.query_params.get(URL_RUN)
     # a run still queued or running stays the page-wide choice (Train keeps showing its live view) until a
     # finished run is picked here; meanwhile this page shows the newest finished run, and that run once it finishes
-    waiting = wanted is not None and wanted not in ids and wanted != exclude and _status(manager, wanted) in ACTIVE
-    if wanted is not None and wanted not in ids and wanted != exclude:
-        st.info(f"{wanted} is {_status(manager, wanted)}: this page shows it once it has finished, and another run "
-                f"meanwhile" if waiting else f"{wanted} {_why_not_shown(manager, wanted)}; showing another run")
+    missing = wanted is not None and wanted not in ids and wanted != exclude
+    status = _status(manager, wanted) if missing else None
+    waiting = status in ACTIVE
+    if missing:
+        st.info(f"{wanted} is {status}: this page shows it once it has finished, and another run meanwhile"
+                if waiting else f"{wanted} is {status}, not finished; showing another run" if status else
+                f"{wanted} was deleted (here or in another tab); showing another run")
     labels = {r.id: run_label(r) for r in finished}
     widget = f"pick-{key}"
     chosen = st.selectbox(label, ids, index=ids.index(wanted) if wanted in ids else 0, format_func=labels.get,
@@ -125,15 +128,11 @@ def pick_finished_run(label: str = "Run", key: str = PAGE_RUN, exclude: str | No
 
 
 def _status(manager: JobManager, run_id: str) -> str | None:
+    """A run's status; None when it was deleted."""
     try:
         return manager.store.get(run_id).status
     except UserError:
         return None
-
-
-def _why_not_shown(manager: JobManager, run_id: str) -> str:
-    status = _status(manager, run_id)
-    return f"is {status}, not finished" if status else "was deleted (here or in another tab)"
 
 
 def panel_chart(panel: Panel) -> dict:
@@ -156,13 +155,13 @@ def show_panels(panels: list[Panel], run_id: str) -> None:
                                  key=f"loss-{run_id}-{panel.stage}-{panel.kind}")
 
 
-def show_run(record: RunRecord, manager: JobManager) -> None:
-    """Status, progress with ETA, loss curves per stage, messages, and final scores of one run."""
+def show_run(record: RunRecord, manager: JobManager, pending: list[str]) -> None:
+    """Status, progress with ETA (a queued run: what it waits behind in ``pending``, :meth:`JobManager.pending`),
+    loss curves per stage, messages, and final scores of one run."""
     dataset = dataset_label(record.dataset, default_upload_dir(manager.store.root))
     st.markdown(f"**{record.id}** — `{record.method}` on `{dataset}` ({record.preset}) · status "
                 f"**{record.status}**" + (f" · device {record.device}" if record.device else ""))
     if record.status == "queued":
-        pending = manager.pending()
         listed = {run.id: run for run in manager.store.list()}
         ahead = [listed[run_id] for run_id in pending[:pending.index(record.id)] if run_id in listed] \
             if record.id in pending else []  # in the order they will run

@@ -51,10 +51,10 @@ def overview_rows(store: RunStore, upload_dir: Path | None = None) -> list[dict[
         row = {"run": record.id, "method": record.method, "dataset": dataset_label(record.dataset, upload_dir),
                "preset": record.preset or "–",
                "K": str(record.config.get("n_clusters", "–")), "seed": str(record.config.get("seed", "–"))}
-        row.update({title: format_score(record.summary.get(key)) for title, key in SCORES.items()})
-        row["purity@k"] = format_score(purity)
-        if record.status != "finished":  # its scores column says why it has none, in a word
-            row.update(dict.fromkeys([*SCORES, "purity@k"], record.status))
+        scores = {**{title: format_score(record.summary.get(key)) for title, key in SCORES.items()},
+                  "purity@k": format_score(purity)}
+        # a run not finished: its score columns say why it has none, in a word
+        row.update(scores if record.status == "finished" else dict.fromkeys(scores, record.status))
         row["time"] = format_seconds(record.summary.get("seconds", record.seconds))
         row["device"] = record.summary.get("device", record.device) or "–"
         row["status"] = record.status
