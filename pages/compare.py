@@ -8,6 +8,7 @@ import streamlit as st
 from engine.analysis.overview import overview_rows
 from engine.data.roots import default_upload_dir
 from engine.errors import UserError
+from engine.runs.store import ACTIVE
 from engine.runs.uploads import upload_only_used_by
 from ui.common import PAGE_RUN, job_manager, runs_table_key
 
@@ -48,7 +49,7 @@ else:
             st.info(f"{record.id} is {record.status}: only finished runs can be explored on the Map, Neighbours, "
                     "Clusters, Suspects and Export pages. Follow it on the Train page.")
         with st.expander(f"Delete {record.id}"):
-            active = record.status in ("queued", "running")
+            active = record.status in ACTIVE
             confirmed = st.checkbox("Yes, " + ("cancel and " if active else "") + "delete this run and all its files",
                                     key=f"confirm-{record.id}")
             upload_dir = default_upload_dir(manager.store.root)

@@ -9,6 +9,7 @@ import streamlit as st
 from engine.analysis.overview import overview_rows, quick_start_hint
 from engine.errors import UserError
 from engine.runs import RunRequest
+from engine.runs.store import ACTIVE
 from ui.common import PAGE_RUN, job_manager
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -37,7 +38,7 @@ def try_status() -> None:
     if run_id is None:
         return
     record = manager.store.get(run_id)
-    if record.status in ("queued", "running"):
+    if record.status in ACTIVE:
         st.info(f"{run_id} is {record.status}…")
     elif record.status == "finished":
         st.success(f"{run_id} finished: ACC {record.summary.get('acc', 0):.3f} against the digits' labels. "
