@@ -17,6 +17,14 @@ HANG_GUARD_S = 1800
 # an oversubscribed OpenMP pool is what turns "slower" into "many times slower".
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
+# The same for this process: pytest-xdist runs one test process per core (tests/ is imported before torch or
+# numpy start their thread pools), and every process starting a pool of one thread per core would put twice as
+# many threads as cores to work; untouched with one process, or where the caller set a thread count.
+_CORES_PER_WORKER = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _CORES_PER_WORKER < (os.cpu_count() or 1):
+    for _name in ONE_THREAD:
+        os.environ.setdefault(_name, str(max(1, _CORES_PER_WORKER)))
+
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path, monkeypatch):
