@@ -18,9 +18,13 @@ import sys
 import threading
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import RunCancelled, TrainingError, UserError
+
+if TYPE_CHECKING:
+    from .analysis.filters import ImageFilter
+    from .analysis.results import RunResults
 
 
 def _parse_value(text: str) -> Any:
@@ -109,6 +113,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="only images with this tag (repeatable: any of them)")
     export.add_argument("--cluster", action="append", default=[], type=int,
                         help="only images of this cluster (repeatable: any of them)")
+    export.add_argument("--correctness", choices=("correct", "incorrect"),
+                        help="only images whose label is (incorrect: is not) the class their cluster is matched to "
+                             "(labelled runs)")
+    export.add_argument("--confidence", metavar="LOW-HIGH",
+                        help="only images whose cluster probability lies in this range, e.g. 0-0.6")
+    export.add_argument("--per-cluster", type=int, default=100, metavar="N",
+                        help="images per cluster on the PNG sheets and in the HTML gallery (default 100; the CSV "
+                             "lists every image)")
+    export.add_argument("--least-confident-first", action="store_true",
+                        help="sheets and gallery start with each cluster's least confident images, where its "
+                             "mistakes gather (default: most confident first)")
     export.add_argument("--runs-dir")
 
     tag = commands.add_parser("tag", help="tag images of a finished run (e.g. mislabelled, duplicate, "
@@ -514,6 +529,31 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_filter(args: argparse.Namespace, results: RunResults) -> ImageFilter:
+    """The ``export`` options' filter, checked against the run: its clusters exist, a label part has labels."""
+    from .analysis.filters import ImageFilter
+
+    unknown = sorted(set(args.cluster) - set(range(results.n_clusters)))
+    if unknown:
+        raise UserError(f"run {results.run_id} has clusters 0–{results.n_clusters - 1}; there is no cluster "
+                        f"{', '.join(map(str, unknown))}")
+    if args.correctness and results.labels is None:
+        raise UserError(f"--correctness needs labels, and run {results.run_id}'s images have none")
+    confidence = (0.0, 1.0)
+    if args.confidence:
+        try:
+            low, high = (float(part) for part in args.confidence.split("-"))
+        except ValueError:
+            raise UserError(f"--confidence takes LOW-HIGH, e.g. 0-0.6; got {args.confidence!r}") from None
+        if not 0.0 <= low <= high <= 1.0:
+            raise UserError(f"--confidence must lie within 0-1 with LOW ≤ HIGH, got {args.confidence!r}")
+        confidence = (low, high)
+    if args.per_cluster < 1:
+        raise UserError(f"--per-cluster must be at least 1, got {args.per_cluster}")
+    return ImageFilter(clusters=tuple(args.cluster), confidence=confidence,
+                       correctness=args.correctness or "all", tags=tuple(args.tag))
+
+
 def _audit(store, args: argparse.Namespace) -> int:
     """``tag``, ``tags`` and ``suspects``: the audit the app's Suspects page offers, from a shell."""
     from .analysis.results import load_results
@@ -580,11 +620,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .analysis.export import FORMATS, export_run
             from .analysis.results import load_results
 
-            from .analysis.filters import ImageFilter
-
-            only = ImageFilter(clusters=tuple(args.cluster), tags=tuple(args.tag))
-            written = export_run(load_results(store, args.run_id), args.out, args.format or FORMATS,
-                                 image_filter=only)
+            results = load_results(store, args.run_id)
+            only = _export_filter(args, results)
+            if only.active and not only.mask(results, store.image_tags(args.run_id)).any():
+                print(f"warning: the filter ({only.describe(results.class_name)}) keeps none of the run's "
+                      f"{len(results.assign)} images: the files hold no image", file=sys.stderr)
+            written = export_run(results, args.out, args.format or FORMATS, args.per_cluster, image_filter=only,
+                                 least_confident_first=args.least_confident_first)
             for path in (path for paths in written.values() for path in paths):
                 print(path)
             return 0

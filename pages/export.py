@@ -18,7 +18,10 @@ st.title("Export")
 results = pick_finished_run()
 if results is not None:
     formats = st.multiselect("Formats", FORMATS, default=list(FORMATS))
-    per_cluster = st.number_input("Images per cluster (PNG and HTML)", 1, 10_000, 100)
+    per_cluster_field, order_field = st.columns(2)
+    per_cluster = per_cluster_field.number_input("Images per cluster (PNG and HTML)", 1, 10_000, 100)
+    order = order_field.radio("Each cluster starts with its", ("most confident", "least confident"),
+                              horizontal=True, help="A cluster's mistakes gather among its least confident images")
     keep = image_filter(results, run_tags(results))
     chosen = current_filter()
     only_kept = chosen.active and st.checkbox(
@@ -32,7 +35,8 @@ if results is not None:
         try:
             with st.spinner("Writing…"):
                 written = export_run(results, out_dir, formats, int(per_cluster),
-                                     image_filter=chosen if only_kept else ImageFilter())
+                                     image_filter=chosen if only_kept else ImageFilter(),
+                                     least_confident_first=order == "least confident")
                 st.session_state["exported"] = (results.run_id, written)
         except UserError as exc:
             st.error(str(exc))

@@ -16,6 +16,7 @@ from PIL import Image
 from conftest import HANG_GUARD_S, run_cli
 from engine.analysis.clusters import cluster_summaries, off_majority
 from engine.analysis.export import FORMATS, OFF_MAJORITY_RGB, export_run, safe_filename
+from engine.analysis.filters import correct
 from engine.analysis.results import load_results
 from engine.analysis import thumbnails
 from engine.analysis.thumbnails import BORDER, contact_sheet, png_bytes, titled, to_rgb_uint8, upscale
@@ -94,6 +95,20 @@ def test_max_per_cluster_caps_the_sheets_and_the_gallery(runs, tmp_path):
     page = written["html"][0].read_text(encoding="utf-8")
     assert len(re.findall(r"<img\b", page)) == 10 * 5
     assert "Showing the 5 most confident of" in page
+
+
+def test_least_confident_first_shows_each_clusters_least_confident_images_where_its_mistakes_gather(runs, tmp_path):
+    results = runs["digits"]
+    written = export_run(results, tmp_path, ["html"], max_per_cluster=5, least_confident_first=True)
+    page = written["html"][0].read_text(encoding="utf-8")
+    shown = [int(i) for i in re.findall(r'alt="image (\d+)"', page)]
+    for k in range(10):
+        members = np.flatnonzero(results.assign == k)
+        least = members[np.argsort(results.confidence[members], kind="stable")][:5]
+        in_cluster = [i for i in shown if results.assign[i] == k]
+        assert sorted(results.confidence[in_cluster]) == sorted(results.confidence[least])
+        assert list(results.confidence[in_cluster]) == sorted(results.confidence[in_cluster])  # least first
+    assert "Showing the 5 least confident of" in page and "ordered least confident first" in page
 
 
 # ------------------------------------------------------------------------------------------------------ HTML
@@ -301,6 +316,45 @@ def test_cli_export_of_an_unknown_run_exits_2_with_one_error_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_export_filters_orders_and_caps_as_asked(runs, tmp_path):
+    results = runs["digits"]
+    out = tmp_path / "export"
+    result = run_cli("export", results.run_id, "--out", str(out), "--format", "csv,html", "--correctness",
+                     "incorrect", "--confidence", "0-0.9", "--per-cluster", "3", "--least-confident-first",
+                     "--runs-dir", str(results.store.root))
+    assert result.returncode == 0, result.stderr
+    wrong = ~correct(results.labels, results.assign) & (results.confidence <= 0.9)
+    assert [int(r[0]) for r in read_csv(out / "assignments.csv")[1:]] == list(np.flatnonzero(wrong))
+    page = (out / "gallery.html").read_text(encoding="utf-8")
+    assert 0 < len(re.findall(r"<img\b", page)) <= 3 * 10 and "least confident" in page
+
+
+@pytest.mark.parametrize("option, says", [
+    (["--cluster", "42"], "there is no cluster 42"),
+    (["--confidence", "0.9-0.2"], "LOW ≤ HIGH"),
+    (["--confidence", "low"], "LOW-HIGH"),
+    (["--per-cluster", "0"], "--per-cluster must be at least 1"),
+])
+def test_cli_export_refuses_a_cluster_the_run_lacks_and_bad_ranges(option, says, runs, tmp_path, capsys):
+    results = runs["digits"]
+    code = main(["export", results.run_id, "--out", str(tmp_path / "out"), *option,
+                 "--runs-dir", str(results.store.root)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_of_an_unlabelled_run_refuses_correctness_and_warns_of_a_filter_keeping_nothing(
+        runs, tmp_path, capsys):
+    results = runs["flat"]
+    code = main(["export", results.run_id, "--out", str(tmp_path / "a"), "--correctness", "incorrect",
+                 "--runs-dir", str(results.store.root)])
+    assert code == 2 and "needs labels" in capsys.readouterr().err
+    code = main(["export", results.run_id, "--out", str(tmp_path / "b"), "--tag", "nobody-used-it",
+                 "--runs-dir", str(results.store.root)])
+    assert code == 0 and "keeps none of the run's 30 images" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", ["queued run", "unknown format"])
 def test_cli_export_refuses_unfinished_runs_and_unknown_formats(case, runs, tmp_path, capsys):
     store = RunStore(tmp_path / "runs")
@@ -420,7 +474,8 @@ def test_png_sheets_caption_each_image_with_its_file_name_and_label(runs, tmp_pa
         expected = contact_sheet(np.asarray(results.images.images)[shown], 10, 64, captions, outline,
                                  OFF_MAJORITY_RGB)
         # under a title that says what the sheet shows, should it be saved or shared on its own
-        shows = f"{len(shown)} of {summary.size} images" if len(shown) < summary.size else f"{summary.size} images"
+        shows = (f"{len(shown)} most confident of {summary.size} images" if len(shown) < summary.size
+                 else f"{summary.size} images")
         title = f"Run {results.run_id} · cluster 0 · {shows}" + (
             "" if results.labels is None else
             f" · mostly {results.class_name(summary.majority_label)} (purity {summary.purity:.2f})")

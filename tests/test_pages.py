@@ -255,6 +255,16 @@ def test_export_page_writes_the_chosen_formats(page, runs):
     assert labels[0] == f"Download {run_id}.zip" and f"Download {run_id}-assignments.csv" in labels
 
 
+def test_export_page_can_start_each_cluster_with_its_least_confident_images(page, runs):
+    at = page("pages/export.py")
+    next(r for r in at.radio if r.label == "Each cluster starts with its").set_value("least confident").run()
+    next(button for button in at.button if button.label == "Export").click().run()
+    assert not at.exception
+    _, store, _ = runs
+    page_html = (store.run_dir(store.list("finished")[0].id) / "exports" / "gallery.html").read_text()
+    assert "ordered least confident first" in page_html
+
+
 @pytest.fixture(scope="module")
 def unlabelled_runs(tmp_path_factory):
     """A runs folder with one finished K-means run (K=3) on a flat folder of 40 generated images (no labels)."""

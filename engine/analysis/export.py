@@ -65,7 +65,7 @@ def check_formats(formats: Iterable[str] | str) -> list[str]:
 
 @dataclass
 class _Export:
-    """What every format draws on: the run, its clusters (most confident first, only the kept images), its images,
+    """What every format draws on: the run, its clusters (in the export's order, only the kept images), its images,
     their tags and which of them the filter keeps."""
 
     results: RunResults
@@ -77,6 +77,7 @@ class _Export:
     tags: dict[int, list[str]]
     kept: np.ndarray
     filter_note: str
+    order: str  # "most confident" or "least confident": which members come first
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -101,7 +102,8 @@ class _Export:
         """A PNG sheet's title: run, cluster, how many images it shows of how many, and its majority label."""
         shown = len(self.shown(summary))
         title = f"Run {self.results.run_id} · cluster {summary.cluster} · " + (
-            f"{count(summary.size, 'image')}" if shown == summary.size else f"{shown} of {summary.size} images")
+            f"{count(summary.size, 'image')}" if shown == summary.size
+            else f"{shown} {self.order} of {summary.size} images")
         if self.filter_note:
             title += f" ({self.filter_note})"
         if summary.purity is not None:
@@ -114,13 +116,15 @@ class _Export:
 
 
 def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] = FORMATS,
-               max_per_cluster: int = 100, image_filter: ImageFilter | None = None) -> dict[str, list[Path]]:
+               max_per_cluster: int = 100, image_filter: ImageFilter | None = None,
+               least_confident_first: bool = False) -> dict[str, list[Path]]:
     """Write a finished run's clusters to ``out_dir`` in the chosen formats; returns format → written files.
 
-    * ``png``: ``cluster_<k>.png`` per cluster, its ``max_per_cluster`` most confident members captioned with
-      their index (and label name); with labels, members outside the cluster's majority class are outlined.
-    * ``html``: ``gallery.html``, one page with every image inlined (opens offline): the run's scores, then one
-      section per cluster, empty ones included.
+    * ``png``: ``cluster_<k>.png`` per cluster, its ``max_per_cluster`` most confident members (least confident
+      with ``least_confident_first``: where a cluster's mistakes gather) captioned with their name (and label
+      name); with labels, members outside the cluster's majority class are outlined.
+    * ``html``: ``gallery.html``, one page with the same images inlined (opens offline): the run's scores, then
+      one section per cluster, empty ones included.
     * ``csv``: ``assignments.csv``, one row per image: index, path, cluster, confidence, and label, label_name
       when the run has labels, then its tags (``; ``-separated); with labels also ``corrected_labels.csv``:
       index, path, cluster, label, label_name, the corrected label and its name (a ``label: NAME`` tag's class,
@@ -155,12 +159,14 @@ def export_run(results: RunResults, out_dir: str | Path, formats: Iterable[str] 
     tags = results.store.image_tags(results.run_id)
     image_filter = image_filter or ImageFilter()
     kept = image_filter.mask(results, tags)
-    summaries = [replace(summary, members=summary.members[kept[summary.members]],
-                         confidence=summary.confidence[kept[summary.members]])
+    order = slice(None, None, -1 if least_confident_first else 1)
+    summaries = [replace(summary, members=summary.members[kept[summary.members]][order],
+                         confidence=summary.confidence[kept[summary.members]][order])
                  for summary in cluster_summaries(results.assign, results.confidence, results.n_clusters,
                                                   results.labels)]
     export = _Export(results, summaries, pixels, paths, list(images.class_names), max_per_cluster, tags, kept,
-                     image_filter.describe(results.class_name))
+                     image_filter.describe(results.class_name),
+                     "least confident" if least_confident_first else "most confident")
 
     makers = {"png": _sheets, "html": _gallery, "csv": _assignments}
     needed = set(makers) if "zip" in chosen else set(chosen)
@@ -269,7 +275,7 @@ def _gallery(export: _Export) -> list[tuple[str, bytes]]:
     parts.append("</dl>")
     if export.labels is not None:
         parts.append('<p class="legend">Outlined in red: images whose label is not their cluster\'s majority '
-                     "label. Images are ordered most confident first.</p>")
+                     f"label. Images are ordered {export.order} first.</p>")
     parts.append("<nav>" + "".join(f'<a href="#cluster-{s.cluster}">{s.cluster} ({s.size})</a>'
                                    for s in export.summaries) + "</nav>")
     parts.append("</header>")
@@ -308,7 +314,7 @@ def _cluster_section(export: _Export, summary: ClusterSummary) -> list[str]:
                      f'title="{esc(title)}"><figcaption>{caption}</figcaption></figure>')
     lines.append("</div>")
     if len(shown) < summary.size:
-        lines.append(f'<p class="more">Showing the {len(shown)} most confident of {summary.size}.</p>')
+        lines.append(f'<p class="more">Showing the {len(shown)} {export.order} of {summary.size}.</p>')
     lines.append("</section>")
     return lines
 
