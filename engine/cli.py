@@ -101,9 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id")
     cancel.add_argument("--runs-dir")
 
-    runs = commands.add_parser("runs", help="list stored runs")
+    runs = commands.add_parser("runs", help="list stored runs, or show one with its messages")
+    runs.add_argument("run_id", nargs="?", help="show this run: its settings, scores and messages (skipped files, "
+                                                "a stage starting over, its error)")
     runs.add_argument("--runs-dir")
-    runs.add_argument("--json", action="store_true")
+    runs.add_argument("--json", action="store_true", help="print JSON: a list of runs, or the one run with its "
+                                                          "config and messages")
 
     export = commands.add_parser("export", help="write a finished run's cluster sheets, gallery and assignments")
     export.add_argument("run_id")
@@ -232,19 +235,29 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _progress_printer(store, run_id: str):
-    """Print stage changes and losses to stderr while a foreground run trains."""
-    from .methods import Event
+class _ProgressPrinter:
+    """Prints to stderr, while a foreground run trains, its stage changes, losses and the messages it records (the
+    files its load skipped and why, a stage starting over, the estimate …): those recorded since it was made."""
 
-    def on_event(event: Event) -> None:
+    def __init__(self, store, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.printed = len(store.messages(run_id))
+
+    def __call__(self, event) -> None:
+        if event.kind != "step":
+            self.print_messages()  # a message is recorded before its event reaches an observer
         if event.kind == "stage":
             print(f"[{event.stage}] {event.total} steps", file=sys.stderr, flush=True)
         elif event.kind == "step" and event.losses:
             losses = " ".join(f"{k}={v:.4f}" for k, v in event.losses.items())
             print(f"[{event.stage}] step {event.step}/{event.total} {losses}", file=sys.stderr, flush=True)
-        elif event.kind == "info":
-            print(f"[{event.stage}] {event.message}", file=sys.stderr, flush=True)
-    return on_event
+
+    def print_messages(self) -> None:
+        messages = self.store.messages(self.run_id)[self.printed:]
+        self.printed += len(messages)
+        for message in messages:
+            if message["stage"] != "run":  # "started", "finished …": the command's own lines say so
+                print(f"[{message['stage']}] {message['message']}", file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -274,9 +287,10 @@ def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
     code = 0
     cancel = threading.Event()
     resume_hint = f"`python -m engine resume {run_id}` continues it"
+    printer = _ProgressPrinter(store, run_id)
     with _signals_cancel(cancel) as received:
         try:
-            execute_run(store, run_id, cancel, observer=_progress_printer(store, run_id),
+            execute_run(store, run_id, cancel, observer=printer,
                         device=None if parallel is None else parallel.device, parallel=parallel)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -288,7 +302,7 @@ def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
                       file=sys.stderr)
                 code = 128 + received[0]
             else:
-                print(f"error: {exc}", file=sys.stderr)
+                print(f"error: {exc}; {resume_hint}", file=sys.stderr)
                 code = 1
         except KeyboardInterrupt:
             store.interrupt(run_id, Owner.current(), f"stopped by a second signal; {resume_hint}")
@@ -301,14 +315,19 @@ def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
         except Exception as exc:  # noqa: BLE001 — recorded in the run's error.log by execute_run
             print(f"error: {store.get(run_id).error or exc}", file=sys.stderr)
             code = 1
+    printer.print_messages()
+    if store.get(run_id).status == "finished":
+        from .analysis.results import run_neighbor_purity
+
+        run_neighbor_purity(store, run_id)  # what the app shows beside the scores, for a method that mines none too
     record = store.get(run_id)
     if as_json:
         print(json.dumps(_run_json(record)))
     else:
         print(f"run {record.id}: {record.status}" + (f" — {record.error}" if record.error else ""))
-        for key in ("acc", "nmi", "ari"):
+        for key, name in (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("neighbor_purity", "neighbour purity")):
             if record.summary.get(key) is not None:
-                print(f"  {key.upper()} {record.summary[key]:.4f}")
+                print(f"  {name} {record.summary[key]:.4f}")
     return code
 
 
@@ -370,6 +389,41 @@ def _run_distributed(args: argparse.Namespace, store) -> int:
         return 0
     finally:
         parallel.close()
+
+
+def _print_runs(records) -> None:
+    """``runs``: one aligned line per run, newest first, under a header; a failed run with its error."""
+    from .methods.estimate import format_seconds
+
+    rows = [("RUN", "STATUS", "K", "ACC", "TIME", "DATASET")]
+    for r in records:
+        acc = r.summary.get("acc")
+        rows.append((r.id, r.status, str(r.config.get("n_clusters", "–")), "–" if acc is None else f"{acc:.3f}",
+                     format_seconds(r.summary.get("seconds", r.seconds)),
+                     r.dataset + (f"  ({r.error})" if r.status == "failed" and r.error else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+def _show_run(store, run_id: str, as_json: bool) -> None:
+    """``runs RUN_ID``: the run (a finished labelled run's neighbour purity computed once, as the app does), its
+    config and its messages in the order recorded."""
+    from .analysis.results import run_neighbor_purity
+
+    run_neighbor_purity(store, run_id)
+    record = store.get(run_id)
+    details = {**_run_json(record), "config": record.config}
+    messages = store.messages(run_id)
+    if as_json:
+        print(json.dumps({**details, "messages": messages}))
+        return
+    for key, value in details.items():
+        if value is not None:
+            print(f"{key}: {json.dumps(value) if isinstance(value, dict) else value}")
+    print("messages:")
+    for message in messages:
+        print(f"  [{message['stage']}] {message['message']}")
 
 
 def _run_json(record) -> dict[str, Any]:
@@ -609,12 +663,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = RunStore(args.runs_dir)
         if args.command == "runs":
             store.mark_orphans_interrupted()
-            records = store.list()
-            if args.json:
-                print(json.dumps([_run_json(r) for r in records]))
-            for r in records if not args.json else []:
-                acc = r.summary.get("acc")
-                print(f"{r.id}  {r.status:<11} {r.dataset:<12} " + (f"ACC {acc:.3f}" if acc is not None else ""))
+            if args.run_id:
+                _show_run(store, args.run_id, args.json)
+            elif args.json:
+                print(json.dumps([_run_json(r) for r in store.list()]))
+            else:
+                _print_runs(store.list())
             return 0
         if args.command == "export":
             from .analysis.export import FORMATS, export_run

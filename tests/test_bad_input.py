@@ -435,15 +435,15 @@ def test_a_folder_with_no_file_or_fewer_files_than_k_is_refused_at_submit_and_no
         manager.shutdown()
 
 
-def test_a_folder_outside_the_data_roots_is_not_looked_into_at_submit(tmp_path):
-    (tmp_path / "private").mkdir()  # empty: refusing it at submit would tell that it exists
+def test_a_folder_outside_the_data_roots_is_refused_at_submit_without_being_looked_into(tmp_path):
+    (tmp_path / "private").mkdir()  # empty: refusing it for that would tell that it exists
     manager = JobManager(tmp_path / "runs", data_roots=[tmp_path / "allowed"])
     try:
-        run_id = manager.submit(RunRequest("kmeans", f"folder:{tmp_path / 'private'}", device="cpu"))
-        record = manager.wait(run_id, timeout=HANG_GUARD_S)
+        with pytest.raises(DatasetError, match=OUTSIDE_ROOTS) as refusal:
+            manager.submit(RunRequest("kmeans", f"folder:{tmp_path / 'private'}", device="cpu"))
     finally:
         manager.shutdown()
-    assert record.status == "failed" and OUTSIDE_ROOTS in record.error and "no files" not in record.error
+    assert "no files" not in str(refusal.value) and manager.store.list() == []
 
 
 @pytest.mark.parametrize("args, message, recorded", [  # K < 2, negative lr, unknown preset: tests/test_cli.py

@@ -39,6 +39,7 @@ def test_kmeans_on_digits_prints_a_json_summary(tmp_path):
     assert JSON_KEYS <= set(summary)
     assert summary["status"] == "finished" and summary["n_images"] == 1797 and summary["n_skipped"] == 0
     assert 0.7 < summary["acc"] < 0.85  # K-means on digits pixels is about 0.79
+    assert 0.8 < summary["neighbor_purity"] < 1  # of the 20 nearest in its features: it mines none
     assert summary["device"] == "cpu"
     assert (tmp_path / "r" / summary["run_id"] / "assign.npy").exists()
 
@@ -55,12 +56,14 @@ def test_kmeans_on_digits_prints_a_json_summary(tmp_path):
     (("--method", "kmeans", "--image-size", "0"), "image size must be a whole number of pixels from 1 to 1024"),
     (("--method", "kmeans", "--image-size", "100000"), "image size must be"),
 ])
-def test_user_errors_exit_2_with_one_error_line(tmp_path, args, message):
-    result = run_cli("train", *args, "--device", "cpu", "--runs-dir", str(tmp_path / "r"))
+@pytest.mark.parametrize("queue", [(), ("--queue",)], ids=["foreground", "queued"])
+def test_user_errors_exit_2_with_one_error_line_and_store_no_run(tmp_path, args, message, queue):
+    result = run_cli("train", *args, *queue, "--device", "cpu", "--runs-dir", str(tmp_path / "r"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert json.loads(run_cli("runs", "--json", "--runs-dir", str(tmp_path / "r")).stdout) == []
 
 
 def test_scan_fast_beats_kmeans_on_digits_by_005(tmp_path):
@@ -92,3 +95,42 @@ def test_image_size_decodes_a_folder_at_that_size_and_the_run_records_it(tmp_pat
     assert record["image_size"] == 24
     default = last_json(run_cli(*common).stdout)
     assert default["image_size"] == 64  # a folder's default, below the photos' 90 px
+
+
+def test_a_run_prints_the_files_it_skipped_and_runs_shows_them_with_its_other_messages(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        Image.new("RGB", (16, 16), (40 * i, 10, 200 - 30 * i)).save(folder / f"{i}.png")
+    (folder / "notes.jpg").write_text("not an image")
+    runs = str(tmp_path / "r")
+    result = run_cli("train", "--method", "kmeans", "--dataset", f"folder:{folder}", "--clusters", "2",
+                     "--device", "cpu", "--json", "--runs-dir", runs)
+    assert result.returncode == 0, result.stderr
+    assert "[data] skipped notes.jpg: not an image" in result.stderr
+    run_id = last_json(result.stdout)["run_id"]
+    shown = run_cli("runs", run_id, "--runs-dir", runs)
+    assert shown.returncode == 0 and f"run_id: {run_id}" in shown.stdout
+    assert "[data] skipped notes.jpg: not an image" in shown.stdout.split("messages:")[1]
+    details = json.loads(run_cli("runs", run_id, "--json", "--runs-dir", runs).stdout)
+    assert details["config"]["n_clusters"] == 2 and any("notes.jpg" in m["message"] for m in details["messages"])
+
+
+def test_runs_lists_runs_in_aligned_columns_under_a_header_and_a_closed_pipe_is_no_error(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    runs = str(tmp_path / "r")
+    for clusters in ("2", "12"):
+        assert run_cli("train", "--method", "kmeans", "--dataset", "digits", "--clusters", clusters,
+                       "--device", "cpu", "--runs-dir", runs).returncode == 0
+    lines = run_cli("runs", "--runs-dir", runs).stdout.splitlines()
+    assert lines[0].split() == ["RUN", "STATUS", "K", "ACC", "TIME", "DATASET"] and len(lines) == 3
+    assert len({line.index("digits") for line in lines[1:]}) == 1  # K 2 and 12: the columns still line up
+    piped = subprocess.run(f"{sys.executable} -m engine runs --runs-dir {runs} | head -1", shell=True, cwd=REPO,
+                           capture_output=True, text=True)
+    assert piped.stdout.startswith("RUN") and piped.stderr == ""

@@ -27,6 +27,24 @@ def manager(tmp_path):
     jobs.shutdown()
 
 
+@pytest.fixture
+def unreadable(tmp_path) -> str:
+    """A folder spec whose 3 files are not images: it passes every check made before a run is queued (it exists,
+    holds files, enough for K=2) and fails when the run loads it."""
+    folder = tmp_path / "unreadable"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_text("not an image")
+    return f"folder:{folder}"
+
+
+def failing_run(manager: JobManager, unreadable: str) -> str:
+    """The id of a run that failed (its folder holds no readable image)."""
+    run_id = manager.submit(RunRequest("kmeans", unreadable, overrides={"n_clusters": 2}, device="cpu"))
+    assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "failed"
+    return run_id
+
+
 def test_a_queued_kmeans_run_finishes_with_scores_arrays_and_metrics(manager):
     run_id = manager.submit(RunRequest("kmeans", "digits", device="cpu"))
     record = manager.wait(run_id, timeout=HANG_GUARD_S)
@@ -84,9 +102,8 @@ def test_resuming_a_run_cancelled_while_queued_runs_it_once_and_the_queue_goes_o
     assert manager.wait(later, timeout=HANG_GUARD_S).status == "finished"
 
 
-def test_resume_pressed_many_times_at_once_queues_the_run_once(manager):
-    run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
-    assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "failed"
+def test_resume_pressed_many_times_at_once_queues_the_run_once(manager, unreadable):
+    run_id = failing_run(manager, unreadable)
     blocker = manager.submit(RunRequest("kmeans", "digits", overrides={"n_init": 5000}, device="cpu"))
     start, outcomes = threading.Barrier(8), []
 
@@ -112,9 +129,8 @@ def test_resume_pressed_many_times_at_once_queues_the_run_once(manager):
     assert manager.wait(later, timeout=HANG_GUARD_S).status == "finished"
 
 
-def test_a_run_is_requeued_by_one_of_two_stores_sharing_its_folder(manager, tmp_path):
-    run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
-    assert manager.wait(run_id, timeout=HANG_GUARD_S).status == "failed"
+def test_a_run_is_requeued_by_one_of_two_stores_sharing_its_folder(manager, unreadable):
+    run_id = failing_run(manager, unreadable)
     first, second = RunStore(manager.store.root), RunStore(manager.store.root)
     first.requeue(run_id)
     with pytest.raises(UserError, match="is queued; only interrupted, cancelled or failed runs resume"):
@@ -187,10 +203,17 @@ def test_a_bad_request_is_rejected_before_it_is_queued(manager):
     assert manager.store.list() == []
 
 
-def test_a_failing_run_is_recorded_failed_with_its_message(manager):
-    run_id = manager.submit(RunRequest("kmeans", "folder:/definitely/not/here", device="cpu"))
-    record = manager.wait(run_id, timeout=HANG_GUARD_S)
-    assert record.status == "failed" and "does not exist" in record.error
+def test_a_failing_run_is_recorded_failed_with_its_message(manager, unreadable):
+    record = manager.store.get(failing_run(manager, unreadable))
+    assert record.status == "failed" and "no readable image" in record.error
+
+
+@pytest.mark.parametrize("dataset, says", [("nosuch", "unknown dataset"), ("folder:/definitely/not/here",
+                                                                             "does not exist")])
+def test_an_unknown_dataset_or_a_missing_folder_is_refused_before_anything_is_queued(manager, dataset, says):
+    with pytest.raises(UserError, match=says):
+        manager.submit(RunRequest("kmeans", dataset, device="cpu"))
+    assert manager.store.list() == []
 
 
 def test_a_run_killed_with_its_process_is_interrupted_then_resumes_from_its_checkpoints(tmp_path):

@@ -19,7 +19,7 @@ from engine.data import DATASETS, load_folder
 from engine.data.roots import (DEFAULT_MAX_UPLOADS_BYTES, check_folder_to_load, check_inside_data_roots,
                                configured_data_roots, default_upload_dir, save_upload, uploads_cap)
 from engine.errors import ConfigError, DatasetError, UserError
-from engine.runs import JobManager, RunRequest, RunStore, create_run
+from engine.runs import JobManager, RunRequest, RunStore, create_run, execute_run
 from engine.analysis.overview import overview_rows, run_title
 from engine.runs.uploads import dataset_label, delete_run, upload_only_used_by
 
@@ -261,15 +261,13 @@ def test_the_loader_confined_to_data_roots_skips_links_out_and_keeps_links_withi
         load_folder(tmp_path / "private", data_roots=[tmp_path / "allowed"])
 
 
-def test_a_job_manager_confined_to_data_roots_refuses_a_folder_outside_them_when_it_loads(tmp_path):
+def test_a_run_queued_elsewhere_for_a_folder_outside_the_data_roots_fails_when_it_loads(tmp_path):
     outside = write_images(tmp_path / "private")
-    manager = JobManager(tmp_path / "confined-runs", data_roots=[tmp_path / "allowed"])
-    try:
-        run_id = manager.submit(RunRequest("kmeans", f"folder:{outside}", overrides={"n_clusters": 2},
-                                           device="cpu"))
-        record = manager.wait(run_id, timeout=HANG_GUARD_S)
-    finally:
-        manager.shutdown()
+    store = RunStore(tmp_path / "runs")
+    run_id = create_run(store, RunRequest("kmeans", f"folder:{outside}", overrides={"n_clusters": 2}, device="cpu"))
+    with pytest.raises(DatasetError, match=OUTSIDE):
+        execute_run(store, run_id, data_roots=[tmp_path / "allowed"])
+    record = store.get(run_id)
     assert record.status == "failed" and OUTSIDE in record.error
 
 

@@ -25,7 +25,7 @@ from engine.data.digits28 import load_digits28
 from engine.data.folder import load_folder
 from engine.data.imageset import ImageSet
 from engine.data.layout import SPLITS
-from engine.data.listing import is_archive, resolve_inside
+from engine.data.listing import check_image_source, expand_user_path, is_archive, resolve_inside
 from engine.data.subset import balanced_subset
 from engine.errors import DatasetError, UserError
 
@@ -157,16 +157,11 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
     path = folder_of(spec)
     if path is not None:
         if not path:
-            raise DatasetError("folder: needs a path, e.g. folder:/data/my-photos")
+            raise DatasetError(_NO_FOLDER_PATH)
         folder = dataclasses.replace(load_folder(path, image_size=image_size, data_roots=data_roots), source=spec)
         return folder if subset is None else balanced_subset(folder, subset)
 
-    name, _, split = spec.partition(":")
-    name = name.lower()
-    if name not in DATASETS or DATASETS[name].source == "local":
-        raise DatasetError(f"unknown dataset {spec!r}; known: {', '.join(DATASETS)} (e.g. cifar10:test)")
-    if split not in ("", *SPLITS):
-        raise DatasetError(f"unknown split {split!r} in {spec!r}; use {name}, {name}:train or {name}:test")
+    name, split = _named(spec)
     info = DATASETS[name]
     if data_root is not None and data_roots is not None:
         resolve_inside(data_root, data_roots)
@@ -184,6 +179,55 @@ def load_dataset(spec: str, *, data_root: str | None = None, download: bool = Fa
         images = _load_torchvision(info, data_root, download, split or None)
     images = dataclasses.replace(_resize(images, image_size), source=spec)
     return images if subset is None else balanced_subset(images, subset)
+
+
+_NO_FOLDER_PATH = "folder: needs a path, e.g. folder:/data/my-photos"
+
+
+def check_dataset_spec(spec: str, data_roots: Sequence[Path] | None = None, data_root: str | None = None,
+                       download: bool = False) -> None:
+    """What can be told of ``spec`` without loading it, so that a run can be refused before it is queued: a known
+    name and split, or a folder spec whose path (inside ``data_roots``, when given) is a folder or an archive; a
+    torchvision dataset not to be downloaded needs its ``data_root`` (or the default one) to exist.
+
+    Raises:
+        DatasetError: what :func:`load_dataset` would raise for it first.
+
+    Examples:
+        >>> check_dataset_spec("digits")
+        >>> check_dataset_spec("/data/photos")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        engine.errors.DatasetError: unknown dataset '/data/photos'; ...; for a folder of your images write folder:/data/photos
+    """
+    spec = spec.strip()
+    path = folder_of(spec)
+    if path is None:
+        name, _ = _named(spec)
+        root = _torchvision_root(data_root)
+        if DATASETS[name].source == "torchvision" and not download and not root.exists():
+            raise _not_found(name, root)
+    elif not path:
+        raise DatasetError(_NO_FOLDER_PATH)
+    else:
+        check_image_source(expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots))
+
+
+def _named(spec: str) -> tuple[str, str]:
+    """A named dataset spec's name (lower-cased) and split ("" for both).
+
+    Raises:
+        DatasetError: an unknown name or split.
+    """
+    name, _, split = spec.partition(":")
+    name = name.lower()
+    if name not in DATASETS or DATASETS[name].source == "local":
+        looks_like_a_path = "/" in spec or "\\" in spec or spec.startswith("~")
+        raise DatasetError(f"unknown dataset {spec!r}; known: {', '.join(DATASETS)} (e.g. cifar10:test)"
+                           + (f"; for a folder of your images write {FOLDER_PREFIX}{spec}" if looks_like_a_path
+                              else ""))
+    if split not in ("", *SPLITS):
+        raise DatasetError(f"unknown split {split!r} in {spec!r}; use {name}, {name}:train or {name}:test")
+    return name, split
 
 
 def _load_digits() -> ImageSet:
@@ -221,7 +265,7 @@ def _load_folder_copy(info: DatasetInfo, root: Path, split: str | None, image_si
 def _load_torchvision(info: DatasetInfo, data_root: str | None, download: bool, split: str | None) -> ImageSet:
     import torchvision.datasets as tvd
 
-    root = Path(data_root).expanduser() if data_root else default_cache_dir() / "torchvision"
+    root = _torchvision_root(data_root)
     parts_images, parts_labels = [], []
     for side in [split] if split else list(SPLITS):
         try:
@@ -235,9 +279,7 @@ def _load_torchvision(info: DatasetInfo, data_root: str | None, download: bool, 
             if download:
                 raise DatasetError(f"could not download {info.name} into {root} ({error}); on a machine "
                                    f"without network, fetch the files elsewhere and pass --data-root DIR") from error
-            raise DatasetError(f"{info.name} is not in {root}; pass --data-root DIR pointing at the extracted "
-                               f"torchvision files (or an image-folder copy), or --download on a machine with "
-                               f"network") from error
+            raise _not_found(info.name, root) from error
         images, labels = _arrays_of(info, ds)
         parts_images.append(images)
         parts_labels.append(labels)
@@ -245,6 +287,15 @@ def _load_torchvision(info: DatasetInfo, data_root: str | None, download: bool, 
     return ImageSet(images=torch.from_numpy(np.ascontiguousarray(images)),
                     labels=np.concatenate(parts_labels).astype(np.int64),
                     class_names=list(info.class_names), source=info.name)
+
+
+def _torchvision_root(data_root: str | None) -> Path:
+    return Path(data_root).expanduser() if data_root else default_cache_dir() / "torchvision"
+
+
+def _not_found(name: str, root: Path) -> DatasetError:
+    return DatasetError(f"{name} is not in {root}; pass --data-root DIR pointing at the extracted torchvision files "
+                        f"(or an image-folder copy), or --download on a machine with network")
 
 
 def _arrays_of(info: DatasetInfo, ds) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from ..data import DATASETS, load_dataset
 from ..data.decode import check_image_size
 from ..data.imageset import ImageSet
 from ..data.folder import count_folder_files
-from ..data.registry import folder_of
+from ..data.registry import check_dataset_spec, folder_of
 from ..errors import ConfigError, DiskFullError, RunCancelled, TrainingError, UserError
 from ..wording import count
 from ..methods.context import EventSink, checkpoint_folder, device_name
@@ -78,9 +78,11 @@ def _known_size(spec: str) -> int | None:
 def create_run(store: RunStore, request: RunRequest, for_workers: bool = False,
                data_roots: Sequence[Path] | None = None) -> str:
     """Check the request and record it as a queued run (of this process, or ``for_workers``: for worker processes,
-    :func:`engine.runs.jobs.serve`); returns the run id. A folder (inside ``data_roots``, when given) with no
-    file, or with fewer files than K, is refused here rather than failing when the run's turn comes."""
+    :func:`engine.runs.jobs.serve`); returns the run id. An unknown dataset, a missing folder (or one outside
+    ``data_roots``, when given), a folder with no file or with fewer files than K is refused here (``UserError``)
+    rather than failing when the run's turn comes."""
     method = request.build_method()
+    check_dataset_spec(request.dataset, data_roots, request.data_root, request.download)
     _check_folder_size(request, method, data_roots)
     pick_device(request.device)
     check_reusable_pretext(store, method, request.dataset, request.image_size)
@@ -106,7 +108,7 @@ def skipped_warning(skipped: Sequence[tuple[str, str]], n_kept: int) -> str:
     listed = "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common(3))
     more = f"; {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
     return (f"warning: {len(skipped)} of {len(skipped) + n_kept} files were skipped ({listed}{more}); each is "
-            f"listed under Messages")
+            f"listed in the run's messages")
 
 
 def _check_folder_size(request: RunRequest, method: Method, data_roots: Sequence[Path] | None) -> None:
