@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -492,3 +493,23 @@ def test_a_sheet_caption_too_long_for_its_cell_keeps_a_file_names_end_and_other_
         fitted = _fit_text(text, width)
         assert caption_font(fitted).getlength(fitted) <= width and fitted != text
         assert fitted.endswith(kept) if kept == "0022.jpg" else fitted.startswith(kept), fitted
+
+
+@pytest.mark.parametrize("change, says", [("rename", "changed since run"), ("add", "now has 7 images")])
+def test_export_refuses_a_run_whose_folder_changed_rather_than_put_its_clusters_on_other_files(
+        change, says, tmp_path):
+    folder = tmp_path / "photos"
+    write_pngs(folder, 6, COLOURS[:2], seed=3)
+    runs = str(tmp_path / "runs")
+    trained = run_cli("train", "--method", "kmeans", "--dataset", f"folder:{folder}", "--clusters", "2",
+                      "--device", "cpu", "--json", "--runs-dir", runs)
+    assert trained.returncode == 0, trained.stderr
+    run_id = json.loads(trained.stdout.splitlines()[-1])["run_id"]
+    if change == "rename":  # the same number of files, one of them another
+        (folder / "img_00.png").rename(folder / "aaa_new.png")
+    else:
+        write_pngs(tmp_path / "more", 1, COLOURS[:1], seed=4)
+        (tmp_path / "more" / "img_00.png").rename(folder / "zzz_new.png")
+    result = run_cli("export", run_id, "--out", str(tmp_path / "out"), "--runs-dir", runs)
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert not (tmp_path / "out" / "assignments.csv").exists()

@@ -51,6 +51,11 @@ class RunResults:
         if len(images) != len(self.assign):
             raise UserError(f"the dataset {self.record.dataset} now has {len(images)} images but run "
                             f"{self.run_id} clustered {len(self.assign)}; its files changed since the run")
+        digest = self.record.summary.get("files_sha256")  # absent from runs made before it was stored
+        if digest is not None and images.files_digest() != digest:
+            raise UserError(f"the files of {self.record.dataset} changed since run {self.run_id} (renamed, added or "
+                            f"removed, the count the same): its clusters would be put on other files. Put the "
+                            f"folder back as it was, or train a new run on it")
         return images
 
     @property

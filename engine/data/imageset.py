@@ -1,6 +1,7 @@
 """The one in-memory form of a dataset every method consumes."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,13 @@ class ImageSet:
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C)."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def files_digest(self) -> str | None:
+        """SHA-256 of the image files' paths in order (None without files): a run stores it, so that reading
+        its images again can tell that the folder's files changed even where their number did not."""
+        if not self.paths:
+            return None
+        return hashlib.sha256("\0".join(self.paths).encode("utf-8", "surrogateescape")).hexdigest()
 
     @property
     def n_classes(self) -> int | None:

@@ -169,6 +169,7 @@ def _summary(method: Method, images, seconds: float, device: torch.device, proce
         "image_size": images.image_shape[0], "estimated_seconds": round(estimate.seconds, 2), "budget": budget,
         "seconds": round(seconds, 2), "device": device_name(device), "processes": processes,
         "cluster_sizes": np.bincount(labels, minlength=method.config.n_clusters).tolist(),
+        "files_sha256": images.files_digest(),
     }
     summary.update(clustering_scores(images.labels, labels))
     summary["neighbor_purity"] = (mean_neighbor_purity(method.neighbors_, images.labels)
@@ -196,6 +197,8 @@ def _method_and_images(record: RunRecord, data_roots: Sequence[Path] | None):
                           download=bool(record.options.get("download")), data_roots=data_roots,
                           image_size=record.options.get("image_size"), subset=record.options.get("subset"))
     return method, images
+
+
 def _run_estimate(store: RunStore, run_id: str, method: Method, images, device: torch.device,
                   cancel: threading.Event | None, observer: EventSink | None) -> FitEstimate:
     """The estimate the run was created with, else one made now (a few timed steps of each stage, before any
