@@ -158,9 +158,26 @@ def test_ema_update_moves_target_towards_online():
 
 
 def test_a_collapsed_clustering_is_a_training_error():
-    with pytest.raises(TrainingError, match="collapsed"):
+    with pytest.raises(TrainingError, match="collapsed.*or a smaller K"):
         check_not_collapsed(np.array([0] * 95 + [1] * 5), 10)
+    with pytest.raises(TrainingError, match="collapsed") as refusal:
+        check_not_collapsed(np.array([0] * 95 + [1] * 5), 2)
+    assert "smaller K" not in str(refusal.value)  # K = 2 is the smallest there is
     check_not_collapsed(np.array([0] * 50 + [1] * 50), 2)
+
+
+def test_kmeans_keeps_a_cluster_holding_most_images_which_is_the_points_answer_not_a_collapse():
+    from engine.data import ImageSet
+
+    points = np.full((40, 4, 4, 1), 100, np.uint8)
+    points[:2] = 250  # two outliers apart from 38 alike images
+    points[2:] += np.random.default_rng(0).integers(0, 3, (38, 4, 4, 1), dtype=np.uint8)
+    events = []
+    fitted = create_method("kmeans", "fast", n_clusters=2).fit(
+        ImageSet(torch.from_numpy(points), None, [], "test"), FitContext("cpu", events.append))
+    assert sorted(np.bincount(fitted.labels_)) == [2, 38]
+    warnings = [event.message for event in events if event.kind == "info" and event.stage == "result"]
+    assert len(warnings) == 1 and "(cluster 1: 2 images)" in warnings[0] and "smaller K" not in warnings[0], warnings
 
 
 def test_nan_loss_stops_the_fit_naming_stage_and_step():
@@ -240,7 +257,7 @@ def test_uneven_clusters_point_to_the_methods_own_balance_setting_with_its_value
     warning = uneven_clusters_warning(labels, 4, balance_remedy(create_method("socnet", "fast").config))
     assert warning.endswith("try a larger balance_weight (now 3), another seed or a smaller K.")
     with pytest.raises(TrainingError, match=r"try a larger entropy_weight \(now 5\), another seed or a smaller K"):
-        check_not_collapsed(np.array([0] * 95 + [1] * 5), 2, balance_remedy(create_method("scan", "fast").config))
+        check_not_collapsed(np.array([0] * 95 + [1] * 5), 3, balance_remedy(create_method("scan", "fast").config))
 
 
 def test_a_fit_with_a_tiny_cluster_says_so_in_its_messages():

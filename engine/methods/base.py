@@ -120,6 +120,10 @@ class Method:
     key_settings: ClassVar[tuple[str, ...]] = ()  # the hyper-parameters the UI shows first
     # what fit sets and predict_proba reads; None until fit has run
     fitted_attributes: ClassVar[tuple[str, ...]] = ("labels_", "probs_", "features_")
+    # A network trained on a clustering objective has degenerate optima (every image in one cluster), which fit
+    # stops with an error. K-means on fixed points has none: a cluster holding most images is the points'
+    # own answer (a few outliers apart from the rest), which fit keeps, with the uneven-clusters warning.
+    can_collapse: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         config = config or self.Config()
@@ -175,7 +179,8 @@ class Method:
         finally:
             self.config = requested
         remedy = balance_remedy(self.config)
-        check_not_collapsed(self.labels_, self.config.n_clusters, remedy)
+        if self.can_collapse:
+            check_not_collapsed(self.labels_, self.config.n_clusters, remedy)
         warning = uneven_clusters_warning(self.labels_, self.config.n_clusters, remedy)
         if warning is not None:
             context.info("result", warning)
@@ -348,7 +353,7 @@ def check_not_collapsed(labels: np.ndarray | None, n_clusters: int, remedy: str 
     share = np.bincount(labels, minlength=n_clusters).max() / len(labels)
     if share > COLLAPSE_SHARE:
         raise TrainingError(f"the clustering collapsed: one cluster holds {share:.0%} of the images; try "
-                            f"{_listed([remedy, 'another seed', 'a smaller K'])}")
+                            f"{_what_to_try(remedy, n_clusters)}")
 
 
 def uneven_clusters_warning(labels: np.ndarray, n_clusters: int, remedy: str = "") -> str | None:
@@ -370,7 +375,12 @@ def uneven_clusters_warning(labels: np.ndarray, n_clusters: int, remedy: str = "
         parts.append(f"{count(len(tiny), 'cluster')} {'holds' if len(tiny) == 1 else 'hold'} under a quarter of "
                      f"the {len(labels) / n_clusters:.0f} images an even split gives each ({listed})")
     return ("warning: " + "; ".join(parts) + ". Fewer clusters are in use than asked for: try "
-            f"{_listed([remedy, 'another seed', 'a smaller K'])}.")
+            f"{_what_to_try(remedy, n_clusters)}.")
+
+
+def _what_to_try(remedy: str, n_clusters: int) -> str:
+    """The remedy, another seed, or a smaller K where there is one (K = 2 is the smallest)."""
+    return _listed([remedy, "another seed", "a smaller K" if n_clusters > 2 else ""])
 
 
 def _listed(options: list[str]) -> str:

@@ -50,6 +50,7 @@ class KMeans(Method):
     key_settings = ("n_init", "max_iter", "features_from")
     presets = {"paper": {}, "fast": {"n_init": 10}}
     fitted_attributes = Method.fitted_attributes + ("cluster_centers_",)
+    can_collapse = False
 
     @classmethod
     def light_on_cpu(cls, config: KMeansConfig) -> bool:
