@@ -18,13 +18,11 @@ import sys
 import threading
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
+from .cli_runs import audit_command, run_json, runs_command
 from .errors import RunCancelled, TrainingError, UserError
 
-if TYPE_CHECKING:
-    from .analysis.filters import ImageFilter
-    from .analysis.results import RunResults
 
 
 def _parse_value(text: str) -> Any:
@@ -133,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                                           "'label: 7' for a corrected label)")
     tag.add_argument("run_id")
     tag.add_argument("tag")
-    tag.add_argument("images", nargs="+", type=int, help="image indices")
+    tag.add_argument("images", nargs="+", help="image indices, or names as suspects and tags print them (a file's "
+                                               "name, with the folders that tell it apart)")
     tag.add_argument("--remove", action="store_true", help="take the tag off instead")
     tag.add_argument("--runs-dir")
 
@@ -144,11 +143,13 @@ def _parser() -> argparse.ArgumentParser:
 
     suspects = commands.add_parser("suspects", help="a finished run's images most likely to be mistakes, ranked")
     suspects.add_argument("run_id")
-    suspects.add_argument("--top", type=int, default=20)
+    suspects.add_argument("--top", type=int, default=20, help="how many to list (default 20)")
     suspects.add_argument("--by", default="combined",
                           help="combined, neighbours, confidence, outlier, centre or (with labels) label")
     suspects.add_argument("--runs-dir")
-    suspects.add_argument("--json", action="store_true")
+    suspects.add_argument("--json", action="store_true",
+                          help="one JSON list: image, name, cluster, label, confidence (the run's probability of "
+                               "its cluster), every score (higher = more suspect) and the reasons")
     bench = commands.add_parser("bench", help="speed and quality benchmarks → results.json + RESULTS.md")
     bench.add_argument("--methods",
                        help="comma-separated methods to train or, with --micro, to time a step of (all: every one; "
@@ -322,7 +323,7 @@ def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
         run_neighbor_purity(store, run_id)  # what the app shows beside the scores, for a method that mines none too
     record = store.get(run_id)
     if as_json:
-        print(json.dumps(_run_json(record)))
+        print(json.dumps(run_json(record)))
     else:
         print(f"run {record.id}: {record.status}" + (f" — {record.error}" if record.error else ""))
         for key, name in (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("neighbor_purity", "neighbour purity")):
@@ -389,57 +390,6 @@ def _run_distributed(args: argparse.Namespace, store) -> int:
         return 0
     finally:
         parallel.close()
-
-
-def _print_runs(records) -> None:
-    """``runs``: one aligned line per run, newest first, under a header; a failed run with its error."""
-    from .methods.estimate import format_seconds
-
-    rows = [("RUN", "STATUS", "K", "ACC", "TIME", "DATASET")]
-    for r in records:
-        acc = r.summary.get("acc")
-        rows.append((r.id, r.status, str(r.config.get("n_clusters", "–")), "–" if acc is None else f"{acc:.3f}",
-                     format_seconds(r.summary.get("seconds", r.seconds)),
-                     r.dataset + (f"  ({r.error})" if r.status == "failed" and r.error else "")))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
-
-
-def _show_run(store, run_id: str, as_json: bool) -> None:
-    """``runs RUN_ID``: the run (a finished labelled run's neighbour purity computed once, as the app does), its
-    config and its messages in the order recorded."""
-    from .analysis.results import run_neighbor_purity
-
-    run_neighbor_purity(store, run_id)
-    record = store.get(run_id)
-    details = {**_run_json(record), "config": record.config}
-    messages = store.messages(run_id)
-    if as_json:
-        print(json.dumps({**details, "messages": messages}))
-        return
-    for key, value in details.items():
-        if value is not None:
-            print(f"{key}: {json.dumps(value) if isinstance(value, dict) else value}")
-    print("messages:")
-    for message in messages:
-        print(f"  [{message['stage']}] {message['message']}")
-
-
-def _run_json(record) -> dict[str, Any]:
-    summary = record.summary
-    return {
-        "run_id": record.id, "method": record.method, "dataset": record.dataset, "preset": record.preset,
-        "status": record.status, "error": record.error,
-        "n_images": summary.get("n_images"), "n_skipped": summary.get("n_skipped"),
-        "image_size": summary.get("image_size", record.options.get("image_size")),
-        "subset": record.options.get("subset"),
-        "acc": summary.get("acc"), "nmi": summary.get("nmi"), "ari": summary.get("ari"),
-        "neighbor_purity": summary.get("neighbor_purity"),
-        "seconds": summary.get("seconds", record.seconds), "device": summary.get("device", record.device),
-        "processes": summary.get("processes", 1),
-        "estimated_seconds": summary.get("estimated_seconds"), "budget": record.options.get("budget"),
-    }
 
 
 def _request(args: argparse.Namespace):
@@ -583,67 +533,6 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_filter(args: argparse.Namespace, results: RunResults) -> ImageFilter:
-    """The ``export`` options' filter, checked against the run: its clusters exist, a label part has labels."""
-    from .analysis.filters import ImageFilter
-
-    unknown = sorted(set(args.cluster) - set(range(results.n_clusters)))
-    if unknown:
-        raise UserError(f"run {results.run_id} has clusters 0–{results.n_clusters - 1}; there is no cluster "
-                        f"{', '.join(map(str, unknown))}")
-    if args.correctness and results.labels is None:
-        raise UserError(f"--correctness needs labels, and run {results.run_id}'s images have none")
-    confidence = (0.0, 1.0)
-    if args.confidence:
-        try:
-            low, high = (float(part) for part in args.confidence.split("-"))
-        except ValueError:
-            raise UserError(f"--confidence takes LOW-HIGH, e.g. 0-0.6; got {args.confidence!r}") from None
-        if not 0.0 <= low <= high <= 1.0:
-            raise UserError(f"--confidence must lie within 0-1 with LOW ≤ HIGH, got {args.confidence!r}")
-        confidence = (low, high)
-    if args.per_cluster < 1:
-        raise UserError(f"--per-cluster must be at least 1, got {args.per_cluster}")
-    return ImageFilter(clusters=tuple(args.cluster), confidence=confidence,
-                       correctness=args.correctness or "all", tags=tuple(args.tag))
-
-
-def _audit(store, args: argparse.Namespace) -> int:
-    """``tag``, ``tags`` and ``suspects``: the audit the app's Suspects page offers, from a shell."""
-    from .analysis.results import load_results
-
-    if args.command == "tags":
-        store.get(args.run_id)
-        tagged = store.image_tags(args.run_id)
-        if args.json:
-            print(json.dumps({str(image): tags for image, tags in sorted(tagged.items())}))
-        for image, tags in sorted(tagged.items()) if not args.json else []:
-            print(f"{image}\t{'; '.join(tags)}")
-        return 0
-    results = load_results(store, args.run_id)
-    if args.command == "tag":
-        from .analysis.tags import tag_images, untag_images
-
-        changed = (untag_images if args.remove else tag_images)(results, args.images, args.tag)
-        print(f"{'untagged' if args.remove else 'tagged'} {changed} image(s)")
-        return 0
-    from .analysis.suspects import COMBINED, run_suspects
-
-    suspects = run_suspects(results)
-    if args.by != COMBINED and args.by not in suspects.scores:
-        raise UserError(f"unknown score {args.by!r}; choose from {COMBINED}, {', '.join(suspects.scores)}")
-    if args.top < 1:
-        raise UserError(f"--top must be at least 1, got {args.top}")
-    rows = [{"image": int(i), "cluster": int(results.assign[i]),
-             **{name: round(float(values[i]), 4) for name, values in suspects.scores.items()},
-             "reasons": suspects.reasons(int(i))} for i in suspects.ranking(args.by)[:args.top]]
-    if args.json:
-        print(json.dumps(rows))
-    for row in rows if not args.json else []:
-        print(f"{row['image']}\tcluster {row['cluster']}\t{', '.join(row['reasons']) or '-'}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -662,30 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
         store = RunStore(args.runs_dir)
         if args.command == "runs":
-            store.mark_orphans_interrupted()
-            if args.run_id:
-                _show_run(store, args.run_id, args.json)
-            elif args.json:
-                print(json.dumps([_run_json(r) for r in store.list()]))
-            else:
-                _print_runs(store.list())
-            return 0
-        if args.command == "export":
-            from .analysis.export import FORMATS, export_run
-            from .analysis.results import load_results
-
-            results = load_results(store, args.run_id)
-            only = _export_filter(args, results)
-            if only.active and not only.mask(results, store.image_tags(args.run_id)).any():
-                print(f"warning: the filter ({only.describe(results.class_name)}) keeps none of the run's "
-                      f"{len(results.assign)} images: the files hold no image", file=sys.stderr)
-            written = export_run(results, args.out, args.format or FORMATS, args.per_cluster, image_filter=only,
-                                 least_confident_first=args.least_confident_first)
-            for path in (path for paths in written.values() for path in paths):
-                print(path)
-            return 0
-        if args.command in ("tag", "tags", "suspects"):
-            return _audit(store, args)
+            return runs_command(store, args)
+        if args.command in ("export", "tag", "tags", "suspects"):
+            return audit_command(store, args)
         if args.command == "worker":
             return _work(store, args.device)
         if args.command == "cancel":
@@ -706,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 request = _request(args)
             run_id = create_run(store, request, for_workers=args.queue)
         if args.queue:
-            print(json.dumps(_run_json(store.get(run_id))) if args.json else run_id)
+            print(json.dumps(run_json(store.get(run_id))) if args.json else run_id)
             return 0
         return _run_in_foreground(store, run_id, args.json)
     except UserError as exc:

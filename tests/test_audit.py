@@ -273,6 +273,36 @@ def test_bad_inputs_to_suspects_are_refused():
 # -- the CLI ---------------------------------------------------------------------------------------------------
 
 
+def test_cli_suspects_name_each_image_with_its_cluster_label_and_the_runs_confidence_in_it(results, capsys):
+    assert main(["suspects", results.run_id, "--top", "3", "--json", "--runs-dir", str(results.store.root)]) == 0
+    rows = json.loads(capsys.readouterr().out.splitlines()[-1])
+    suspects = run_suspects(results)
+    for row in rows:
+        i = row["image"]
+        assert row["name"] == f"#{i}" and row["cluster"] == results.assign[i]
+        assert row["label"] == results.class_name(int(results.labels[i]))
+        assert row["confidence"] == round(float(results.confidence[i]), 4)  # the run's, not 1 − it
+        assert row["scores"] == {name: round(float(v[i]), 4) for name, v in suspects.scores.items()}
+    assert main(["suspects", results.run_id, "--top", "3", "--runs-dir", str(results.store.root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["IMAGE", "NAME", "CLUSTER", "LABEL", "CONFIDENCE", "WHY"] and len(lines) == 4
+    assert lines[1].split()[:5] == [str(rows[0]["image"]), rows[0]["name"], str(rows[0]["cluster"]),
+                                    rows[0]["label"], f"{rows[0]['confidence']:.3f}"]
+
+
+def test_cli_tag_takes_images_by_name_as_well_as_by_index_and_tags_lists_their_names(results, capsys):
+    root = str(results.store.root)
+    assert main(["tag", results.run_id, "odd", "#5", "7", "--runs-dir", root]) == 0
+    assert main(["tags", results.run_id, "--runs-dir", root]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[-3:]] == [["IMAGE", "NAME", "TAGS"], ["5", "#5", "odd"],
+                                                      ["7", "#7", "odd"]]
+    for bad in ("#99999", "nosuch.png"):
+        assert main(["tag", results.run_id, "odd", bad, "--runs-dir", root]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and ("no 99999" in err or "named 'nosuch.png'" in err), err
+
+
 def test_cli_tags_suspects_and_a_tag_filtered_export(results, tmp_path, capsys):
     root = str(results.store.root)
 

@@ -513,3 +513,14 @@ def test_export_refuses_a_run_whose_folder_changed_rather_than_put_its_clusters_
     result = run_cli("export", run_id, "--out", str(tmp_path / "out"), "--runs-dir", runs)
     assert result.returncode == 2 and says in result.stderr, result.stderr
     assert not (tmp_path / "out" / "assignments.csv").exists()
+
+
+def test_cli_audit_of_a_folder_run_names_files_and_refuses_the_label_score_without_labels(runs, capsys):
+    results = runs["flat"]
+    root = str(results.store.root)
+    assert main(["tag", results.run_id, "look", "img_03.png", "--runs-dir", root]) == 0
+    assert main(["tags", results.run_id, "--runs-dir", root]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["3", "img_03.png", "look"]
+    results.store.remove_tag(results.run_id, [3], "look")
+    assert main(["suspects", results.run_id, "--by", "label", "--runs-dir", root]) == 2
+    assert "have no labels" in capsys.readouterr().err

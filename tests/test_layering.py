@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runs",),
     ("analysis",),
     ("bench", "bench_features", "bench_pages"),
+    ("cli_runs",),
     ("cli",),
     ("__main__", ROOT),
 )
