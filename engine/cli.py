@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--device", default="cpu",
                         help="cpu or cuda:N: the worker takes the runs that ask for it, those asking for auto (on "
                              "the CPU: when there is no GPU, or light ones such as kmeans) and, on a GPU, cuda")
+    worker.add_argument("--until-idle", action="store_true",
+                        help="exit (0) once no queued run is left for it, instead of waiting for more until SIGINT "
+                             "or SIGTERM")
     worker.add_argument("--runs-dir")
 
     cancel = commands.add_parser("cancel", help="stop a queued or running run, whichever process runs it (a "
@@ -332,16 +335,25 @@ def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
     return code
 
 
-def _work(store, device: str) -> int:
+def _work(store, device: str, until_idle: bool) -> int:
     """``worker``: serve the runs queued for workers until SIGINT or SIGTERM, which cancels the run in progress
-    (recorded cancelled) and ends the worker with 128 + the signal's number."""
+    (recorded cancelled) and ends the worker with 128 + the signal's number, or with ``until_idle`` until none is
+    left. Says which run it starts, and how each ended, on stderr."""
     from .runs.jobs import serve, worker_devices
+
+    def ended(run_id: str) -> None:
+        record = store.get(run_id)
+        acc = record.summary.get("acc")
+        print(f"run {run_id}: {record.status}" + (f" — {record.error}" if record.error else "")
+              + (f" · ACC {acc:.3f}" if acc is not None else ""), file=sys.stderr, flush=True)
 
     worker_devices(device, source="--device")  # checks the name
     stop = threading.Event()
     with _signals_cancel(stop) as received:
         print(f"worker on {device} serving {store.root}", file=sys.stderr, flush=True)
-        serve(store, device, stop, on_start=lambda run_id: print(f"run {run_id}", file=sys.stderr, flush=True))
+        serve(store, device, stop, on_start=lambda run_id: print(f"run {run_id}: started", file=sys.stderr,
+                                                                 flush=True),
+              on_end=ended, until_idle=until_idle)
     return 128 + received[0] if received else 0
 
 
@@ -555,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("export", "tag", "tags", "suspects"):
             return audit_command(store, args)
         if args.command == "worker":
-            return _work(store, args.device)
+            return _work(store, args.device, args.until_idle)
         if args.command == "cancel":
             from .runs.jobs import stop_run
 

@@ -199,3 +199,16 @@ def test_a_run_in_a_worker_process_is_cancelled_from_another_process_and_the_wor
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(HANG_GUARD_S) == 128 + signal.SIGTERM
     assert store.get(long).status == "cancelled"  # SIGTERM cancels the resumed run in progress
+
+
+def test_a_worker_with_until_idle_runs_the_queue_says_how_each_run_ended_and_exits(tmp_path):
+    runs = tmp_path / "runs"
+    store = RunStore(runs)
+    ids = [create_run(store, RunRequest("kmeans", overrides={**QUICK_KMEANS, "seed": seed}, device="cpu"),
+                      for_workers=True) for seed in range(2)]
+    worker = run_cli("worker", "--device", "cpu", "--until-idle", "--runs-dir", str(runs))
+    assert worker.returncode == 0, worker.stderr
+    for run_id in ids:
+        assert store.get(run_id).status == "finished"
+        assert f"run {run_id}: started" in worker.stderr
+        assert f"run {run_id}: finished · ACC {store.get(run_id).summary['acc']:.3f}" in worker.stderr

@@ -255,16 +255,19 @@ def stop_run(store: RunStore, run_id: str) -> str:
 
 
 def serve(store: RunStore, device: str, stop: threading.Event, data_roots: Sequence[Path] | None = None,
-          poll_s: float = 1.0, on_start=None) -> None:
+          poll_s: float = 1.0, on_start=None, on_end=None, until_idle: bool = False) -> None:
     """A worker process's loop (``python -m engine worker``): until ``stop`` is set, adopt the oldest run queued
     for workers that the worker of ``device`` runs (:func:`runs_on`, taking other workers to serve the GPUs when
-    one is visible) and execute it on ``device``; look again every ``poll_s`` seconds while there is none.
-    Setting ``stop`` also cancels the run in progress. ``on_start(run_id)`` is told each run it starts."""
+    one is visible) and execute it on ``device``; look again every ``poll_s`` seconds while there is none, or with
+    ``until_idle`` return then. Setting ``stop`` also cancels the run in progress. ``on_start(run_id)`` and
+    ``on_end(run_id)`` are told each run it starts and ends (its outcome is in the store)."""
     gpu_workers = torch.cuda.is_available()
     while not stop.is_set():
         record = next((r for r in store.queued_for_workers()
                        if runs_on(device, r, gpu_workers) and store.adopt(r.id)), None)
         if record is None:
+            if until_idle:
+                return
             stop.wait(poll_s)
             continue
         if on_start is not None:
@@ -274,6 +277,8 @@ def serve(store: RunStore, device: str, stop: threading.Event, data_roots: Seque
                 execute_run(store, record.id, cancel, data_roots=data_roots, device=torch.device(device))
         except Exception:  # noqa: BLE001 — the outcome is recorded in the store
             pass
+        if on_end is not None:
+            on_end(record.id)
 
 
 @contextmanager
