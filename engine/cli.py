@@ -458,9 +458,10 @@ def _list(as_json: bool) -> None:
     if as_json:
         print(json.dumps({"methods": methods, "datasets": datasets, "pretrained": pretrained}))
         return
-    print("methods:")
+    print("methods (stages; presets):")
     for m in methods:
-        print(f"  {m['name']:<8} {m['summary']}  stages: {', '.join(s['name'] for s in m['stages'])}")
+        print(f"  {m['name']:<8} {m['summary']}\n           stages: {', '.join(s['name'] for s in m['stages'])}; "
+              f"presets: {', '.join(m['presets'])}")
     print("datasets:")
     for d in datasets:
         print(f"  {d['name']:<14} {d.get('description', '')}")

@@ -25,6 +25,7 @@ def test_list_json_names_methods_with_stages_and_datasets():
     for method in methods.values():
         assert method["stages"] and all(stage["losses"] for stage in method["stages"]), method["name"]
         assert {"paper", "fast"} <= set(method["presets"]), method["name"]
+        assert method["summary"].endswith("."), method["summary"]  # a whole sentence, not a docstring's first line
     assert [s["name"] for s in methods["scan"]["stages"]] == ["pretext", "mine", "cluster", "selflabel"]
     assert methods["scan"]["presets"]["paper"]["pretext_epochs"] == 500
     assert {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100-20", "stl10"} <= \

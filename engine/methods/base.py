@@ -224,7 +224,7 @@ class Method:
         return {
             "name": cls.name,
             "paper": cls.paper,
-            "summary": (inspect.getdoc(cls) or "").split("\n")[0],
+            "summary": " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split()),  # its first paragraph
             "stages": [dataclasses.asdict(s) for s in cls.stages],
             "presets": {name: {**defaults, **over} for name, over in cls.presets.items()},
             "key_settings": list(cls.key_settings),
