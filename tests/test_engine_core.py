@@ -304,3 +304,14 @@ def test_on_a_small_set_the_presets_step_batches_shrink_so_an_epoch_takes_about_
     assert said == ["a small set (200 images): the preset's batches are reduced so that an epoch takes about 8 "
                     "steps: pretrain_batch_size 256→25, cluster_batch_size 256→25"]
     assert method.config.pretrain_batch_size == 256  # the config keeps the preset's: it reproduces the run
+
+
+def test_fit_on_a_bare_array_says_to_build_an_image_set_and_a_missing_gpu_is_a_user_error():
+    from engine.errors import UserError
+
+    with pytest.raises(TypeError, match="ImageSet.*not a numpy.ndarray"):
+        create_method("kmeans", "fast").fit(np.zeros((10, 8, 8, 1), np.uint8), FitContext("cpu"))
+    assert FitContext("auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU is visible"):
+            FitContext("cuda")

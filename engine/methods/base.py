@@ -155,7 +155,17 @@ class Method:
         return dataclasses.asdict(self.config)
 
     def fit(self, images: ImageSet, context: FitContext | None = None) -> "Method":
-        """Train on ``images``; the results land in ``labels_``, ``probs_``, ``features_`` (and ``neighbors_``)."""
+        """Train on ``images``; the results land in ``labels_``, ``probs_``, ``features_`` (and, for a method that
+        mines neighbours, ``neighbors_``; None for the others).
+
+        Raises:
+            TypeError: ``images`` is not an :class:`~engine.data.ImageSet` (build one from arrays:
+                ``ImageSet(torch.from_numpy(uint8 N×H×W×C), labels or None, class_names, "my-set")``).
+        """
+        if not isinstance(images, ImageSet):
+            raise TypeError(f"fit takes an engine.data.ImageSet (load_dataset(...) gives one), not a "
+                            f"{type(images).__module__}.{type(images).__name__}; from arrays: "
+                            f"ImageSet(torch.from_numpy(uint8 N×H×W×C), labels or None, class_names, 'my-set')")
         self.config.validate(len(images))
         check_batch_sizes(self.config, len(images), self.explicit_settings)
         context = context or FitContext()

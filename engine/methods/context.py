@@ -64,7 +64,8 @@ class FitContext:
     """Device, events, cancellation and stage checkpoints for one fit.
 
     Args:
-        device: where tensors live during training.
+        device: where tensors live during training: a ``torch.device``, or a name :func:`pick_device` checks
+            (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
         on_event: receives every :class:`Event` (the job runner writes them to the run store).
         cancel: set by another thread to stop the fit at the next step (cooperative cancel).
         checkpoint_dir: where stage checkpoints go; None keeps nothing (tests, one-off fits).
@@ -90,7 +91,7 @@ class FitContext:
         if step_limit is not None and checkpoint_dir is not None:
             raise ValueError("a fit cut to a few steps per stage must not store checkpoints: they would be taken "
                              "for finished stages")
-        self.device = torch.device(device)
+        self.device = pick_device(device) if isinstance(device, str) else torch.device(device)
         self.step_limit = step_limit
         self.speedups = speedups or Speedups.for_device(self.device)
         if parallel is not None:
