@@ -18,7 +18,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from .cli_runs import audit_command, run_json, runs_command
 from .errors import RunCancelled, TrainingError, UserError
@@ -41,8 +41,17 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, reporting a bad command line as every other user error is: one ``error:`` line (with
+    where to read the usage) and exit code 2, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m engine", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     listing = commands.add_parser("list", help="registered methods and datasets")
@@ -232,6 +241,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.epochs is not None:
+        if args.epochs < 0:
+            raise UserError(f"--epochs must be at least 0, got {args.epochs}")
         config = get_method(args.method).Config()
         # a warm-up is a part of a stage, not a stage: it keeps its own length
         overrides.update({name: args.epochs for name in vars(config)

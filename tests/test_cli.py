@@ -56,6 +56,9 @@ def test_kmeans_on_digits_prints_a_json_summary(tmp_path):
     (("--method", "kmeans", "--dataset", "mnist"), "--data-root"),
     (("--method", "kmeans", "--image-size", "0"), "image size must be a whole number of pixels from 1 to 1024"),
     (("--method", "kmeans", "--image-size", "100000"), "image size must be"),
+    (("--method", "kmeans", "--clusters", "abc"), "argument --clusters: invalid int value: 'abc' (see `python -m "
+                                                  "engine train --help`)"),
+    (("--method", "kmeans", "--epochs", "-1"), "--epochs must be at least 0, got -1"),
 ])
 @pytest.mark.parametrize("queue", [(), ("--queue",)], ids=["foreground", "queued"])
 def test_user_errors_exit_2_with_one_error_line_and_store_no_run(tmp_path, args, message, queue):
