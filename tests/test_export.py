@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import HANG_GUARD_S, run_cli
 from engine.analysis.clusters import cluster_summaries, off_majority
-from engine.analysis.export import FORMATS, OFF_MAJORITY_RGB, export_run, safe_filename
+from engine.analysis.export import FORMATS, OFF_MAJORITY_RGB, SHEET_CELL, export_run, safe_filename
 from engine.analysis.filters import correct
 from engine.analysis.results import load_results
 from engine.analysis import thumbnails
@@ -85,14 +85,14 @@ def test_png_export_writes_one_readable_sheet_per_cluster(runs, tmp_path):
         with Image.open(tmp_path / f"cluster_{k}.png") as sheet:
             sheet.load()
             shown = min(int(sizes[k]), 100)
-            assert sheet.width == min(shown, 10) * 64  # 10 columns of 64-pixel cells
+            assert sheet.width == min(shown, 10) * SHEET_CELL  # 10 columns of cells
             assert (sheet.height - title_band) % -(-shown // 10) == 0  # a title, then whole rows of cell + caption
 
 
 def test_max_per_cluster_caps_the_sheets_and_the_gallery(runs, tmp_path):
     written = export_run(runs["digits"], tmp_path, ["png", "html"], max_per_cluster=5)
     with Image.open(written["png"][0]) as sheet:
-        assert sheet.width == 5 * 64
+        assert sheet.width == 5 * SHEET_CELL
     page = written["html"][0].read_text(encoding="utf-8")
     assert len(re.findall(r"<img\b", page)) == 10 * 5
     assert "Showing the 5 most confident of" in page
@@ -142,7 +142,7 @@ def test_html_and_png_show_every_cluster_even_an_empty_one(runs, tmp_path):
     assert "empty" in page.split('id="cluster-9"')[1]
     assert len(written["png"]) == 10
     with Image.open(tmp_path / "cluster_9.png") as blank:
-        assert blank.width == 64
+        assert blank.width == SHEET_CELL
 
 
 def test_html_escapes_class_names_and_run_fields_from_the_data(runs, tmp_path):
@@ -472,7 +472,7 @@ def test_png_sheets_caption_each_image_with_its_file_name_and_label(runs, tmp_pa
         captions = names if results.labels is None else [
             f"{n}\n{results.class_name(int(results.labels[i]))}" for n, i in zip(names, shown)]
         outline = None if results.labels is None else off_majority(summary, shown, results.labels)
-        expected = contact_sheet(np.asarray(results.images.images)[shown], 10, 64, captions, outline,
+        expected = contact_sheet(np.asarray(results.images.images)[shown], 10, SHEET_CELL, captions, outline,
                                  OFF_MAJORITY_RGB)
         # under a title that says what the sheet shows, should it be saved or shared on its own
         shows = (f"{len(shown)} most confident of {summary.size} images" if len(shown) < summary.size
@@ -493,6 +493,13 @@ def test_a_sheet_caption_too_long_for_its_cell_keeps_a_file_names_end_and_other_
         fitted = _fit_text(text, width)
         assert caption_font(fitted).getlength(fitted) <= width and fitted != text
         assert fitted.endswith(kept) if kept == "0022.jpg" else fitted.startswith(kept), fitted
+
+
+def test_a_sheet_cell_holds_a_usual_file_name_whole_so_two_files_never_read_alike():
+    from engine.analysis.thumbnails import _fit_text
+
+    for name in ("frog_0025.jpg", "cat_0025.jpg", "IMG_20240101.jpg"):
+        assert _fit_text(name, SHEET_CELL - 2) == name  # at 64 px both read "…_0025.jpg"
 
 
 @pytest.mark.parametrize("change, says", [("rename", "changed since run"), ("add", "now has 7 images")])

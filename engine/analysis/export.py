@@ -32,7 +32,8 @@ from ..wording import count
 
 FORMATS = ("png", "html", "csv", "zip")
 SHEET_COLUMNS = 10
-CELL = 64  # pixels per thumbnail, in the sheets and the gallery alike
+GALLERY_CELL = 64  # pixels per thumbnail in the HTML gallery, whose captions wrap
+SHEET_CELL = 96  # per cell on a PNG sheet: its one-line caption holds a name of about 15 characters (cat_0025.jpg)
 SCORE_LABELS = {"acc": "ACC", "nmi": "NMI", "ari": "ARI", "neighbor_purity": "neighbour purity"}
 OFF_MAJORITY_RGB = (220, 30, 30)
 
@@ -188,7 +189,7 @@ def _sheets(export: _Export) -> list[tuple[str, bytes]]:
         if export.filter_note and not summary.size:
             continue  # the filter kept none of it: no blank sheet (a cluster that is empty itself still gets one)
         shown = export.shown(summary)
-        sheet = contact_sheet(export.pixels[shown], SHEET_COLUMNS, CELL, [export.caption(i) for i in shown],
+        sheet = contact_sheet(export.pixels[shown], SHEET_COLUMNS, SHEET_CELL, [export.caption(i) for i in shown],
                               export.off_majority(summary), OFF_MAJORITY_RGB)
         files.append((f"cluster_{summary.cluster}.png", png_bytes(titled(sheet, export.sheet_title(summary)))))
     return files
@@ -307,7 +308,7 @@ def _cluster_section(export: _Export, summary: ClusterSummary) -> list[str]:
             title += f" · {export.paths[index]}"
         if export.tags.get(index):
             title += f" · tags: {'; '.join(export.tags[index])}"
-        data = base64.b64encode(png_bytes(thumbnail(export.pixels[index], CELL))).decode("ascii")
+        data = base64.b64encode(png_bytes(thumbnail(export.pixels[index], GALLERY_CELL))).decode("ascii")
         css_class = ' class="off"' if is_off else ""
         caption = "<br>".join(esc(line) for line in export.caption(index).split("\n"))
         lines.append(f'<figure><img{css_class} src="data:image/png;base64,{data}" alt="image {index}" '
