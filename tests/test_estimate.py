@@ -193,3 +193,11 @@ def test_the_pretrained_path_times_a_few_small_batches_of_extraction_and_caches_
     assert estimate.stages["features"].steps == 40 // ESTIMATE_BATCH
     assert estimate.stages["features"].timed_steps == ESTIMATE_STEPS - 1 and estimate.stages["features"].seconds > 0
     assert not (default_cache_dir() / "features").exists()  # the repeated rows of an estimate are never cached
+
+
+def test_a_budget_message_calls_an_estimate_within_rounding_of_the_budget_a_fit():
+    from engine.runs.budget import budget_message
+
+    budget = {"minutes": 0.5, "factor": 0.6, "scaled": {"epochs": (10, 6)}, "estimated_seconds": 48.0}
+    assert "still over budget" not in budget_message({**budget, "budgeted_seconds": 30.4})  # shown as "30 s"
+    assert "still over budget" in budget_message({**budget, "budgeted_seconds": 45.0})

@@ -86,7 +86,8 @@ def budget_message(budget: dict[str, Any]) -> str:
         return (f"budget {limit}: the estimate is {format_seconds(budget['estimated_seconds'])}, but this method has "
                 "no epochs to scale")
     settings = ", ".join(f"{name} {old}→{new}" for name, (old, new) in budget["scaled"].items())
-    over = "" if budget["budgeted_seconds"] <= budget["minutes"] * 60 else (
+    # over by more than the rounding of whole epochs, which an estimate is not precise enough to tell apart
+    over = "" if budget["budgeted_seconds"] <= 1.05 * budget["minutes"] * 60 else (
         "; still over budget: the shortest schedule or the stages that do not shrink with epochs")
     return (f"budget {limit}: every stage's epochs scaled by {budget['factor']:.3g} ({settings}); estimate "
             f"{format_seconds(budget['estimated_seconds'])} → {format_seconds(budget['budgeted_seconds'])}{over}")
