@@ -24,7 +24,6 @@ from .cli_runs import audit_command, run_json, runs_command
 from .errors import RunCancelled, TrainingError, UserError
 
 
-
 def _parse_value(text: str) -> Any:
     """``--set`` values: JSON when it parses (numbers, true/false, null), else the plain string."""
     try:

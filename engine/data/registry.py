@@ -195,9 +195,9 @@ def check_dataset_spec(spec: str, data_roots: Sequence[Path] | None = None, data
 
     Examples:
         >>> check_dataset_spec("digits")
-        >>> check_dataset_spec("/data/photos")  # doctest: +ELLIPSIS
+        >>> check_dataset_spec("~/pets")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        engine.errors.DatasetError: unknown dataset '/data/photos'; ...; for a folder of your images write folder:/data/photos
+        engine.errors.DatasetError: unknown dataset '~/pets'; ...; for a folder of your images write folder:~/pets
     """
     spec = spec.strip()
     path = folder_of(spec)
