@@ -421,16 +421,24 @@ def _request(args: argparse.Namespace):
                       args.download, image_size=args.image_size, subset=args.subset)
 
 
-def _timed_request(args: argparse.Namespace):
-    """The train request with its estimate (and, with --budget-minutes, scaled to the budget), without touching
-    the run store: the runs folder is only read, for a pretext another run left."""
+def _runs_folder(args: argparse.Namespace):
     from pathlib import Path
 
     from .runs import default_runs_dir
+
+    return Path(args.runs_dir).expanduser() if args.runs_dir else default_runs_dir()
+
+
+def _timed_request(args: argparse.Namespace):
+    """The train request with its estimate (and, with --budget-minutes, scaled to the budget), without touching
+    the run store: the runs folder is only read, for a pretext another run left."""
+    from .data.registry import check_dataset_spec
     from .runs.budget import budget_message, estimate_request, fit_to_budget
 
     request = _request(args)
-    runs_root = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    request.build_method()  # a bad method or setting, and a bad dataset, are refused before the line below
+    check_dataset_spec(request.dataset, data_root=request.data_root, download=request.download)
+    runs_root = _runs_folder(args)
     print(f"estimating: a few timed steps of every stage of {request.method} on {request.dataset} …",
           file=sys.stderr, flush=True)
     estimate = estimate_request(request, runs_root=runs_root)
@@ -572,6 +580,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.estimate:
                 _print_estimate(request, args.json)
                 return 0
+        if args.command == "runs" and not args.run_id and not _runs_folder(args).is_dir():
+            # listing creates nothing: a mistyped --runs-dir would otherwise leave an empty runs folder behind
+            print(f"no runs: {_runs_folder(args)} does not exist", file=sys.stderr)
+            if args.json:
+                print("[]")
+            return 0
         store = RunStore(args.runs_dir)
         if args.command == "runs":
             return runs_command(store, args)

@@ -138,3 +138,18 @@ def test_runs_lists_runs_in_aligned_columns_under_a_header_and_a_closed_pipe_is_
     piped = subprocess.run(f"{sys.executable} -m engine runs --runs-dir {runs} | head -1", shell=True, cwd=REPO,
                            capture_output=True, text=True)
     assert piped.stdout.startswith("RUN") and piped.stderr == ""
+
+
+def test_runs_of_a_folder_that_does_not_exist_lists_none_and_creates_nothing(tmp_path):
+    missing = tmp_path / "typo"
+    listed = run_cli("runs", "--json", "--runs-dir", str(missing))
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [] and "does not exist" in listed.stderr
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("args, message", [(("--method", "nosuch"), "unknown method"),
+                                           (("--method", "kmeans", "--dataset", "nosuch"), "unknown dataset")])
+def test_an_estimate_of_a_bad_request_is_one_error_line_before_any_timing(tmp_path, args, message):
+    result = run_cli("train", *args, "--estimate", "--runs-dir", str(tmp_path / "r"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
