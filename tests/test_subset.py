@@ -12,6 +12,7 @@ from engine.bench import train_rows
 from engine.data import ImageSet, load_dataset
 from engine.data.subset import balanced_subset
 from engine.errors import ConfigError
+from engine.runs import RunRequest, RunStore, create_run, execute_run
 
 
 def test_a_subset_takes_every_class_equally_the_same_images_each_time_in_their_order(digits):
@@ -57,3 +58,12 @@ def test_bench_can_scale_a_runs_epochs_to_its_budget_instead_of_stopping_it(tmp_
     (row,) = train_rows(["socnet"], "digits", "fast", "cpu", budget_minutes=0.01, data_root=None,
                         runs_dir=tmp_path / "runs", subset=200, scale_to_budget=True)
     assert row["budget_factor"] < 1 and row["epochs"]["epochs"] < 25
+
+
+def test_a_subset_larger_than_the_dataset_trains_on_all_of_it_and_says_so(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    run_id = create_run(store, RunRequest("kmeans", "digits", overrides={"n_init": 1}, device="cpu", subset=5000))
+    execute_run(store, run_id)
+    assert store.get(run_id).summary["n_images"] == 1797
+    assert ("a subset of 5000 images was asked for, but the dataset holds 1797: all are used"
+            in [m["message"] for m in store.messages(run_id)])

@@ -215,14 +215,16 @@ def _run_estimate(store: RunStore, run_id: str, method: Method, images, device: 
     return estimate
 
 
-def _record_skipped(store: RunStore, run_id: str, images: ImageSet) -> None:
-    """A data message per file the load skipped, then the summary warning; a resumed run loads the same files
-    again and records only what its earlier attempts did not."""
-    if not images.skipped:
-        return
-    recorded = {m["message"] for m in store.messages(run_id) if m["stage"] == "data"}
+def _record_skipped(store: RunStore, run_id: str, images: ImageSet, subset: int | None) -> None:
+    """A data message per file the load skipped, then the summary warning, and one when a subset asked for is
+    the whole set; a resumed run loads the same files again and records only what its earlier attempts did not."""
     lines = [f"skipped {path}: {reason}" for path, reason in images.skipped]
-    for line in lines + [skipped_warning(images.skipped, len(images))]:
+    if images.skipped:
+        lines.append(skipped_warning(images.skipped, len(images)))
+    if subset is not None and subset > len(images):
+        lines.append(f"a subset of {subset} images was asked for, but the dataset holds {len(images)}: all are used")
+    recorded = {m["message"] for m in store.messages(run_id) if m["stage"] == "data"}
+    for line in lines:
         if line not in recorded:
             store.add_message(run_id, "data", line)
 
@@ -266,7 +268,7 @@ def execute_run(store: RunStore, run_id: str, cancel: threading.Event | None = N
         device = device or pick_device(record.options.get("device", "auto"))
         store.update(run_id, device=device_name(device))
         method, images = _method_and_images(record, data_roots)
-        _record_skipped(store, run_id, images)
+        _record_skipped(store, run_id, images, record.options.get("subset"))
         estimate = _run_estimate(store, run_id, method, images, device, cancel, observer)
         recorder = _Recorder(store, run_id, [s.name for s in method.stages], estimate, cancel)
 
