@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Iterator, NoReturn, Sequence
 
-from .cli_runs import audit_command, run_json, runs_command
+from .cli_runs import audit_command, run_json, run_outcome, runs_command
 from .errors import RunCancelled, TrainingError, UserError
 
 
@@ -338,7 +338,7 @@ def _run_in_foreground(store, run_id: str, as_json: bool, parallel=None) -> int:
     if as_json:
         print(json.dumps(run_json(record)))
     else:
-        print(f"run {record.id}: {record.status}" + (f" — {record.error}" if record.error else ""))
+        print(run_outcome(record))
         for key, name in (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("neighbor_purity", "neighbour purity")):
             if record.summary.get(key) is not None:
                 print(f"  {name} {record.summary[key]:.4f}")
@@ -354,8 +354,7 @@ def _work(store, device: str, until_idle: bool) -> int:
     def ended(run_id: str) -> None:
         record = store.get(run_id)
         acc = record.summary.get("acc")
-        print(f"run {run_id}: {record.status}" + (f" — {record.error}" if record.error else "")
-              + (f" · ACC {acc:.3f}" if acc is not None else ""), file=sys.stderr, flush=True)
+        print(run_outcome(record) + (f" · ACC {acc:.3f}" if acc is not None else ""), file=sys.stderr, flush=True)
 
     worker_devices(device, source="--device")  # checks the name
     stop = threading.Event()
@@ -422,11 +421,12 @@ def _request(args: argparse.Namespace):
 
 
 def _runs_folder(args: argparse.Namespace):
+    """The runs folder ``--runs-dir`` names, else the default (``$DCE_RUNS_DIR`` or ``./runs``)."""
     from pathlib import Path
 
     from .runs import default_runs_dir
 
-    return Path(args.runs_dir).expanduser() if args.runs_dir else default_runs_dir()
+    return Path(args.runs_dir) if args.runs_dir else default_runs_dir()
 
 
 def _timed_request(args: argparse.Namespace):
@@ -580,13 +580,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.estimate:
                 _print_estimate(request, args.json)
                 return 0
-        if args.command == "runs" and not args.run_id and not _runs_folder(args).is_dir():
+        runs_folder = _runs_folder(args)
+        if args.command == "runs" and not args.run_id and not runs_folder.is_dir():
             # listing creates nothing: a mistyped --runs-dir would otherwise leave an empty runs folder behind
-            print(f"no runs: {_runs_folder(args)} does not exist", file=sys.stderr)
+            print(f"no runs: {runs_folder} does not exist", file=sys.stderr)
             if args.json:
                 print("[]")
             return 0
-        store = RunStore(args.runs_dir)
+        store = RunStore(runs_folder)
         if args.command == "runs":
             return runs_command(store, args)
         if args.command in ("export", "tag", "tags", "suspects"):

@@ -35,6 +35,11 @@ def run_json(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def run_outcome(record: RunRecord) -> str:
+    """How a run ended, in one line: ``run ID: failed — why``."""
+    return f"run {record.id}: {record.status}" + (f" — {record.error}" if record.error else "")
+
+
 def print_table(rows: Sequence[Sequence[str]]) -> None:
     """Rows (the first a header) in columns aligned with two spaces between; the last column is not padded."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -185,7 +190,7 @@ def _export(results: RunResults, args: argparse.Namespace) -> None:
 
 def _export_filter(results: RunResults, args: argparse.Namespace) -> ImageFilter:
     """The ``export`` options' filter, checked against the run: its clusters exist, a label part has labels."""
-    from .analysis.filters import ImageFilter
+    from .analysis.filters import ImageFilter, confidence_range
 
     unknown = sorted(set(args.cluster) - set(range(results.n_clusters)))
     if unknown:
@@ -193,15 +198,10 @@ def _export_filter(results: RunResults, args: argparse.Namespace) -> ImageFilter
                         f"{', '.join(map(str, unknown))}")
     if args.correctness and results.labels is None:
         raise UserError(f"--correctness needs labels, and run {results.run_id}'s images have none")
-    confidence = (0.0, 1.0)
-    if args.confidence:
-        try:
-            low, high = (float(part) for part in args.confidence.split("-"))
-        except ValueError:
-            raise UserError(f"--confidence takes LOW-HIGH, e.g. 0-0.6; got {args.confidence!r}") from None
-        if not 0.0 <= low <= high <= 1.0:
-            raise UserError(f"--confidence must lie within 0-1 with LOW ≤ HIGH, got {args.confidence!r}")
-        confidence = (low, high)
+    try:
+        confidence = confidence_range(args.confidence) if args.confidence else (0.0, 1.0)
+    except ValueError as exc:
+        raise UserError(f"--confidence: {exc}") from None
     if args.per_cluster < 1:
         raise UserError(f"--per-cluster must be at least 1, got {args.per_cluster}")
     return ImageFilter(clusters=tuple(args.cluster), confidence=confidence,

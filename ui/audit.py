@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import streamlit as st
 
-from engine.analysis.filters import ANY_TAG, CORRECTNESS, NO_TAG, ImageFilter
+from engine.analysis.filters import ANY_TAG, CORRECTNESS, NO_TAG, ImageFilter, confidence_range
 from engine.analysis.results import RunResults
 from engine.analysis.tags import SUGGESTED_TAGS, label_tag, tag_images, tag_names, untag_images
 from engine.errors import UserError
@@ -89,12 +89,11 @@ def _integers(texts: list[str]) -> list[int]:
 
 
 def _confidence_range(text: str | None) -> tuple[float, float]:
-    """``0.2-0.9`` as (0.2, 0.9); anything else, or a range outside [0, 1], as the whole range."""
+    """The address's confidence range (:func:`confidence_range`); anything else as the whole range."""
     try:
-        low, high = (float(part) for part in (text or "").split("-"))
+        return confidence_range(text or "")
     except ValueError:
         return FILTER_START["filter-confidence"]
-    return (low, high) if 0.0 <= low <= high <= 1.0 else FILTER_START["filter-confidence"]
 
 
 def _filter_to_address(chosen: ImageFilter) -> None:

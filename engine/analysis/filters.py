@@ -86,6 +86,25 @@ class ImageFilter:
         return " · ".join(parts)
 
 
+def confidence_range(text: str) -> tuple[float, float]:
+    """``0.2-0.9`` as (0.2, 0.9): a confidence range as the address and ``export --confidence`` write it.
+
+    Raises:
+        ValueError: not two numbers LOW-HIGH, or not within [0, 1] with LOW ≤ HIGH.
+
+    Examples:
+        >>> confidence_range("0-0.6")
+        (0.0, 0.6)
+    """
+    try:
+        low, high = (float(part) for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"a confidence range is LOW-HIGH, e.g. 0-0.6; got {text!r}") from None
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"a confidence range lies within 0-1 with LOW ≤ HIGH, got {text!r}")
+    return low, high
+
+
 def correct(labels: np.ndarray, assign: np.ndarray) -> np.ndarray:
     """Per image: is its label the class its cluster is matched to (Hungarian, surplus clusters to their
     majority class)."""

@@ -44,8 +44,8 @@ from engine.data.cache import cache_path, decode_cached, read_cache, write_cache
 from engine.data.decode import check_image_size, survey_images
 from engine.data.imageset import ImageSet
 from engine.data.layout import SPLITS, arrange, looks_like_image, unwrap_single_folder
-from engine.data.listing import (OUTSIDE_ROOTS, Entry, check_image_source, expand_user_path, is_hidden,
-                                 links_outside, resolve_inside, walk_folder)
+from engine.data.listing import (OUTSIDE_ROOTS, Entry, expand_user_path, image_source, is_hidden, links_outside,
+                                 resolve_inside, walk_folder)
 from engine.errors import ConfigError, DatasetError
 
 
@@ -84,8 +84,7 @@ def load_folder(path: str | Path, *, image_size: int | None = None, channels: in
     if split not in (None, *SPLITS):
         raise DatasetError(f"unknown split {split!r}; use 'train', 'test', or none for both")
 
-    # Confinement first: whether a path outside the roots exists is none of the user's business.
-    root = check_image_source(expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots))
+    root = image_source(path, data_roots)
 
     links_out: list[str] = []
     if root.is_dir():

@@ -72,6 +72,17 @@ def check_image_source(path: Path) -> Path:
     return root
 
 
+def image_source(path: str | Path, data_roots: Sequence[Path] | None = None) -> Path:
+    """The folder or archive ``path`` names, resolved and checked (:func:`check_image_source`), after checking it
+    lies inside ``data_roots`` when given: confinement first, as whether a path outside the roots exists is none of
+    the user's business.
+
+    Raises:
+        DatasetError: as :func:`resolve_inside` and :func:`check_image_source` do.
+    """
+    return check_image_source(expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots))
+
+
 def _is_inside(resolved: Path, roots: Sequence[Path]) -> bool:
     return any(resolved.is_relative_to(Path(root).expanduser().resolve()) for root in roots)
 

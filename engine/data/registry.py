@@ -25,7 +25,7 @@ from engine.data.digits28 import load_digits28
 from engine.data.folder import load_folder
 from engine.data.imageset import ImageSet
 from engine.data.layout import SPLITS
-from engine.data.listing import check_image_source, expand_user_path, is_archive, resolve_inside
+from engine.data.listing import image_source, is_archive, resolve_inside
 from engine.data.subset import balanced_subset
 from engine.errors import DatasetError, UserError
 
@@ -203,13 +203,14 @@ def check_dataset_spec(spec: str, data_roots: Sequence[Path] | None = None, data
     path = folder_of(spec)
     if path is None:
         name, _ = _named(spec)
-        root = _torchvision_root(data_root)
-        if DATASETS[name].source == "torchvision" and not download and not root.exists():
-            raise _not_found(name, root)
+        if DATASETS[name].source == "torchvision" and not download:
+            root = _torchvision_root(data_root)
+            if not root.exists():
+                raise _not_found(name, root)
     elif not path:
         raise DatasetError(_NO_FOLDER_PATH)
     else:
-        check_image_source(expand_user_path(path) if data_roots is None else resolve_inside(path, data_roots))
+        image_source(path, data_roots)
 
 
 def _named(spec: str) -> tuple[str, str]:
